@@ -1,0 +1,40 @@
+// The ds4-diff command line. Each command lives in cli/commands/<name>.ts and registers itself here.
+// Every error a user can cause ends as one line on stderr and an exit code (model/errors.ts), never a stack.
+import { Command, CommanderError } from 'commander';
+import { Ds4DiffError, EXIT } from '../model/errors.ts';
+import { COMMANDS } from './commands/index.ts';
+
+export async function main(argv: string[]): Promise<void> {
+  const program = new Command();
+  program
+    .name('ds4-diff')
+    .description('Correctness-diff workbench for DeepSeek V4 Flash (DS4) backends: reference vs device, stage by stage.')
+    .showHelpAfterError()
+    .exitOverride();
+  for (const register of COMMANDS) register(program);
+  try {
+    await program.parseAsync(argv);
+  } catch (err) {
+    process.exitCode = reportError(err);
+  }
+}
+
+function reportError(err: unknown): number {
+  if (err instanceof CommanderError) {
+    // --help and --version are "errors" to commander; they already printed what they had to.
+    if (err.code === 'commander.helpDisplayed' || err.code === 'commander.version' || err.code === 'commander.help') return EXIT.ok;
+    return EXIT.badInput;
+  }
+  if (err instanceof Ds4DiffError) {
+    process.stderr.write(`ds4-diff: ${err.message}\n`);
+    return err.exitCode;
+  }
+  const e = err as NodeJS.ErrnoException;
+  if (e && typeof e.code === 'string' && e.path) {
+    process.stderr.write(`ds4-diff: ${e.path}: ${e.code === 'ENOENT' ? 'no such file' : e.message}\n`);
+    return EXIT.badInput;
+  }
+  process.stderr.write(`ds4-diff: internal error: ${e?.message ?? String(err)}\n`);
+  if (process.env.DS4_DIFF_DEBUG) process.stderr.write(`${e?.stack ?? ''}\n`);
+  return EXIT.cannotEvaluate;
+}

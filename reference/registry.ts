@@ -1,0 +1,177 @@
+// The stage registry: the one table shared by the reference, the device path, the dumps and the diff.
+// Every intermediate of the DS4 forward pass (catalog §4, ds4.c CPU path) has one canonical name here,
+// with the names other tools use for it:
+//   graph  — ds4 Metal/CUDA graph-dump names (`DS4_METAL_GRAPH_DUMP_PREFIX` files, catalog §8)
+//   test   — fields of upstream ds4's `--metal-graph-test` diff line
+//   ascend — extra/different fields of the ds4-ascend fork's diff line
+//   cpu    — ds4 CPU trace labels (`--head-test`)
+import type { Ds4Config, LayerKind } from '../model/config.ts';
+
+export type StageDtype = 'f32' | 'i32';
+export type StageScope = 'embed' | 'layer' | 'head';
+/** Which layers produce the stage. */
+export type StageWhen = 'all' | 'compressed' | 'ratio4' | 'emit' | 'index-emit' | 'index-select';
+
+export interface Tolerance {
+  /** largest allowed max |a-b| (absolute) */
+  maxAbs?: number;
+  /** smallest allowed cosine similarity */
+  minCosine?: number;
+  /** largest allowed NMSE (ggml test-backend-ops definition) */
+  maxNmse?: number;
+  /** i32 stages: required exact match */
+  exact?: boolean;
+}
+
+export interface StageDef {
+  name: string;
+  aliases: { graph?: string[]; test?: string[]; ascend?: string[]; cpu?: string[] };
+  scope: StageScope;
+  /** graph order within its scope (S0..S18 of the catalog) */
+  order: number;
+  dtype: StageDtype;
+  /** shape as a function of the config, the layer (compressor width depends on its ratio) and a
+   *  per-position count `n` (e.g. raw cache rows, indexer candidates) */
+  shape: (cfg: Ds4Config, at?: { layer?: number; n?: number }) => number[];
+  when: StageWhen;
+  /** canonical names of the stages it reads (same layer and pos unless prefixed `prev:` = previous layer) */
+  inputs: string[];
+  /** device primitive (kernel family name, see `ds4-diff kernels`) that produces it */
+  kernel: string;
+  /** catalog section / ds4.c function the stage follows */
+  source: string;
+  tolerance: Tolerance;
+}
+
+const hcE = (c: Ds4Config) => [c.nHc, c.nEmbd];
+const E = (c: Ds4Config) => [c.nEmbd];
+const mixN = (c: Ds4Config) => [2 * c.nHc + c.nHc * c.nHc];
+// ratio-4 layers keep two lanes (coff = 2), ratio-128 layers one (catalog S7)
+const compWidth = (c: Ds4Config, at?: { layer?: number }) => [(at?.layer !== undefined && c.compressRatios[at.layer] === 128 ? 1 : 2) * c.headDim];
+
+let orderCounter = 0;
+function st(def: Omit<StageDef, 'order'>): StageDef {
+  return { ...def, order: orderCounter++ };
+}
+
+// Default tolerances are deliberately loose placeholders for "same math, different arithmetic";
+// the baselines calibrate the real ones per case against the reference's own noise floor.
+const T_EXACTISH: Tolerance = { maxAbs: 1e-4, minCosine: 0.99999 };
+const T_F32: Tolerance = { maxAbs: 1e-3, minCosine: 0.9999 };
+const T_Q8: Tolerance = { maxAbs: 5e-2, minCosine: 0.999 };
+const T_ROUTE: Tolerance = { exact: true };
+
+export const STAGES: StageDef[] = [
+  // S0
+  st({ name: 'embed_hc', aliases: { test: ['embed_hc'] }, scope: 'embed', dtype: 'f32', shape: hcE, when: 'all', inputs: [], kernel: 'embed_token_hc', source: 'S0 embed_token_f16 + hc_from_plain_embedding', tolerance: T_EXACTISH }),
+  // S1 HC pre, attention side
+  st({ name: 'hc_attn_mix', aliases: { graph: ['hc_attn_pre_mixes'] }, scope: 'layer', dtype: 'f32', shape: mixN, when: 'all', inputs: ['prev:after_ffn_hc'], kernel: 'matmul_f16', source: 'S1 hc_pre_from_state_one (rmsnorm_noweight + hc_attn_fn matvec)', tolerance: T_F32 }),
+  st({ name: 'hc_attn_pre_w', aliases: { graph: ['hc_attn_pre_weights'] }, scope: 'layer', dtype: 'f32', shape: (c) => [c.nHc], when: 'all', inputs: ['hc_attn_mix'], kernel: 'hc_split_sinkhorn4', source: 'S1 hc_split_sinkhorn_one (pre = sigmoid + eps)', tolerance: T_F32 }),
+  st({ name: 'hc_attn_post_w', aliases: { graph: ['hc_attn_pre_post_weights'], ascend: ['hc_post_w'] }, scope: 'layer', dtype: 'f32', shape: (c) => [c.nHc], when: 'all', inputs: ['hc_attn_mix'], kernel: 'hc_split_sinkhorn4', source: 'S1 hc_split_sinkhorn_one (post = 2 sigmoid)', tolerance: T_F32 }),
+  st({ name: 'hc_attn_comb', aliases: { graph: ['hc_attn_pre_comb'], ascend: ['hc_comb'] }, scope: 'layer', dtype: 'f32', shape: (c) => [c.nHc, c.nHc], when: 'all', inputs: ['hc_attn_mix'], kernel: 'hc_split_sinkhorn4', source: 'S1 hc_split_sinkhorn_one (Sinkhorn comb)', tolerance: T_F32 }),
+  st({ name: 'attn_cur', aliases: { graph: ['hc_attn_pre'], test: ['hc_pre'], cpu: ['attn_pre'] }, scope: 'layer', dtype: 'f32', shape: E, when: 'all', inputs: ['prev:after_ffn_hc', 'hc_attn_pre_w'], kernel: 'hc_weighted_sum4', source: 'S1 hc_weighted_sum_one', tolerance: T_F32 }),
+  // S2
+  st({ name: 'attn_norm', aliases: { graph: ['attn_norm'], test: ['attn_norm'] }, scope: 'layer', dtype: 'f32', shape: E, when: 'all', inputs: ['attn_cur'], kernel: 'rms_norm', source: 'S2 layer_attn_norm_one', tolerance: T_F32 }),
+  // S3
+  st({ name: 'q_lora', aliases: { graph: ['q_lora'], ascend: ['q_lora'] }, scope: 'layer', dtype: 'f32', shape: (c) => [c.qLoraRank], when: 'all', inputs: ['attn_norm'], kernel: 'matmul_q8_0', source: 'S3 attn_q_a (Q8_0)', tolerance: T_Q8 }),
+  st({ name: 'q_lora_norm', aliases: { graph: ['q_lora_norm'], ascend: ['q_lora_norm'] }, scope: 'layer', dtype: 'f32', shape: (c) => [c.qLoraRank], when: 'all', inputs: ['q_lora'], kernel: 'rms_norm', source: 'S3 rmsnorm * attn_q_a_norm', tolerance: T_Q8 }),
+  st({ name: 'q_raw', aliases: { graph: ['Qraw'], ascend: ['Qraw'] }, scope: 'layer', dtype: 'f32', shape: (c) => [c.nHead, c.headDim], when: 'all', inputs: ['q_lora_norm'], kernel: 'matmul_q8_0', source: 'S3 attn_q_b (Q8_0)', tolerance: T_Q8 }),
+  st({ name: 'q_norm', aliases: { graph: ['Qnorm'], ascend: ['Qnorm'] }, scope: 'layer', dtype: 'f32', shape: (c) => [c.nHead, c.headDim], when: 'all', inputs: ['q_raw'], kernel: 'rms_norm', source: 'S3 head_rms_norm_inplace (no weight)', tolerance: T_Q8 }),
+  // S4
+  st({ name: 'kv_raw', aliases: { graph: ['KVraw'], ascend: ['KVraw'] }, scope: 'layer', dtype: 'f32', shape: (c) => [c.headDim], when: 'all', inputs: ['attn_norm'], kernel: 'matmul_q8_0', source: 'S4 attn_kv (Q8_0)', tolerance: T_Q8 }),
+  st({ name: 'kv_norm', aliases: { graph: ['KVnorm'], ascend: ['KVnorm'] }, scope: 'layer', dtype: 'f32', shape: (c) => [c.headDim], when: 'all', inputs: ['kv_raw'], kernel: 'rms_norm', source: 'S4 rmsnorm * attn_kv_a_norm', tolerance: T_Q8 }),
+  // S5
+  st({ name: 'q_rope', aliases: { graph: ['Qcur'], test: ['q_rope'] }, scope: 'layer', dtype: 'f32', shape: (c) => [c.nHead, c.headDim], when: 'all', inputs: ['q_norm'], kernel: 'rope_tail', source: 'S5 rope_tail_layer_inplace', tolerance: T_Q8 }),
+  st({ name: 'kv_rope', aliases: { graph: ['KVrope'] }, scope: 'layer', dtype: 'f32', shape: (c) => [c.headDim], when: 'all', inputs: ['kv_norm'], kernel: 'rope_tail', source: 'S5 rope_tail_layer_inplace', tolerance: T_Q8 }),
+  // S6
+  st({ name: 'kv_cur', aliases: { graph: ['KVcur'], test: ['kv_rope'] }, scope: 'layer', dtype: 'f32', shape: (c) => [c.headDim], when: 'all', inputs: ['kv_rope'], kernel: 'fp8_kv_quantize', source: 'S6 dsv4_fp8_kv_quantize_row_inplace_cpu + f16 round', tolerance: T_Q8 }),
+  st({ name: 'raw_cache', aliases: { graph: ['raw_cache'], test: ['raw_cache'] }, scope: 'layer', dtype: 'f32', shape: (c, at) => [at?.n ?? c.slidingWindow, c.headDim], when: 'all', inputs: ['kv_cur'], kernel: 'store_raw_kv', source: 'S6 kv_cache_push_raw (sliding window rows, chronological)', tolerance: T_Q8 }),
+  // S7 compressor, attention lane
+  st({ name: 'attn_comp_kv', aliases: { graph: ['attn_comp_kv_raw'] }, scope: 'layer', dtype: 'f32', shape: compWidth, when: 'compressed', inputs: ['attn_norm'], kernel: 'matmul_f16', source: 'S7 compressor_decode_one kv_cur (width = coff*headDim)', tolerance: T_F32 }),
+  st({ name: 'attn_comp_score', aliases: { graph: ['attn_comp_score_raw'] }, scope: 'layer', dtype: 'f32', shape: compWidth, when: 'compressed', inputs: ['attn_norm'], kernel: 'matmul_f16', source: 'S7 compressor_decode_one sc_cur + ape', tolerance: T_F32 }),
+  st({ name: 'attn_comp_row', aliases: { graph: ['KVcompress'] }, scope: 'layer', dtype: 'f32', shape: (c) => [c.headDim], when: 'emit', inputs: ['attn_comp_kv', 'attn_comp_score'], kernel: 'compressor_pool', source: 'S7 compressor_pool_decode_state + norm + rope + fp8 + f16', tolerance: T_Q8 }),
+  // S8 indexer (ratio-4 layers)
+  st({ name: 'index_comp_kv', aliases: { graph: ['indexer_comp_kv_raw'] }, scope: 'layer', dtype: 'f32', shape: (c) => [2 * c.indexerHeadDim], when: 'ratio4', inputs: ['attn_norm'], kernel: 'matmul_f16', source: 'S8 indexer compressor kv', tolerance: T_F32 }),
+  st({ name: 'index_comp_score', aliases: { graph: ['indexer_comp_score_raw'] }, scope: 'layer', dtype: 'f32', shape: (c) => [2 * c.indexerHeadDim], when: 'ratio4', inputs: ['attn_norm'], kernel: 'matmul_f16', source: 'S8 indexer compressor score + ape', tolerance: T_F32 }),
+  st({ name: 'index_comp_row', aliases: { graph: ['indexer_KVcompress'] }, scope: 'layer', dtype: 'f32', shape: (c) => [c.indexerHeadDim], when: 'index-emit', inputs: ['index_comp_kv', 'index_comp_score'], kernel: 'compressor_pool', source: 'S8 pool + norm + rope + hadamard128 + fp4 + f16', tolerance: T_Q8 }),
+  st({ name: 'index_q', aliases: {}, scope: 'layer', dtype: 'f32', shape: (c) => [c.indexerHeads, c.indexerHeadDim], when: 'index-select', inputs: ['q_lora_norm'], kernel: 'indexer_scores', source: 'S8 indexer.attn_q_b + rope + hadamard + fp4', tolerance: T_Q8 }),
+  st({ name: 'index_w', aliases: {}, scope: 'layer', dtype: 'f32', shape: (c) => [c.indexerHeads], when: 'index-select', inputs: ['attn_norm'], kernel: 'indexer_scores', source: 'S8 indexer.proj * 1/sqrt(ID*IH)', tolerance: T_F32 }),
+  st({ name: 'index_scores', aliases: { graph: ['indexer_scores'] }, scope: 'layer', dtype: 'f32', shape: (_c, at) => [at?.n ?? 0], when: 'index-select', inputs: ['index_q', 'index_w', 'index_comp_row'], kernel: 'indexer_scores', source: 'S8 sum_h relu(q_h.k) w_h', tolerance: T_Q8 }),
+  st({ name: 'index_topk', aliases: { graph: ['indexer_topk'] }, scope: 'layer', dtype: 'i32', shape: (c) => [c.indexerTopK], when: 'index-select', inputs: ['index_scores'], kernel: 'indexer_topk', source: 'S8 repeated arg-max, ties to lowest index', tolerance: T_ROUTE }),
+  // S9..S12
+  st({ name: 'attn_heads', aliases: { graph: ['kqv_out'], cpu: ['attn_heads'] }, scope: 'layer', dtype: 'f32', shape: (c) => [c.nHead, c.headDim], when: 'all', inputs: ['q_rope', 'raw_cache', 'attn_comp_row', 'index_topk'], kernel: 'attention', source: 'S9 layer_attention_rows_one / mixed (sinks in the denominator)', tolerance: T_Q8 }),
+  st({ name: 'attn_heads_back', aliases: { graph: ['kqv_back'] }, scope: 'layer', dtype: 'f32', shape: (c) => [c.nHead, c.headDim], when: 'all', inputs: ['attn_heads'], kernel: 'rope_tail', source: 'S10 inverse rope_tail_layer_inplace', tolerance: T_Q8 }),
+  st({ name: 'attn_low', aliases: { graph: ['attn_low'] }, scope: 'layer', dtype: 'f32', shape: (c) => [c.oGroups * c.oLoraRank], when: 'all', inputs: ['attn_heads_back'], kernel: 'attention_output_low_q8', source: 'S11 layer_grouped_out_one (per-group Q8_0)', tolerance: T_Q8 }),
+  st({ name: 'attn_out', aliases: { graph: ['attn_out'], test: ['attn_out'], cpu: ['attn_out'] }, scope: 'layer', dtype: 'f32', shape: E, when: 'all', inputs: ['attn_low'], kernel: 'matmul_q8_0', source: 'S11 attn_output_b (Q8_0)', tolerance: T_Q8 }),
+  st({ name: 'after_attn_hc', aliases: { graph: ['hc_attn_post'], test: ['after_attn_hc'], ascend: ['after_attn_hc'], cpu: ['after_attn_hc'] }, scope: 'layer', dtype: 'f32', shape: hcE, when: 'all', inputs: ['attn_out', 'hc_attn_post_w', 'hc_attn_comb', 'prev:after_ffn_hc'], kernel: 'hc_expand', source: 'S12 hc_post_one', tolerance: T_Q8 }),
+  // S13 HC pre, FFN side
+  st({ name: 'hc_ffn_mix', aliases: { graph: ['hc_ffn_pre_mixes'] }, scope: 'layer', dtype: 'f32', shape: mixN, when: 'all', inputs: ['after_attn_hc'], kernel: 'matmul_f16', source: 'S13 hc_pre_from_state_one (ffn)', tolerance: T_F32 }),
+  st({ name: 'hc_ffn_pre_w', aliases: { graph: ['hc_ffn_pre_weights'] }, scope: 'layer', dtype: 'f32', shape: (c) => [c.nHc], when: 'all', inputs: ['hc_ffn_mix'], kernel: 'hc_split_sinkhorn4', source: 'S13 hc_split_sinkhorn_one', tolerance: T_F32 }),
+  st({ name: 'hc_ffn_post_w', aliases: { graph: ['hc_ffn_pre_post_weights'] }, scope: 'layer', dtype: 'f32', shape: (c) => [c.nHc], when: 'all', inputs: ['hc_ffn_mix'], kernel: 'hc_split_sinkhorn4', source: 'S13 hc_split_sinkhorn_one', tolerance: T_F32 }),
+  st({ name: 'hc_ffn_comb', aliases: { graph: ['hc_ffn_pre_comb'] }, scope: 'layer', dtype: 'f32', shape: (c) => [c.nHc, c.nHc], when: 'all', inputs: ['hc_ffn_mix'], kernel: 'hc_split_sinkhorn4', source: 'S13 hc_split_sinkhorn_one', tolerance: T_F32 }),
+  st({ name: 'ffn_cur', aliases: { graph: ['hc_ffn_pre'], test: ['ffn_cur'], cpu: ['ffn_cur'] }, scope: 'layer', dtype: 'f32', shape: E, when: 'all', inputs: ['after_attn_hc', 'hc_ffn_pre_w'], kernel: 'hc_weighted_sum4', source: 'S13 hc_weighted_sum_one', tolerance: T_Q8 }),
+  st({ name: 'ffn_norm', aliases: { graph: ['ffn_norm'], test: ['ffn_norm'], cpu: ['ffn_norm'] }, scope: 'layer', dtype: 'f32', shape: E, when: 'all', inputs: ['ffn_cur'], kernel: 'rms_norm', source: 'S13 rmsnorm * ffn_norm', tolerance: T_Q8 }),
+  // S14 router
+  st({ name: 'router_logits', aliases: { graph: ['ffn_moe_logits'] }, scope: 'layer', dtype: 'f32', shape: (c) => [c.nExpert], when: 'all', inputs: ['ffn_norm'], kernel: 'matmul_f16', source: 'S14 ffn_gate_inp (F16)', tolerance: T_Q8 }),
+  st({ name: 'router_probs', aliases: { graph: ['ffn_moe_probs'] }, scope: 'layer', dtype: 'f32', shape: (c) => [c.nExpert], when: 'all', inputs: ['router_logits'], kernel: 'router_select', source: 'S14 sqrt(softplus(logit))', tolerance: T_Q8 }),
+  st({ name: 'router_topk', aliases: { graph: ['ffn_moe_topk'] }, scope: 'layer', dtype: 'i32', shape: (c) => [c.nExpertUsed], when: 'all', inputs: ['router_probs'], kernel: 'router_select', source: 'S14 hash (tid2eid) or top-k of probs + bias', tolerance: T_ROUTE }),
+  st({ name: 'router_w', aliases: { graph: ['ffn_moe_weights_scaled'], test: ['router_w'] }, scope: 'layer', dtype: 'f32', shape: (c) => [c.nExpertUsed], when: 'all', inputs: ['router_probs', 'router_topk'], kernel: 'router_select', source: 'S14 p/sum(p) * expert_weights_scale', tolerance: T_Q8 }),
+  // S15 routed experts
+  st({ name: 'moe_gate', aliases: { graph: ['ffn_moe_gate_clamped'] }, scope: 'layer', dtype: 'f32', shape: (c) => [c.nExpertUsed, c.nFfExp], when: 'all', inputs: ['ffn_norm', 'router_topk'], kernel: 'moe_gate_up_mid_iq2_q8', source: 'S15 IQ2_XXS gate . Q8_K, min(g, clamp)', tolerance: T_Q8 }),
+  st({ name: 'moe_up', aliases: { graph: ['ffn_moe_up_clamped'] }, scope: 'layer', dtype: 'f32', shape: (c) => [c.nExpertUsed, c.nFfExp], when: 'all', inputs: ['ffn_norm', 'router_topk'], kernel: 'moe_gate_up_mid_iq2_q8', source: 'S15 IQ2_XXS up . Q8_K, clamp +-', tolerance: T_Q8 }),
+  st({ name: 'moe_mid', aliases: { graph: ['ffn_moe_weighted_swiglu'] }, scope: 'layer', dtype: 'f32', shape: (c) => [c.nExpertUsed, c.nFfExp], when: 'all', inputs: ['moe_gate', 'moe_up', 'router_w'], kernel: 'moe_gate_up_mid_iq2_q8', source: 'S15 silu(g) u w_k', tolerance: T_Q8 }),
+  st({ name: 'moe_down', aliases: { graph: ['ffn_moe_down'] }, scope: 'layer', dtype: 'f32', shape: (c) => [c.nExpertUsed, c.nEmbd], when: 'all', inputs: ['moe_mid'], kernel: 'moe_down_q2_q8', source: 'S15 Q2_K down . Q8_K(mid)', tolerance: T_Q8 }),
+  st({ name: 'moe_out', aliases: { graph: ['ffn_moe_out'], test: ['routed'], cpu: ['routed_moe'] }, scope: 'layer', dtype: 'f32', shape: E, when: 'all', inputs: ['moe_down'], kernel: 'moe_sum_experts', source: 'S15 sum over experts in slot order', tolerance: T_Q8 }),
+  // S16 shared expert
+  st({ name: 'shared_mid', aliases: {}, scope: 'layer', dtype: 'f32', shape: (c) => [c.nFfExp], when: 'all', inputs: ['ffn_norm'], kernel: 'swiglu', source: 'S16 silu(min(gate,clamp)) clamp(up)', tolerance: T_Q8 }),
+  st({ name: 'shared_out', aliases: { graph: ['ffn_shexp'], test: ['shared'], cpu: ['shared_ffn'] }, scope: 'layer', dtype: 'f32', shape: E, when: 'all', inputs: ['shared_mid'], kernel: 'matmul_q8_0', source: 'S16 ffn_down_shexp (Q8_0)', tolerance: T_Q8 }),
+  // S17
+  st({ name: 'ffn_out', aliases: { graph: ['ffn_out'], test: ['ffn_out'], cpu: ['ffn_out'] }, scope: 'layer', dtype: 'f32', shape: E, when: 'all', inputs: ['moe_out', 'shared_out'], kernel: 'add', source: 'S17 moe + shared', tolerance: T_Q8 }),
+  st({ name: 'after_ffn_hc', aliases: { graph: ['hc_ffn_post'], test: ['after_ffn_hc'], cpu: ['ffn_post_hc', 'after_ffn_hc'] }, scope: 'layer', dtype: 'f32', shape: hcE, when: 'all', inputs: ['ffn_out', 'hc_ffn_post_w', 'hc_ffn_comb', 'after_attn_hc'], kernel: 'hc_expand', source: 'S17 hc_post_one (ffn)', tolerance: T_Q8 }),
+  // S18 output head (dumped with layer = n_layer, as ds4's result_* dumps use layer id 43)
+  st({ name: 'out_hc_pre', aliases: { graph: ['result_hc_pre'] }, scope: 'head', dtype: 'f32', shape: (c) => [c.nHc], when: 'all', inputs: ['prev:after_ffn_hc'], kernel: 'matmul_f16', source: 'S18 output_hc_head_one (output_hc_fn)', tolerance: T_F32 }),
+  st({ name: 'out_hc_w', aliases: { graph: ['result_hc_weights'] }, scope: 'head', dtype: 'f32', shape: (c) => [c.nHc], when: 'all', inputs: ['out_hc_pre'], kernel: 'output_hc_weights', source: 'S18 sigmoid + eps', tolerance: T_F32 }),
+  st({ name: 'out_embd', aliases: { graph: ['result_hc'] }, scope: 'head', dtype: 'f32', shape: E, when: 'all', inputs: ['prev:after_ffn_hc', 'out_hc_w'], kernel: 'hc_weighted_sum4', source: 'S18 weighted sum', tolerance: T_Q8 }),
+  st({ name: 'out_norm', aliases: { graph: ['result_norm'] }, scope: 'head', dtype: 'f32', shape: E, when: 'all', inputs: ['out_embd'], kernel: 'rms_norm', source: 'S18 rmsnorm * output_norm', tolerance: T_Q8 }),
+  st({ name: 'logits', aliases: { graph: ['result_output'], test: ['logits'], cpu: ['logits'] }, scope: 'head', dtype: 'f32', shape: (c) => [c.nVocab], when: 'all', inputs: ['out_norm'], kernel: 'matmul_q8_0', source: 'S18 output (Q8_0)', tolerance: { maxAbs: 1e-1, minCosine: 0.999 } }),
+];
+
+const byName = new Map<string, StageDef>();
+const byAlias = new Map<string, StageDef>();
+for (const s of STAGES) {
+  byName.set(s.name, s);
+  for (const list of Object.values(s.aliases)) for (const a of list ?? []) if (!byAlias.has(a)) byAlias.set(a, s);
+}
+
+export function stage(name: string): StageDef {
+  const s = byName.get(name);
+  if (!s) throw new Error(`unknown stage '${name}'`);
+  return s;
+}
+
+/** Canonical stage for a canonical name or any alias (ds4 graph, graph-test, Ascend, CPU trace). */
+export function resolveStage(name: string): StageDef | undefined {
+  return byName.get(name) ?? byAlias.get(name);
+}
+
+/** Does layer `il` of kind `kind` produce this stage at all (emission-only stages may still be absent at a pos)? */
+export function stageInLayer(s: StageDef, kind: LayerKind): boolean {
+  switch (s.when) {
+    case 'all':
+      return true;
+    case 'compressed':
+    case 'emit':
+      return kind !== 'raw';
+    case 'ratio4':
+    case 'index-emit':
+    case 'index-select':
+      return kind === 'ratio4';
+  }
+}
+
+/** Sort key for graph order: embedding, then layers in order with stages in layer order, then head. */
+export function graphOrderKey(name: string, layer: number, pos: number): [number, number, number, number] {
+  const s = resolveStage(name);
+  const scopeRank = s ? (s.scope === 'embed' ? 0 : s.scope === 'layer' ? 1 : 2) : 3;
+  return [pos, scopeRank, s?.scope === 'layer' ? layer : 0, s ? s.order : Number.MAX_SAFE_INTEGER];
+}
