@@ -1,0 +1,53 @@
+// Types shared by the reference stages and the graph runner.
+import type { Ds4Config } from '../model/config.ts';
+import type { GGMLType } from '../model/quant/types.ts';
+
+/**
+ * `ds4`: the CPU path's arithmetic — f32 storage and the same quantization points as ds4.c
+ * (Q8_0 activations before every Q8_0 matvec, Q8_K before expert matvecs, FP8 + f16 on cache rows,
+ * Hadamard + FP4 in the indexer). `f64`: the same graph with exact math — dequantized weights,
+ * no activation quantization or rounding simulation, f64 throughout. Their difference is each
+ * stage's quantization noise floor.
+ */
+export type Precision = 'ds4' | 'f64';
+
+/** A vector in the precision's storage type: Float32Array for `ds4`, Float64Array for `f64`. */
+export type Vec = Float32Array | Float64Array;
+
+export function allocVec(p: Precision, n: number): Vec {
+  return p === 'ds4' ? new Float32Array(n) : new Float64Array(n);
+}
+
+/** A 2-D weight matrix (or one expert's slice of a 3-D one): `rows` rows of `cols` elements, ggml row-major. */
+export interface Weight {
+  name: string;
+  type: GGMLType;
+  cols: number;
+  rows: number;
+  /** exactly rows * rowBytes(type, cols) bytes */
+  data: Uint8Array;
+}
+
+/** Tensors of one layer, by the name after `blk.N.` (e.g. `attn_q_a.weight`, `indexer.proj.weight`). */
+export interface LayerWeights {
+  il: number;
+  has(name: string): boolean;
+  /** 2-D weight (F16, F32, Q8_0, ...) */
+  get(name: string): Weight;
+  /** F32 vector (norm weights, biases, scales), as stored */
+  f32(name: string): Float32Array;
+  /** I32 table (`ffn_gate_tid2eid.weight`), row-major [rows][ne0] */
+  i32(name: string): Int32Array;
+  /** expert `e`'s 2-D slice of a 3-D expert tensor */
+  expert(name: string, e: number): Weight;
+}
+
+/** What every stage function gets: config, layer, precision, and the capture tap. */
+export interface LayerContext {
+  cfg: Ds4Config;
+  il: number;
+  p: Precision;
+  w: LayerWeights;
+  /** capture a stage (canonical registry name) at absolute position `pos` */
+  emit(stage: string, pos: number, values: Vec | Int32Array, shape?: number[]): void;
+}
