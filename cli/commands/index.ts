@@ -1,4 +1,9 @@
 // The list of commands. Add a command by writing cli/commands/<name>.ts exporting `register`.
 import type { Command } from 'commander';
+import { register as compare } from './compare.ts';
+import { register as gate } from './gate.ts';
+import { register as baseline } from './baseline.ts';
+import { register as importDumps } from './import.ts';
+import { register as tokenize } from './tokenize.ts';
 
-export const COMMANDS: Array<(program: Command) => void> = [];
+export const COMMANDS: Array<(program: Command) => void> = [compare, gate, baseline, importDumps, tokenize];

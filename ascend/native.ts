@@ -1,0 +1,101 @@
+// Loader and typed face of the simulated Ascend device addon (native/, kernels/; issue 5).
+//
+// The device: buffers live in device memory the host cannot address — JS holds opaque numeric
+// handles and only upload/download move bytes. Launches go onto one in-order stream and run
+// asynchronously on a worker thread; upload is stream-ordered, download synchronizes first.
+// Kernel errors and sanitizer reports (use-after-free, out-of-bounds, with kernel, buffer and offset)
+// surface as exceptions from the next synchronize()/download().
+import { existsSync, readFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+export type MathModeName = 'ascend' | 'exact';
+
+export interface KernelStat {
+  calls: number;
+  /** Bytes the kernel declared to read (sanitizer ranges), summed over calls. */
+  bytesIn: number;
+  /** Bytes the kernel declared to write, summed over calls. */
+  bytesOut: number;
+  /** Wall time on the stream thread, ns. */
+  ns: number;
+}
+
+export interface KernelDoc {
+  /** Launch name (the AscendC kernel is ds4_<name>). */
+  name: string;
+  /** Buffer and scalar arguments, in launch order, and what it computes. */
+  doc: string;
+  /** Registry stage names this kernel produces. */
+  stages: string[];
+}
+
+export interface LaunchOptions {
+  /** Override the device's math mode for this launch. */
+  math?: MathModeName;
+  /** Override the parts count (1..64) for this launch. */
+  parts?: number;
+}
+
+export interface NativeDevice {
+  /** Allocate `bytes` of device memory; fresh memory reads as f32 NaN (0xff bytes). `tag` names it in errors. */
+  alloc(bytes: number, tag: string): number;
+  /** Free a buffer. Its memory is poisoned and quarantined; a launch that still uses it is reported. */
+  free(handle: number): void;
+  /** Allocation size in bytes. */
+  size(handle: number): number;
+  /** Copy bytes host → device at `offset` (stream-ordered: after every launch queued before it). */
+  upload(handle: number, data: ArrayBufferView, offset?: number): void;
+  /** Synchronize, then copy `bytes` (default: to the end) from `offset` device → host. */
+  download(handle: number, bytes?: number, offset?: number): Buffer;
+  /** Queue kernel `kernel` with buffer handles and scalar arguments (see kernels() for each signature). */
+  launch(kernel: string, bufs: number[], scalars: number[], opts?: LaunchOptions): void;
+  /** Wait for the stream; throws the first kernel/sanitizer error since the last synchronize. */
+  synchronize(): void;
+  /** Record an event on the stream; returns its id. */
+  recordEvent(): number;
+  /** Block until the event has been reached by the stream. */
+  waitEvent(event: number): void;
+  /** Whether the stream has reached the event. */
+  queryEvent(event: number): boolean;
+  /** 'ascend' = the AscendC approximations (default); 'exact' = libm/IEEE (kernels/ascend_math.h). */
+  setMathMode(mode: MathModeName): void;
+  mathMode(): MathModeName;
+  /** Parts per launch (DS4_ASCEND_KERNEL_PARTS, default 32, 1..64). */
+  setParts(n: number): void;
+  parts(): number;
+  /** Per-kernel statistics since the last resetStats(). */
+  stats(): Record<string, KernelStat>;
+  resetStats(): void;
+  /** The registered kernels. */
+  kernels(): KernelDoc[];
+}
+
+export type NativeLoad = { ok: true; dev: NativeDevice } | { ok: false; reason: string };
+
+const nativeDir = resolve(dirname(fileURLToPath(import.meta.url)), '..', 'native');
+
+/** Where install.mjs puts the addon. */
+export const defaultAddonPath = join(nativeDir, 'build', 'Release', 'ds4_sim.node');
+
+/** Why the addon is missing: the reason install.mjs recorded, or a generic hint. */
+function missingReason(addonPath: string): string {
+  const recorded = join(dirname(dirname(addonPath)), 'UNAVAILABLE.txt');
+  if (existsSync(recorded)) return `simulated device addon not built: ${readFileSync(recorded, 'utf8').trim().split('\n')[0]}`;
+  return `simulated device addon not found at ${addonPath} (build it with: node native/install.mjs)`;
+}
+
+/**
+ * Load the addon and create a device. Never throws: a missing or broken addon gives ok:false with a
+ * one-line reason that device commands print.
+ */
+export function loadNative(addonPath: string = defaultAddonPath): NativeLoad {
+  if (!existsSync(addonPath)) return { ok: false, reason: missingReason(addonPath) };
+  try {
+    const addon = createRequire(import.meta.url)(addonPath) as { Device: new () => NativeDevice };
+    return { ok: true, dev: new addon.Device() };
+  } catch (e) {
+    return { ok: false, reason: `simulated device addon at ${addonPath} failed to load: ${(e as Error).message.split('\n')[0]}` };
+  }
+}

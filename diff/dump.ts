@@ -1,0 +1,383 @@
+// The Arrow dump format: one IPC *file* per side of a run (reference.arrow, device.arrow, ...).
+// One row per captured (stage, layer, pos); the run's identity lives in the schema metadata, so a
+// dump is self-describing and readable by pyarrow/pandas with no code of ours:
+//
+//   stage      utf8              canonical registry name (or the producer's own name if unknown)
+//   layer      int32             0..n_layer-1; 0 for the embedding; n_layer for the output head
+//   pos        int32             absolute token position
+//   token      int32             token id at pos (-1 if unknown)
+//   dtype      utf8              'f32' | 'i32'
+//   shape      list<int32>       row-major shape of the values
+//   values_f32 list<float32>     the values when dtype = f32, null otherwise
+//   values_i32 list<int32>       the values when dtype = i32, null otherwise
+//   metadata   ds4diff.format_version, ds4diff.model_fingerprint, ds4diff.prompt_tokens (JSON),
+//              ds4diff.producer (JSON), ds4diff.side, ds4diff.created_at (ISO time)
+//
+// Written streaming (one record batch per flush) into `<path>.tmp-<pid>` and renamed on close, so an
+// interrupted run never leaves a file that looks complete. Uncompressed IPC on purpose: apache-arrow
+// 21.2's compressed IPC writer is not reliable.
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import {
+  AsyncByteQueue, Data, Field, Float32, Int32, List, RecordBatch, RecordBatchFileWriter, RecordBatchReader,
+  Schema, Struct, Utf8, Vector, makeData,
+} from 'apache-arrow';
+import type { Footer } from 'apache-arrow/ipc/metadata/file';
+import { badInput } from '../model/errors.ts';
+import type { StageRecord } from './record.ts';
+
+export const DUMP_FORMAT_VERSION = 1;
+
+export interface DumpMeta {
+  formatVersion: number;
+  modelFingerprint: string;
+  promptTokens: number[];
+  producer: { backend: string; precision?: string; kernelMath?: string; options?: Record<string, unknown>; version: string };
+  createdAt?: string;
+  /** 'reference' | 'reference-f64' | 'device' | 'device-teacher' | 'ds4-import' | ... */
+  side: string;
+}
+
+const META = {
+  formatVersion: 'ds4diff.format_version',
+  fingerprint: 'ds4diff.model_fingerprint',
+  promptTokens: 'ds4diff.prompt_tokens',
+  producer: 'ds4diff.producer',
+  side: 'ds4diff.side',
+  createdAt: 'ds4diff.created_at',
+} as const;
+
+const listOf = (t: Int32 | Float32) => new List(new Field('item', t, true));
+
+function dumpSchema(meta: DumpMeta): Schema {
+  const fields = [
+    new Field('stage', new Utf8(), false),
+    new Field('layer', new Int32(), false),
+    new Field('pos', new Int32(), false),
+    new Field('token', new Int32(), false),
+    new Field('dtype', new Utf8(), false),
+    new Field('shape', listOf(new Int32()), false),
+    new Field('values_f32', listOf(new Float32()), true),
+    new Field('values_i32', listOf(new Int32()), true),
+  ];
+  const md = new Map<string, string>([
+    [META.formatVersion, String(meta.formatVersion)],
+    [META.fingerprint, meta.modelFingerprint],
+    [META.promptTokens, JSON.stringify(meta.promptTokens)],
+    [META.producer, JSON.stringify(meta.producer)],
+    [META.side, meta.side],
+    [META.createdAt, meta.createdAt ?? new Date().toISOString()],
+  ]);
+  return new Schema(fields, md);
+}
+
+/** Collects the writer's bytes so we can write them to the file ourselves, synchronously. */
+class ChunkSink extends AsyncByteQueue {
+  chunks: Uint8Array[] = [];
+  override write(value: Uint8Array | ArrayBufferView): void {
+    const v = value instanceof Uint8Array ? value : new Uint8Array(value.buffer, value.byteOffset, value.byteLength);
+    if (v.byteLength > 0) this.chunks.push(v);
+  }
+}
+
+function utf8Data(strings: string[]): Data<Utf8> {
+  const enc = new TextEncoder();
+  const bytes = strings.map((s) => enc.encode(s));
+  const offsets = new Int32Array(strings.length + 1);
+  for (let i = 0; i < bytes.length; i++) offsets[i + 1] = offsets[i] + bytes[i].length;
+  const data = new Uint8Array(offsets[strings.length]);
+  bytes.forEach((b, i) => data.set(b, offsets[i]));
+  return makeData({ type: new Utf8(), length: strings.length, valueOffsets: offsets, data });
+}
+
+/** A list column; `pick(i)` null marks a null row. */
+function listData<T extends Int32 | Float32>(type: T, n: number, pick: (i: number) => ArrayLike<number> | null): Data<List<T>> {
+  const offsets = new Int32Array(n + 1);
+  const valid = new Uint8Array((n + 7) >> 3);
+  let nullCount = 0;
+  for (let i = 0; i < n; i++) {
+    const v = pick(i);
+    if (v === null) nullCount++;
+    else valid[i >> 3] |= 1 << (i & 7);
+    offsets[i + 1] = offsets[i] + (v?.length ?? 0);
+  }
+  const values = type instanceof Float32 ? new Float32Array(offsets[n]) : new Int32Array(offsets[n]);
+  for (let i = 0; i < n; i++) {
+    const v = pick(i);
+    if (v) values.set(v, offsets[i]);
+  }
+  const child = makeData({ type, length: offsets[n], data: values } as never) as unknown as Data<T>;
+  return makeData({ type: listOf(type) as List<T>, length: n, nullCount, nullBitmap: nullCount ? valid : null, valueOffsets: offsets, child });
+}
+
+function int32Data(values: number[]): Data<Int32> {
+  return makeData({ type: new Int32(), length: values.length, data: Int32Array.from(values) });
+}
+
+function recordBatch(schema: Schema, recs: StageRecord[]): RecordBatch {
+  const n = recs.length;
+  const children = [
+    utf8Data(recs.map((r) => r.stage)),
+    int32Data(recs.map((r) => r.layer)),
+    int32Data(recs.map((r) => r.pos)),
+    int32Data(recs.map((r) => r.token)),
+    utf8Data(recs.map((r) => r.dtype)),
+    listData(new Int32(), n, (i) => recs[i].shape),
+    listData(new Float32(), n, (i) => (recs[i].dtype === 'f32' ? recs[i].values : null)),
+    listData(new Int32(), n, (i) => (recs[i].dtype === 'i32' ? recs[i].values : null)),
+  ];
+  return new RecordBatch(schema, makeData({ type: new Struct(schema.fields), length: n, nullCount: 0, children }));
+}
+
+// A batch is written automatically once this many values are pending, so a caller that never flushes
+// still streams (and list offsets stay far below int32 range).
+const AUTO_FLUSH_VALUES = 16 << 20;
+
+export class DumpWriter {
+  private pending: StageRecord[] = [];
+  private pendingValues = 0;
+  private closed = false;
+
+  private constructor(
+    readonly path: string,
+    private readonly tmp: string,
+    private fd: number,
+    private readonly schema: Schema,
+    private readonly writer: RecordBatchFileWriter,
+    private readonly sink: ChunkSink,
+  ) {}
+
+  static async open(file: string, meta: DumpMeta): Promise<DumpWriter> {
+    const tmp = `${file}.tmp-${process.pid}`;
+    const fd = fs.openSync(tmp, 'w');
+    const schema = dumpSchema(meta);
+    const sink = new ChunkSink();
+    const writer = new RecordBatchFileWriter();
+    writer.reset(sink, schema);
+    const w = new DumpWriter(file, tmp, fd, schema, writer, sink);
+    w.drain();
+    return w;
+  }
+
+  write(rec: StageRecord): void {
+    if (this.closed) throw new Error(`DumpWriter for ${this.path} is closed`);
+    const n = rec.shape.reduce((a, b) => a * b, 1);
+    if (n !== rec.values.length) throw new Error(`${rec.stage} layer ${rec.layer} pos ${rec.pos}: shape [${rec.shape}] does not match ${rec.values.length} values`);
+    if ((rec.dtype === 'f32') !== rec.values instanceof Float32Array) throw new Error(`${rec.stage}: dtype ${rec.dtype} does not match its value array`);
+    this.pending.push(rec);
+    this.pendingValues += n;
+    if (this.pendingValues >= AUTO_FLUSH_VALUES) this.writeBatch();
+  }
+
+  /** Emits the pending records as one record batch. */
+  async flush(): Promise<void> {
+    this.writeBatch();
+  }
+
+  /** Writes the footer and atomically renames the temp file to its final name. */
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.writeBatch();
+    this.writer.close();
+    this.drain();
+    this.closed = true;
+    fs.fsyncSync(this.fd);
+    fs.closeSync(this.fd);
+    fs.renameSync(this.tmp, this.path);
+  }
+
+  /** Drops everything: the temp file is removed and no file appears under the final name. */
+  async abort(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    this.pending = [];
+    fs.closeSync(this.fd);
+    fs.rmSync(this.tmp, { force: true });
+  }
+
+  private writeBatch(): void {
+    if (this.pending.length === 0) return;
+    this.writer.write(recordBatch(this.schema, this.pending));
+    this.pending = [];
+    this.pendingValues = 0;
+    this.drain();
+  }
+
+  private drain(): void {
+    for (const c of this.sink.chunks) fs.writeSync(this.fd, c);
+    this.sink.chunks = [];
+  }
+}
+
+const MAGIC = 'ARROW1';
+
+/** An Arrow IPC file starts and ends with "ARROW1"; a truncated one lacks the trailing magic. */
+function checkIpcFile(file: string): void {
+  let fd: number;
+  try {
+    fd = fs.openSync(file, 'r');
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    throw badInput(`${file}: ${code === 'ENOENT' ? 'no such file' : `cannot open (${code})`}`);
+  }
+  try {
+    const size = fs.fstatSync(fd).size;
+    const head = Buffer.alloc(6);
+    const tail = Buffer.alloc(6);
+    if (size < 12 + 8) throw badInput(`${file}: not an Arrow IPC file (only ${size} bytes)`);
+    fs.readSync(fd, head, 0, 6, 0);
+    fs.readSync(fd, tail, 0, 6, size - 6);
+    if (head.toString('latin1') !== MAGIC) throw badInput(`${file}: not an Arrow IPC file (bad magic)`);
+    if (tail.toString('latin1') !== MAGIC) throw badInput(`${file}: truncated Arrow file (no footer; the writer did not finish)`);
+  } finally {
+    fs.closeSync(fd);
+  }
+}
+
+/**
+ * Every record batch the footer lists must start with a sane message header inside the file: the
+ * Arrow JS reader does not bound-check these and can spin forever on a damaged message.
+ */
+function checkBlocks(file: string, footer: Footer | null): void {
+  if (!footer) throw badInput(`${file}: not an Arrow IPC file (no footer)`);
+  const fd = fs.openSync(file, 'r');
+  try {
+    const size = fs.fstatSync(fd).size;
+    const head = Buffer.alloc(8);
+    for (let i = 0; i < footer.numRecordBatches; i++) {
+      const b = footer.getRecordBatch(i)!;
+      const end = b.offset + b.metaDataLength + b.bodyLength;
+      if (b.offset < 8 || b.metaDataLength < 8 || end > size) throw badInput(`${file}: corrupt Arrow dump (record batch ${i} lies outside the file)`);
+      fs.readSync(fd, head, 0, 8, b.offset);
+      const len = head.readUInt32LE(0) === 0xffffffff ? head.readInt32LE(4) : head.readInt32LE(0);
+      if (len <= 0 || len > b.metaDataLength) throw badInput(`${file}: corrupt Arrow dump (record batch ${i} has a damaged header)`);
+    }
+  } finally {
+    fs.closeSync(fd);
+  }
+}
+
+function parseMeta(file: string, md: Map<string, string>): DumpMeta {
+  const get = (k: string) => {
+    const v = md.get(k);
+    if (v === undefined) throw badInput(`${file}: not a ds4-diff dump (schema metadata '${k}' missing)`);
+    return v;
+  };
+  const formatVersion = Number(get(META.formatVersion));
+  if (!Number.isInteger(formatVersion) || formatVersion < 1 || formatVersion > DUMP_FORMAT_VERSION) {
+    throw badInput(`${file}: dump format version ${get(META.formatVersion)} is not supported (this ds4-diff reads up to ${DUMP_FORMAT_VERSION})`);
+  }
+  try {
+    return {
+      formatVersion,
+      modelFingerprint: get(META.fingerprint),
+      promptTokens: JSON.parse(get(META.promptTokens)) as number[],
+      producer: JSON.parse(get(META.producer)) as DumpMeta['producer'],
+      side: get(META.side),
+      createdAt: md.get(META.createdAt),
+    };
+  } catch (e) {
+    if (e instanceof SyntaxError) throw badInput(`${file}: corrupt schema metadata (${e.message})`);
+    throw e;
+  }
+}
+
+const COLUMNS = ['stage', 'layer', 'pos', 'token', 'dtype', 'shape', 'values_f32', 'values_i32'];
+
+function checkColumns(file: string, schema: Schema): void {
+  const names = schema.fields.map((f) => f.name);
+  for (const c of COLUMNS) if (!names.includes(c)) throw badInput(`${file}: not a ds4-diff dump (column '${c}' missing)`);
+}
+
+/** Values of list row `i` (a copy, so records do not pin the whole batch buffer). */
+function listRow(vec: Vector, i: number): Float32Array | Int32Array | null {
+  const d = vec.data[0];
+  if (!vec.isValid(i)) return null;
+  const offs = d.valueOffsets as Int32Array;
+  const child = d.children[0];
+  const vals = child.values as Float32Array | Int32Array;
+  const at = d.offset + i;
+  return vals.slice(child.offset + offs[at], child.offset + offs[at + 1]);
+}
+
+function* batchRecords(file: string, batch: RecordBatch): Generator<StageRecord> {
+  // record batches from the IPC reader have one chunk per column
+  const col = (n: string) => batch.getChild(n)!;
+  const stage = col('stage'), layer = col('layer'), pos = col('pos'), token = col('token'), dtype = col('dtype');
+  const shape = col('shape'), f32 = col('values_f32'), i32 = col('values_i32');
+  for (let i = 0; i < batch.numRows; i++) {
+    const dt = dtype.get(i) as string;
+    const st = stage.get(i) as string;
+    if (dt !== 'f32' && dt !== 'i32') throw badInput(`${file}: row ${i} (${st}) has unknown dtype '${dt}'`);
+    const values = dt === 'f32' ? listRow(f32, i) : listRow(i32, i);
+    if (!values) throw badInput(`${file}: row ${i} (${st}) has no values_${dt}`);
+    const shp = Array.from(listRow(shape, i) ?? []);
+    if (shp.reduce((a, b) => a * b, 1) !== values.length) throw badInput(`${file}: row ${i} (${st}) shape [${shp}] does not match ${values.length} values`);
+    yield { stage: st, layer: layer.get(i) as number, pos: pos.get(i) as number, token: token.get(i) as number, dtype: dt, shape: shp, values };
+  }
+}
+
+async function openReader(file: string) {
+  checkIpcFile(file);
+  const handle = await fs.promises.open(file, 'r');
+  try {
+    const reader = await RecordBatchReader.from(handle);
+    await reader.open();
+    checkBlocks(file, reader.footer);
+    checkColumns(file, reader.schema);
+    return { reader, meta: parseMeta(file, reader.schema.metadata) };
+  } catch (e) {
+    await handle.close();
+    throw wrapArrowError(file, e);
+  }
+}
+
+function wrapArrowError(file: string, e: unknown): Error {
+  if (e instanceof Error && e.name === 'Ds4DiffError') return e;
+  return badInput(`${file}: corrupt Arrow dump (${(e as Error)?.message ?? String(e)})`);
+}
+
+/** The dump's metadata only (reads the schema, not the batches). */
+export async function readDumpMeta(file: string): Promise<DumpMeta> {
+  const { reader, meta } = await openReader(file);
+  await reader.cancel();
+  return meta;
+}
+
+/** Streams the records of a dump, one record batch in memory at a time. */
+export async function* iterateDump(file: string): AsyncGenerator<StageRecord> {
+  const { reader } = await openReader(file);
+  try {
+    while (true) {
+      let next: IteratorResult<RecordBatch>;
+      try {
+        next = await reader.next();
+      } catch (e) {
+        throw wrapArrowError(file, e);
+      }
+      if (next.done) break;
+      yield* batchRecords(file, next.value);
+    }
+  } finally {
+    await reader.cancel();
+  }
+}
+
+export async function readDump(file: string): Promise<{ meta: DumpMeta; records: StageRecord[] }> {
+  const meta = await readDumpMeta(file);
+  const records: StageRecord[] = [];
+  for await (const r of iterateDump(file)) records.push(r);
+  return { meta, records };
+}
+
+/** The default file name of a side in a run directory. */
+export function sideFileName(side: string): string {
+  if (!/^[a-z0-9][a-z0-9_-]*$/.test(side)) throw badInput(`invalid dump side name '${side}'`);
+  return `${side}.arrow`;
+}
+
+/** Resolves a file name from a manifest inside the run dir, refusing anything that escapes it. */
+export function fileInRun(dir: string, name: string): string {
+  if (name !== path.basename(name) || name === '.' || name === '..') throw badInput(`${dir}/manifest.json: file name '${name}' is not a plain file name`);
+  return path.join(dir, name);
+}

@@ -1,0 +1,140 @@
+// Import of ds4 engine graph dumps into our Arrow format. With DS4_METAL_GRAPH_DUMP_PREFIX=P, ds4.c's
+// metal_graph_debug_dump_tensor / _i32_tensor write `P_<name>-<layer>_pos<pos>.bin` (raw f32) and
+// `.i32` (raw int32), host byte order (little-endian on every ds4 target). Facts of that dump (catalog §8):
+//   * `<name>` is the graph name (hc_attn_pre, Qcur, ffn_moe_topk, result_output, ...), mapped here to
+//     the canonical stage through the registry's aliases; unknown names are kept under their own name.
+//   * the output head (result_*) is dumped with layer = n_layer and pos = 0; with the prompt tokens known
+//     it is placed at the last prompt position, where the reference computes it.
+//   * prefill dumps hold all n_tokens rows of the batch starting at <pos>; they are split into one
+//     record per position when the file is a whole multiple of the stage's per-position size.
+//   * stages whose size depends on a count (raw_cache rows, indexer candidates) become one record.
+// Only files found by listing the prefix's directory are read; a dump name is never used as a path.
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { badInput } from '../model/errors.ts';
+import type { Ds4Config } from '../model/config.ts';
+import { resolveStage, type StageDef } from '../reference/registry.ts';
+import { DUMP_FORMAT_VERSION, DumpWriter } from './dump.ts';
+import type { StageRecord } from './record.ts';
+
+export interface ImportOptions {
+  cfg?: Ds4Config;
+  out: string;
+  promptTokens?: number[];
+  modelFingerprint?: string;
+  /** project version for the producer field */
+  version?: string;
+  /** warnings go here (default: stderr) */
+  warn?: (msg: string) => void;
+}
+
+export interface ImportSummary {
+  files: number;
+  records: number;
+  unknown: string[];
+}
+
+interface DumpFile {
+  file: string;
+  name: string;
+  layer: number;
+  pos: number;
+  dtype: 'f32' | 'i32';
+}
+
+const DUMP_NAME = /^(.+)-(\d+)_pos(\d+)\.(bin|i32)$/;
+
+/** The ds4 dump files of a prefix, sorted by layer, position and name. */
+export function listDs4Dumps(prefix: string): DumpFile[] {
+  const dir = path.dirname(prefix);
+  const base = path.basename(prefix) + '_';
+  let names: string[];
+  try {
+    names = fs.readdirSync(dir);
+  } catch (e) {
+    throw badInput(`${dir}: cannot list ds4 dump directory (${(e as NodeJS.ErrnoException).code})`);
+  }
+  const out: DumpFile[] = [];
+  for (const n of names) {
+    if (!n.startsWith(base)) continue;
+    const m = DUMP_NAME.exec(n.slice(base.length));
+    if (!m) continue;
+    out.push({ file: path.join(dir, n), name: m[1], layer: Number(m[2]), pos: Number(m[3]), dtype: m[4] === 'bin' ? 'f32' : 'i32' });
+  }
+  out.sort((a, b) => a.layer - b.layer || a.pos - b.pos || (a.name < b.name ? -1 : 1));
+  return out;
+}
+
+const product = (s: number[]) => s.reduce((a, b) => a * b, 1);
+
+/** Per-position shape, or how a count-dependent stage's shape is formed from an element count. */
+function shapeOf(def: StageDef, cfg: Ds4Config, layer: number, elements: number, file: string): { shape: number[]; rows: number } {
+  const one = def.shape(cfg, { layer, n: 1 });
+  const two = def.shape(cfg, { layer, n: 2 });
+  if (product(one) !== product(two)) {
+    // count-dependent: the count `n` is whatever makes the element count fit
+    const per = product(two) - product(one);
+    if (per === 0 || elements % per !== 0) throw badInput(`${file}: ${elements} values do not fit stage ${def.name} (a multiple of ${per} expected)`);
+    return { shape: def.shape(cfg, { layer, n: elements / per }), rows: 1 };
+  }
+  const per = product(one);
+  if (per === 0 || elements % per !== 0 || elements === 0) {
+    throw badInput(`${file}: ${elements} values do not fit stage ${def.name} of shape [${one}] (${per} values per position)`);
+  }
+  return { shape: one, rows: elements / per };
+}
+
+function readValues(file: string, dtype: 'f32' | 'i32'): Float32Array | Int32Array {
+  const buf = fs.readFileSync(file);
+  if (buf.byteLength % 4 !== 0) throw badInput(`${file}: ${buf.byteLength} bytes is not a whole number of 4-byte ${dtype} values`);
+  const copy = new ArrayBuffer(buf.byteLength);
+  new Uint8Array(copy).set(buf);
+  return dtype === 'f32' ? new Float32Array(copy) : new Int32Array(copy);
+}
+
+/** Converts a prefix's ds4 dumps to one Arrow dump (side 'ds4-import'). */
+export async function importDs4Dumps(prefix: string, opts: ImportOptions): Promise<ImportSummary> {
+  const warn = opts.warn ?? ((m: string) => process.stderr.write(`ds4-diff: warning: ${m}\n`));
+  const files = listDs4Dumps(prefix);
+  if (!files.length) throw badInput(`${prefix}: no ds4 dump files (${path.basename(prefix)}_<name>-<layer>_pos<pos>.bin or .i32) found`);
+  if (!opts.cfg) warn('no model given (-m): stage shapes are not checked and values are stored flat');
+  const writer = await DumpWriter.open(opts.out, {
+    formatVersion: DUMP_FORMAT_VERSION,
+    modelFingerprint: opts.modelFingerprint ?? 'unknown',
+    promptTokens: opts.promptTokens ?? [],
+    producer: { backend: 'ds4', options: { prefix: path.basename(prefix) }, version: opts.version ?? 'unknown' },
+    side: 'ds4-import',
+  });
+  const unknown = new Set<string>();
+  let records = 0;
+  try {
+    let lastLayer = -1;
+    for (const f of files) {
+      if (f.layer !== lastLayer) await writer.flush();
+      lastLayer = f.layer;
+      const def = resolveStage(f.name);
+      if (!def && !unknown.has(f.name)) {
+        unknown.add(f.name);
+        warn(`ds4 dump name '${f.name}' is not a known stage; kept under its own name`);
+      }
+      if (def && def.dtype !== f.dtype) throw badInput(`${f.file}: stage ${def.name} is ${def.dtype} but the file is ${f.dtype}`);
+      const values = readValues(f.file, f.dtype);
+      const stage = def?.name ?? f.name;
+      const { shape, rows } = def && opts.cfg ? shapeOf(def, opts.cfg, f.layer, values.length, f.file) : { shape: [values.length], rows: 1 };
+      const per = values.length / rows;
+      // ds4 dumps the head (computed for the last prompt token) with pos 0; place it where it belongs
+      const pos0 = def?.scope === 'head' && opts.promptTokens?.length ? opts.promptTokens.length - 1 : f.pos;
+      for (let r = 0; r < rows; r++) {
+        const pos = pos0 + r;
+        const rec: StageRecord = { stage, layer: f.layer, pos, token: opts.promptTokens?.[pos] ?? -1, dtype: f.dtype, shape, values: values.slice(r * per, (r + 1) * per) };
+        writer.write(rec);
+        records++;
+      }
+    }
+    await writer.close();
+  } catch (e) {
+    await writer.abort();
+    throw e;
+  }
+  return { files: files.length, records, unknown: [...unknown] };
+}

@@ -1,0 +1,194 @@
+// The AscendC kernels' arithmetic, as named choices (catalog §10, ds4_ascend_kernels.cpp).
+//
+// The ds4-ascend vector kernels are scalar GetValue/SetValue loops that avoid libm, so they carry
+// their own approximations. Each one is a function here, documented with its error, and each has the
+// exact alternative selected by MathMode::Exact (`--kernel-math exact`), so a user can measure how
+// much of a device-vs-reference diff each approximation explains. Kernels use the Math object below,
+// never libm directly, for anything that has a device approximation.
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+
+#include "kernel_api.h"
+
+namespace ds4 {
+
+inline uint32_t f32_bits(float x) { uint32_t u; std::memcpy(&u, &x, 4); return u; }
+inline float bits_f32(uint32_t u) { float x; std::memcpy(&x, &u, 4); return x; }
+
+// ---------------------------------------------------------------- exp
+// Ascend: exp(x) ≈ (1 + x/2048)^2048, i.e. 11 squarings of 1 + x·2^-11, with x clamped to [-20, 20]
+// and exactly 0 below -20. Relative error ≈ x²/4096 (≈ 2.4e-4 at |x| = 1, ≈ 9 % at |x| = 20), always
+// an underestimate. Used by sigmoid, softmax, Sinkhorn, SiLU, attention, compressor pooling.
+inline float ascend_exp(float x) {
+  if (x < -20.0f) return 0.0f;
+  if (x > 20.0f) x = 20.0f;
+  float y = 1.0f + x * (1.0f / 2048.0f);
+  for (int k = 0; k < 11; k++) y *= y;
+  return y;
+}
+
+// ---------------------------------------------------------------- rsqrt / sqrt
+// Ascend: the 0x5f3759df bit-trick seed refined by 3 Newton steps y ← y·(1.5 − x/2·y²).
+// After 3 steps the relative error is at float rounding level (~1e-7..4e-7); it differs from
+// 1/sqrtf(x) in the last bits. Used by every RMSNorm.
+inline float ascend_rsqrt(float x) {
+  float y = bits_f32(0x5f3759dfu - (f32_bits(x) >> 1));
+  const float half = 0.5f * x;
+  for (int k = 0; k < 3; k++) y = y * (1.5f - half * y * y);
+  return y;
+}
+// Ascend: sqrt(x) = x·rsqrt(x) (0 for x ≤ 0). Used by the router's sqrt-softplus.
+inline float ascend_sqrt(float x) { return x > 0.0f ? x * ascend_rsqrt(x) : 0.0f; }
+
+// ---------------------------------------------------------------- log
+// Ascend: x = m·2^e with m ∈ [1, 2) from the bits; ln x = e·ln2 + 2·atanh(z), z = (m−1)/(m+1) ∈ [0, 1/3),
+// atanh by its series z + z³/3 + z⁵/5 + z⁷/7 + z⁹/9 + z¹¹/11 (the first term plus 5 corrections), each
+// term built from the previous one. Truncation error ≤ 2·z¹³/13/(1−z²) ≈ 2.5e-7 absolute near m = 2.
+// log(x ≤ 0) = −FLT_MAX. Used by softplus (router).
+inline float ascend_log(float x) {
+  if (x <= 0.0f) return -3.402823466e+38f;
+  const uint32_t u = f32_bits(x);
+  const int e = (int)((u >> 23) & 0xffu) - 127;
+  const float m = bits_f32((u & 0x007fffffu) | 0x3f800000u);
+  const float z = (m - 1.0f) / (m + 1.0f), z2 = z * z;
+  static const float kInvOdd[5] = {1.0f / 3.0f, 1.0f / 5.0f, 1.0f / 7.0f, 1.0f / 9.0f, 1.0f / 11.0f};
+  float term = z, sum = z;
+  for (float k : kInvOdd) {
+    term *= z2;
+    sum += term * k;
+  }
+  return 0.6931471805599453f * (float)e + 2.0f * sum;
+}
+
+// ---------------------------------------------------------------- rounding to int
+// Ascend (7f1d55b): ties-to-even, built from truncation and the fractional part; for every float
+// that fits an int32 it equals lrintf in the default FP mode (the older 293eab0 kernels rounded half
+// away from zero). Both modes therefore agree; kept as one named function so
+// the choice is visible at every quantizer.
+inline int32_t round_ties_even_i32(float x) { return (int32_t)std::nearbyint(x); }
+
+// ---------------------------------------------------------------- f16
+inline float f16_to_f32(uint16_t h) {
+  const uint32_t sign = (uint32_t)(h & 0x8000u) << 16;
+  const uint32_t exp = (h >> 10) & 0x1fu;
+  const uint32_t mant = h & 0x3ffu;
+  if (exp == 0) {  // zero or subnormal: mant·2^-24
+    const float v = (float)mant * (1.0f / 16777216.0f);
+    return sign ? -v : v;
+  }
+  if (exp == 31) return bits_f32(sign | 0x7f800000u | (mant << 13));
+  return bits_f32(sign | ((exp + 112u) << 23) | (mant << 13));
+}
+
+// IEEE round-to-nearest-even f32 → f16 (ds4.c f32_to_f16, catalog §3). NaN → 0x7e00.
+inline uint16_t f32_to_f16_rne(float f) {
+  const uint32_t u = f32_bits(f);
+  const uint16_t sign = (uint16_t)((u >> 16) & 0x8000u);
+  const uint32_t au = u & 0x7fffffffu;
+  if (au > 0x7f800000u) return 0x7e00;
+  if (au >= 0x477ff000u) return sign | 0x7c00u;  // ≥ 65520 rounds to inf
+  if (au < 0x38800000u) {                          // below 2^-14: subnormal f16 (or 0)
+    const float v = bits_f32(au) * 16777216.0f;    // in units of 2^-24, exact scaling
+    return sign | (uint16_t)std::nearbyint(v);
+  }
+  const uint32_t mant = au & 0x1fffu;  // 13 dropped bits
+  uint32_t h = ((au >> 13) - (112u << 10));
+  if (mant > 0x1000u || (mant == 0x1000u && (h & 1u))) h++;
+  return sign | (uint16_t)h;
+}
+
+// Ascend f16 store (ds4_store_raw_kv_batch's ds4_f32_to_f16): truncate to 10 mantissa bits and add 1
+// if the highest dropped bit is set, i.e. round-half-up in magnitude (ties away from zero, not to
+// even); overflow → inf, values below the smallest subnormal → signed 0; subnormals rounded the same
+// way. Differs from RNE only on exact ties (1 ulp of f16).
+inline uint16_t f32_to_f16_round_half_up(float f) {
+  const uint32_t u = f32_bits(f);
+  const uint16_t sign = (uint16_t)((u >> 16) & 0x8000u);
+  const int32_t exp = (int32_t)((u >> 23) & 0xffu) - 127 + 15;
+  uint32_t mant = u & 0x7fffffu;
+  if (exp <= 0) {
+    if (exp < -10) return sign;
+    mant |= 0x800000u;
+    const uint32_t shift = (uint32_t)(14 - exp);
+    uint32_t hm = mant >> shift;
+    if ((mant >> (shift - 1)) & 1u) hm++;
+    return sign | (uint16_t)hm;
+  }
+  if (exp >= 31) return sign | 0x7c00u;
+  uint32_t h = ((uint32_t)exp << 10) | (mant >> 13);
+  if (mant & 0x1000u) h++;
+  return sign | (uint16_t)h;
+}
+
+// ---------------------------------------------------------------- FP8 E4M3FN (catalog §3)
+inline float e4m3fn_value(int code) {
+  const int exp = (code >> 3) & 15, mant = code & 7;
+  if (exp == 0) return (float)mant * (1.0f / 512.0f);
+  return (1.0f + (float)mant * 0.125f) * std::ldexp(1.0f, exp - 7);
+}
+// Nearest E4M3FN value of x (|x| clamped to 448), ties to the even code.
+inline float e4m3fn_round_trip(float x) {
+  const float ax = std::fmin(std::fabs(x), 448.0f);
+  int lo = 0, hi = 126;  // largest code with value ≤ ax
+  while (lo < hi) {
+    const int mid = (lo + hi + 1) >> 1;
+    if (e4m3fn_value(mid) <= ax) lo = mid; else hi = mid - 1;
+  }
+  int best = lo;
+  if (best < 126) {
+    const float dlo = ax - e4m3fn_value(best), dhi = e4m3fn_value(best + 1) - ax;
+    if (dhi < dlo || (dhi == dlo && (best & 1))) best++;
+  }
+  const float v = e4m3fn_value(best);
+  return x < 0.0f ? -v : v;
+}
+// 2^ceil(log2(amax/448)) with amax floored at 1e-4 (power-of-two FP8 block scale, from the bits).
+inline float fp8_pow2_scale(float amax) {
+  if (amax < 1.0e-4f) amax = 1.0e-4f;
+  const uint32_t u = f32_bits(amax / 448.0f);
+  int e = (int)((u >> 23) & 0xffu) - 127;
+  if (u & 0x7fffffu) e++;
+  int be = e + 127;
+  if (be < 1) be = 1;
+  if (be > 254) be = 254;
+  return bits_f32((uint32_t)be << 23);
+}
+
+// ---------------------------------------------------------------- the mode-selected set
+// What kernels call. Ascend mode = the approximations above; Exact mode = libm / IEEE.
+struct Math {
+  MathMode mode;
+  explicit Math(MathMode m) : mode(m) {}
+  explicit Math(const KernelCall &c) : mode(c.mode) {}
+  bool exact() const { return mode == MathMode::Exact; }
+
+  float exp(float x) const { return exact() ? std::exp(x) : ascend_exp(x); }
+  float rsqrt(float x) const { return exact() ? 1.0f / std::sqrt(x) : ascend_rsqrt(x); }
+  float sqrt(float x) const { return exact() ? std::sqrt(x) : ascend_sqrt(x); }
+  float log(float x) const { return exact() ? std::log(x) : ascend_log(x); }
+  // log(1 + e) for the softplus branch: exact uses log1p.
+  float log1p(float e) const { return exact() ? std::log1p(e) : ascend_log(1.0f + e); }
+  int32_t round_i32(float x) const { return round_ties_even_i32(x); }
+
+  // Stable sigmoid as the kernels write it: exp of −|x| only.
+  float sigmoid(float x) const {
+    if (x >= 0.0f) return 1.0f / (1.0f + exp(-x));
+    const float e = exp(x);
+    return e / (1.0f + e);
+  }
+  float silu(float x) const { return x * sigmoid(x); }
+  // softplus(x) = x above 20, exp(x) below −20, log(1 + exp(x)) between (ds4.c, catalog §3).
+  float softplus(float x) const {
+    if (x > 20.0f) return x;
+    if (x < -20.0f) return exp(x);
+    return log1p(exp(x));
+  }
+  // f16 store rounding: round-half-up on the dropped bits (Ascend) vs IEEE RNE (exact).
+  uint16_t f16_store(float x) const { return exact() ? f32_to_f16_rne(x) : f32_to_f16_round_half_up(x); }
+  float f16_round(float x) const { return f16_to_f32(f16_store(x)); }
+};
+
+}  // namespace ds4

@@ -1,0 +1,156 @@
+// Dense projections: ds4_matmul_f16, ds4_quantize_q8_0, ds4_matmul_q8_0_prequant, ds4_matmul_q8_0
+// (catalog §3 "F16 matvec" / "Q8_0 matvec", §10). Every output element is one row·vector product
+// reduced serially in column order by the part that owns it (part p owns gid ≡ p mod parts,
+// gid = t·out_dim + r), as the AscendC scalar loops do.
+#include <vector>
+
+#include "q8_0.h"
+
+namespace ds4 {
+
+const float *f16_table() {
+  static const std::vector<float> table = [] {
+    std::vector<float> t(65536);
+    for (uint32_t h = 0; h < 65536; h++) t[h] = f16_to_f32((uint16_t)h);
+    return t;
+  }();
+  return table.data();
+}
+
+// y = W·x, W F16 [out_dim × in_dim] row-major, f32 products accumulated in f32 in column order.
+// A part walks its outputs four at a time: four independent serial sums interleaved (same order per
+// output, so the same bits) keep the FP adder busy instead of waiting on one dependency chain.
+static void matmul_f16(const KernelCall &c) {
+  const int64_t in_dim = c.i(0), out_dim = c.i(1), n_tok = c.i(2);
+  const uint16_t *w = c.in<uint16_t>(1, 0, out_dim * in_dim);
+  const float *x = c.in<float>(2, 0, n_tok * in_dim);
+  float *out = c.out<float>(0, 0, n_tok * out_dim);
+  const float *h2f = f16_table();
+  const int64_t total = n_tok * out_dim, np = c.parts;
+  c.run_parts([&](int p) {
+    for (int64_t g0 = p; g0 < total; g0 += 4 * np) {
+      const uint16_t *w16[4];
+      const float *xt[4];
+      int64_t gid[4];
+      int n = 0;
+      for (; n < 4 && g0 + n * np < total; n++) {
+        gid[n] = g0 + n * np;
+        w16[n] = w + (gid[n] % out_dim) * in_dim;
+        xt[n] = x + (gid[n] / out_dim) * in_dim;
+      }
+      float sum[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+      if (n == 4) {
+        for (int64_t k = 0; k < in_dim; k++) {
+          sum[0] += h2f[w16[0][k]] * xt[0][k];
+          sum[1] += h2f[w16[1][k]] * xt[1][k];
+          sum[2] += h2f[w16[2][k]] * xt[2][k];
+          sum[3] += h2f[w16[3][k]] * xt[3][k];
+        }
+      } else {
+        for (int j = 0; j < n; j++)
+          for (int64_t k = 0; k < in_dim; k++) sum[j] += h2f[w16[j][k]] * xt[j][k];
+      }
+      for (int j = 0; j < n; j++) out[gid[j]] = sum[j];
+    }
+  });
+}
+DS4_KERNEL("matmul_f16", matmul_f16,
+           "bufs: out f32[n_tok*out_dim], w f16[out_dim*in_dim], x f32[n_tok*in_dim]; scalars: in_dim, out_dim, n_tok",
+           "hc_attn_mix,hc_ffn_mix,attn_comp_kv,attn_comp_score,index_comp_kv,index_comp_score,router_logits,out_hc_pre");
+
+// Activations are quantized into two device buffers, as ds4_quantize_q8_0 does: xq int8 [n_tok][blocks·32]
+// and xscale f32 [n_tok][blocks] (a float scale, like ds4.c's quantize_q8_0_activation).
+int64_t q8_0_blocks(const KernelCall &c, int64_t in_dim) {
+  if (in_dim % kQK8_0 != 0) c.fail("in_dim " + std::to_string(in_dim) + " is not a multiple of 32 (Q8_0 blocks)");
+  return in_dim / kQK8_0;
+}
+
+// One 32-block: d = amax/127, q = clamp(round(x·(1/d)), −128, 127), ties-to-even (ds4.c
+// quantize_q8_0_activation; ds4-ascend 7f1d55b rounds the same way).
+static void quantize_block_q8_0(const Math &m, const float *x, int8_t *q, float *d) {
+  float amax = 0.0f;
+  for (int64_t i = 0; i < kQK8_0; i++) amax = std::fmax(amax, std::fabs(x[i]));
+  const float dx = amax / 127.0f;
+  const float inv = dx != 0.0f ? 1.0f / dx : 0.0f;
+  for (int64_t i = 0; i < kQK8_0; i++) {
+    int32_t v = m.round_i32(x[i] * inv);
+    q[i] = (int8_t)(v > 127 ? 127 : v < -128 ? -128 : v);
+  }
+  *d = dx;
+}
+
+void q8_0_quantize_rows(const KernelCall &c, const float *x, int8_t *q, float *d, int64_t n_tok, int64_t nb) {
+  const Math m(c);
+  c.for_each_index(n_tok * nb, [&](int64_t b) { quantize_block_q8_0(m, x + b * kQK8_0, q + b * kQK8_0, d + b); });
+}
+
+static void quantize_q8_0(const KernelCall &c) {
+  const int64_t in_dim = c.i(0), n_tok = c.i(1);
+  const int64_t nb = q8_0_blocks(c, in_dim);
+  const float *x = c.in<float>(2, 0, n_tok * in_dim);
+  int8_t *q = c.out<int8_t>(0, 0, n_tok * nb * kQK8_0);
+  float *d = c.out<float>(1, 0, n_tok * nb);
+  q8_0_quantize_rows(c, x, q, d, n_tok, nb);
+}
+DS4_KERNEL("quantize_q8_0", quantize_q8_0,
+           "bufs: xq i8[n_tok*in_dim], xscale f32[n_tok*in_dim/32], x f32[n_tok*in_dim]; scalars: in_dim, n_tok",
+           "");
+
+// int8·int8 over one 32-block; a plain loop so g++ vectorises it (pmaddwd).
+static inline int32_t dot_i8_32(const int8_t *a, const int8_t *b) {
+  int32_t s = 0;
+  for (int i = 0; i < kQK8_0; i++) s += (int32_t)a[i] * (int32_t)b[i];
+  return s;
+}
+
+// Accumulated in f32 block by block, in block order.
+void q8_0_matmul_rows(const KernelCall &c, const uint8_t *w, const int8_t *q, const float *d, float *out, int64_t nb,
+                      int64_t out_dim, int64_t n_tok, int64_t n_groups) {
+  const float *h2f = f16_table();
+  c.for_each_index(n_tok * out_dim, [&](int64_t gid) {
+    const int64_t t = gid / out_dim, r = gid % out_dim;
+    const uint8_t *wr = w + ((t % n_groups) * out_dim + r) * nb * kQ8_0BlockBytes;
+    const int8_t *qt = q + t * nb * kQK8_0;
+    const float *dt = d + t * nb;
+    float acc = 0.0f;
+    for (int64_t b = 0; b < nb; b++) {
+      const uint8_t *blk = wr + b * kQ8_0BlockBytes;
+      const float dw = h2f[(uint16_t)(blk[0] | (blk[1] << 8))];
+      acc += dw * dt[b] * (float)dot_i8_32(reinterpret_cast<const int8_t *>(blk + 2), qt + b * kQK8_0);
+    }
+    out[gid] = acc;
+  });
+}
+
+static void matmul_q8_0_prequant(const KernelCall &c) {
+  const int64_t in_dim = c.i(0), out_dim = c.i(1), n_tok = c.i(2);
+  const int64_t nb = q8_0_blocks(c, in_dim);
+  const uint8_t *w = c.in<uint8_t>(1, 0, out_dim * nb * kQ8_0BlockBytes);
+  const int8_t *q = c.in<int8_t>(2, 0, n_tok * nb * kQK8_0);
+  const float *d = c.in<float>(3, 0, n_tok * nb);
+  float *out = c.out<float>(0, 0, n_tok * out_dim);
+  q8_0_matmul_rows(c, w, q, d, out, nb, out_dim, n_tok, 1);
+}
+DS4_KERNEL("matmul_q8_0_prequant", matmul_q8_0_prequant,
+           "bufs: out f32[n_tok*out_dim], w q8_0[out_dim rows], xq i8, xscale f32 (quantize_q8_0); scalars: in_dim, out_dim, n_tok",
+           "q_lora,q_raw,kv_raw,attn_out,shared_out,logits");
+
+// The inline-quantizing variant. The AscendC kernel re-quantizes the activation block inside every
+// output row; quantization is a pure function of the block, so quantizing once per launch gives the
+// same numbers.
+static void matmul_q8_0(const KernelCall &c) {
+  const int64_t in_dim = c.i(0), out_dim = c.i(1), n_tok = c.i(2);
+  const int64_t nb = q8_0_blocks(c, in_dim);
+  const uint8_t *w = c.in<uint8_t>(1, 0, out_dim * nb * kQ8_0BlockBytes);
+  const float *x = c.in<float>(2, 0, n_tok * in_dim);
+  float *out = c.out<float>(0, 0, n_tok * out_dim);
+  std::vector<int8_t> q(n_tok * nb * kQK8_0);
+  std::vector<float> d(n_tok * nb);
+  q8_0_quantize_rows(c, x, q.data(), d.data(), n_tok, nb);
+  q8_0_matmul_rows(c, w, q.data(), d.data(), out, nb, out_dim, n_tok, 1);
+}
+DS4_KERNEL("matmul_q8_0", matmul_q8_0,
+           "bufs: out f32[n_tok*out_dim], w q8_0[out_dim rows], x f32[n_tok*in_dim]; scalars: in_dim, out_dim, n_tok",
+           "q_lora,q_raw,kv_raw,attn_out,shared_out,logits");
+
+}  // namespace ds4

@@ -1,0 +1,40 @@
+// The bundled default model: the tiny fixture (seed 0), generated on first use into the cache and reused.
+// The file name carries a stamp hashed from the generator's sources, so any change to what the code
+// would write (fixture, writer, quant encoders, vocabulary) makes a new file instead of reusing a stale one.
+import fs from 'node:fs';
+import path from 'node:path';
+import { createHash } from 'node:crypto';
+import { fileURLToPath } from 'node:url';
+import { writeFixture } from './fixture.ts';
+
+const MODEL_DIR = path.dirname(fileURLToPath(import.meta.url));
+const REPO_ROOT = path.dirname(MODEL_DIR);
+
+export function cacheDir(): string {
+  return process.env.DS4_DIFF_CACHE || path.join(REPO_ROOT, '.cache');
+}
+
+/** Hash of every source file that shapes the fixture's bytes. */
+function generatorStamp(): string {
+  const quantDir = path.join(MODEL_DIR, 'quant');
+  const files = [
+    ...['fixture.ts', 'gguf-writer.ts', 'config.ts', 'validate.ts', 'vocab.ts'].map((f) => path.join(MODEL_DIR, f)),
+    ...fs.readdirSync(quantDir).filter((f) => f.endsWith('.ts')).sort().map((f) => path.join(quantDir, f)),
+  ];
+  const h = createHash('sha256');
+  for (const f of files) if (fs.existsSync(f)) h.update(f.slice(MODEL_DIR.length)).update(fs.readFileSync(f));
+  return h.digest('hex').slice(0, 12);
+}
+
+export async function defaultModelPath(): Promise<string> {
+  const dir = cacheDir();
+  const name = `tiny-seed0-${generatorStamp()}.gguf`;
+  const file = path.join(dir, name);
+  if (fs.existsSync(file)) return file;
+  fs.mkdirSync(dir, { recursive: true });
+  await writeFixture({ preset: 'tiny', seed: 0, out: file }); // atomic: written under a temporary name, then renamed
+  for (const f of fs.readdirSync(dir)) {
+    if (/^tiny-seed0-[0-9a-f]{12}\.gguf$/.test(f) && f !== name) fs.rmSync(path.join(dir, f), { force: true });
+  }
+  return file;
+}

@@ -1,0 +1,211 @@
+// Structural validation of a DS4 GGUF: the metadata reads as a Ds4Config, the compress-ratio pattern is
+// DS4's, and every tensor ds4 binds is present with the right type and a shape derived from the metadata
+// (ds4.c weights_bind l.2650, weights_validate_layout l.2357; catalog §2). All violations are collected,
+// each naming the key/tensor with expected and found, so one run shows everything that is wrong.
+import { GGMLType, typeName } from './quant/types.ts';
+import { CONFIG_KEYS, readConfig, type Ds4Config } from './config.ts';
+import type { GgufModel } from './gguf.ts';
+
+export interface TensorExpectation {
+  name: string;
+  /** allowed types, the one the q2 GGUF uses first */
+  types: GGMLType[];
+  dims: number[];
+  optional?: boolean;
+}
+
+/** ds4_layer_compress_ratio (l.411): layers 0,1 dense; then even layers ratio 4, odd layers ratio 128. */
+export function ds4CompressRatio(il: number): number {
+  return il < 2 ? 0 : il % 2 === 0 ? 4 : 128;
+}
+
+// Routed experts: the q2 GGUF has IQ2_XXS gate/up and Q2_K down; ds4's validator also accepts Q4_K
+// (the q4 GGUF) and any of the three for each (tensor_is_routed_expert_type, l.2295).
+const ROUTED_GATE_UP = [GGMLType.IQ2_XXS, GGMLType.Q2_K, GGMLType.Q4_K];
+const ROUTED_DOWN = [GGMLType.Q2_K, GGMLType.IQ2_XXS, GGMLType.Q4_K];
+
+/** Every tensor a DS4 GGUF with this config must (or may) hold, in ds4's binding order. */
+export function ds4TensorLayout(cfg: Ds4Config): TensorExpectation[] {
+  const { F16, F32, Q8_0, I32 } = GGMLType;
+  const E = cfg.nEmbd;
+  const hcDim = E * cfg.nHc;
+  const hcMix = 2 * cfg.nHc + cfg.nHc * cfg.nHc; // pre weights, post weights, H×H combination
+  const D = cfg.headDim;
+  const outGroupIn = D * (cfg.nHead / cfg.oGroups); // heads of one output group, concatenated
+  const outLow = cfg.oGroups * cfg.oLoraRank;
+  const t = (name: string, types: GGMLType | GGMLType[], dims: number[], optional = false): TensorExpectation =>
+    ({ name, types: Array.isArray(types) ? types : [types], dims, ...(optional ? { optional } : {}) });
+
+  const out: TensorExpectation[] = [
+    t('token_embd.weight', F16, [E, cfg.nVocab]),
+    t('output_hc_base.weight', F32, [cfg.nHc]),
+    t('output_hc_fn.weight', F16, [hcDim, cfg.nHc]),
+    t('output_hc_scale.weight', F32, [1]),
+    t('output_norm.weight', F32, [E]),
+    t('output.weight', Q8_0, [E, cfg.nVocab]),
+  ];
+  for (let il = 0; il < cfg.nLayer; il++) {
+    const b = `blk.${il}.`;
+    const ratio = ds4CompressRatio(il);
+    out.push(
+      t(b + 'hc_attn_fn.weight', F16, [hcDim, hcMix]),
+      t(b + 'hc_attn_scale.weight', F32, [3]),
+      t(b + 'hc_attn_base.weight', F32, [hcMix]),
+      t(b + 'attn_norm.weight', F32, [E]),
+      t(b + 'attn_q_a.weight', Q8_0, [E, cfg.qLoraRank]),
+      t(b + 'attn_q_a_norm.weight', F32, [cfg.qLoraRank]),
+      t(b + 'attn_q_b.weight', Q8_0, [cfg.qLoraRank, cfg.nHead * D]),
+      t(b + 'attn_kv.weight', Q8_0, [E, D]),
+      t(b + 'attn_kv_a_norm.weight', F32, [D]),
+      t(b + 'attn_sinks.weight', F32, [cfg.nHead]),
+      t(b + 'attn_output_a.weight', Q8_0, [outGroupIn, outLow]),
+      t(b + 'attn_output_b.weight', Q8_0, [outLow, E]),
+    );
+    if (ratio !== 0) {
+      // ratio-4 layers keep two overlapping windows (coff = 2), ratio-128 layers one.
+      const width = (ratio === 4 ? 2 : 1) * D;
+      out.push(
+        t(b + 'attn_compressor_ape.weight', F16, [width, ratio]),
+        t(b + 'attn_compressor_kv.weight', F16, [E, width]),
+        t(b + 'attn_compressor_gate.weight', F16, [E, width]),
+        t(b + 'attn_compressor_norm.weight', F32, [D]),
+      );
+    }
+    if (ratio === 4) {
+      const iw = 2 * cfg.indexerHeadDim;
+      out.push(
+        t(b + 'indexer.attn_q_b.weight', F16, [cfg.qLoraRank, cfg.indexerHeads * cfg.indexerHeadDim]),
+        t(b + 'indexer.proj.weight', F16, [E, cfg.indexerHeads]),
+        t(b + 'indexer_compressor_ape.weight', F16, [iw, ratio]),
+        t(b + 'indexer_compressor_kv.weight', F16, [E, iw]),
+        t(b + 'indexer_compressor_gate.weight', F16, [E, iw]),
+        t(b + 'indexer_compressor_norm.weight', F32, [cfg.indexerHeadDim]),
+      );
+    }
+    out.push(
+      t(b + 'hc_ffn_fn.weight', F16, [hcDim, hcMix]),
+      t(b + 'hc_ffn_scale.weight', F32, [3]),
+      t(b + 'hc_ffn_base.weight', F32, [hcMix]),
+      t(b + 'ffn_norm.weight', F32, [E]),
+      t(b + 'ffn_gate_inp.weight', F16, [E, cfg.nExpert]),
+      t(b + 'exp_probs_b.bias', F32, [cfg.nExpert], true),
+      t(b + 'ffn_gate_exps.weight', ROUTED_GATE_UP, [E, cfg.nFfExp, cfg.nExpert]),
+      t(b + 'ffn_up_exps.weight', ROUTED_GATE_UP, [E, cfg.nFfExp, cfg.nExpert]),
+      t(b + 'ffn_down_exps.weight', ROUTED_DOWN, [cfg.nFfExp, E, cfg.nExpert]),
+      t(b + 'ffn_gate_shexp.weight', Q8_0, [E, cfg.nFfExp]),
+      t(b + 'ffn_up_shexp.weight', Q8_0, [E, cfg.nFfExp]),
+      t(b + 'ffn_down_shexp.weight', Q8_0, [cfg.nFfExp, E]),
+    );
+    if (il < cfg.nHashLayers) out.push(t(b + 'ffn_gate_tid2eid.weight', I32, [cfg.nExpertUsed, cfg.nVocab]));
+  }
+  return out;
+}
+
+/** The real model's fixed values (catalog §0/§1, ds4.c config_validate_model). */
+export const DS4_FLASH: Omit<Ds4Config, 'compressRatios' | 'swigluClamp' | 'contextLength'> & { swigluClampValue: number } = {
+  nLayer: 43, nEmbd: 4096, nVocab: 129280, nHead: 64, nHeadKv: 1, headDim: 512, nRot: 64,
+  qLoraRank: 1024, oLoraRank: 1024, oGroups: 8, nExpert: 256, nExpertUsed: 6, nFfExp: 2048,
+  nExpertShared: 1, nHashLayers: 3, slidingWindow: 128, indexerHeads: 64, indexerHeadDim: 128,
+  indexerTopK: 512, nHc: 4, sinkhornIters: 20, hcEps: 1e-6, rmsEps: 1e-6, ropeFreqBase: 10000,
+  ropeScalingFactor: 16, ropeOrigCtx: 65536, yarnBetaFast: 32, yarnBetaSlow: 1,
+  compressRopeFreqBase: 160000, expertWeightsScale: 1.5, expertWeightsNorm: true, swigluClampValue: 10,
+};
+
+/** ds4 config_expect_f32: equal within 1e-6 relative (absolute below 1). */
+function closeF32(got: number, want: number): boolean {
+  return Math.abs(got - want) <= Math.max(1, Math.abs(want)) * 1e-6;
+}
+
+/** Metadata values the DS4 graph needs to be self-consistent, whatever the dims. */
+function checkConfig(cfg: Ds4Config, m: GgufModel, v: string[]) {
+  const key = (k: string) => `metadata deepseek4.${k}`;
+  const valueLength = Number(m.metadata['deepseek4.attention.value_length']);
+  if (valueLength !== cfg.headDim) v.push(`${key('attention.value_length')}: expected ${cfg.headDim} (= key_length, K = V in DS4), found ${m.metadata['deepseek4.attention.value_length']}`);
+  if (cfg.nHeadKv !== 1) v.push(`${key('attention.head_count_kv')}: expected 1 (single shared KV head), found ${cfg.nHeadKv}`);
+  for (const [k, val] of [['expert_group_count', m.metadata['deepseek4.expert_group_count']], ['expert_group_used_count', m.metadata['deepseek4.expert_group_used_count']]] as const) {
+    if (val !== undefined && Number(val) !== 0) v.push(`${key(k)}: expected 0 (DS4 has no expert groups), found ${String(val)}`);
+  }
+  if (cfg.nRot > cfg.headDim || cfg.nRot % 2 !== 0) v.push(`${key('rope.dimension_count')}: expected an even count <= key_length ${cfg.headDim}, found ${cfg.nRot}`);
+  if (cfg.oGroups === 0 || cfg.nHead % cfg.oGroups !== 0) v.push(`${key('attention.output_group_count')}: expected a divisor of head_count ${cfg.nHead}, found ${cfg.oGroups}`);
+  if (cfg.nExpertUsed === 0 || cfg.nExpertUsed > cfg.nExpert) v.push(`${key('expert_used_count')}: expected 1..expert_count (${cfg.nExpert}), found ${cfg.nExpertUsed}`);
+  if (cfg.nHashLayers > cfg.nLayer) v.push(`${key('hash_layer_count')}: expected <= block_count ${cfg.nLayer}, found ${cfg.nHashLayers}`);
+  if (cfg.nHc === 0) v.push(`${key('hyper_connection.count')}: expected > 0, found 0`);
+  const want = Array.from({ length: cfg.nLayer }, (_, il) => ds4CompressRatio(il));
+  const bad = want.findIndex((r, il) => cfg.compressRatios[il] !== r);
+  if (bad >= 0) {
+    v.push(`${key('attention.compress_ratios')}: expected ${want.join(',')} (0,0 then 4,128 alternating), found ${cfg.compressRatios.join(',')} (first mismatch at layer ${bad})`);
+  }
+}
+
+function checkStrict(cfg: Ds4Config, v: string[]) {
+  for (const [field, want] of Object.entries(DS4_FLASH)) {
+    const configField = field === 'swigluClampValue' ? 'swigluClamp' : field;
+    const key = `metadata deepseek4.${CONFIG_KEYS.find((k) => k.field === configField)?.key}`;
+    if (field === 'swigluClampValue') {
+      const bad = cfg.swigluClamp.findIndex((x) => !closeF32(x, want as number));
+      if (bad >= 0) v.push(`${key}: expected ${want} on every layer for DeepSeek V4 Flash, found ${cfg.swigluClamp[bad]} at layer ${bad}`);
+      continue;
+    }
+    const got = cfg[field as keyof Ds4Config];
+    const ok = typeof want === 'number' && !Number.isInteger(want) ? closeF32(got as number, want) : got === want;
+    if (!ok) v.push(`${key}: expected ${want} for DeepSeek V4 Flash, found ${String(got)}`);
+  }
+}
+
+function checkTensor(m: GgufModel, e: TensorExpectation, v: string[]) {
+  const t = m.tensors.get(e.name);
+  const wantType = e.types.map(typeName).join(' or ');
+  if (!t) {
+    if (!e.optional) v.push(`tensor ${e.name}: missing (expected ${wantType} [${e.dims.join(', ')}])`);
+    return;
+  }
+  if (!e.types.includes(t.type)) v.push(`tensor ${e.name}: type ${typeName(t.type)}, expected ${wantType}`);
+  if (t.dims.length !== e.dims.length || t.dims.some((d, i) => d !== e.dims[i])) {
+    v.push(`tensor ${e.name}: dims [${t.dims.join(', ')}], expected [${e.dims.join(', ')}]`);
+  }
+}
+
+/** Hash routing reads expert ids straight from the table: every id must name an existing expert. */
+function checkTid2eid(m: GgufModel, cfg: Ds4Config, name: string, v: string[]) {
+  const t = m.tensors.get(name);
+  if (!t || t.type !== GGMLType.I32 || t.dims[0] !== cfg.nExpertUsed || t.dims[1] !== cfg.nVocab) return;
+  const rowsPerRead = Math.max(1, Math.floor((1 << 20) / (4 * t.dims[0])));
+  for (let r0 = 0; r0 < t.dims[1]; r0 += rowsPerRead) {
+    const n = Math.min(rowsPerRead, t.dims[1] - r0) * t.dims[0];
+    const b = m.read(t.offset + r0 * t.dims[0] * 4, n * 4);
+    const ids = new Int32Array(b.buffer, b.byteOffset, n);
+    const bad = ids.findIndex((id) => id < 0 || id >= cfg.nExpert);
+    if (bad >= 0) {
+      v.push(`tensor ${name}: token ${r0 + Math.floor(bad / t.dims[0])} maps to expert ${ids[bad]}, expected 0..${cfg.nExpert - 1}`);
+      return;
+    }
+  }
+}
+
+export interface ValidationResult {
+  config?: Ds4Config;
+  violations: string[];
+  /** tensors in the file that ds4 never binds (reported, not a violation) */
+  unused: string[];
+}
+
+export function validateModel(m: GgufModel, opts: { strictDs4Flash?: boolean } = {}): ValidationResult {
+  const { config, problems } = readConfig(m);
+  const violations = [...problems];
+  if (!config) return { violations, unused: [] };
+  checkConfig(config, m, violations);
+  if (opts.strictDs4Flash) checkStrict(config, violations);
+  const layout = ds4TensorLayout(config);
+  for (const e of layout) checkTensor(m, e, violations);
+  for (let il = 0; il < config.nLayer; il++) {
+    const gate = m.tensors.get(`blk.${il}.ffn_gate_exps.weight`);
+    const up = m.tensors.get(`blk.${il}.ffn_up_exps.weight`);
+    if (gate && up && gate.type !== up.type) {
+      violations.push(`tensor blk.${il}.ffn_up_exps.weight: type ${typeName(up.type)}, expected ${typeName(gate.type)} (same as ffn_gate_exps)`);
+    }
+    if (il < config.nHashLayers) checkTid2eid(m, config, `blk.${il}.ffn_gate_tid2eid.weight`, violations);
+  }
+  const known = new Set(layout.map((e) => e.name));
+  const unused = [...m.tensors.keys()].filter((n) => !known.has(n));
+  return { config, violations, unused };
+}

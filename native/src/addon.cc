@@ -1,0 +1,219 @@
+// N-API binding of the simulated device: `new addon.Device()` exposes the methods documented in
+// ascend/native.ts. Handles are plain numbers; the host never receives a device address.
+#include <napi.h>
+
+#include "device.h"
+
+namespace {
+
+using ds4::Device;
+using ds4::MathMode;
+
+MathMode parse_math(const Napi::Env &env, const std::string &m) {
+  if (m == "ascend") return MathMode::Ascend;
+  if (m == "exact") return MathMode::Exact;
+  throw Napi::Error::New(env, "math mode must be 'ascend' or 'exact', got '" + m + "'");
+}
+
+int parse_parts(const Napi::Env &env, const Napi::Value &v) {
+  const int64_t n = v.As<Napi::Number>().Int64Value();
+  if (n < 1 || n > 64) throw Napi::Error::New(env, "parts must be 1..64 (DS4_ASCEND_KERNEL_PARTS), got " + std::to_string(n));
+  return (int)n;
+}
+
+uint32_t handle_arg(const Napi::CallbackInfo &info, size_t i, const char *what) {
+  if (info.Length() <= i || !info[i].IsNumber())
+    throw Napi::TypeError::New(info.Env(), std::string(what) + ": expected a device buffer handle");
+  return info[i].As<Napi::Number>().Uint32Value();
+}
+
+size_t size_arg(const Napi::CallbackInfo &info, size_t i, size_t dflt) {
+  if (info.Length() <= i || info[i].IsUndefined() || info[i].IsNull()) return dflt;
+  const double d = info[i].As<Napi::Number>().DoubleValue();
+  if (!(d >= 0) || d != (double)(size_t)d) throw Napi::RangeError::New(info.Env(), "expected a non-negative integer");
+  return (size_t)d;
+}
+
+// Runs a device call, turning C++ errors into JS exceptions with the same text.
+template <class F>
+auto guarded(const Napi::Env &env, F &&f) -> decltype(f()) {
+  try {
+    return f();
+  } catch (const Napi::Error &) {
+    throw;
+  } catch (const std::exception &e) {
+    throw Napi::Error::New(env, e.what());
+  }
+}
+
+class DeviceWrap : public Napi::ObjectWrap<DeviceWrap> {
+ public:
+  static Napi::Function Init(Napi::Env env) {
+    return DefineClass(env, "Device",
+                       {
+                           InstanceMethod("alloc", &DeviceWrap::Alloc),
+                           InstanceMethod("free", &DeviceWrap::Free),
+                           InstanceMethod("size", &DeviceWrap::Size),
+                           InstanceMethod("upload", &DeviceWrap::Upload),
+                           InstanceMethod("download", &DeviceWrap::Download),
+                           InstanceMethod("launch", &DeviceWrap::Launch),
+                           InstanceMethod("synchronize", &DeviceWrap::Synchronize),
+                           InstanceMethod("recordEvent", &DeviceWrap::RecordEvent),
+                           InstanceMethod("waitEvent", &DeviceWrap::WaitEvent),
+                           InstanceMethod("queryEvent", &DeviceWrap::QueryEvent),
+                           InstanceMethod("setMathMode", &DeviceWrap::SetMathMode),
+                           InstanceMethod("mathMode", &DeviceWrap::GetMathMode),
+                           InstanceMethod("setParts", &DeviceWrap::SetParts),
+                           InstanceMethod("parts", &DeviceWrap::GetParts),
+                           InstanceMethod("stats", &DeviceWrap::Stats),
+                           InstanceMethod("resetStats", &DeviceWrap::ResetStats),
+                           InstanceMethod("kernels", &DeviceWrap::Kernels),
+                       });
+  }
+
+  explicit DeviceWrap(const Napi::CallbackInfo &info) : Napi::ObjectWrap<DeviceWrap>(info) {}
+
+ private:
+  Device dev_;
+
+  Napi::Value Alloc(const Napi::CallbackInfo &info) {
+    const size_t bytes = size_arg(info, 0, 0);
+    const std::string tag = info.Length() > 1 && info[1].IsString() ? info[1].As<Napi::String>().Utf8Value() : "";
+    return Napi::Number::New(info.Env(), guarded(info.Env(), [&] { return dev_.alloc(bytes, tag); }));
+  }
+  Napi::Value Free(const Napi::CallbackInfo &info) {
+    const uint32_t h = handle_arg(info, 0, "free");
+    guarded(info.Env(), [&] { dev_.free(h); });
+    return info.Env().Undefined();
+  }
+  Napi::Value Size(const Napi::CallbackInfo &info) {
+    const uint32_t h = handle_arg(info, 0, "size");
+    return Napi::Number::New(info.Env(), (double)guarded(info.Env(), [&] { return dev_.size_of(h); }));
+  }
+  Napi::Value Upload(const Napi::CallbackInfo &info) {
+    const uint32_t h = handle_arg(info, 0, "upload");
+    if (info.Length() < 2 || (!info[1].IsTypedArray() && !info[1].IsDataView()))
+      throw Napi::TypeError::New(info.Env(), "upload: expected an ArrayBufferView");
+    const uint8_t *data;
+    size_t n;
+    if (info[1].IsDataView()) {
+      auto dv = info[1].As<Napi::DataView>();
+      data = static_cast<const uint8_t *>(dv.ArrayBuffer().Data()) + dv.ByteOffset();
+      n = dv.ByteLength();
+    } else {
+      auto ta = info[1].As<Napi::TypedArray>();
+      data = static_cast<const uint8_t *>(ta.ArrayBuffer().Data()) + ta.ByteOffset();
+      n = ta.ByteLength();
+    }
+    const size_t offset = size_arg(info, 2, 0);
+    guarded(info.Env(), [&] { dev_.upload(h, data, n, offset); });
+    return info.Env().Undefined();
+  }
+  Napi::Value Download(const Napi::CallbackInfo &info) {
+    const uint32_t h = handle_arg(info, 0, "download");
+    const size_t n = size_arg(info, 1, SIZE_MAX);
+    const size_t offset = size_arg(info, 2, 0);
+    auto bytes = guarded(info.Env(), [&] { return dev_.download(h, n, offset); });
+    return Napi::Buffer<uint8_t>::Copy(info.Env(), bytes.data(), bytes.size());
+  }
+  Napi::Value Launch(const Napi::CallbackInfo &info) {
+    Napi::Env env = info.Env();
+    if (info.Length() < 3 || !info[0].IsString() || !info[1].IsArray() || !info[2].IsArray())
+      throw Napi::TypeError::New(env, "launch(kernel, bufs[], scalars[], opts?)");
+    const std::string name = info[0].As<Napi::String>().Utf8Value();
+    std::vector<uint32_t> bufs;
+    auto jb = info[1].As<Napi::Array>();
+    for (uint32_t i = 0; i < jb.Length(); i++) bufs.push_back(jb.Get(i).As<Napi::Number>().Uint32Value());
+    std::vector<double> scalars;
+    auto js = info[2].As<Napi::Array>();
+    for (uint32_t i = 0; i < js.Length(); i++) scalars.push_back(js.Get(i).As<Napi::Number>().DoubleValue());
+    MathMode mode = dev_.math_mode;
+    int parts = dev_.parts;
+    if (info.Length() > 3 && info[3].IsObject()) {
+      auto o = info[3].As<Napi::Object>();
+      if (o.Has("math") && !o.Get("math").IsUndefined()) mode = parse_math(env, o.Get("math").As<Napi::String>().Utf8Value());
+      if (o.Has("parts") && !o.Get("parts").IsUndefined()) parts = parse_parts(env, o.Get("parts"));
+    }
+    guarded(env, [&] { dev_.launch(name, bufs, scalars, mode, parts); });
+    return env.Undefined();
+  }
+  Napi::Value Synchronize(const Napi::CallbackInfo &info) {
+    guarded(info.Env(), [&] { dev_.synchronize(); });
+    return info.Env().Undefined();
+  }
+  Napi::Value RecordEvent(const Napi::CallbackInfo &info) {
+    return Napi::Number::New(info.Env(), dev_.record_event());
+  }
+  Napi::Value WaitEvent(const Napi::CallbackInfo &info) {
+    const uint32_t e = handle_arg(info, 0, "waitEvent");
+    guarded(info.Env(), [&] { dev_.wait_event(e); });
+    return info.Env().Undefined();
+  }
+  Napi::Value QueryEvent(const Napi::CallbackInfo &info) {
+    const uint32_t e = handle_arg(info, 0, "queryEvent");
+    return Napi::Boolean::New(info.Env(), guarded(info.Env(), [&] { return dev_.query_event(e); }));
+  }
+  Napi::Value SetMathMode(const Napi::CallbackInfo &info) {
+    if (info.Length() < 1 || !info[0].IsString()) throw Napi::TypeError::New(info.Env(), "setMathMode('ascend'|'exact')");
+    dev_.math_mode = parse_math(info.Env(), info[0].As<Napi::String>().Utf8Value());
+    return info.Env().Undefined();
+  }
+  Napi::Value GetMathMode(const Napi::CallbackInfo &info) {
+    return Napi::String::New(info.Env(), dev_.math_mode == MathMode::Exact ? "exact" : "ascend");
+  }
+  Napi::Value SetParts(const Napi::CallbackInfo &info) {
+    if (info.Length() < 1 || !info[0].IsNumber()) throw Napi::TypeError::New(info.Env(), "setParts(n)");
+    dev_.parts = parse_parts(info.Env(), info[0]);
+    return info.Env().Undefined();
+  }
+  Napi::Value GetParts(const Napi::CallbackInfo &info) { return Napi::Number::New(info.Env(), dev_.parts); }
+  Napi::Value Stats(const Napi::CallbackInfo &info) {
+    Napi::Env env = info.Env();
+    Napi::Object out = Napi::Object::New(env);
+    for (auto &kv : dev_.stats()) {
+      Napi::Object s = Napi::Object::New(env);
+      s.Set("calls", Napi::Number::New(env, (double)kv.second.calls));
+      s.Set("bytesIn", Napi::Number::New(env, (double)kv.second.bytes_in));
+      s.Set("bytesOut", Napi::Number::New(env, (double)kv.second.bytes_out));
+      s.Set("ns", Napi::Number::New(env, (double)kv.second.ns));
+      out.Set(kv.first, s);
+    }
+    return out;
+  }
+  Napi::Value ResetStats(const Napi::CallbackInfo &info) {
+    dev_.reset_stats();
+    return info.Env().Undefined();
+  }
+  Napi::Value Kernels(const Napi::CallbackInfo &info) {
+    Napi::Env env = info.Env();
+    const auto &reg = ds4::kernel_registry();
+    Napi::Array out = Napi::Array::New(env, reg.size());
+    for (size_t i = 0; i < reg.size(); i++) {
+      Napi::Object k = Napi::Object::New(env);
+      k.Set("name", reg[i].name);
+      k.Set("doc", reg[i].doc);
+      Napi::Array stages = Napi::Array::New(env);
+      uint32_t n = 0;
+      size_t start = 0;
+      const std::string &s = reg[i].stages;
+      while (start < s.size()) {
+        size_t end = s.find(',', start);
+        if (end == std::string::npos) end = s.size();
+        if (end > start) stages.Set(n++, s.substr(start, end - start));
+        start = end + 1;
+      }
+      k.Set("stages", stages);
+      out.Set((uint32_t)i, k);
+    }
+    return out;
+  }
+};
+
+Napi::Object Init(Napi::Env env, Napi::Object exports) {
+  exports.Set("Device", DeviceWrap::Init(env));
+  return exports;
+}
+
+}  // namespace
+
+NODE_API_MODULE(ds4_sim, Init)

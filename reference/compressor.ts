@@ -1,0 +1,154 @@
+// The KV compressor (catalog S7, and the indexer's own compressor in S8): ds4.c
+// `compressor_decode_one` + `compressor_pool_decode_state`. Every token projects a kv row and a
+// score row (F16 matvecs of attn_norm, score + ape[pos mod ratio]) into a rolling state; when
+// (pos+1) % ratio == 0 the window is pooled by an independent softmax per output dim, RMS-normed,
+// RoPE'd at comp_pos = pos+1-ratio and quantization-simulated (FP8 for the attention lane,
+// Hadamard-128 + FP4 for the indexer lane).
+// Ratio 4 keeps two lanes (coff = 2): state rows 0..3 hold the previous window, rows 4..7 the
+// current one; the pool takes dims [0, D) of rows 0..3 and dims [D, 2D) of rows 4..7.
+import type { Ds4Config } from '../model/config.ts';
+import { badInput } from '../model/errors.ts';
+import { rowBytes } from '../model/quant/types.ts';
+import { dequantizeRow, fp4ActQuantizeInplace, fp8KvQuantizeInplace, hadamard128Inplace } from '../model/quant/index.ts';
+import type { LayerContext, Precision, Vec, Weight } from './types.ts';
+import { allocVec } from './types.ts';
+import { expP, NEG_INF, rmsNorm, rounder } from './math.ts';
+import { matvec } from './matvec.ts';
+import { ropeTailInplace } from './rope.ts';
+
+export type CompressorLane = 'attn' | 'indexer';
+
+export interface CompressorState {
+  lane: CompressorLane;
+  ratio: number;
+  /** output row width (headDim for the attention lane, indexerHeadDim for the indexer) */
+  dim: number;
+  /** 2 on ratio-4 layers (two lanes), 1 on ratio-128 layers */
+  coff: number;
+  /** coff * dim: width of one state row and of the per-token projections */
+  width: number;
+  /** [coff*ratio rows][width]: projected kv rows, 0 initially */
+  kv: Vec;
+  /** [coff*ratio rows][width]: scores, NEG_INF initially (an empty row) */
+  score: Vec;
+}
+
+export function newCompressorState(p: Precision, lane: CompressorLane, ratio: number, dim: number): CompressorState {
+  const coff = ratio === 4 ? 2 : 1;
+  const width = coff * dim;
+  const score = allocVec(p, coff * ratio * width);
+  score.fill(NEG_INF);
+  return { lane, ratio, dim, coff, width, kv: allocVec(p, coff * ratio * width), score };
+}
+
+const TENSOR_PREFIX: Record<CompressorLane, string> = { attn: 'attn_compressor', indexer: 'indexer_compressor' };
+const STAGE_PREFIX: Record<CompressorLane, string> = { attn: 'attn_comp', indexer: 'index_comp' };
+
+/**
+ * ds4.c `compressor_pool_decode_state`: per output dim j, softmax over the window's scores and the
+ * weighted sum of the kv values. A dim whose best score is still ≤ NEG_INF/2 (no token yet) is 0.
+ */
+export function compressorPool(st: CompressorState, p: Precision): Vec {
+  const r = rounder(p);
+  const { ratio, dim, width, kv, score } = st;
+  const out = allocVec(p, dim);
+  // (row, column offset) of every candidate: ratio 4 → previous window's first half + current window's second half
+  const cands: [number, number][] = [];
+  for (let i = 0; i < ratio; i++) {
+    if (ratio === 4) cands.push([i * width, 0], [(ratio + i) * width, dim]);
+    else cands.push([i * width, 0]);
+  }
+  for (let j = 0; j < dim; j++) {
+    let max = NEG_INF;
+    for (const [row, col] of cands) if (score[row + col + j] > max) max = score[row + col + j];
+    if (max <= NEG_INF * 0.5) {
+      out[j] = 0;
+      continue;
+    }
+    let den = 0;
+    let sum = 0;
+    // ds4 adds the two lanes' weights of one window slot together before adding to the denominator
+    for (let k = 0; k < cands.length; k += st.coff) {
+      let wSlot = 0;
+      for (let l = 0; l < st.coff; l++) {
+        const [row, col] = cands[k + l];
+        const w = expP(r(score[row + col + j] - max), p);
+        wSlot = l === 0 ? w : r(wSlot + w);
+        sum = r(sum + r(w * kv[row + col + j]));
+      }
+      den = r(den + wSlot);
+    }
+    out[j] = den > 0 ? r(sum / den) : 0;
+  }
+  return out;
+}
+
+/**
+ * One token through the compressor of `lane` (catalog S7/S8). `x` is the token's attn_norm.
+ * Emits <attn|index>_comp_kv / _comp_score (score includes ape). Returns the emitted compressed
+ * row (before the cache's f16 rounding) when the window closes at this pos, else null.
+ */
+export function compressorStep(cx: LayerContext, st: CompressorState, x: Vec, pos: number): Vec | null {
+  const { cfg, p, w } = cx;
+  const r = rounder(p);
+  const { ratio, width } = st;
+  const tp = TENSOR_PREFIX[st.lane];
+  const sp = STAGE_PREFIX[st.lane];
+  const posMod = pos % ratio;
+  const kvCur = matvec(w.get(`${tp}_kv.weight`), x, p);
+  const scCur = matvec(w.get(`${tp}_gate.weight`), x, p);
+  const ape = w.get(`${tp}_ape.weight`);
+  checkApe(ape, width, ratio);
+  // ape element (j, pos mod ratio): ggml dims [width, ratio], so its row pos mod ratio (ds4.c tensor_2d_value)
+  const rb = rowBytes(ape.type, width);
+  const apeRow = dequantizeRow(ape.type, ape.data.subarray(posMod * rb, (posMod + 1) * rb), width);
+  for (let j = 0; j < width; j++) scCur[j] = r(scCur[j] + apeRow[j]);
+  cx.emit(`${sp}_kv`, pos, kvCur);
+  cx.emit(`${sp}_score`, pos, scCur);
+
+  const row = ratio === 4 ? ratio + posMod : posMod;
+  st.kv.set(kvCur, row * width);
+  st.score.set(scCur, row * width);
+  if ((pos + 1) % ratio !== 0) return null;
+
+  const comp = rmsNorm(compressorPool(st, p), cx.w.f32(`${tp}_norm.weight`), cfg.rmsEps, p);
+  ropeTailInplace(cfg, cx.il, comp, 1, st.dim, pos + 1 - ratio, false, p);
+  if (st.lane === 'attn') {
+    if (p === 'ds4') fp8KvQuantizeInplace(comp as Float32Array, 0, st.dim - cfg.nRot);
+  } else {
+    indexerQat(comp, 0, p);
+  }
+  // ratio 4: the closed window's rows become the next window's lane-A source
+  if (ratio === 4) {
+    st.kv.copyWithin(0, ratio * width, 2 * ratio * width);
+    st.score.copyWithin(0, ratio * width, 2 * ratio * width);
+  }
+  return comp;
+}
+
+/**
+ * ds4.c `dsv4_indexer_qat_row_inplace_cpu` on the 128-wide row at `off`: Hadamard-128 then the FP4
+ * activation round trip. The Hadamard is an orthonormal rotation applied to both indexer q and k,
+ * so it is kept in f64 too (scores are unchanged by it, and the captured rows stay comparable);
+ * only the FP4 rounding is a ds4-precision simulation.
+ */
+export function indexerQat(x: Vec, off: number, p: Precision): void {
+  hadamard128Inplace(x, off);
+  if (p === 'ds4') fp4ActQuantizeInplace(x as Float32Array, off, HADAMARD_N);
+}
+
+/** The indexer's Hadamard transform is defined on 128-wide rows (ds4.c dies on anything else). */
+export const HADAMARD_N = 128;
+
+function checkApe(ape: Weight, width: number, ratio: number): void {
+  if (ape.cols !== width || ape.rows !== ratio) {
+    throw badInput(`${ape.name}: expected [${width}, ${ratio}] (compressor width, ratio), got [${ape.cols}, ${ape.rows}]`);
+  }
+}
+
+/** Compressor widths of layer `il` are only defined for ratio 4 and 128 (catalog §0). */
+export function checkCompressRatio(cfg: Ds4Config, il: number): number {
+  const ratio = cfg.compressRatios[il];
+  if (ratio !== 0 && ratio !== 4 && ratio !== 128) throw badInput(`layer ${il}: compress ratio ${ratio} is not 0, 4 or 128`);
+  return ratio;
+}

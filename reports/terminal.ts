@@ -1,0 +1,32 @@
+// Terminal table: stages in graph order, failing stages in red, the first divergence marked `>>`.
+// Colour follows chalk's terminal detection and is off whenever NO_COLOR is set (no-color.org).
+import { Chalk, type ChalkInstance } from 'chalk';
+import { buildView, type ReportInput, type Table } from './view.ts';
+
+function colors(): ChalkInstance {
+  return process.env.NO_COLOR !== undefined && process.env.NO_COLOR !== '' ? new Chalk({ level: 0 }) : new Chalk();
+}
+
+function drawTable(t: Table, c: ChalkInstance): string[] {
+  const widths = t.columns.map((h, i) => Math.max(h.length, ...t.rows.map((r) => r.cells[i].length)));
+  const line = (cells: string[]) => cells.map((s, i) => s.padEnd(widths[i])).join('  ').trimEnd();
+  const out = [c.bold(line(t.columns))];
+  for (const r of t.rows) {
+    const text = line(r.cells);
+    out.push(r.first ? c.bgRed.white.bold(text) : r.fail ? c.red(text) : text);
+  }
+  return out;
+}
+
+export function renderTerminal(input: ReportInput): string {
+  const c = colors();
+  const v = buildView(input);
+  const out: string[] = [c.bold(`${v.title}: `) + (v.pass ? c.green.bold(v.verdict) : c.red.bold(v.verdict))];
+  out.push(...v.summary.map((s) => `  ${s}`), '');
+  out.push(...drawTable(v.stages, c));
+  if (v.layers.rows.length) out.push('', c.bold('layers with failures:'), ...drawTable(v.layers, c));
+  if (v.failures.rows.length) out.push('', c.bold('failing rows (graph order):'), ...drawTable(v.failures, c));
+  if (v.checks?.rows.length) out.push('', c.bold('baseline checks:'), ...drawTable(v.checks, c));
+  if (v.notes.length) out.push('', ...v.notes.map((n) => c.yellow(n)));
+  return out.join('\n') + '\n';
+}

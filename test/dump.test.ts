@@ -1,0 +1,171 @@
+// The Arrow dump format and the run manifest: schema column by column, round trips, streaming batches,
+// atomic writes and the refusals (corrupt/truncated dump, incomplete manifest).
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { Type, tableFromIPC, tableToIPC, tableFromArrays } from 'apache-arrow';
+import { afterAll, describe, expect, it } from 'vitest';
+import { DumpWriter, fileInRun, iterateDump, readDump, readDumpMeta, type DumpMeta } from '../diff/dump.ts';
+import { readManifest, writeManifest, type RunManifest } from '../diff/manifest.ts';
+import type { StageRecord } from '../diff/record.ts';
+import { Ds4DiffError } from '../model/errors.ts';
+
+const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ds4-dump-'));
+afterAll(() => fs.rmSync(dir, { recursive: true, force: true }));
+
+const META: DumpMeta = { formatVersion: 1, modelFingerprint: 'f00d', promptTokens: [0, 42, 7], producer: { backend: 'sim', precision: 'ds4', kernelMath: 'exact', options: { window: 8 }, version: '0.1.0' }, side: 'device', createdAt: '2026-01-02T03:04:05.000Z' };
+
+const RECS: StageRecord[] = [
+  { stage: 'attn_norm', layer: 0, pos: 0, token: 0, dtype: 'f32', shape: [2, 3], values: Float32Array.of(1, -0, NaN, Infinity, 2 ** -149, -3.5) },
+  { stage: 'router_topk', layer: 0, pos: 0, token: 0, dtype: 'i32', shape: [2], values: Int32Array.of(5, -1) },
+  { stage: 'logits', layer: 6, pos: 2, token: 7, dtype: 'f32', shape: [4], values: Float32Array.of(0.25, 0.5, 0.75, 1) },
+];
+
+async function writeDump(file: string, recs: StageRecord[], flushEvery = 1): Promise<void> {
+  const w = await DumpWriter.open(file, META);
+  recs.forEach((r, i) => {
+    w.write(r);
+    if ((i + 1) % flushEvery === 0) void w.flush();
+  });
+  await w.close();
+}
+
+async function expectBadInput(p: Promise<unknown>, re: RegExp): Promise<void> {
+  const e = await p.then(() => undefined, (x: unknown) => x);
+  expect(e).toBeInstanceOf(Ds4DiffError);
+  expect((e as Ds4DiffError).exitCode).toBe(3);
+  expect((e as Error).message).toMatch(re);
+}
+
+describe('Arrow dump', () => {
+  it('has the documented schema, column by column, readable without our code', async () => {
+    const file = path.join(dir, 'schema.arrow');
+    await writeDump(file, RECS);
+    const t = tableFromIPC(fs.readFileSync(file));
+    const fields = t.schema.fields.map((f) => [f.name, Type[f.type.typeId]]);
+    expect(fields).toEqual([['stage', 'Utf8'], ['layer', 'Int'], ['pos', 'Int'], ['token', 'Int'], ['dtype', 'Utf8'], ['shape', 'List'], ['values_f32', 'List'], ['values_i32', 'List']]);
+    for (const n of ['layer', 'pos', 'token']) expect(t.schema.fields.find((f) => f.name === n)!.type.toString()).toBe('Int32');
+    expect(t.schema.fields.find((f) => f.name === 'values_f32')!.type.toString()).toBe('List<Float32>');
+    expect(t.schema.fields.find((f) => f.name === 'values_i32')!.type.toString()).toBe('List<Int32>');
+    expect(t.schema.fields.find((f) => f.name === 'shape')!.type.toString()).toBe('List<Int32>');
+    expect(t.numRows).toBe(3);
+    expect([...t.getChild('stage')!]).toEqual(['attn_norm', 'router_topk', 'logits']);
+    expect([...t.getChild('layer')!]).toEqual([0, 0, 6]);
+    expect([...t.getChild('pos')!]).toEqual([0, 0, 2]);
+    expect([...t.getChild('token')!]).toEqual([0, 0, 7]);
+    expect([...t.getChild('dtype')!]).toEqual(['f32', 'i32', 'f32']);
+    expect([...t.getChild('shape')!.get(0)!]).toEqual([2, 3]);
+    // f32 values are null on the i32 row and vice versa
+    expect(t.getChild('values_f32')!.isValid(1)).toBe(false);
+    expect(t.getChild('values_i32')!.isValid(0)).toBe(false);
+    expect([...t.getChild('values_i32')!.get(1)!]).toEqual([5, -1]);
+    expect([...t.getChild('values_f32')!.get(2)!]).toEqual([0.25, 0.5, 0.75, 1]);
+    const md = t.schema.metadata;
+    expect(md.get('ds4diff.format_version')).toBe('1');
+    expect(md.get('ds4diff.model_fingerprint')).toBe('f00d');
+    expect(JSON.parse(md.get('ds4diff.prompt_tokens')!)).toEqual([0, 42, 7]);
+    expect(JSON.parse(md.get('ds4diff.producer')!)).toEqual(META.producer);
+    expect(md.get('ds4diff.side')).toBe('device');
+    expect(md.get('ds4diff.created_at')).toBe('2026-01-02T03:04:05.000Z');
+  });
+
+  it('round-trips values bit-exactly (NaN, -0, denormals) and meta', async () => {
+    const file = path.join(dir, 'rt.arrow');
+    await writeDump(file, RECS);
+    const { meta, records } = await readDump(file);
+    expect(meta).toEqual(META);
+    expect(records.length).toBe(3);
+    const a = records[0].values as Float32Array;
+    expect(a).toBeInstanceOf(Float32Array);
+    expect(new Uint32Array(a.buffer, a.byteOffset, a.length)).toEqual(new Uint32Array((RECS[0].values as Float32Array).buffer));
+    expect(Object.is(a[1], -0)).toBe(true);
+    expect(records[1]).toEqual(RECS[1]);
+    expect(records[2]).toEqual(RECS[2]);
+  });
+
+  it('writes one record batch per flush and streams them back', async () => {
+    const file = path.join(dir, 'batches.arrow');
+    const w = await DumpWriter.open(file, META);
+    w.write(RECS[0]);
+    await w.flush();
+    w.write(RECS[1]);
+    w.write(RECS[2]);
+    await w.flush();
+    await w.flush(); // nothing pending: no empty batch
+    await w.close();
+    expect(tableFromIPC(fs.readFileSync(file)).batches.length).toBe(2);
+    const stages: string[] = [];
+    for await (const r of iterateDump(file)) stages.push(r.stage);
+    expect(stages).toEqual(['attn_norm', 'router_topk', 'logits']);
+  });
+
+  it('is written atomically: no final file until close, abort leaves nothing', async () => {
+    const file = path.join(dir, 'atomic.arrow');
+    const w = await DumpWriter.open(file, META);
+    w.write(RECS[0]);
+    await w.flush();
+    expect(fs.existsSync(file)).toBe(false);
+    await w.abort();
+    expect(fs.readdirSync(dir).filter((n) => n.startsWith('atomic'))).toEqual([]);
+  });
+
+  it('refuses records whose shape does not match their values', async () => {
+    const w = await DumpWriter.open(path.join(dir, 'bad.arrow'), META);
+    expect(() => w.write({ ...RECS[0], shape: [5] })).toThrow(/shape/);
+    await w.abort();
+  });
+
+  it('corrupt, truncated or foreign Arrow files are bad input naming the file', async () => {
+    const good = path.join(dir, 'good.arrow');
+    await writeDump(good, RECS);
+    const bytes = fs.readFileSync(good);
+    const truncated = path.join(dir, 'truncated.arrow');
+    fs.writeFileSync(truncated, bytes.subarray(0, Math.floor(bytes.length / 2)));
+    await expectBadInput(readDump(truncated), /truncated\.arrow: truncated/);
+    const garbage = path.join(dir, 'garbage.arrow');
+    fs.writeFileSync(garbage, Buffer.from('this is not arrow at all, just text'));
+    await expectBadInput(readDump(garbage), /garbage\.arrow: not an Arrow IPC file/);
+    const mangled = path.join(dir, 'mangled.arrow');
+    const m = Buffer.from(bytes);
+    m.fill(0xff, 8, 200); // schema message destroyed, magic intact
+    fs.writeFileSync(mangled, m);
+    await expectBadInput(readDump(mangled), /mangled\.arrow/);
+    const foreign = path.join(dir, 'foreign.arrow');
+    fs.writeFileSync(foreign, tableToIPC(tableFromArrays({ x: Float32Array.of(1, 2) }), 'file'));
+    await expectBadInput(readDumpMeta(foreign), /foreign\.arrow: not a ds4-diff dump/);
+    await expectBadInput(readDump(path.join(dir, 'missing.arrow')), /missing\.arrow: no such file/);
+  });
+});
+
+describe('run manifest', () => {
+  const manifest: RunManifest = {
+    formatVersion: 1, complete: true, createdAt: '2026-01-01T00:00:00Z', model: { path: '/m/tiny.gguf', fingerprint: 'f00d' },
+    prompt: 'Hello', promptTokens: [0, 42], layers: { last: 0, all: false }, backend: 'sim', options: {}, files: { reference: 'reference.arrow' },
+    noHostFallback: true, fallbackLedger: [],
+  };
+
+  it('round-trips and is written atomically', () => {
+    const run = path.join(dir, 'run1');
+    writeManifest(run, manifest);
+    expect(readManifest(run)).toEqual(manifest);
+    expect(fs.readdirSync(run)).toEqual(['manifest.json']);
+  });
+
+  it('an incomplete run is refused with exit 3', () => {
+    const run = path.join(dir, 'run2');
+    writeManifest(run, { ...manifest, complete: false });
+    expect(() => readManifest(run)).toThrow(/incomplete/);
+    try {
+      readManifest(run);
+    } catch (e) {
+      expect((e as Ds4DiffError).exitCode).toBe(3);
+    }
+    expect(() => readManifest(path.join(dir, 'nowhere'))).toThrow(/manifest\.json: no such file/);
+  });
+
+  it('file names in a manifest never escape the run directory', () => {
+    expect(fileInRun('/r', 'device.arrow')).toBe(path.join('/r', 'device.arrow'));
+    expect(() => fileInRun('/r', '../etc/passwd')).toThrow(/not a plain file name/);
+    expect(() => fileInRun('/r', '..')).toThrow(/not a plain file name/);
+  });
+});

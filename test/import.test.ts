@@ -1,0 +1,132 @@
+// Import of ds4-named raw graph dumps (ds4.c metal_graph_debug_dump_tensor naming) written by the test.
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+import { compareFiles } from '../diff/compare.ts';
+import { DumpWriter, readDump } from '../diff/dump.ts';
+import { importDs4Dumps, listDs4Dumps } from '../diff/import.ts';
+import { EMPTY_POLICY } from '../diff/policy.ts';
+import type { StageRecord } from '../diff/record.ts';
+import type { Ds4Config } from '../model/config.ts';
+import { Ds4DiffError } from '../model/errors.ts';
+
+const root = fs.mkdtempSync(path.join(os.tmpdir(), 'ds4-import-'));
+afterAll(() => fs.rmSync(root, { recursive: true, force: true }));
+
+// a tiny DS4-shaped config (local test double): n_head 4 x head_dim 128 (q_rope 512 values), n_embd 256,
+// n_expert_used 2, n_layer 6 (the head's dump layer), vocab 64
+const cfg: Ds4Config = {
+  nLayer: 6, nEmbd: 256, nVocab: 64, nHead: 4, nHeadKv: 1, headDim: 128, nRot: 64, qLoraRank: 64, oLoraRank: 64, oGroups: 2,
+  nExpert: 8, nExpertUsed: 2, nFfExp: 256, nExpertShared: 1, nHashLayers: 3, slidingWindow: 8, indexerHeads: 4, indexerHeadDim: 128,
+  indexerTopK: 2, nHc: 4, sinkhornIters: 20, hcEps: 1e-6, rmsEps: 1e-6, compressRatios: [0, 4, 128, 4, 128, 0], swigluClamp: [10, 10, 10, 10, 10, 10],
+  ropeFreqBase: 10000, ropeScalingFactor: 16, ropeOrigCtx: 65536, yarnBetaFast: 32, yarnBetaSlow: 1, compressRopeFreqBase: 160000,
+  expertWeightsScale: 1.5, expertWeightsNorm: true, contextLength: 4096,
+};
+const TOKENS = [0, 11, 12];
+
+const ramp = (n: number, k: number) => Float32Array.from({ length: n }, (_, i) => k + i / 1024);
+
+function dumpDir(name: string, files: Record<string, Float32Array | Int32Array | Buffer>): string {
+  const dir = path.join(root, name);
+  fs.mkdirSync(dir);
+  for (const [f, v] of Object.entries(files)) fs.writeFileSync(path.join(dir, f), v instanceof Buffer ? v : Buffer.from(v.buffer, v.byteOffset, v.byteLength));
+  return path.join(dir, 'run');
+}
+
+const GOOD = {
+  // decode-style dumps, one position each
+  'run_Qcur-0_pos2.bin': ramp(512, 1),
+  'run_hc_attn_pre-0_pos2.bin': ramp(256, 2),
+  'run_ffn_moe_topk-1_pos2.i32': Int32Array.of(3, 6),
+  // a prefill dump holds all rows of the batch: attn_norm for positions 0, 1, 2
+  'run_attn_norm-0_pos0.bin': ramp(3 * 256, 3),
+  // raw_cache has a count-dependent row number: 5 rows of head_dim
+  'run_raw_cache-0_pos0.bin': ramp(5 * 128, 4),
+  // head: layer n_layer = 6, pos 0 in ds4's dump
+  'run_result_output-6_pos0.bin': ramp(64, 5),
+  // fork-only name we do not know
+  'run_attn_state_kv-0_pos0.bin': ramp(10, 6),
+  // not ours: other prefix, other pattern
+  'other_Qcur-0_pos2.bin': ramp(512, 7),
+  'run_notes.txt': Buffer.from('hello'),
+};
+
+describe('ds4 dump import', () => {
+  it('lists only files of the prefix with the ds4 naming', () => {
+    const prefix = dumpDir('list', GOOD);
+    expect(listDs4Dumps(prefix).map((f) => `${f.name}/${f.layer}/${f.pos}/${f.dtype}`)).toEqual([
+      'attn_norm/0/0/f32', 'attn_state_kv/0/0/f32', 'raw_cache/0/0/f32', 'Qcur/0/2/f32', 'hc_attn_pre/0/2/f32', 'ffn_moe_topk/1/2/i32', 'result_output/6/0/f32',
+    ]);
+  });
+
+  it('maps ds4 names to canonical stages with shapes from the config, splitting prefill batches', async () => {
+    const prefix = dumpDir('good', GOOD);
+    const out = path.join(root, 'good.arrow');
+    const warnings: string[] = [];
+    const s = await importDs4Dumps(prefix, { cfg, out, promptTokens: TOKENS, modelFingerprint: 'fp', version: 'test', warn: (m) => warnings.push(m) });
+    expect(s).toEqual({ files: 7, records: 9, unknown: ['attn_state_kv'] });
+    expect(warnings).toEqual(["ds4 dump name 'attn_state_kv' is not a known stage; kept under its own name"]);
+    const { meta, records } = await readDump(out);
+    expect(meta).toMatchObject({ side: 'ds4-import', modelFingerprint: 'fp', promptTokens: TOKENS, producer: { backend: 'ds4', version: 'test' } });
+    const by = (stage: string, layer: number, pos: number) => records.find((r) => r.stage === stage && r.layer === layer && r.pos === pos)!;
+    expect(by('q_rope', 0, 2)).toMatchObject({ dtype: 'f32', shape: [4, 128], token: 12 });
+    expect(by('q_rope', 0, 2).values).toEqual(ramp(512, 1));
+    expect(by('attn_cur', 0, 2).shape).toEqual([256]);
+    expect(by('router_topk', 1, 2)).toMatchObject({ dtype: 'i32', shape: [2] });
+    expect(by('router_topk', 1, 2).values).toEqual(Int32Array.of(3, 6));
+    for (const p of [0, 1, 2]) {
+      expect(by('attn_norm', 0, p).token).toBe(TOKENS[p]);
+      expect(by('attn_norm', 0, p).values).toEqual(ramp(3 * 256, 3).slice(p * 256, (p + 1) * 256));
+    }
+    expect(by('raw_cache', 0, 0).shape).toEqual([5, 128]);
+    // the head lands on the last prompt position, where the reference computes it
+    expect(by('logits', 6, 2).shape).toEqual([64]);
+    expect(by('attn_state_kv', 0, 0).shape).toEqual([10]);
+  });
+
+  it('a file whose size does not fit its stage is an error naming it, and nothing is written', async () => {
+    const prefix = dumpDir('bad', { 'run_Qcur-0_pos0.bin': ramp(500, 1) });
+    const out = path.join(root, 'bad.arrow');
+    const e = await importDs4Dumps(prefix, { cfg, out, warn: () => {} }).catch((x: unknown) => x);
+    expect(e).toBeInstanceOf(Ds4DiffError);
+    expect((e as Ds4DiffError).exitCode).toBe(3);
+    expect((e as Error).message).toMatch(/run_Qcur-0_pos0\.bin: 500 values do not fit stage q_rope of shape \[4,128\]/);
+    expect(fs.readdirSync(root).filter((n) => n.startsWith('bad.arrow'))).toEqual([]);
+    const odd = dumpDir('odd', { 'run_Qcur-0_pos0.bin': Buffer.alloc(7) });
+    await expect(importDs4Dumps(odd, { cfg, out, warn: () => {} })).rejects.toThrow(/7 bytes is not a whole number/);
+    const dtype = dumpDir('dtype', { 'run_Qcur-0_pos0.i32': Int32Array.of(1, 2) });
+    await expect(importDs4Dumps(dtype, { cfg, out, warn: () => {} })).rejects.toThrow(/stage q_rope is f32 but the file is i32/);
+    await expect(importDs4Dumps(path.join(root, 'empty-prefix', 'x'), { cfg, out })).rejects.toThrow(/cannot list/);
+  });
+
+  it('without a model the values are kept flat, with a warning', async () => {
+    const prefix = dumpDir('flat', { 'run_Qcur-0_pos0.bin': ramp(500, 1) });
+    const warnings: string[] = [];
+    await importDs4Dumps(prefix, { out: path.join(root, 'flat.arrow'), warn: (m) => warnings.push(m) });
+    expect(warnings[0]).toMatch(/no model given/);
+    expect((await readDump(path.join(root, 'flat.arrow'))).records[0]).toMatchObject({ stage: 'q_rope', shape: [500], token: -1 });
+  });
+
+  it('an imported dump directory compares against our reference format', async () => {
+    const prefix = dumpDir('cmp', { 'run_Qcur-0_pos0.bin': ramp(512, 1), 'run_ffn_moe_topk-0_pos0.i32': Int32Array.of(1, 4) });
+    const imported = path.join(root, 'cmp.arrow');
+    await importDs4Dumps(prefix, { cfg, out: imported, promptTokens: [0], warn: () => {} });
+    const ref = path.join(root, 'cmp-ref.arrow');
+    const w = await DumpWriter.open(ref, { formatVersion: 1, modelFingerprint: 'unknown', promptTokens: [0], producer: { backend: 'reference', version: 'test' }, side: 'reference' });
+    const q = ramp(512, 1);
+    q[7] += 0.2; // beyond q_rope's default maxAbs 0.05
+    const recs: StageRecord[] = [
+      { stage: 'q_rope', layer: 0, pos: 0, token: 0, dtype: 'f32', shape: [4, 128], values: q },
+      { stage: 'router_topk', layer: 0, pos: 0, token: 0, dtype: 'i32', shape: [2], values: Int32Array.of(1, 4) },
+    ];
+    recs.forEach((r) => w.write(r));
+    await w.close();
+    const c = await compareFiles(ref, imported, EMPTY_POLICY);
+    expect(c.counts).toMatchObject({ compared: 2, failed: 1, missing: 0 });
+    expect(c.firstDivergence).toMatchObject({ stage: 'q_rope', layer: 0, pos: 0 });
+    expect(c.firstDivergence!.worst!.threshold).toBe('maxAbs');
+    expect(c.firstDivergence!.metrics!.kind === 'f32' && c.firstDivergence!.metrics!.maxAbs).toBeCloseTo(0.2, 6);
+    expect(c.rows.find((r) => r.stage === 'router_topk')!.status).toBe('pass');
+  });
+});

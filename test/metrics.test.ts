@@ -1,0 +1,184 @@
+// Every metric against values computed by hand from its definition (diff/metrics.ts header).
+import { describe, expect, it } from 'vitest';
+import { f32Metrics, i32Metrics, klSoftmax, logitsMetrics, topK, worstOf, type F32Metrics } from '../diff/metrics.ts';
+import { checkThresholds, EMPTY_POLICY, minimumTolerance, severity, thresholdsFor, worstMetric, type Policy } from '../diff/policy.ts';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { loadPolicy } from '../diff/policy.ts';
+
+const f = (...v: number[]) => Float32Array.from(v);
+const DENORM_MIN = 2 ** -149;
+
+describe('f32 metrics', () => {
+  it('matches hand-computed values for a one-element error', () => {
+    // a = [1,2,3,4], b = [1,2,3,5]: the difference is [0,0,0,1]
+    const m = f32Metrics(f(1, 2, 3, 4), f(1, 2, 3, 5));
+    expect(m.n).toBe(4);
+    expect(m.maxAbs).toBe(1);
+    expect(m.meanAbs).toBe(0.25);
+    expect(m.rms).toBe(0.5); // sqrt(1/4)
+    expect(m.maxRel).toBe(0.25); // 1/4
+    expect(m.ratio1e3).toBe(0.75); // three of four elements have rel err 0
+    expect(m.ratio5e3).toBe(0.75);
+    expect(m.cosine).toBeCloseTo(34 / Math.sqrt(30 * 39), 14); // a.b = 34, |a|^2 = 30, |b|^2 = 39
+    expect(m.nmse).toBeCloseTo(1 / 30, 15);
+    expect(m.relDiff).toBeCloseTo(1 / 69, 15); // 1 - 68/69
+    expect(m.sqnrDb).toBeCloseTo(10 * Math.log10(30), 12);
+    // 4.0f = 0x40800000, 5.0f = 0x40a00000: 0x200000 ulps apart
+    expect(m.ulpMax).toBe(0x200000);
+    expect(m.ulpMean).toBe(0x200000 / 4);
+    expect(m.nonFiniteMismatch).toBe(0);
+  });
+
+  it('relative-error ratios split at 0.001 and 0.005 (strictly below, as msprobe)', () => {
+    // rel errors: 0.0005, 0.002, 0.004, 0.01
+    const m = f32Metrics(f(1000, 1000, 1000, 1000), f(1000.5, 1002, 1004, 1010));
+    expect(m.ratio1e3).toBe(0.25);
+    expect(m.ratio5e3).toBe(0.75);
+    expect(m.maxRel).toBeCloseTo(0.01, 12);
+  });
+
+  it('zero vectors: cosine 1 for two zeros, 0 for zero vs nonzero', () => {
+    const z = f32Metrics(f(0, 0, 0), f(0, 0, 0));
+    expect([z.cosine, z.nmse, z.relDiff, z.sqnrDb, z.maxRel, z.maxAbs]).toEqual([1, 0, 0, Infinity, 0, 0]);
+    const zn = f32Metrics(f(0, 0), f(1, 0));
+    expect(zn.cosine).toBe(0);
+    expect(zn.nmse).toBe(Infinity);
+    expect(zn.maxRel).toBe(Infinity);
+    expect(zn.relDiff).toBe(1); // 1 - 0 / (0 + 1)
+    expect(zn.sqnrDb).toBe(-Infinity);
+    expect(zn.ratio1e3).toBe(0.5);
+    const nz = f32Metrics(f(1, 0), f(0, 0));
+    expect(nz.cosine).toBe(0);
+    expect(nz.nmse).toBe(1);
+  });
+
+  it('+0 and -0 are equal, 0 ulps apart', () => {
+    const m = f32Metrics(f(0), f(-0));
+    expect(m.maxAbs).toBe(0);
+    expect(m.ulpMax).toBe(0);
+  });
+
+  it('denormals count as ordinary steps', () => {
+    const m = f32Metrics(f(DENORM_MIN, 0), f(2 * DENORM_MIN, 0));
+    expect(m.maxAbs).toBe(DENORM_MIN);
+    expect(m.ulpMax).toBe(1);
+    expect(m.maxRel).toBe(1);
+    // smallest denormal vs its negative: two steps through zero
+    expect(f32Metrics(f(DENORM_MIN), f(-DENORM_MIN)).ulpMax).toBe(2);
+    // 1 and the next float up
+    expect(f32Metrics(f(1), f(1 + 2 ** -23)).ulpMax).toBe(1);
+  });
+
+  it('NaN/Inf: matching non-finite pairs are counted and excluded, mismatches always fail', () => {
+    const m = f32Metrics(f(NaN, Infinity, 1, 2), f(NaN, Infinity, 1, 3));
+    expect([m.nanA, m.infA, m.nanB, m.infB, m.nonFiniteMismatch, m.n, m.maxAbs]).toEqual([1, 1, 1, 1, 0, 2, 1]);
+    const bad = f32Metrics(f(1, Infinity, 5), f(NaN, -Infinity, 5));
+    expect(bad.nonFiniteMismatch).toBe(2);
+    expect(bad.nanB).toBe(1);
+    expect(bad.infA).toBe(1);
+    expect(bad.maxAbs).toBe(0);
+    // fails even with no thresholds at all
+    expect(checkThresholds(bad, {}).map((v) => v.threshold)).toEqual(['nonFinite']);
+  });
+});
+
+describe('i32 metrics', () => {
+  it('exact match and set overlap', () => {
+    const perm = i32Metrics(Int32Array.of(1, 2, 3), Int32Array.of(1, 3, 2));
+    expect(perm).toEqual({ kind: 'i32', n: 3, mismatches: 2, exact: false, setOverlap: 1 });
+    const one = i32Metrics(Int32Array.of(1, 2, 3), Int32Array.of(1, 2, 4));
+    expect(one.mismatches).toBe(1);
+    expect(one.setOverlap).toBeCloseTo(2 / 3, 15);
+    expect(i32Metrics(Int32Array.of(7, 8), Int32Array.of(7, 8)).exact).toBe(true);
+    expect(checkThresholds(perm, { exact: true }).map((v) => v.threshold)).toEqual(['exact']);
+    expect(checkThresholds(perm, { minSetOverlap: 1 })).toEqual([]);
+  });
+});
+
+describe('logits metrics', () => {
+  it('top-k is ordered, ties to the lowest index', () => {
+    expect(topK(f(1, 5, 5, 3, 9), 3)).toEqual([4, 1, 2]);
+    expect(topK(f(NaN, 1), 1)).toEqual([1]);
+  });
+
+  it('KL of softmaxes by hand', () => {
+    // P = (1/2, 1/2), Q = softmax(0, ln 3) = (1/4, 3/4): KL = 1/2 ln 2 + 1/2 ln(2/3) = 1/2 ln(4/3)
+    expect(klSoftmax(f(0, 0), f(0, Math.log(3)))).toBeCloseTo(0.5 * Math.log(4 / 3), 6);
+    expect(klSoftmax(f(1, 2, 3), f(1, 2, 3))).toBe(0);
+  });
+
+  it('a top-1 flip within the near-tie margin is a near tie, a larger one a mismatch', () => {
+    const tie = logitsMetrics(f(1, 3, 2.95, 0), f(1, 2.9, 2.96, 0), 0.1);
+    expect(tie.argmaxA).toBe(1);
+    expect(tie.argmaxB).toBe(2);
+    expect(tie.flipMargin).toBeCloseTo(0.05, 6);
+    expect(tie.verdict).toBe('near-tie');
+    const flip = logitsMetrics(f(1, 3, 2, 0), f(1, 2, 2.5, 0), 0.1);
+    expect(flip.verdict).toBe('mismatch');
+    expect(flip.flipMargin).toBe(1);
+    const same = logitsMetrics(f(0, 1, 2, 3, 4, 5, 6), f(0, 1, 2, 3, 4, 6, 5), 0.1);
+    expect(same.verdict).toBe('mismatch');
+    expect(same.top5Overlap).toBe(1); // same five tokens, different order
+    const m = f32Metrics(f(1, 3, 2.95, 0), f(1, 2.9, 2.96, 0));
+    m.logits = tie;
+    expect(checkThresholds(m, {})).toEqual([]);
+    m.logits = flip;
+    expect(checkThresholds(m, {}).map((v) => v.threshold)).toEqual(['argmax']);
+  });
+});
+
+describe('aggregation and tolerances', () => {
+  it('worst-of keeps the worst of each metric and sums counts', () => {
+    const x = f32Metrics(f(1, 2), f(1, 2.5));
+    const y = f32Metrics(f(1, 2), f(-1, 2));
+    const w = worstOf<F32Metrics>(x, y);
+    expect(w.n).toBe(4);
+    expect(w.maxAbs).toBe(2);
+    expect(w.cosine).toBe(Math.min(x.cosine, y.cosine));
+    expect(w.ratio1e3).toBe(0.5);
+  });
+
+  it('thresholds: registry defaults, then policy rules in order by glob, regex and layer range', () => {
+    // attn_norm is an f32 stage with the registry's T_F32 tolerance (maxAbs 1e-3, minCosine 0.9999)
+    expect(thresholdsFor(EMPTY_POLICY, 'attn_norm', 0)).toEqual({ maxAbs: 1e-3, minCosine: 0.9999 });
+    const p: Policy = { version: 1, rules: [{ stage: 'q_*', layers: '0:3', maxAbs: 0.5 }, { stage: '/^q_r/', minCosine: 0.9 }, { stage: 'q_rope', layers: '2', maxAbs: 0.7 }] };
+    expect(thresholdsFor(p, 'q_rope', 0).maxAbs).toBe(0.5);
+    expect(thresholdsFor(p, 'q_rope', 2).maxAbs).toBe(0.7);
+    expect(thresholdsFor(p, 'q_rope', 4).maxAbs).toBe(5e-2); // outside 0:3, registry T_Q8
+    expect(thresholdsFor(p, 'q_rope', 4).minCosine).toBe(0.9);
+    expect(thresholdsFor(p, 'q_lora', 1).minCosine).toBe(0.999);
+    expect(thresholdsFor({ version: 1, rules: [], registryDefaults: false }, 'attn_norm', 0)).toEqual({});
+    expect(thresholdsFor(EMPTY_POLICY, 'not_a_stage', 0)).toEqual({});
+  });
+
+  it('policy files are validated with a one-line error', () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ds4-policy-'));
+    const file = path.join(dir, 'p.json');
+    fs.writeFileSync(file, JSON.stringify({ version: 1, rules: [{ stage: 'x', maxAbz: 1 }] }));
+    expect(() => loadPolicy(file)).toThrow(/unknown threshold 'maxAbz'/);
+    fs.writeFileSync(file, JSON.stringify({ version: 1, rules: [{ stage: 'x', layers: '3:a' }] }));
+    expect(() => loadPolicy(file)).toThrow(/bad range/);
+    fs.writeFileSync(file, JSON.stringify({ version: 1, rules: [{ stage: 'attn_*', maxAbs: 2 }] }));
+    expect(thresholdsFor(loadPolicy(file), 'attn_norm', 0).maxAbs).toBe(2);
+    fs.rmSync(dir, { recursive: true });
+  });
+
+  it('minimum tolerance to pass is the measured value; severity and worst metric name the closest limit', () => {
+    const m = f32Metrics(f(1, 2, 3, 4), f(1, 2, 3, 5));
+    const t = minimumTolerance(m);
+    expect(t.maxAbs).toBe(1);
+    expect(checkThresholds(m, t)).toEqual([]);
+    expect(checkThresholds(m, { ...t, maxAbs: 0.999 }).map((v) => v.threshold)).toEqual(['maxAbs']);
+    expect(severity('maxAbs', 0.5, 1)).toBe(0.5);
+    // quadratic metrics (1 - cosine, NMSE) are compared on the error's scale: the square root of the ratio
+    expect(severity('minCosine', 0.998, 0.999)).toBeCloseTo(Math.SQRT2, 9); // gap 0.002 of an allowed 0.001
+    expect(severity('maxNmse', 4e-6, 1e-6)).toBeCloseTo(2, 12);
+    // maxAbs uses 1/2 of its limit; cosine 34/sqrt(1170) = 0.99400 uses 0.600 of the allowed 0.01 gap: sqrt = 0.775
+    const w = worstMetric(m, { maxAbs: 2, minCosine: 0.99 })!;
+    expect(w.threshold).toBe('minCosine');
+    expect(w.severity).toBeCloseTo(Math.sqrt((1 - 34 / Math.sqrt(1170)) / 0.01), 9);
+    expect(worstMetric(m, { maxAbs: 1.2, minCosine: 0.99 })!.threshold).toBe('maxAbs'); // 0.833 > 0.775
+  });
+});
