@@ -1,6 +1,6 @@
 // The bundled default model: the tiny fixture (seed 0), generated on first use into the cache and reused.
-// The file name carries a stamp hashed from the generator's sources, so any change to what the code
-// would write (fixture, writer, quant encoders, vocabulary) makes a new file instead of reusing a stale one.
+// The file name carries a stamp hashed from the model/ sources, so any change to what the code would
+// write (fixture, writer, quant encoders, vocabulary) makes a new file instead of reusing a stale one.
 import fs from 'node:fs';
 import path from 'node:path';
 import { createHash } from 'node:crypto';
@@ -14,15 +14,13 @@ export function cacheDir(): string {
   return process.env.DS4_DIFF_CACHE || path.join(REPO_ROOT, '.cache');
 }
 
-/** Hash of every source file that shapes the fixture's bytes. */
+/** Hash of the model/ sources (fixture, writer, quant encoders, vocabulary and what they import). */
 function generatorStamp(): string {
-  const quantDir = path.join(MODEL_DIR, 'quant');
-  const files = [
-    ...['fixture.ts', 'gguf-writer.ts', 'config.ts', 'validate.ts', 'vocab.ts'].map((f) => path.join(MODEL_DIR, f)),
-    ...fs.readdirSync(quantDir).filter((f) => f.endsWith('.ts')).sort().map((f) => path.join(quantDir, f)),
-  ];
   const h = createHash('sha256');
-  for (const f of files) if (fs.existsSync(f)) h.update(f.slice(MODEL_DIR.length)).update(fs.readFileSync(f));
+  for (const sub of ['', 'quant']) {
+    const d = path.join(MODEL_DIR, sub);
+    for (const f of fs.readdirSync(d).filter((x) => x.endsWith('.ts')).sort()) h.update(`${sub}/${f}\0`).update(fs.readFileSync(path.join(d, f)));
+  }
   return h.digest('hex').slice(0, 12);
 }
 

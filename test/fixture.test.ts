@@ -226,4 +226,10 @@ describe('CLI', () => {
     expect(cli(['fixture', '--preset', 'huge', '--out', bad]).status).toBe(3);
     expect(cli(['fixture', '--preset', 'ds4-flash', '--populate', '0,x', '--out', bad]).status).toBe(3);
   });
+
+  it('rejects a populate layer outside 0..42 before writing anything', async () => {
+    const out = path.join(dir, 'nolayer.gguf');
+    await expect(writeFixture({ preset: 'ds4-flash', out, populate: [43] })).rejects.toThrow(/--populate 43: expected a layer 0\.\.42/);
+    expect(fs.existsSync(out)).toBe(false);
+  });
 });

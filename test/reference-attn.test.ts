@@ -9,7 +9,6 @@ import { attentionSublayer, attentionWithSinks, newAttnLayerState } from '../ref
 import { compressorPool, compressorStep, newCompressorState } from '../reference/compressor.ts';
 import { embedHc, hcPost, hcPre, hcSplitSinkhorn, outputHcWeights } from '../reference/hc.ts';
 import { rmsNorm } from '../reference/math.ts';
-import { matvec } from '../reference/matvec.ts';
 import { ropeTailInplace, ropeThetas, yarnCorrDims } from '../reference/rope.ts';
 import type { LayerContext, LayerWeights, Precision, Vec, Weight } from '../reference/types.ts';
 
@@ -35,6 +34,14 @@ function rng(seed: number): () => number {
     s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
     return s / 2 ** 31 - 1;
   };
+}
+
+/** Exact double matvec of an F32 Weight: the test's own independent computation of a projection. */
+function exactMatvec(w: Weight, x: ArrayLike<number>): Float64Array {
+  const W = new Float32Array(w.data.buffer, w.data.byteOffset, w.rows * w.cols);
+  const out = new Float64Array(w.rows);
+  for (let r = 0; r < w.rows; r++) for (let c = 0; c < w.cols; c++) out[r] += W[r * w.cols + c] * x[c];
+  return out;
 }
 
 function f32Weight(name: string, rows: number, cols: number, values: Float32Array): Weight {
@@ -346,8 +353,8 @@ describe('compressor (S7, S8)', () => {
       // the same input every token → every window slot r has kv = W_kv·x and score = W_gate·x + ape[r];
       // ratio 4 pools dims [0,D) of the previous window (absent in the first) with dims [D,2D) of the current
       const D = cfg.headDim;
-      const kv = matvec(w.get('attn_compressor_kv.weight'), x, 'f64');
-      const g = matvec(w.get('attn_compressor_gate.weight'), x, 'f64');
+      const kv = exactMatvec(w.get('attn_compressor_kv.weight'), x);
+      const g = exactMatvec(w.get('attn_compressor_gate.weight'), x);
       const apeW = w.get('attn_compressor_ape.weight');
       const ape = new Float32Array(apeW.data.buffer, apeW.data.byteOffset, apeW.rows * apeW.cols);
       const pooled = (first: boolean) => {
@@ -450,20 +457,33 @@ describe('attention sublayer (S1-S12)', () => {
     expect(Array.from(last.values.slice(5 * cfg.headDim))).toEqual(Array.from(kvCur.values));
   });
 
-  it('ds4 and f64 precision differ by a bounded amount', () => {
-    for (const il of [0, 2, 3]) {
-      const a = run(il, 'ds4', [N]).outs;
-      const b = run(il, 'f64', [N]).outs;
-      for (let t = 0; t < N; t++) {
-        let num = 0;
-        let den = 0;
-        for (let i = 0; i < a[t].length; i++) {
-          num += (a[t][i] - b[t][i]) ** 2;
-          den += b[t][i] ** 2;
-        }
-        expect(Math.sqrt(num / den)).toBeLessThan(0.05);
-        expect(Math.sqrt(num / den)).toBeGreaterThan(0); // the simulations (FP8, f16, FP4) do something
+  it('ds4 and f64 precision differ by a bounded amount (the FP8/f16/FP4 noise floor)', () => {
+    const relRms = (a: ArrayLike<number>, b: ArrayLike<number>) => {
+      let num = 0;
+      let den = 0;
+      for (let i = 0; i < a.length; i++) {
+        num += (a[i] - b[i]) ** 2;
+        den += b[i] ** 2;
       }
+      return Math.sqrt(num / den);
+    };
+    for (const il of [0, 2, 3]) {
+      const a = run(il, 'ds4', [N]);
+      const b = run(il, 'f64', [N]);
+      const fb = new Map(b.caps.map((c) => [key(c), c.values]));
+      for (const c of a.caps) {
+        const other = fb.get(key(c));
+        // the indexer's top-k may legitimately flip under FP4 noise and change everything after it,
+        // so bound the stages up to the caches, plus the whole output where no selection happened yet
+        const beforeSelection = il !== 2 || c.pos < 11;
+        if (c.stage === 'index_topk' || (!beforeSelection && /^(index_scores|attn_heads|attn_heads_back|attn_low|attn_out|after_attn_hc)$/.test(c.stage))) continue;
+        expect(other, key(c)).toBeDefined();
+        // FP8 (3 mantissa bits) on kv rows ≈ 3e-2; FP4 on indexer rows ≈ 1.2e-1; f32 rounding elsewhere ≈ 1e-7
+        const bound = /^(index_q|index_comp_row|index_scores)$/.test(c.stage) ? 0.3 : /^(hc_|attn_cur|attn_norm|q_|kv_raw|kv_norm|kv_rope|attn_comp_kv|attn_comp_score|index_comp_kv|index_comp_score|index_w)/.test(c.stage) ? 1e-5 : 0.15;
+        expect(relRms(c.values, other!), key(c)).toBeLessThan(bound);
+      }
+      // the simulations do something: the stored raw rows differ from exact
+      expect(relRms(a.caps.find((c) => c.stage === 'kv_cur')!.values, fb.get('kv_cur@0')!)).toBeGreaterThan(1e-4);
     }
   });
 });

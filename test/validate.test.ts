@@ -126,6 +126,19 @@ describe('validateModel', () => {
     expect(await violations({ meta: setMeta('rope.freq_base', { type: 'u32', value: 10000 }) })).toEqual([]);
   });
 
+  it('accepts the alternative encodings ds4 accepts: u64 original context, f64/i32 floats, i32 ratios', async () => {
+    const m = await model({
+      meta: (x) => setMeta('rope.scaling.original_context_length', { type: 'u64', value: 65536 })(
+        setMeta('expert_weights_scale', { type: 'f64', value: 1.5 })(
+          setMeta('rope.scaling.yarn_beta_fast', { type: 'i32', value: 32 })(
+            setMeta('attention.compress_ratios', { type: 'arr_i32' })(x)))),
+    });
+    const r = validateModel(m);
+    expect(r.violations).toEqual([]);
+    expect([r.config?.ropeOrigCtx, r.config?.expertWeightsScale, r.config?.yarnBetaFast]).toEqual([65536, 1.5, 32]);
+    m.close();
+  });
+
   it('reports every violation at once', async () => {
     const v = await violations({
       meta: setMeta('attention.sliding_window', { type: 'f32', value: 8 }),

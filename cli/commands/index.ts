@@ -5,5 +5,7 @@ import { register as gate } from './gate.ts';
 import { register as baseline } from './baseline.ts';
 import { register as importDumps } from './import.ts';
 import { register as tokenize } from './tokenize.ts';
+import { register as fixture } from './fixture.ts';
+import { register as inspect } from './inspect.ts';
 
-export const COMMANDS: Array<(program: Command) => void> = [compare, gate, baseline, importDumps, tokenize];
+export const COMMANDS: Array<(program: Command) => void> = [compare, gate, baseline, importDumps, tokenize, fixture, inspect];
