@@ -1,0 +1,105 @@
+// Weight access for the reference: tensors are read from the GGUF by positional reads when first
+// used and kept; routed experts (0.5-0.7 GB per tensor in the real q2 file) are read one expert
+// slice at a time and kept in a small LRU, the way ds4 touches only the six selected experts.
+import type { Ds4Config } from '../model/config.ts';
+import { readRows, readTensor, tensorInfo, tensorRows } from '../model/gguf.ts';
+import type { GgufModel, TensorInfo } from '../model/gguf.ts';
+import { badInput } from '../model/errors.ts';
+import { GGMLType, typeName } from '../model/quant/types.ts';
+import { f16ToF32 } from '../model/quant/index.ts';
+import type { LayerWeights, Weight } from './types.ts';
+
+const EXPERT_LRU = 64;
+
+export class ModelWeights {
+  private cache = new Map<string, Uint8Array>();
+  private experts = new Map<string, Uint8Array>();
+  /** bytes read from the file so far (the benchmark reports weight bytes touched per second) */
+  bytesRead = 0;
+
+  constructor(readonly model: GgufModel, readonly cfg: Ds4Config) {}
+
+  info(name: string): TensorInfo {
+    return tensorInfo(this.model, name);
+  }
+
+  has(name: string): boolean {
+    return this.model.tensors.has(name);
+  }
+
+  bytes(name: string): Uint8Array {
+    let b = this.cache.get(name);
+    if (!b) {
+      b = readTensor(this.model, name);
+      this.bytesRead += b.length;
+      this.cache.set(name, b);
+    }
+    return b;
+  }
+
+  /** A 2-D tensor as a Weight (dims[0] = row length, dims[1] = rows). */
+  global(name: string): Weight {
+    const t = this.info(name);
+    if (t.dims.length > 2) throw badInput(`${this.model.path}: tensor ${name} has ${t.dims.length} dims, expected a matrix`);
+    return { name, type: t.type, cols: t.dims[0], rows: t.dims[1] ?? 1, data: this.bytes(name) };
+  }
+
+  globalF32(name: string): Float32Array {
+    const t = this.info(name);
+    if (t.type !== GGMLType.F32) throw badInput(`${this.model.path}: tensor ${name} is ${typeName(t.type)}, expected F32`);
+    return f32Of(this.bytes(name));
+  }
+
+  i32(name: string): Int32Array {
+    const t = this.info(name);
+    if (t.type !== GGMLType.I32) throw badInput(`${this.model.path}: tensor ${name} is ${typeName(t.type)}, expected I32`);
+    const b = this.bytes(name);
+    return b.byteOffset % 4 === 0 ? new Int32Array(b.buffer, b.byteOffset, b.length / 4) : new Int32Array(b.slice().buffer);
+  }
+
+  /** Expert `e`'s [rows x cols] slice of a 3-D expert tensor [cols, rows, nExpert]. */
+  expert(name: string, e: number): Weight {
+    const t = this.info(name);
+    const [cols, rows, n] = t.dims;
+    if (t.dims.length !== 3 || e < 0 || e >= n) throw badInput(`${this.model.path}: expert ${e} of ${name} (dims ${t.dims.join('x')}) does not exist`);
+    const key = `${name}#${e}`;
+    let b = this.experts.get(key);
+    if (b) {
+      this.experts.delete(key);
+    } else {
+      b = readRows(this.model, name, e * rows, (e + 1) * rows);
+      this.bytesRead += b.length;
+      if (this.experts.size >= EXPERT_LRU) this.experts.delete(this.experts.keys().next().value as string);
+    }
+    this.experts.set(key, b);
+    return { name: `${name}[${e}]`, type: t.type, cols, rows, data: b };
+  }
+
+  /** S0: the embedding row of `token`, decoded to f32 (token_embd is F16 [nEmbd, nVocab]). */
+  embeddingRow(token: number): Float32Array {
+    const t = this.info('token_embd.weight');
+    const { rows, rowBytes } = tensorRows(t);
+    if (!Number.isInteger(token) || token < 0 || token >= rows) throw badInput(`token id ${token} is outside the vocabulary (0..${rows - 1})`);
+    if (t.type !== GGMLType.F16) throw badInput(`${this.model.path}: token_embd.weight is ${typeName(t.type)}, expected F16`);
+    const raw = this.model.read(t.offset + token * rowBytes, rowBytes);
+    const out = new Float32Array(t.dims[0]);
+    for (let i = 0; i < out.length; i++) out[i] = f16ToF32(raw[2 * i] | (raw[2 * i + 1] << 8));
+    return out;
+  }
+
+  layer(il: number): LayerWeights {
+    const prefix = `blk.${il}.`;
+    return {
+      il,
+      has: (name) => this.has(prefix + name),
+      get: (name) => this.global(prefix + name),
+      f32: (name) => this.globalF32(prefix + name),
+      i32: (name) => this.i32(prefix + name),
+      expert: (name, e) => this.expert(prefix + name, e),
+    };
+  }
+}
+
+function f32Of(b: Uint8Array): Float32Array {
+  return b.byteOffset % 4 === 0 ? new Float32Array(b.buffer, b.byteOffset, b.length / 4) : new Float32Array(b.slice().buffer);
+}
