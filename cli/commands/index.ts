@@ -7,5 +7,7 @@ import { register as importDumps } from './import.ts';
 import { register as tokenize } from './tokenize.ts';
 import { register as fixture } from './fixture.ts';
 import { register as inspect } from './inspect.ts';
+import { register as reference } from './reference.ts';
+import { register as stages } from './stages.ts';
 
-export const COMMANDS: Array<(program: Command) => void> = [compare, gate, baseline, importDumps, tokenize, fixture, inspect];
+export const COMMANDS: Array<(program: Command) => void> = [compare, gate, baseline, importDumps, tokenize, fixture, inspect, reference, stages];

@@ -1,0 +1,99 @@
+// What the model-running commands (reference, run) share: model + prompt resolution, the layer
+// range, and progress on stderr.
+import type { Command } from 'commander';
+import { configFromGguf, type Ds4Config } from '../model/config.ts';
+import { openGguf, type GgufModel } from '../model/gguf.ts';
+import { DEFAULT_SYSTEM, renderChat } from '../model/chat.ts';
+import { badInput } from '../model/errors.ts';
+import { Tokenizer } from '../model/tokenizer.ts';
+import { validateModel } from '../model/validate.ts';
+
+export interface ModelPromptOptions {
+  model?: string;
+  prompt?: string;
+  tokens?: string;
+  system?: string;
+  think?: boolean;
+  nothink?: boolean;
+  raw?: boolean;
+  layer?: string;
+  layers?: string;
+}
+
+/** The options every model-running command takes. */
+export function addModelPromptOptions(cmd: Command): Command {
+  return cmd
+    .option('-m, --model <gguf>', 'DS4 GGUF (default: the bundled tiny synthetic model)')
+    .option('-p, --prompt <text>', 'prompt, rendered with the DS4 chat template like `ds4 -p TEXT`')
+    .option('--tokens <ids>', 'comma-separated token ids instead of a prompt (e.g. taken from an engine run)')
+    .option('--system <text>', 'system prompt ("" omits it)', DEFAULT_SYSTEM)
+    .option('--think', 'end the template with <think>')
+    .option('--nothink', 'end the template with </think> (the default, as in the seeds\' smoke runs)')
+    .option('--raw', 'no chat template')
+    .option('--layer <n>', 'run layers 0..N, then the output head on that state (ds4\'s layer-0 graph test)')
+    .option('--layers <r>', '"all" (the default) or "0:N": the layers to run');
+}
+
+export interface LoadedRun {
+  modelPath: string;
+  model: GgufModel;
+  cfg: Ds4Config;
+  tokens: number[];
+  prompt?: string;
+  lastLayer: number;
+  allLayers: boolean;
+}
+
+export async function loadModelAndPrompt(opts: ModelPromptOptions): Promise<LoadedRun> {
+  if (opts.prompt === undefined && opts.tokens === undefined) throw badInput('needs -p TEXT or --tokens IDS');
+  if (opts.think && opts.nothink) throw badInput('--think and --nothink exclude each other');
+  const modelPath = opts.model ?? (await (await import('../model/default-model.ts')).defaultModelPath());
+  const model = await openGguf(modelPath);
+  const { violations } = validateModel(model);
+  if (violations.length) throw badInput(`${modelPath}: not a valid DS4 model (${violations.length} problems, first: ${violations[0]}); see ds4-diff inspect`);
+  const cfg = configFromGguf(model);
+  let tokens: number[];
+  if (opts.tokens !== undefined) {
+    tokens = opts.tokens.split(',').map((s) => Number(s.trim()));
+    for (const t of tokens) if (!Number.isInteger(t) || t < 0 || t >= cfg.nVocab) throw badInput(`--tokens: '${t}' is not a token id of this model (0..${cfg.nVocab - 1})`);
+  } else {
+    const tok = Tokenizer.fromGguf(model);
+    tokens = renderChat(tok, opts.prompt!, { system: opts.system, think: opts.think === true, raw: opts.raw }).ids;
+  }
+  if (tokens.length === 0) throw badInput('the prompt has no tokens');
+  const { lastLayer, allLayers } = parseLayerRange(opts, cfg);
+  return { modelPath, model, cfg, tokens, prompt: opts.prompt, lastLayer, allLayers };
+}
+
+export function parseLayerRange(opts: { layer?: string; layers?: string }, cfg: Ds4Config): { lastLayer: number; allLayers: boolean } {
+  if (opts.layer !== undefined && opts.layers !== undefined) throw badInput('--layer and --layers exclude each other');
+  let last = cfg.nLayer - 1;
+  if (opts.layer !== undefined) {
+    if (!/^\d+$/.test(opts.layer)) throw badInput(`--layer: '${opts.layer}' is not a layer number`);
+    last = Number(opts.layer);
+  } else if (opts.layers !== undefined && opts.layers !== 'all') {
+    const m = /^0:(\d+)$/.exec(opts.layers);
+    if (!m) throw badInput(`--layers: '${opts.layers}' must be "all" or "0:N" (every run starts at the embedding)`);
+    last = Number(m[1]);
+  }
+  if (last >= cfg.nLayer) throw badInput(`layer ${last} does not exist: the model has ${cfg.nLayer} layers (0..${cfg.nLayer - 1})`);
+  return { lastLayer: last, allLayers: last === cfg.nLayer - 1 };
+}
+
+/** Progress lines on stderr, only once a run has taken longer than a second (and never in CI logs' way). */
+export function progress(label: string): { tick: (msg: string) => void; done: () => void } {
+  const t0 = Date.now();
+  const tty = process.stderr.isTTY;
+  let shown = false;
+  return {
+    tick(msg: string) {
+      if (Date.now() - t0 < 1000) return;
+      shown = true;
+      const line = `${label}: ${msg} (${((Date.now() - t0) / 1000).toFixed(1)} s)`;
+      process.stderr.write(tty ? `\r\x1b[K${line}` : `${line}\n`);
+    },
+    done() {
+      if (shown && tty) process.stderr.write('\r\x1b[K');
+    },
+  };
+}
