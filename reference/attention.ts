@@ -7,8 +7,7 @@
 import type { Ds4Config } from '../model/config.ts';
 import { badInput } from '../model/errors.ts';
 import { fp8KvQuantizeInplace } from '../model/quant/index.ts';
-import { rowBytes } from '../model/quant/types.ts';
-import type { LayerContext, Precision, Vec, Weight } from './types.ts';
+import type { LayerContext, Precision, Vec } from './types.ts';
 import { allocVec } from './types.ts';
 import { checkCompressRatio, compressorStep, HADAMARD_N, indexerQat, newCompressorState } from './compressor.ts';
 import type { CompressorState } from './compressor.ts';
@@ -16,7 +15,7 @@ import { hcPost, hcPre } from './hc.ts';
 import { cacheRow, cacheRows, newRowCache, pushComp, pushRaw } from './kvcache.ts';
 import type { RowCache } from './kvcache.ts';
 import { dot, expP, headRmsNormInplace, NEG_INF, rmsNorm, rounder } from './math.ts';
-import { matvec } from './matvec.ts';
+import { matvec, rowSlice } from './matvec.ts';
 import { ropeTailInplace } from './rope.ts';
 
 /** What one layer's attention keeps between tokens (ds4.c `ds4_layer_cache`, catalog §6). */
@@ -151,12 +150,6 @@ export function indexerAllowed(cx: LayerContext, attnNorm: Vec, qrNorm: Vec, row
   return allowed;
 }
 
-/** Rows [row0, row0+n) of a 2-D weight as a Weight of its own (same bytes, no copy). */
-function weightRows(wt: Weight, row0: number, n: number): Weight {
-  const rb = rowBytes(wt.type, wt.cols);
-  return { name: `${wt.name}[rows ${row0}..${row0 + n})`, type: wt.type, cols: wt.cols, rows: n, data: wt.data.subarray(row0 * rb, (row0 + n) * rb) };
-}
-
 /**
  * S11 ds4.c `layer_grouped_out_one`: the heads form oGroups groups of nHead/oGroups consecutive
  * heads; group g goes through rows g·oLora.. of attn_output_a with its own activation
@@ -172,7 +165,7 @@ export function groupedOut(cx: LayerContext, heads: Vec, pos: number): Vec {
   }
   const low = allocVec(p, G * cfg.oLoraRank);
   for (let g = 0; g < G; g++) {
-    const part = matvec(weightRows(oa, g * cfg.oLoraRank, cfg.oLoraRank), heads.subarray(g * groupDim, (g + 1) * groupDim), p);
+    const part = matvec(rowSlice(oa, g * cfg.oLoraRank, cfg.oLoraRank), heads.subarray(g * groupDim, (g + 1) * groupDim), p);
     low.set(part, g * cfg.oLoraRank);
   }
   cx.emit('attn_low', pos, low);

@@ -87,10 +87,3 @@ export function headRmsNormInplace(x: Vec, nHead: number, headDim: number, eps: 
     for (let i = 0; i < headDim; i++) x[off + i] = r(x[off + i] * s);
   }
 }
-
-/** A copy of v in the precision's storage type (rounds to float for `ds4`). */
-export function toVec(v: ArrayLike<number>, p: Precision): Vec {
-  const y = allocVec(p, v.length);
-  for (let i = 0; i < v.length; i++) y[i] = v[i];
-  return y;
-}

@@ -68,6 +68,7 @@ export const STAGES: StageDef[] = [
   st({ name: 'hc_attn_mix', aliases: { graph: ['hc_attn_pre_mixes'] }, scope: 'layer', dtype: 'f32', shape: mixN, when: 'all', inputs: ['prev:after_ffn_hc'], kernel: 'matmul_f16', source: 'S1 hc_pre_from_state_one (rmsnorm_noweight + hc_attn_fn matvec)', tolerance: T_F32 }),
   st({ name: 'hc_attn_pre_w', aliases: { graph: ['hc_attn_pre_weights'] }, scope: 'layer', dtype: 'f32', shape: (c) => [c.nHc], when: 'all', inputs: ['hc_attn_mix'], kernel: 'hc_split_sinkhorn4', source: 'S1 hc_split_sinkhorn_one (pre = sigmoid + eps)', tolerance: T_F32 }),
   st({ name: 'hc_attn_post_w', aliases: { graph: ['hc_attn_pre_post_weights'], ascend: ['hc_post_w'] }, scope: 'layer', dtype: 'f32', shape: (c) => [c.nHc], when: 'all', inputs: ['hc_attn_mix'], kernel: 'hc_split_sinkhorn4', source: 'S1 hc_split_sinkhorn_one (post = 2 sigmoid)', tolerance: T_F32 }),
+  // comb is stored [source b][output a]: element a + nHc*b (catalog S1, hc_post_one)
   st({ name: 'hc_attn_comb', aliases: { graph: ['hc_attn_pre_comb'], ascend: ['hc_comb'] }, scope: 'layer', dtype: 'f32', shape: (c) => [c.nHc, c.nHc], when: 'all', inputs: ['hc_attn_mix'], kernel: 'hc_split_sinkhorn4', source: 'S1 hc_split_sinkhorn_one (Sinkhorn comb)', tolerance: T_F32 }),
   st({ name: 'attn_cur', aliases: { graph: ['hc_attn_pre'], test: ['hc_pre'], cpu: ['attn_pre'] }, scope: 'layer', dtype: 'f32', shape: E, when: 'all', inputs: ['prev:after_ffn_hc', 'hc_attn_pre_w'], kernel: 'hc_weighted_sum4', source: 'S1 hc_weighted_sum_one', tolerance: T_F32 }),
   // S2
@@ -84,7 +85,9 @@ export const STAGES: StageDef[] = [
   st({ name: 'q_rope', aliases: { graph: ['Qcur'], test: ['q_rope'] }, scope: 'layer', dtype: 'f32', shape: (c) => [c.nHead, c.headDim], when: 'all', inputs: ['q_norm'], kernel: 'rope_tail', source: 'S5 rope_tail_layer_inplace', tolerance: T_Q8 }),
   st({ name: 'kv_rope', aliases: { graph: ['KVrope'] }, scope: 'layer', dtype: 'f32', shape: (c) => [c.headDim], when: 'all', inputs: ['kv_norm'], kernel: 'rope_tail', source: 'S5 rope_tail_layer_inplace', tolerance: T_Q8 }),
   // S6
-  st({ name: 'kv_cur', aliases: { graph: ['KVcur'], test: ['kv_rope'] }, scope: 'layer', dtype: 'f32', shape: (c) => [c.headDim], when: 'all', inputs: ['kv_rope'], kernel: 'fp8_kv_quantize', source: 'S6 dsv4_fp8_kv_quantize_row_inplace_cpu + f16 round', tolerance: T_Q8 }),
+  // ds4's graph-test line calls this row `kv_rope` (it compares the cached row after RoPE + FP8 + f16),
+  // which is our canonical kv_rope's name; canonical names win, so that test field maps to kv_rope.
+  st({ name: 'kv_cur', aliases: { graph: ['KVcur'] }, scope: 'layer', dtype: 'f32', shape: (c) => [c.headDim], when: 'all', inputs: ['kv_rope'], kernel: 'fp8_kv_quantize', source: 'S6 dsv4_fp8_kv_quantize_row_inplace_cpu + f16 round', tolerance: T_Q8 }),
   st({ name: 'raw_cache', aliases: { graph: ['raw_cache'], test: ['raw_cache'] }, scope: 'layer', dtype: 'f32', shape: (c, at) => [at?.n ?? c.slidingWindow, c.headDim], when: 'all', inputs: ['kv_cur'], kernel: 'store_raw_kv', source: 'S6 kv_cache_push_raw (sliding window rows, chronological)', tolerance: T_Q8 }),
   // S7 compressor, attention lane
   st({ name: 'attn_comp_kv', aliases: { graph: ['attn_comp_kv_raw'] }, scope: 'layer', dtype: 'f32', shape: compWidth, when: 'compressed', inputs: ['attn_norm'], kernel: 'matmul_f16', source: 'S7 compressor_decode_one kv_cur (width = coff*headDim)', tolerance: T_F32 }),

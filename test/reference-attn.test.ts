@@ -4,6 +4,7 @@
 import { describe, expect, it } from 'vitest';
 
 import type { Ds4Config } from '../model/config.ts';
+import { encodeF16, quantizeQ8_0Weights } from '../model/quant/index.ts';
 import { GGMLType } from '../model/quant/types.ts';
 import { attentionSublayer, attentionWithSinks, newAttnLayerState } from '../reference/attention.ts';
 import { compressorPool, compressorStep, newCompressorState } from '../reference/compressor.ts';
@@ -17,7 +18,7 @@ import type { LayerContext, LayerWeights, Precision, Vec, Weight } from '../refe
 function tinyConfig(over: Partial<Ds4Config> = {}): Ds4Config {
   return {
     nLayer: 4, nEmbd: 32, nVocab: 16, nHead: 4, nHeadKv: 1, headDim: 80, nRot: 16,
-    qLoraRank: 32, oLoraRank: 8, oGroups: 2, nExpert: 4, nExpertUsed: 2, nFfExp: 32, nExpertShared: 1,
+    qLoraRank: 32, oLoraRank: 16, oGroups: 2, nExpert: 4, nExpertUsed: 2, nFfExp: 32, nExpertShared: 1,
     nHashLayers: 1, slidingWindow: 6, indexerHeads: 2, indexerHeadDim: 128, indexerTopK: 2,
     nHc: 4, sinkhornIters: 20, hcEps: 1e-6, rmsEps: 1e-6, compressRatios: [0, 0, 4, 128],
     swigluClamp: [10, 10, 10, 10], ropeFreqBase: 10000, ropeScalingFactor: 16, ropeOrigCtx: 65536,
@@ -48,15 +49,20 @@ function f32Weight(name: string, rows: number, cols: number, values: Float32Arra
   return { name, type: GGMLType.F32, rows, cols, data: new Uint8Array(values.buffer, values.byteOffset, values.byteLength) };
 }
 
-/** Synthetic LayerWeights double: every 2-D tensor F32 with small random values. */
-function synthLayer(cfg: Ds4Config, il: number, seed: number): LayerWeights {
+/** Synthetic LayerWeights double with small random values: every 2-D tensor F32, or with `ggufTypes`
+ *  the shipped GGUF's types (Q8_0 attention projections, F16 HC / compressor / indexer). */
+const Q8_0_TENSORS = new Set(['attn_q_a.weight', 'attn_q_b.weight', 'attn_kv.weight', 'attn_output_a.weight', 'attn_output_b.weight']);
+
+function synthLayer(cfg: Ds4Config, il: number, seed: number, ggufTypes = false): LayerWeights {
   const rand = rng(seed);
   const mats = new Map<string, Weight>();
   const vecs = new Map<string, Float32Array>();
   const mat = (name: string, rows: number, cols: number, amp: number) => {
     const v = new Float32Array(rows * cols);
     for (let i = 0; i < v.length; i++) v[i] = rand() * amp / Math.sqrt(cols);
-    mats.set(name, f32Weight(name, rows, cols, v));
+    if (!ggufTypes) mats.set(name, f32Weight(name, rows, cols, v));
+    else if (Q8_0_TENSORS.has(name)) mats.set(name, { name, type: GGMLType.Q8_0, rows, cols, data: quantizeQ8_0Weights(v) });
+    else mats.set(name, { name, type: GGMLType.F16, rows, cols, data: encodeF16(v) });
   };
   const vec = (name: string, n: number, f: () => number) => vecs.set(name, Float32Array.from({ length: n }, f));
   const { nEmbd: E, nHc: H, headDim: D, nHead, qLoraRank: QL, oGroups: G, oLoraRank: OL } = cfg;
@@ -397,8 +403,8 @@ describe('attention sublayer (S1-S12)', () => {
   const cfg = tinyConfig();
   const N = 13;
 
-  function run(il: number, p: Precision, chunks: number[]): { outs: Vec[]; caps: Capture[] } {
-    const w = synthLayer(cfg, il, 40 + il);
+  function run(il: number, p: Precision, chunks: number[], ggufTypes = false): { outs: Vec[]; caps: Capture[] } {
+    const w = synthLayer(cfg, il, 40 + il, ggufTypes);
     const caps: Capture[] = [];
     const cx = context(cfg, il, p, w, caps);
     const st = newAttnLayerState(cfg, il, 64, p);
@@ -414,11 +420,11 @@ describe('attention sublayer (S1-S12)', () => {
 
   const key = (c: Capture) => `${c.stage}@${c.pos}`;
 
-  for (const il of [0, 2, 3]) {
-    it(`layer kind ${cfg.compressRatios[il]}: prefill of ${N} tokens == token-by-token decode, bit for bit`, () => {
-      const batch = run(il, 'ds4', [N]);
-      const decode = run(il, 'ds4', Array(N).fill(1));
-      const mixed = run(il, 'ds4', [5, 1, 7]);
+  for (const [il, gguf] of [[0, false], [2, false], [3, false], [2, true]] as const) {
+    it(`layer kind ${cfg.compressRatios[il]}${gguf ? ' (Q8_0 + F16 weights)' : ''}: prefill of ${N} tokens == token-by-token decode, bit for bit`, () => {
+      const batch = run(il, 'ds4', [N], gguf);
+      const decode = run(il, 'ds4', Array(N).fill(1), gguf);
+      const mixed = run(il, 'ds4', [5, 1, 7], gguf);
       for (const other of [decode, mixed]) {
         expect(other.outs.length).toBe(N);
         for (let t = 0; t < N; t++) expect(Buffer.compare(Buffer.from(other.outs[t].buffer), Buffer.from(batch.outs[t].buffer))).toBe(0);

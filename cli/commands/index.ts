@@ -9,5 +9,6 @@ import { register as fixture } from './fixture.ts';
 import { register as inspect } from './inspect.ts';
 import { register as reference } from './reference.ts';
 import { register as stages } from './stages.ts';
+import { register as run } from './run.ts';
 
-export const COMMANDS: Array<(program: Command) => void> = [compare, gate, baseline, importDumps, tokenize, fixture, inspect, reference, stages];
+export const COMMANDS: Array<(program: Command) => void> = [compare, gate, baseline, importDumps, tokenize, fixture, inspect, reference, stages, run];
