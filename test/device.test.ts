@@ -1,0 +1,194 @@
+// Issue 5 part B kernels (kernels/quant_k.cpp, kernels/moe.cpp) against small independent computations
+// written here in plain JS: Q8_K by its definition (catalog §3), weights dequantized with the
+// model/quant dequantizers and dotted in double. Error budgets: 'exact' math differs from the double
+// result only by f32 accumulation (≤ 1e-5 of Σ|terms|); 'ascend' adds the approximate exp/log/rsqrt of
+// ascend_math.h — exp's relative error is x²/4096, so softplus/SiLU on |x| ≤ 3 stay within 3e-3.
+import { describe, expect, it } from 'vitest';
+
+import { defaultAddonPath, loadNative, type NativeDevice } from '../ascend/native.ts';
+import { dequantizeRow, GGMLType, synthIQ2_XXS, synthQ2_K } from '../model/quant/index.ts';
+
+const load = loadNative(process.env.DS4_SIM_ADDON ?? defaultAddonPath);
+const dev = load.ok ? load.dev : undefined;
+const need = ['quantize_q8_k', 'router_select', 'moe_gate_up_mid_iq2_q8', 'moe_down_q2_q8', 'moe_sum_experts', 'swiglu'];
+const ready = !!dev && need.every((k) => dev.kernels().some((d) => d.name === k));
+
+function rng(seed: number): () => number {
+  let s = seed >>> 0;
+  return () => ((s = (Math.imul(s, 1664525) + 1013904223) >>> 0) / 2 ** 32);
+}
+function randn(r: () => number, n: number, scale = 1): Float32Array {
+  const x = new Float32Array(n);
+  for (let i = 0; i < n; i++) x[i] = (r() * 2 - 1) * scale;
+  return x;
+}
+
+type Arr = Float32Array | Int32Array | Int8Array | Uint8Array;
+/** Upload arrays, launch, download the first `nOut` buffers (typed as the arrays given). */
+function run(d: NativeDevice, kernel: string, bufs: Arr[], scalars: number[], nOut: number, math: 'ascend' | 'exact'): Arr[] {
+  const hs = bufs.map((a, i) => {
+    const h = d.alloc(Math.max(4, a.byteLength), `${kernel}#${i}`);
+    if (i >= nOut) d.upload(h, a);
+    return h;
+  });
+  d.launch(kernel, hs, scalars, { math });
+  const outs = bufs.slice(0, nOut).map((a, i) => {
+    const b = d.download(hs[i]);
+    const Ctor = a.constructor as new (buf: ArrayBuffer, off: number, len: number) => Arr;
+    return new Ctor(b.buffer.slice(b.byteOffset, b.byteOffset + a.byteLength), 0, a.length);
+  });
+  hs.forEach((h) => d.free(h));
+  return outs;
+}
+
+function roundEven(v: number): number {
+  const f = Math.floor(v), diff = v - f;
+  return diff > 0.5 || (diff === 0.5 && f % 2 !== 0) ? f + 1 : f;
+}
+/** Q8_K of x per the definition (catalog §3): signed max, iscale = −127/max, ties-to-even, bsums of 16. */
+function q8k(x: Float32Array): { q: Int8Array; d: Float32Array; bs: Int32Array } {
+  const nb = x.length / 256, q = new Int8Array(x.length), d = new Float32Array(nb), bs = new Int32Array(nb * 16);
+  for (let b = 0; b < nb; b++) {
+    let max = 0, amax = 0;
+    for (let j = 0; j < 256; j++) if (Math.abs(x[b * 256 + j]) > amax) { amax = Math.abs(x[b * 256 + j]); max = x[b * 256 + j]; }
+    if (amax === 0) continue;
+    const iscale = Math.fround(-127 / max);
+    for (let j = 0; j < 256; j++) q[b * 256 + j] = Math.max(-128, Math.min(127, roundEven(Math.fround(iscale * x[b * 256 + j]))));
+    for (let j = 0; j < 16; j++) for (let i = 0; i < 16; i++) bs[b * 16 + j] += q[b * 256 + j * 16 + i];
+    d[b] = Math.fround(1 / iscale);
+  }
+  return { q, d, bs };
+}
+/** Σ w·x in double and Σ|w·x| (the error scale) for dequantized weight row w and Q8_K activation. */
+function dotRef(w: Float32Array, a: { q: Int8Array; d: Float32Array }, off: number): [number, number] {
+  let s = 0, m = 0;
+  for (let i = 0; i < w.length; i++) {
+    const t = w[i] * a.q[off + i] * a.d[(off + i) >> 8];
+    s += t;
+    m += Math.abs(t);
+  }
+  return [s, m];
+}
+const softplus = (x: number) => (x > 20 ? x : x < -20 ? Math.exp(x) : Math.log1p(Math.exp(x)));
+const silu = (x: number) => x / (1 + Math.exp(-x));
+
+describe.skipIf(!ready)('part B kernels on the simulated device', () => {
+  const d = dev as NativeDevice;
+
+  it('quantize_q8_k: hand-computed block (signed max, ties-to-even, bsums) and an all-zero block', () => {
+    const x = new Float32Array(512);
+    x[0] = -127; // largest magnitude, negative → iscale = −127/−127 = 1, d = 1
+    x[1] = 2.5; x[2] = 3.5; x[3] = -0.5; x[4] = 126.6; x[17] = -7.25;
+    const [q, dd, bs] = run(d, 'quantize_q8_k', [new Int8Array(512), new Float32Array(2), new Int32Array(32), x], [512], 3, 'ascend') as [Int8Array, Float32Array, Int32Array];
+    expect(Array.from(q.slice(0, 5))).toEqual([-127, 2, 4, 0, 127]);
+    expect(q[17]).toBe(-7);
+    expect(dd[0]).toBe(1);
+    expect(bs[0]).toBe(-127 + 2 + 4 + 127);
+    expect(bs[1]).toBe(-7);
+    expect(dd[1]).toBe(0);
+    expect(Array.from(q.slice(256)).every((v) => v === 0)).toBe(true);
+    // a positive max maps to −127: iscale = −127/max flips the sign
+    const y = randn(rng(1), 256, 3);
+    y[9] = 5;
+    const [q2, d2] = run(d, 'quantize_q8_k', [new Int8Array(256), new Float32Array(1), new Int32Array(16), y], [256], 2, 'exact') as [Int8Array, Float32Array];
+    expect(q2[9]).toBe(-127);
+    expect(Array.from(q2)).toEqual(Array.from(q8k(y).q));
+    expect(d2[0]).toBeCloseTo(-5 / 127, 7);
+  });
+
+  for (const math of ['exact', 'ascend'] as const) {
+    const tol = math === 'exact' ? 2e-6 : 3e-3;
+    it(`router_select (${math}): sqrt(softplus) probs, biased top-k with ties to the lower index, normalized weights`, () => {
+      const n = 16, k = 4;
+      const logits = randn(rng(7), n, 3);
+      const bias = new Float32Array(n);
+      // make expert 3 and expert 11 tie exactly on score, both far above the rest
+      logits.set([2.9, 2.9], 3); logits[11] = 2.9; bias[3] = 10; bias[11] = 10; bias[5] = 9; bias[8] = 8;
+      logits[4] = 2.9;
+      const [probs, sel, w] = run(d, 'router_select',
+        [new Float32Array(n), new Int32Array(k), new Float32Array(k), logits, bias, new Int32Array(1)], [n, k, 0, 1, 0, 1.5], 3, math) as [Float32Array, Int32Array, Float32Array];
+      for (let e = 0; e < n; e++) expect(Math.abs(probs[e] - Math.sqrt(softplus(logits[e])))).toBeLessThan(tol * Math.max(1, probs[e]));
+      expect(Array.from(sel)).toEqual([3, 11, 5, 8]);
+      const p = [3, 11, 5, 8].map((e) => Math.sqrt(softplus(logits[e])));
+      const sum = p.reduce((a, b) => a + b, 0);
+      p.forEach((v, s) => expect(Math.abs(w[s] - (v / sum) * 1.5)).toBeLessThan(tol * 2));
+    });
+  }
+
+  it('router_select hash layer: selection is the token row of tid2eid, bias ignored', () => {
+    const n = 8, k = 2, tid2eid = Int32Array.from([0, 1, 6, 2, 4, 5]);
+    const logits = Float32Array.from([0, 0, 1, 0, 0, 0, -1, 0]);
+    const [, sel, w] = run(d, 'router_select',
+      [new Float32Array(n), new Int32Array(k), new Float32Array(k), logits, new Float32Array(n).fill(100), tid2eid], [n, k, 1, 1, 1, 1.5], 3, 'exact') as [Float32Array, Int32Array, Float32Array];
+    expect(Array.from(sel)).toEqual([6, 2]);
+    const p6 = Math.sqrt(Math.log1p(Math.exp(-1))), p2 = Math.sqrt(Math.log1p(Math.E));
+    expect(w[0]).toBeCloseTo((p6 / (p6 + p2)) * 1.5, 6);
+    expect(w[1]).toBeCloseTo((p2 / (p6 + p2)) * 1.5, 6);
+  });
+
+  for (const math of ['exact', 'ascend'] as const) {
+    it(`moe_gate_up_mid_iq2_q8 + quantize_q8_k + moe_down_q2_q8 + moe_sum_experts (${math}) against dequantized double dots`, () => {
+      const r = rng(42), inDim = 512, nFf = 256, nEmbd = 16, nExp = 3, k = 2, lim = 0.6;
+      const gateW = synthIQ2_XXS(r, nExp * nFf * inDim, 0.05), upW = synthIQ2_XXS(r, nExp * nFf * inDim, 0.05);
+      const downW = synthQ2_K(r, nExp * nEmbd * nFf, 0.05);
+      const x = randn(r, inDim, 2), xa = q8k(x);
+      const slot = Int32Array.from([2, 0]), rw = Float32Array.from([0.9, 0.6]);
+      const [gate, up, mid] = run(d, 'moe_gate_up_mid_iq2_q8',
+        [new Float32Array(k * nFf), new Float32Array(k * nFf), new Float32Array(k * nFf), gateW, upW, xa.q, xa.d, rw, slot], [inDim, nFf, k, lim], 3, math) as Float32Array[];
+      const iqRow = (w: Uint8Array, e: number, rr: number) => dequantizeRow(GGMLType.IQ2_XXS, w.subarray((e * nFf + rr) * 2 * 66, (e * nFf + rr + 1) * 2 * 66), inDim);
+      let clampedG = 0, clampedU = 0;
+      for (let s = 0; s < k; s++) for (let rr = 0; rr < nFf; rr++) {
+        const [g, gm] = dotRef(iqRow(gateW, slot[s], rr), xa, 0), [u, um] = dotRef(iqRow(upW, slot[s], rr), xa, 0);
+        const gc = Math.min(g, lim), uc = Math.max(-lim, Math.min(lim, u));
+        if (g > lim) clampedG++;
+        if (Math.abs(u) > lim) clampedU++;
+        const i = s * nFf + rr;
+        expect(Math.abs(gate[i] - gc)).toBeLessThanOrEqual(1e-5 * gm + 1e-7);
+        expect(Math.abs(up[i] - uc)).toBeLessThanOrEqual(1e-5 * um + 1e-7);
+        expect(Math.abs(mid[i] - silu(gc) * uc * rw[s])).toBeLessThanOrEqual((math === 'exact' ? 1e-5 : 3e-3) * lim + 1e-5 * (gm + um));
+      }
+      expect(clampedG).toBeGreaterThan(0); // the budget covers the clamps, not just the easy rows
+      expect(clampedU).toBeGreaterThan(0);
+
+      const ma = q8k(mid);
+      const [mq, md, mbs] = run(d, 'quantize_q8_k', [new Int8Array(k * nFf), new Float32Array(k), new Int32Array(k * 16), mid], [k * nFf], 3, math) as [Int8Array, Float32Array, Int32Array];
+      expect(Array.from(mq)).toEqual(Array.from(ma.q));
+      expect(Array.from(mbs)).toEqual(Array.from(ma.bs));
+      const [down] = run(d, 'moe_down_q2_q8', [new Float32Array(k * nEmbd), downW, mq, md, mbs, slot], [nFf, nEmbd, k], 1, math) as Float32Array[];
+      const expectDown = new Float64Array(k * nEmbd);
+      for (let s = 0; s < k; s++) for (let rr = 0; rr < nEmbd; rr++) {
+        const row = dequantizeRow(GGMLType.Q2_K, downW.subarray((slot[s] * nEmbd + rr) * 84, (slot[s] * nEmbd + rr + 1) * 84), nFf);
+        const [v, m] = dotRef(row, ma, s * nFf);
+        expectDown[s * nEmbd + rr] = v;
+        expect(Math.abs(down[s * nEmbd + rr] - v)).toBeLessThanOrEqual(1e-5 * m + 1e-7);
+      }
+      const [sum] = run(d, 'moe_sum_experts', [new Float32Array(nEmbd), down], [nEmbd, k], 1, math) as Float32Array[];
+      for (let e = 0; e < nEmbd; e++) expect(sum[e]).toBe(Math.fround(down[e] + down[nEmbd + e]));
+    });
+  }
+
+  it('swiglu: silu(min(g, c))·clamp(u, ±c); exact to 1e-6, ascend within the exp budget', () => {
+    const g = Float32Array.from([-3, -0.5, 0, 0.5, 2, 50]), u = Float32Array.from([1, -2, 3, 12, -20, 0.25]);
+    for (const math of ['exact', 'ascend'] as const) {
+      const [out] = run(d, 'swiglu', [new Float32Array(6), g, u], [6, 10], 1, math) as Float32Array[];
+      const tol = math === 'exact' ? 1e-6 : 3e-3;
+      g.forEach((gv, i) => expect(Math.abs(out[i] - silu(Math.min(gv, 10)) * Math.max(-10, Math.min(10, u[i])))).toBeLessThanOrEqual(tol * 10));
+    }
+    // hand values: g = 50 clamps to 10, silu(10) = 10/(1 + e^-10) = 9.999546; × 0.25 = 2.4998865
+    const [out] = run(d, 'swiglu', [new Float32Array(6), g, u], [6, 10], 1, 'exact') as Float32Array[];
+    expect(out[5]).toBeCloseTo(2.4998865, 6);
+    expect(out[2]).toBe(0);
+  });
+
+  it('an undersized buffer is a sanitizer fault naming the kernel, not a crash', () => {
+    expect(() => run(d, 'moe_sum_experts', [new Float32Array(4), new Float32Array(4)], [4, 2], 1, 'exact')).toThrow(/moe_sum_experts/);
+  });
+});
+
+describe('part B kernels: addon availability', () => {
+  it('reports why when the addon is missing', () => {
+    const r = loadNative('/nonexistent/ds4_sim.node');
+    expect(r.ok).toBe(false);
+    if (!r.ok) expect(r.reason).toMatch(/not found at \/nonexistent/);
+  });
+});
