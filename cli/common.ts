@@ -85,10 +85,14 @@ export function progress(label: string): { tick: (msg: string) => void; done: ()
   const t0 = Date.now();
   const tty = process.stderr.isTTY;
   let shown = false;
+  let last = 0;
   return {
     tick(msg: string) {
-      if (Date.now() - t0 < 1000) return;
+      const now = Date.now();
+      // a TTY line is rewritten in place; a log gets at most one line every 2 s
+      if (now - t0 < 1000 || (!tty && now - last < 2000)) return;
       shown = true;
+      last = now;
       const line = `${label}: ${msg} (${((Date.now() - t0) / 1000).toFixed(1)} s)`;
       process.stderr.write(tty ? `\r\x1b[K${line}` : `${line}\n`);
     },

@@ -57,7 +57,8 @@ function st(def: Omit<StageDef, 'order'>): StageDef {
 // Default tolerances are deliberately loose placeholders for "same math, different arithmetic";
 // the baselines calibrate the real ones per case against the reference's own noise floor.
 const T_EXACTISH: Tolerance = { maxAbs: 1e-4, minCosine: 0.99999 };
-const T_F32: Tolerance = { maxAbs: 1e-3, minCosine: 0.9999 };
+// f32 stages downstream of quantized ones inherit int8 code flips (~1e-3 relative): judged by cosine, with a loose absolute cap
+const T_F32: Tolerance = { maxAbs: 2e-2, minCosine: 0.9999 };
 const T_Q8: Tolerance = { maxAbs: 5e-2, minCosine: 0.999 };
 const T_ROUTE: Tolerance = { exact: true };
 

@@ -10,5 +10,6 @@ import { register as inspect } from './inspect.ts';
 import { register as reference } from './reference.ts';
 import { register as stages } from './stages.ts';
 import { register as run } from './run.ts';
+import { register as kernels } from './kernels.ts';
 
-export const COMMANDS: Array<(program: Command) => void> = [compare, gate, baseline, importDumps, tokenize, fixture, inspect, reference, stages, run];
+export const COMMANDS: Array<(program: Command) => void> = [compare, gate, baseline, importDumps, tokenize, fixture, inspect, reference, stages, run, kernels];
