@@ -1,0 +1,90 @@
+// `ds4-diff run` as a user runs it: a child process, exit codes, the run directory and its reports.
+import { describe, expect, it } from 'vitest';
+import { spawnSync } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { readDump, DumpWriter } from '../diff/dump.ts';
+import type { RunManifest } from '../diff/manifest.ts';
+
+const CLI = join(import.meta.dirname, '..', 'cli', 'ds4-diff.js');
+
+function cli(args: string[], env: Record<string, string> = {}) {
+  const r = spawnSync(process.execPath, [CLI, ...args], { encoding: 'utf8', env: { ...process.env, NO_COLOR: '1', ...env }, timeout: 120_000 });
+  return { code: r.status, out: r.stdout, err: r.stderr };
+}
+const tmp = () => mkdtempSync(join(tmpdir(), 'ds4-run-'));
+const manifestOf = (dir: string) => JSON.parse(readFileSync(join(dir, 'manifest.json'), 'utf8')) as RunManifest;
+
+describe('ds4-diff run', () => {
+  it('runs the main job on the bundled model and passes its shipped baseline', () => {
+    const dir = tmp();
+    const r = cli(['run', '--layer', '0', '-p', 'Hello', '--out', dir]);
+    expect(r.err).not.toMatch(/at .*\.ts:\d+/); // no stack trace
+    expect(r.code).toBe(0);
+    expect(r.out).toContain('tiny-sim-hello-layer0.json: PASS');
+    const m = manifestOf(dir);
+    expect(m.complete).toBe(true);
+    expect(Object.keys(m.files).sort()).toEqual(['device', 'device-teacher', 'reference', 'reference-f64']);
+    expect(m.fallbackLedger).toEqual([]);
+    for (const f of ['report.md', 'junit.xml', 'report.html']) expect(existsSync(join(dir, f)), f).toBe(true);
+    expect(readFileSync(join(dir, 'junit.xml'), 'utf8')).toContain('<testcase');
+  });
+
+  it('stops with exit 2 naming the primitive, layer, pos and stage when a kernel is missing', async () => {
+    const dir = tmp();
+    const r = cli(['run', '--layer', '0', '-p', 'Hello', '--disable-kernel', 'swiglu', '--out', dir]);
+    expect(r.code).toBe(2);
+    expect(r.err).toContain('host fallback disabled: swiglu (layer 0, pos 0, stage shared_mid)');
+    const m = manifestOf(dir);
+    expect(m.fallbackLedger[0]).toMatchObject({ primitive: 'swiglu', layer: 0, pos: 0, stage: 'shared_mid' });
+    // what was captured before the stop is kept, readable
+    const dev = await readDump(join(dir, m.files.device));
+    expect(dev.records.some((x) => x.stage === 'q_rope')).toBe(true);
+    expect(dev.records.some((x) => x.stage === 'shared_mid')).toBe(false);
+  });
+
+  it('with --allow-host-fallback records the fallback with bytes in the ledger; the baseline (accepting none) gates exit 2', () => {
+    const dir = tmp();
+    const r = cli(['run', '--layer', '0', '-p', 'Hello', '--disable-kernel', 'swiglu', '--allow-host-fallback', '--out', dir]);
+    expect(r.code).toBe(2);
+    const e = manifestOf(dir).fallbackLedger.find((x) => x.primitive === 'swiglu')!;
+    expect(e.calls).toBeGreaterThan(0);
+    expect(e.bytesToHost).toBeGreaterThan(0);
+    expect(e.bytesToDevice).toBeGreaterThan(0);
+  });
+
+  it('refuses contradictions and unavailable backends with one line and exit 3', () => {
+    const a = cli(['run', '--layer', '0', '-p', 'Hello', '--backend', 'ascend']);
+    expect(a.code).toBe(3);
+    expect(a.err.trim().split('\n')).toHaveLength(1);
+    expect(a.err).toContain('CANN');
+    const b = cli(['run', '--layer', '0', '-p', 'Hello', '--allow-host-fallback'], { DS4_ASCEND_NO_HOST_FALLBACK: '1' });
+    expect(b.code).toBe(3);
+    const c = cli(['run', '--layer', '99', '-p', 'Hello']);
+    expect(c.code).toBe(3);
+    expect(c.err).toContain('layer 99');
+    const bad = join(tmp(), 'bad.gguf');
+    writeFileSync(bad, Buffer.from('GGUF\x03\x00\x00\x00garbage'));
+    const d = cli(['run', '-m', bad, '-p', 'Hello']);
+    expect(d.code).toBe(3);
+    expect(d.err).toContain(bad);
+    expect(d.err.trim().split('\n')).toHaveLength(1);
+  });
+
+  it('a perturbed device capture fails the gate with exit 1 and names the first divergent stage', async () => {
+    const dir = tmp();
+    expect(cli(['run', '--layer', '0', '-p', 'Hello', '--out', dir]).code).toBe(0);
+    const m = manifestOf(dir);
+    const { meta, records } = await readDump(join(dir, m.files.device));
+    const w = await DumpWriter.open(join(dir, m.files.device), meta);
+    for (const rec of records) {
+      if (rec.stage === 'attn_out' && rec.pos === 2) rec.values = Float32Array.from(rec.values, (v) => v * 1.5);
+      w.write(rec);
+    }
+    await w.close();
+    const g = cli(['gate', dir, '--baseline', join(import.meta.dirname, '..', 'baselines', 'tiny-sim-hello-layer0.json')]);
+    expect(g.code).toBe(1);
+    expect(g.out).toMatch(/first divergence: attn_out layer 0 pos 2/);
+  });
+});
