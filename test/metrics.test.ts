@@ -1,4 +1,5 @@
 // Every metric against values computed by hand from its definition (diff/metrics.ts header).
+import { stage } from '../reference/registry.ts';
 import { describe, expect, it } from 'vitest';
 import { f32Metrics, i32Metrics, klSoftmax, logitsMetrics, topK, worstOf, type F32Metrics } from '../diff/metrics.ts';
 import { checkThresholds, EMPTY_POLICY, minimumTolerance, severity, thresholdsFor, worstMetric, type Policy } from '../diff/policy.ts';
@@ -141,8 +142,8 @@ describe('aggregation and tolerances', () => {
   });
 
   it('thresholds: registry defaults, then policy rules in order by glob, regex and layer range', () => {
-    // attn_norm is an f32 stage with the registry's T_F32 tolerance (maxAbs 1e-3, minCosine 0.9999)
-    expect(thresholdsFor(EMPTY_POLICY, 'attn_norm', 0)).toEqual({ maxAbs: 1e-3, minCosine: 0.9999 });
+    // with no rules, a stage's thresholds are exactly its registry default
+    expect(thresholdsFor(EMPTY_POLICY, 'attn_norm', 0)).toEqual(stage('attn_norm').tolerance);
     const p: Policy = { version: 1, rules: [{ stage: 'q_*', layers: '0:3', maxAbs: 0.5 }, { stage: '/^q_r/', minCosine: 0.9 }, { stage: 'q_rope', layers: '2', maxAbs: 0.7 }] };
     expect(thresholdsFor(p, 'q_rope', 0).maxAbs).toBe(0.5);
     expect(thresholdsFor(p, 'q_rope', 2).maxAbs).toBe(0.7);
