@@ -32,8 +32,9 @@ export interface GgufModel {
   tensors: Map<string, TensorInfo>;
   /** hex hash of the GGUF header + tensor table: identifies the model in dumps and baselines */
   fingerprint: string;
-  /** positional read of `length` bytes at absolute `offset` (never maps the whole file) */
-  read(offset: number, length: number): Buffer;
+  /** positional read of `length` bytes at absolute `offset` (never maps the whole file); `shared`
+   *  puts the bytes in a SharedArrayBuffer so worker threads can read them without a copy */
+  read(offset: number, length: number, shared?: boolean): Buffer;
   close(): void;
   /** GGUF value type of each metadata key, so config reading can tell f32 from u32 from string */
   metadataTypes: Record<string, MetaTypeInfo>;
@@ -159,10 +160,10 @@ async function parse(fd: number, path: string): Promise<GgufModel> {
     fingerprint,
     fileSize,
     dataOffset,
-    read(offset: number, length: number): Buffer {
+    read(offset: number, length: number, shared = false): Buffer {
       if (!open) throw new Error(`${path}: read after close`);
       if (offset < 0 || length < 0 || offset + length > fileSize) throw badInput(`${path}: read of ${length} bytes at ${offset} is outside the file (${fileSize} bytes)`);
-      const buf = Buffer.allocUnsafe(length);
+      const buf = shared ? Buffer.from(new SharedArrayBuffer(length)) : Buffer.allocUnsafe(length);
       readExactly(fd, path, buf, offset);
       return buf;
     },

@@ -4,7 +4,8 @@
 // plain f32 matvec (matvec_f16). `f64` precision is the exact product: weights dequantized, the
 // activation untouched, sums in double — the noise-floor twin of the same graph.
 import { GGMLType, rowBytes } from '../model/quant/types.ts';
-import { dequantizeRow, matvecF16, matvecQ8_0 } from '../model/quant/index.ts';
+import { dequantizeRow, matvecF16, matvecQ8_0Act, quantizeQ8_0Act } from '../model/quant/index.ts';
+import { parallelRows } from './rowpool.ts';
 import type { Precision, Vec, Weight } from './types.ts';
 
 export function matvec(w: Weight, x: Vec, p: Precision, out?: Vec): Vec {
@@ -16,11 +17,14 @@ function matvecDs4(w: Weight, x: Vec, out?: Vec): Float32Array {
   const o = out instanceof Float32Array && out.length === w.rows ? out : new Float32Array(w.rows);
   const xf = x instanceof Float32Array ? x : Float32Array.from(x);
   switch (w.type) {
-    case GGMLType.Q8_0:
-      matvecQ8_0(w.data, w.rows, w.cols, xf, o);
+    case GGMLType.Q8_0: {
+      // the activation is quantized once, then the int8 row dots are split by rows (ds4 matvec_q8_0)
+      const act = quantizeQ8_0Act(xf, 0, w.cols);
+      parallelRows({ kind: 'q8_0', w: w.data, rows: w.rows, cols: w.cols, act }, o, (r0, r1) => matvecQ8_0Act(w.data, w.rows, w.cols, act, o, r0, r1));
       return o;
+    }
     case GGMLType.F16:
-      matvecF16(w.data, w.rows, w.cols, xf, o);
+      parallelRows({ kind: 'f16', w: w.data, rows: w.rows, cols: w.cols, x: xf }, o, (r0, r1) => matvecF16(w.data, w.rows, w.cols, xf, o, r0, r1));
       return o;
     case GGMLType.F32: {
       const W = f32View(w);

@@ -2,11 +2,12 @@
 // used and kept; routed experts (0.5-0.7 GB per tensor in the real q2 file) are read one expert
 // slice at a time and kept in a small LRU, the way ds4 touches only the six selected experts.
 import type { Ds4Config } from '../model/config.ts';
-import { readRows, readTensor, tensorInfo, tensorRows } from '../model/gguf.ts';
+import { readRows, tensorInfo, tensorRows } from '../model/gguf.ts';
 import type { GgufModel, TensorInfo } from '../model/gguf.ts';
 import { badInput } from '../model/errors.ts';
 import { GGMLType, typeName } from '../model/quant/types.ts';
 import { f16ToF32 } from '../model/quant/index.ts';
+import { PARALLEL_MIN_BYTES } from './rowpool.ts';
 import type { LayerWeights, Weight } from './types.ts';
 
 const EXPERT_LRU = 64;
@@ -30,7 +31,9 @@ export class ModelWeights {
   bytes(name: string): Uint8Array {
     let b = this.cache.get(name);
     if (!b) {
-      b = readTensor(this.model, name);
+      const t = this.info(name);
+      // large matrices live in shared memory so matvec can split their rows across worker threads
+      b = this.model.read(t.offset, t.nbytes, t.nbytes >= PARALLEL_MIN_BYTES);
       this.bytesRead += b.length;
       this.cache.set(name, b);
     }
