@@ -3,14 +3,11 @@
 // run. Target (issue 5): weight bytes / s >= 40 % of that bandwidth on 2 cores; reported, not asserted.
 // Each pass opens a fresh simulated device and uploads the layer's weights (as ds4-ascend's startup
 // weight cache does), so wall time includes uploads; kernel time is what the kernels themselves sustain.
-import { spawnSync } from 'node:child_process';
-import { fileURLToPath } from 'node:url';
 import { openGguf } from '../model/gguf.ts';
 import { configFromGguf } from '../model/config.ts';
 import { runDevice } from '../ascend/orchestrator.ts';
-import { memoryReadBandwidth } from './measure.ts';
+import { isChildRun, measureInChild, memoryReadBandwidth, type Figures } from './measure.ts';
 import { flashLayer0 } from './flash-fixture.ts';
-import type { Figures } from './reference.ts';
 
 async function measure(path: string): Promise<Figures> {
   const model = await openGguf(path);
@@ -42,12 +39,9 @@ async function measure(path: string): Promise<Figures> {
 }
 
 export async function benchDevice(): Promise<Figures> {
-  const path = await flashLayer0();
-  const child = spawnSync(process.execPath, ['--import', 'tsx', fileURLToPath(import.meta.url), path], { encoding: 'utf8', maxBuffer: 1 << 20 });
-  if (child.status !== 0) throw new Error(`device benchmark failed: ${child.stderr.trim().split('\n').pop()}`);
-  return JSON.parse(child.stdout) as Figures;
+  return measureInChild(import.meta.url, await flashLayer0());
 }
 
-if (process.argv[1] === fileURLToPath(import.meta.url) && process.argv[2]) {
+if (isChildRun(import.meta.url)) {
   process.stdout.write(JSON.stringify(await measure(process.argv[2])) + '\n');
 }

@@ -1,5 +1,24 @@
 // Machine figures measured in the same run as a benchmark, so results are ratios to this machine.
+import { spawnSync } from 'node:child_process';
 import { openSync, readSync, closeSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+
+export type Figures = Record<string, number | string>;
+
+/**
+ * Run a benchmark module's `measure` in a child process (so its peak RSS is its own): the module, run
+ * as a script with the model path, prints its figures as JSON.
+ */
+export function measureInChild(moduleUrl: string, modelPath: string): Figures {
+  const child = spawnSync(process.execPath, ['--import', 'tsx', fileURLToPath(moduleUrl), modelPath], { encoding: 'utf8', maxBuffer: 1 << 20 });
+  if (child.status !== 0) throw new Error(`benchmark ${fileURLToPath(moduleUrl)} failed: ${child.stderr.trim().split('\n').pop()}`);
+  return JSON.parse(child.stdout) as Figures;
+}
+
+/** True when `moduleUrl` is the script being run (with a model path argument). */
+export function isChildRun(moduleUrl: string): boolean {
+  return process.argv[1] === fileURLToPath(moduleUrl) && process.argv[2] !== undefined;
+}
 
 /** Memory read bandwidth (bytes/s): summing a 256 MiB Float64Array, best of 3. */
 export function memoryReadBandwidth(): number {

@@ -1,16 +1,12 @@
 // Reference benchmark: one token through layer 0 + the output head of the real-dims sparse ds4-flash
 // preset. Runs in a child process so its peak RSS is the reference's own.
 // Targets (issue 3): <= 1.5 s, <= 2 GB peak RSS; reported as ratios, never asserted.
-import { spawnSync } from 'node:child_process';
-import { fileURLToPath } from 'node:url';
 import { openGguf } from '../model/gguf.ts';
 import { configFromGguf } from '../model/config.ts';
 import { runReference } from '../reference/runner.ts';
 import { ModelWeights } from '../reference/weights.ts';
-import { fileReadBandwidth, memoryReadBandwidth } from './measure.ts';
+import { fileReadBandwidth, isChildRun, measureInChild, memoryReadBandwidth, type Figures } from './measure.ts';
 import { flashLayer0 } from './flash-fixture.ts';
-
-export type Figures = Record<string, number | string>;
 
 async function measure(path: string): Promise<Figures> {
   const model = await openGguf(path);
@@ -45,12 +41,9 @@ async function measure(path: string): Promise<Figures> {
 }
 
 export async function benchReference(): Promise<Figures> {
-  const path = await flashLayer0();
-  const child = spawnSync(process.execPath, ['--import', 'tsx', fileURLToPath(import.meta.url), path], { encoding: 'utf8', maxBuffer: 1 << 20 });
-  if (child.status !== 0) throw new Error(`reference benchmark failed: ${child.stderr.trim().split('\n').pop()}`);
-  return JSON.parse(child.stdout) as Figures;
+  return measureInChild(import.meta.url, await flashLayer0());
 }
 
-if (process.argv[1] === fileURLToPath(import.meta.url) && process.argv[2]) {
+if (isChildRun(import.meta.url)) {
   process.stdout.write(JSON.stringify(await measure(process.argv[2])) + '\n');
 }

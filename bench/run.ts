@@ -1,7 +1,8 @@
 // `npm run bench [-- --json] [-- --only NAME]`: every benchmark, figures measured in one run and
 // reported next to this machine's own bandwidth (ratios), printed as one JSON object with --json.
 import { benchDevice } from './device.ts';
-import { benchReference, type Figures } from './reference.ts';
+import type { Figures } from './measure.ts';
+import { benchReference } from './reference.ts';
 
 const BENCHES: Array<{ name: string; run: () => Promise<Figures> }> = [
   { name: 'reference', run: benchReference },

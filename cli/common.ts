@@ -7,6 +7,7 @@ import { DEFAULT_SYSTEM, renderChat } from '../model/chat.ts';
 import { badInput } from '../model/errors.ts';
 import { Tokenizer } from '../model/tokenizer.ts';
 import { validateModel } from '../model/validate.ts';
+import { MANIFEST_FORMAT_VERSION, type RunManifest } from '../diff/manifest.ts';
 
 export interface ModelPromptOptions {
   model?: string;
@@ -99,5 +100,24 @@ export function progress(label: string): { tick: (msg: string) => void; done: ()
     done() {
       if (shown && tty) process.stderr.write('\r\x1b[K');
     },
+  };
+}
+
+/** A fresh (incomplete) run manifest for a loaded model and prompt. */
+export function newManifest(run: LoadedRun, backend: string, options: Record<string, unknown>, kernelMath?: string): RunManifest {
+  return {
+    formatVersion: MANIFEST_FORMAT_VERSION,
+    complete: false,
+    createdAt: new Date().toISOString(),
+    model: { path: run.modelPath, fingerprint: run.model.fingerprint },
+    prompt: run.prompt,
+    promptTokens: run.tokens,
+    layers: { last: run.lastLayer, all: run.allLayers },
+    backend,
+    kernelMath,
+    options,
+    files: {},
+    noHostFallback: true,
+    fallbackLedger: [],
   };
 }

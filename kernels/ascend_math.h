@@ -145,10 +145,12 @@ inline float e4m3fn_round_trip(float x) {
   const float v = e4m3fn_value(best);
   return x < 0.0f ? -v : v;
 }
-// 2^ceil(log2(amax/448)) with amax floored at 1e-4 (power-of-two FP8 block scale, from the bits).
-inline float fp8_pow2_scale(float amax) {
-  if (amax < 1.0e-4f) amax = 1.0e-4f;
-  const uint32_t u = f32_bits(amax / 448.0f);
+// Power-of-two block scale 2^ceil(log2(amax/qmax)) with amax floored at `floor`, computed from the
+// float bits (exponent, +1 when the mantissa is non-zero) — the scale of ds4's FP8 KV rows
+// (qmax 448, floor 1e-4) and FP4 indexer activations (qmax 6, floor 7.052966e-38).
+inline float pow2_block_scale(float amax, float floor, float qmax) {
+  if (amax < floor) amax = floor;
+  const uint32_t u = f32_bits(amax / qmax);
   int e = (int)((u >> 23) & 0xffu) - 127;
   if (u & 0x7fffffu) e++;
   int be = e + 127;
@@ -156,6 +158,7 @@ inline float fp8_pow2_scale(float amax) {
   if (be > 254) be = 254;
   return bits_f32((uint32_t)be << 23);
 }
+inline float fp8_pow2_scale(float amax) { return pow2_block_scale(amax, 1.0e-4f, 448.0f); }
 
 // ---------------------------------------------------------------- the mode-selected set
 // What kernels call. Ascend mode = the approximations above; Exact mode = libm / IEEE.

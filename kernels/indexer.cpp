@@ -22,17 +22,7 @@ static float e2m1_round(float x) {
   return x < 0.0f ? -kE2m1[best] : kE2m1[best];
 }
 
-// 2^ceil(log2(amax/6)) with amax floored at 7.052966e-38, from the float bits.
-static float fp4_pow2_scale(float amax) {
-  if (amax < 7.052966e-38f) amax = 7.052966e-38f;
-  const uint32_t u = f32_bits(amax / 6.0f);
-  int e = (int)((u >> 23) & 0xffu) - 127;
-  if (u & 0x7fffffu) e++;
-  int be = e + 127;
-  if (be < 1) be = 1;
-  if (be > 254) be = 254;
-  return bits_f32((uint32_t)be << 23);
-}
+static float fp4_pow2_scale(float amax) { return pow2_block_scale(amax, 7.052966e-38f, 6.0f); }
 
 // Indexer QAT (ds4.c dsv4_indexer_qat_row_inplace_cpu): per 128-row, fast Walsh–Hadamard (strides
 // 1..64, (a, b) → (a+b, a−b)) × 1/√128, then per 32-block FP4 round trip with a power-of-two scale.

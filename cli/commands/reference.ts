@@ -3,14 +3,14 @@
 import type { Command } from 'commander';
 import { mkdirSync } from 'node:fs';
 import { accumulateStats, openCapture, type CaptureSink, type StageStats } from '../../diff/sink.ts';
-import { writeManifest, MANIFEST_FORMAT_VERSION, type RunManifest } from '../../diff/manifest.ts';
+import { writeManifest } from '../../diff/manifest.ts';
 import { badInput } from '../../model/errors.ts';
 import { Tokenizer } from '../../model/tokenizer.ts';
 import { parseFilter } from '../../reference/capture.ts';
 import { STAGES } from '../../reference/registry.ts';
 import { runReference } from '../../reference/runner.ts';
 import type { Precision } from '../../reference/types.ts';
-import { addModelPromptOptions, loadModelAndPrompt, progress, type ModelPromptOptions } from '../common.ts';
+import { addModelPromptOptions, loadModelAndPrompt, newManifest, progress, type ModelPromptOptions } from '../common.ts';
 import { VERSION } from '../version.ts';
 
 interface ReferenceOptions extends ModelPromptOptions {
@@ -40,20 +40,7 @@ export function register(program: Command): void {
       const filter = parseFilter({ stages: opts.stages, layers: opts.captureLayers, pos: opts.pos });
       const precision = opts.precision as Precision;
       const side = precision === 'f64' ? 'reference-f64' : 'reference';
-      const manifest: RunManifest = {
-        formatVersion: MANIFEST_FORMAT_VERSION,
-        complete: false,
-        createdAt: new Date().toISOString(),
-        model: { path: run.modelPath, fingerprint: run.model.fingerprint },
-        prompt: run.prompt,
-        promptTokens: run.tokens,
-        layers: { last: run.lastLayer, all: run.allLayers },
-        backend: 'reference',
-        options: { precision, mode: opts.mode, stages: opts.stages, pos: opts.pos },
-        files: {},
-        noHostFallback: true,
-        fallbackLedger: [],
-      };
+      const manifest = newManifest(run, 'reference', { precision, mode: opts.mode, stages: opts.stages, pos: opts.pos });
       let sink: CaptureSink | undefined;
       const stats = new Map<string, StageStats>();
       if (opts.out) {

@@ -10,7 +10,7 @@ import { fileURLToPath } from 'node:url';
 import { caseDifferences, loadBaseline } from '../../diff/baseline.ts';
 import { compareRun } from '../../diff/compare.ts';
 import { gate, type GateResult } from '../../diff/gate.ts';
-import { MANIFEST_FORMAT_VERSION, writeManifest, type FallbackEntry, type RunManifest } from '../../diff/manifest.ts';
+import { writeManifest, type FallbackEntry, type RunManifest } from '../../diff/manifest.ts';
 import { loadPolicy, type Policy } from '../../diff/policy.ts';
 import type { StageRecord } from '../../diff/record.ts';
 import { openCapture, type CaptureSink } from '../../diff/sink.ts';
@@ -18,7 +18,7 @@ import { Ds4DiffError, EXIT, badInput } from '../../model/errors.ts';
 import { runReference } from '../../reference/runner.ts';
 import { ModelWeights } from '../../reference/weights.ts';
 import { emitReports } from '../../reports/write.ts';
-import { addModelPromptOptions, loadModelAndPrompt, progress, type ModelPromptOptions } from '../common.ts';
+import { addModelPromptOptions, loadModelAndPrompt, newManifest, progress, type ModelPromptOptions } from '../common.ts';
 import { VERSION } from '../version.ts';
 
 interface RunOptions extends ModelPromptOptions {
@@ -99,21 +99,8 @@ async function runCommand(opts: RunOptions): Promise<number> {
   const run = await loadModelAndPrompt(opts);
   const dir = resolve(opts.out ?? join('runs', new Date().toISOString().replace(/[:.]/g, '-')));
   mkdirSync(dir, { recursive: true });
-  const manifest: RunManifest = {
-    formatVersion: MANIFEST_FORMAT_VERSION,
-    complete: false,
-    createdAt: new Date().toISOString(),
-    model: { path: run.modelPath, fingerprint: run.model.fingerprint },
-    prompt: run.prompt,
-    promptTokens: run.tokens,
-    layers: { last: run.lastLayer, all: run.allLayers },
-    backend: opts.backend,
-    kernelMath: opts.kernelMath,
-    options: { disabledKernels: opts.disableKernel, allowHostFallback: !!opts.allowHostFallback, teacher: opts.teacher, noiseFloor: opts.noiseFloor },
-    files: {},
-    noHostFallback: !opts.allowHostFallback,
-    fallbackLedger: [],
-  };
+  const manifest = newManifest(run, opts.backend, { disabledKernels: opts.disableKernel, allowHostFallback: !!opts.allowHostFallback, teacher: opts.teacher, noiseFloor: opts.noiseFloor }, opts.kernelMath);
+  manifest.noHostFallback = !opts.allowHostFallback;
   writeManifest(dir, manifest);
   const meta = (backend: string, extra: Record<string, unknown> = {}) => ({
     modelFingerprint: run.model.fingerprint,
