@@ -64,13 +64,21 @@ export class DeviceGate {
         EXIT.hostFallback,
       );
     }
+    this.runOnHost(primitive, site, host, 'no device kernel (host fallback allowed)');
+  }
+
+  /**
+   * Run a primitive on the host regardless of the gate and record it with `reason` — bisect's kernel
+   * swap (issue 6) replaces device kernels by host reference implementations and says so.
+   */
+  runOnHost(primitive: string, site: GraphSite, host: HostFallback, reason: string): void {
     const toHost = host.readInputs();
     const toDevice = host.computeAndWrite();
-    this.note(primitive, toHost, toDevice, site);
+    this.note(primitive, toHost, toDevice, site, reason);
   }
 
   /** ascend_note_fallback: per-name calls and bytes; the first site is kept for the report. */
-  private note(primitive: string, toHost: number, toDevice: number, site: GraphSite): void {
+  private note(primitive: string, toHost: number, toDevice: number, site: GraphSite, reason: string): void {
     const e = this.entries.get(primitive);
     if (e) {
       e.calls++;
@@ -80,7 +88,7 @@ export class DeviceGate {
     }
     this.entries.set(primitive, {
       primitive, calls: 1, bytesToHost: toHost, bytesToDevice: toDevice,
-      reason: 'no device kernel (host fallback allowed)', layer: site.layer, pos: site.pos, stage: site.stage,
+      reason, layer: site.layer, pos: site.pos, stage: site.stage,
     });
   }
 

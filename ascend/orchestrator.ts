@@ -7,17 +7,21 @@
 //
 // Every launch goes through the no-host-fallback gate (gate.ts). Teacher-forced mode: after a stage
 // is captured, its device buffer is overwritten with the reference's value of that stage, so every
-// downstream kernel consumes reference inputs and each stage's error is its own.
+// downstream kernel consumes reference inputs and each stage's error is its own. A disabled kernel with
+// host fallback allowed, or a kernel in hostKernels (bisect's kernel swap), runs as its host
+// implementation (host.ts) instead; an injected fault (faults.ts) wraps that kernel's launches.
+// Exceptions to "only captures are read back": host runs and fault emulation move bytes by design.
 import type { FallbackEntry } from '../diff/manifest.ts';
 import type { StageRecord, Tap } from '../diff/record.ts';
 import type { Ds4Config } from '../model/config.ts';
 import { Ds4DiffError, EXIT, badInput } from '../model/errors.ts';
 import { tensorInfo, type GgufModel, type TensorInfo } from '../model/gguf.ts';
 import { GGMLType, typeName } from '../model/quant/types.ts';
-import { silu } from '../reference/math.ts';
 import { resolveStage } from '../reference/registry.ts';
 import { openBackend, type DeviceBackend } from './backend.ts';
-import { DeviceGate, type GraphSite } from './gate.ts';
+import { DATA_INPUT, OUTPUTS, coarseExp, requantHalfAway, type FaultKind, type Injection } from './faults.ts';
+import { DeviceGate, type GraphSite, type HostFallback } from './gate.ts';
+import { HOST_KERNELS, routerOutputs, type WriteSpan } from './host.ts';
 import type { KernelStat } from './native.ts';
 
 export interface DeviceRunOptions {
@@ -35,6 +39,10 @@ export interface DeviceRunOptions {
   /** backend name (default 'sim'); addon path override for tests */
   backend?: string;
   addonPath?: string;
+  /** kernels whose primitives run on the host even with the gate on (bisect's kernel swap; ledger reason 'kernel swap (bisect)') */
+  hostKernels?: string[];
+  /** planted faults (issue 6, ascend/faults.ts parseInject); applied in free-running and teacher-forced passes alike */
+  inject?: Injection[];
 }
 
 export interface DeviceRunResult {
@@ -47,35 +55,6 @@ export interface DeviceRunResult {
 
 const EXPERT_CACHE = 32; // expert slices kept on the device per expert tensor (LRU over gate/up/down: 3×)
 const DENSE_CACHE_BYTES = 2 * 1024 ** 3; // ds4-ascend dense weight cache limit per device
-
-/**
- * Host implementations of the primitives the fork can run on the CPU (catalog §9: swiglu, add, the
- * routed-MoE sum), used only with host fallback allowed: `inputs` names the buffer arguments to read
- * back (argument index, f32 count), `compute` returns output argument 0. They use the reference's
- * op functions, as the fork's host paths use ds4.c.
- */
-interface HostKernel {
-  inputs(scalars: number[]): Array<[number, number]>;
-  compute(inputs: Float32Array[], scalars: number[]): Float32Array;
-}
-const HOST_FALLBACKS: Record<string, HostKernel> = {
-  swiglu: {
-    inputs: ([n]) => [[1, n], [2, n]],
-    compute: ([g, u], [n, c]) => Float32Array.from({ length: n }, (_, i) => Math.fround(silu(Math.min(g[i], c)) * Math.max(-c, Math.min(c, u[i])))),
-  },
-  add: {
-    inputs: ([n]) => [[1, n], [2, n]],
-    compute: ([a, b], [n]) => Float32Array.from({ length: n }, (_, i) => a[i] + b[i]),
-  },
-  moe_sum_experts: {
-    inputs: ([n, k]) => [[1, n * k]],
-    compute: ([down], [n, k]) => Float32Array.from({ length: n }, (_, d) => {
-      let acc = 0;
-      for (let j = 0; j < k; j++) acc = Math.fround(acc + down[j * n + d]);
-      return acc;
-    }),
-  },
-}; // expert slices kept on the device per tensor (LRU)
 
 /** One device buffer with its element count. */
 interface Buf {
@@ -92,12 +71,31 @@ class DeviceGraph {
   private experts = new Map<string, number>();
   private scratch = new Map<string, Buf>();
   private allocated: number[] = [];
+  private readonly hostKernels: Set<string>;
+  private readonly faults = new Map<string, Injection[]>();
+  /** stale-buffer: each faulty launch's data input from the previous position, by layer/stage/call */
+  private stale = new Map<string, Uint8Array>();
+  private staleCalls = new Map<string, number>();
 
   constructor(readonly dev: DeviceBackend, readonly o: DeviceRunOptions) {
     const disabled = new Set(o.disabledKernels ?? []);
     const names = dev.kernels().map((k) => k.name);
     for (const d of disabled) if (!names.includes(d)) throw badInput(`--disable-kernel ${d}: no such kernel (see ds4-diff kernels)`);
     this.gate = new DeviceGate(new Set(names.filter((n) => !disabled.has(n))), !!o.allowHostFallback);
+    for (const k of o.hostKernels ?? []) {
+      if (!names.includes(k)) throw badInput(`host kernel ${k}: no such kernel (see ds4-diff kernels)`);
+      if (!HOST_KERNELS[k]) throw badInput(`host kernel ${k}: no host implementation (host implementations: ${Object.keys(HOST_KERNELS).sort().join(', ')})`);
+    }
+    this.hostKernels = new Set(o.hostKernels ?? []);
+    for (const f of o.inject ?? []) {
+      if (!names.includes(f.kernel)) throw badInput(`--inject ${f.spec}: no kernel ${f.kernel} (see ds4-diff kernels)`);
+      this.faults.set(f.kernel, [...(this.faults.get(f.kernel) ?? []), f]);
+    }
+  }
+
+  /** The injected fault of `kind` on `kernel`, if any. */
+  fault(kernel: string, kind: FaultKind): Injection | undefined {
+    return this.faults.get(kernel)?.find((f) => f.fault === kind);
   }
 
   /** A named scratch buffer of n elements × 4 bytes, reused across tokens (the stream is in order). */
@@ -187,30 +185,119 @@ class DeviceGraph {
     return { h, bytes };
   }
 
-  /** Launch through the gate; a missing kernel stops the run (or, allowed, runs on the host and is a ledger entry). */
+  /**
+   * Launch through the gate; a missing kernel stops the run (or, allowed, runs on the host and is a
+   * ledger entry). Kernels in hostKernels run on the host (kernel swap); injected faults wrap the launch.
+   */
   launch(kernel: string, bufs: number[], scalars: number[], site: GraphSite, primitive = kernel): void {
-    const host = HOST_FALLBACKS[kernel];
-    let inputs: Float32Array[] = [];
-    this.gate.dispatch(primitive, [kernel], site, () => this.dev.launch(kernel, bufs, scalars), {
+    const faults = this.faults.get(kernel);
+    const restore = faults ? this.faultBefore(kernel, faults, bufs, scalars, site) : [];
+    const host = this.hostRun(kernel, bufs, scalars, site, primitive);
+    if (this.hostKernels.has(kernel)) this.gate.runOnHost(primitive, site, host, 'kernel swap (bisect)');
+    else this.gate.dispatch(primitive, [kernel], site, () => this.dev.launch(kernel, bufs, scalars), host);
+    if (faults) this.faultAfter(kernel, faults, bufs, scalars);
+    for (const [h, data, off] of restore) this.dev.upload(h, data, off);
+  }
+
+  /** The host path of a launch (host.ts): read the spans back, compute with the reference ops, write back. */
+  private hostRun(kernel: string, bufs: number[], scalars: number[], site: GraphSite, primitive: string): HostFallback {
+    const hk = HOST_KERNELS[kernel];
+    let inputs: Uint8Array[] = [];
+    return {
       readInputs: () => {
-        if (!host) {
+        if (!hk) {
           throw new Ds4DiffError(`no host implementation of ${primitive} in the simulator (layer ${site.layer}, pos ${site.pos}, stage ${site.stage}); run without --disable-kernel ${kernel}`, EXIT.cannotEvaluate);
         }
-        inputs = host.inputs(scalars).map(([arg, n]) => this.readF32(bufs[arg], n));
+        inputs = hk.inputs(scalars).map(([arg, bytes, off]) => this.dev.download(bufs[arg], bytes, off ?? 0).slice(0, bytes));
         return inputs.reduce((a, x) => a + x.byteLength, 0);
       },
-      computeAndWrite: () => {
-        const out = (host as HostKernel).compute(inputs, scalars);
-        this.dev.upload(bufs[0], out);
-        return out.byteLength;
-      },
-    });
+      computeAndWrite: () => this.writeSpans(bufs, hk.compute(inputs, scalars, { cfg: this.o.cfg, layer: site.layer })),
+    };
+  }
+
+  private writeSpans(bufs: number[], spans: WriteSpan[]): number {
+    let bytes = 0;
+    for (const [arg, data, off] of spans) {
+      this.dev.upload(bufs[arg], data, off);
+      bytes += data.byteLength;
+    }
+    return bytes;
+  }
+
+  /**
+   * Input-side faults: transform what the kernel reads before the launch; returns the original bytes
+   * to put back after it, so only the faulty kernel sees the transformed input.
+   */
+  private faultBefore(kernel: string, faults: Injection[], bufs: number[], s: number[], site: GraphSite): Array<[number, Uint8Array, number]> {
+    const restore: Array<[number, Uint8Array, number]> = [];
+    const keep = (arg: number, n: number): Float32Array => {
+      const x = this.readF32(bufs[arg], n);
+      if (!OUTPUTS[kernel]?.(s).some(([a]) => a === arg)) restore.push([bufs[arg], new Uint8Array(x.slice().buffer), 0]);
+      return x;
+    };
+    for (const f of faults) {
+      if (f.fault === 'stale-buffer') {
+        const [arg, n] = DATA_INPUT[kernel](s);
+        const at = `${site.layer}|${site.stage}|${site.pos}`;
+        const call = this.staleCalls.get(at) ?? 0;
+        this.staleCalls.set(at, call + 1);
+        const key = `${site.layer}|${site.stage}|${call}`;
+        const cur = keep(arg, n);
+        const prev = this.stale.get(key);
+        this.stale.set(key, new Uint8Array(cur.slice().buffer));
+        if (prev && prev.byteLength === n * 4) this.dev.upload(bufs[arg], prev);
+      } else if (f.fault === 'pairs-halves') {
+        // emulate rotate-halves with the pair kernel: interleave (x_j, x_{j+half}) into pair slots, undo after
+        const [nTok, nHead, D, nRot] = s;
+        const x = this.readF32(bufs[0], nTok * nHead * D);
+        this.dev.upload(bufs[0], permuteTail(x, nTok * nHead, D, nRot, false));
+      } else if (f.fault === 'transpose-comb') {
+        const [, H, rows] = s;
+        const arg = 4, M = kernel === 'hc_expand_split' ? 2 * H + H * H : H * H, off = kernel === 'hc_expand_split' ? 2 * H : 0;
+        const sp = keep(arg, rows * M), t = sp.slice();
+        for (let r = 0; r < rows; r++) for (let a = 0; a < H; a++) for (let b = 0; b < H; b++) t[r * M + off + a * H + b] = sp[r * M + off + b * H + a];
+        this.dev.upload(bufs[arg], t);
+      } else if (f.fault === 'round-half-away') {
+        // the kernel re-quantizes x' = q·d exactly to q, so feeding it the half-away q·d plants the rounding
+        const [arg, n, block] = kernel === 'quantize_q8_k' ? [3, s[0], 256] : kernel === 'attention_output_low_q8' ? [2, s[0] * s[2] * s[3], 32] : [2, s[0] * (kernel === 'quantize_q8_0' ? s[1] : s[2]), 32];
+        const x = keep(arg, n);
+        this.dev.upload(bufs[arg], requantHalfAway(x, block, block === 256));
+      }
+    }
+    return restore;
+  }
+
+  /** Output-side faults: post-process what the kernel wrote. */
+  private faultAfter(kernel: string, faults: Injection[], bufs: number[], s: number[]): void {
+    for (const f of faults) {
+      if (f.fault === 'bias' || f.fault === 'scale' || f.fault === 'nan') {
+        const spans = OUTPUTS[kernel](s);
+        for (const [arg, off, n] of f.fault === 'nan' ? spans.slice(0, 1) : spans) {
+          const y = this.readF32At(bufs[arg], off, n);
+          const v = f.arg as number;
+          if (f.fault === 'nan') {
+            if (v >= n) throw badInput(`--inject ${f.spec}: ${kernel} writes ${n} values, index ${v} is out of range`);
+            y[v] = NaN;
+          } else for (let i = 0; i < n; i++) y[i] = f.fault === 'bias' ? y[i] + v : y[i] * v;
+          this.dev.upload(bufs[arg], y, off * 4);
+        }
+      } else if (f.fault === 'pairs-halves') {
+        const [nTok, nHead, D, nRot] = s;
+        this.dev.upload(bufs[0], permuteTail(this.readF32(bufs[0], nTok * nHead * D), nTok * nHead, D, nRot, true));
+      } else if (f.fault === 'coarse-exp') {
+        this.writeSpans(bufs, coarseExpOutputs(kernel, s, (arg, n, off = 0) => this.readF32At(bufs[arg], off, n)));
+      }
+    }
+  }
+
+  private readF32At(h: number, off: number, n: number): Float32Array {
+    const out = new Float32Array(n);
+    new Uint8Array(out.buffer).set(this.dev.download(h, n * 4, off * 4).subarray(0, n * 4));
+    return out;
   }
 
   private readF32(h: number, n: number): Float32Array {
-    const out = new Float32Array(n);
-    new Uint8Array(out.buffer).set(this.dev.download(h, n * 4).subarray(0, n * 4));
-    return out;
+    return this.readF32At(h, 0, n);
   }
 
   /**
@@ -249,6 +336,47 @@ class DeviceGraph {
     for (const h of this.allocated) this.dev.free(h);
     this.allocated = [];
   }
+}
+
+/**
+ * pairs-halves: move each head's RoPE tail between the halves layout (x_j, x_{j+half}) and the pair
+ * layout (x_{2j}, x_{2j+1}) the kernel rotates; `back` undoes it after the launch.
+ */
+function permuteTail(x: Float32Array, heads: number, D: number, nRot: number, back: boolean): Float32Array {
+  const y = x.slice(), half = nRot / 2, nope = D - nRot;
+  for (let h = 0; h < heads; h++) {
+    const o = h * D + nope;
+    for (let j = 0; j < half; j++) {
+      if (back) { y[o + j] = x[o + 2 * j]; y[o + j + half] = x[o + 2 * j + 1]; } else { y[o + 2 * j] = x[o + j]; y[o + 2 * j + 1] = x[o + j + half]; }
+    }
+  }
+  return y;
+}
+
+/**
+ * coarse-exp: recompute the exp-using part of the kernel's output on the host with the cruder exp
+ * (faults.ts coarseExp) from its inputs, or (moe_gate_up_mid) from its own gate/up outputs.
+ */
+function coarseExpOutputs(kernel: string, s: number[], read: (arg: number, n: number, off?: number) => Float32Array): WriteSpan[] {
+  const sigmoid = (v: number): number => Math.fround(1 / (1 + coarseExp(-v)));
+  const silu = (v: number): number => Math.fround(v * sigmoid(v));
+  if (kernel === 'swiglu') {
+    const [n, c] = s, g = read(1, n), u = read(2, n);
+    return [[0, Float32Array.from({ length: n }, (_, i) => Math.fround(silu(Math.min(g[i], c)) * Math.max(-c, Math.min(c, u[i])))), 0]];
+  }
+  if (kernel === 'moe_gate_up_mid_iq2_q8') {
+    const [, F, K] = s, g = read(0, K * F), u = read(1, K * F), w = read(7, K);
+    return [[2, Float32Array.from({ length: K * F }, (_, i) => Math.fround(Math.fround(silu(g[i]) * u[i]) * w[Math.floor(i / F)])), 0]];
+  }
+  if (kernel === 'router_select') {
+    // probs = sqrt(softplus(logit)) = sqrt(ln(1 + e^logit)); selection and weights follow from them
+    const [nExp, k, token, hasBias, useHash, scale] = s;
+    const probs = Float32Array.from(read(3, nExp), (x) => Math.fround(Math.sqrt(Math.log1p(coarseExp(x)))));
+    const hash = useHash ? new Int32Array(read(5, k, token * k).buffer) : undefined;
+    return routerOutputs(probs, k, scale, hasBias ? read(4, nExp) : undefined, hash);
+  }
+  const [H, nTok, eps] = s, pre = read(1, H * nTok), scale = read(2, 1), base = read(3, H);
+  return [[0, Float32Array.from({ length: H * nTok }, (_, i) => Math.fround(sigmoid(Math.fround(pre[i] * scale[0]) + base[i % H]) + eps)), 0]];
 }
 
 /** RoPE parameters of layer il (catalog S5): compressed layers use the YaRN-scaled base. */
@@ -312,17 +440,21 @@ function compressorStep(g: DeviceGraph, il: number, pos: number, norm: Buf, c: C
     const row = c.ratio === 4 ? c.ratio + (pos % c.ratio) : pos % c.ratio;
     g.launch('copy', [c.score.h, scc.h], [row * c.width * 4, 0, c.width * 4], site(`${sp}_score`));
   }
-  if ((pos + 1) % c.ratio !== 0) return;
+  // emit-pos (issue 6): the faulty compressor closes the window one token late, after the next token's
+  // row has overwritten the state; the row is still labelled with the window it belongs to
+  const late = g.fault('compressor_update_pool', 'emit-pos') !== undefined;
+  const closePos = late ? pos - 1 : pos;
+  if (closePos < 0 || (closePos + 1) % c.ratio !== 0) return;
   const pooled = g.buf(`${sp}_pooled`, c.dim), row = g.buf(`${sp}_rownorm`, c.dim);
   g.launch('compressor_update_pool', [pooled.h, c.kv.h, c.score.h], [c.dim, c.ratio], site(`${sp}_row`), 'compressor_prefill');
   g.launch('rms_norm_weight', [row.h, pooled.h, g.weight(`${tp}norm.weight`, GGMLType.F32)], [c.dim, 1, cfg.rmsEps], site(`${sp}_row`));
-  g.launch('rope_tail', [row.h], [1, 1, c.dim, cfg.nRot, ...ropeScalars(cfg, il, pos + 1 - c.ratio, false)], site(`${sp}_row`));
+  g.launch('rope_tail', [row.h], [1, 1, c.dim, cfg.nRot, ...ropeScalars(cfg, il, closePos + 1 - c.ratio, false)], site(`${sp}_row`));
   if (c.lane === 'attn') g.launch('fp8_kv_quantize', [row.h], [1, c.dim, cfg.nRot], site(`${sp}_row`));
   else g.launch('indexer_qat', [row.h], [1], site(`${sp}_row`), 'indexer_qat');
   if (c.ratio === 4) g.launch('compressor_shift_ratio4', [c.kv.h, c.score.h], [c.width], site(`${sp}_row`), 'compressor_prefill_state_ratio4');
   if (c.n >= c.cap) throw badInput(`layer ${il}: compressed ${c.lane} cache capacity (${c.cap} rows) exceeded`);
   g.launch('store_raw_kv', [c.cache.h, row.h], [c.cap, c.n, 1, c.dim], site(`${sp}_row`));
-  g.capture(`${sp}_row`, il, pos, c.cache, c.dim, c.n * c.dim);
+  g.capture(`${sp}_row`, il, closePos, c.cache, c.dim, c.n * c.dim);
   c.n++;
 }
 
@@ -481,10 +613,12 @@ function ffn(g: DeviceGraph, il: number, pos: number, hc: Buf, next: Buf): void 
   g.selectionReadbackBytes += K * 4;
   const names = ['ffn_gate_exps.weight', 'ffn_up_exps.weight', 'ffn_down_exps.weight'] as const;
   const types = [GGMLType.IQ2_XXS, GGMLType.IQ2_XXS, GGMLType.Q2_K];
+  // expert-off-by-one (issue 6): the faulty kernel's slabs are staged for id + 1 — the seeds' expert-cache bug
+  const shift = [g.fault('moe_gate_up_mid_iq2_q8', 'expert-off-by-one'), g.fault('moe_gate_up_mid_iq2_q8', 'expert-off-by-one'), g.fault('moe_down_q2_q8', 'expert-off-by-one')];
   const slabs = names.map((n, j) => {
     let slab: Buf | undefined;
     for (let k = 0; k < K; k++) {
-      const e = g.expert(p + n, ids[k], types[j]);
+      const e = g.expert(p + n, shift[j] ? (ids[k] + 1) % NE : ids[k], types[j]);
       slab ??= g.buf(`slab_${n}`, (K * e.bytes) / 4);
       g.launch('copy', [slab.h, e.h], [k * e.bytes, 0, e.bytes], site('moe_gate'), 'routed_moe_iq2_q2');
     }

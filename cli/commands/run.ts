@@ -26,6 +26,7 @@ interface RunOptions extends ModelPromptOptions {
   kernelMath: string;
   allowHostFallback?: boolean;
   disableKernel: string[];
+  inject: string[];
   out?: string;
   baseline?: string;
   policy?: string;
@@ -60,6 +61,7 @@ export function register(program: Command): void {
     .option('--kernel-math <m>', 'ascend (the AscendC kernels\' approximations) or exact', 'ascend')
     .option('--allow-host-fallback', 'let primitives without a device kernel run on the host (recorded in the manifest\'s fallback ledger)')
     .option('--disable-kernel <names>', 'remove device kernels, as an unported primitive would be missing (repeatable, comma-separated)', collect, [])
+    .option('--inject <spec>', 'plant a fault in a simulator kernel: KERNEL:FAULT[=ARG] (repeatable; faults: bias=X scale=X nan=I pairs-halves transpose-comb expert-off-by-one stale-buffer round-half-away coarse-exp emit-pos)', (v: string, prev: string[]) => [...prev, v], [])
     .option('--out <dir>', 'run directory (default: runs/<time>)')
     .option('--baseline <file>', 'gate against this baseline (default: the shipped baseline matching the case, if any)')
     .option('--policy <file>', 'tolerance rules for stages the baseline does not list (or for the whole run without a baseline)')
@@ -96,10 +98,12 @@ async function runCommand(opts: RunOptions): Promise<number> {
   const policy: Policy | undefined = opts.policy ? loadPolicy(opts.policy) : undefined;
 
   const { runDevice } = await import('../../ascend/orchestrator.ts');
+  const { parseInjects } = await import('../../ascend/faults.ts');
+  const inject = parseInjects(opts.inject, opts.backend);
   const run = await loadModelAndPrompt(opts);
   const dir = resolve(opts.out ?? join('runs', new Date().toISOString().replace(/[:.]/g, '-')));
   mkdirSync(dir, { recursive: true });
-  const manifest = newManifest(run, opts.backend, { disabledKernels: opts.disableKernel, allowHostFallback: !!opts.allowHostFallback, teacher: opts.teacher, noiseFloor: opts.noiseFloor }, opts.kernelMath);
+  const manifest = newManifest(run, opts.backend, { disabledKernels: opts.disableKernel, inject: opts.inject, allowHostFallback: !!opts.allowHostFallback, teacher: opts.teacher, noiseFloor: opts.noiseFloor }, opts.kernelMath);
   manifest.noHostFallback = !opts.allowHostFallback;
   writeManifest(dir, manifest);
   const meta = (backend: string, extra: Record<string, unknown> = {}) => ({
@@ -146,6 +150,7 @@ async function runCommand(opts: RunOptions): Promise<number> {
         kernelMath: opts.kernelMath as 'ascend' | 'exact',
         allowHostFallback: !!opts.allowHostFallback,
         disabledKernels: opts.disableKernel,
+        inject,
         tap: sink.tap,
         teacher: pass.teacher ? (stage: string, layer: number, pos: number) => refByKey.get(`${stage}/${layer}/${pos}`)?.values : undefined,
         onProgress: (m: string) => prog.tick(`${pass.side} ${m}`),
