@@ -16,6 +16,8 @@ export interface Injection {
   fault: FaultKind;
   /** bias: the constant; scale: the factor; nan: the output element index */
   arg?: number;
+  /** only launches in these layers (inclusive; `@L` or `@A:B` after the spec); all layers when absent */
+  layers?: [number, number];
   /** the spec as the user wrote it, for messages and reports */
   spec: string;
 }
@@ -104,11 +106,18 @@ export const DATA_INPUT: Record<string, (s: number[]) => [arg: number, count: nu
 const NUMERIC: Record<string, boolean> = { bias: true, scale: true, nan: true };
 const KINDS = new Set<FaultKind>(['bias', 'scale', 'nan', 'pairs-halves', 'transpose-comb', 'expert-off-by-one', 'stale-buffer', 'round-half-away', 'coarse-exp', 'emit-pos']);
 
-/** Parse `KERNEL:FAULT[=ARG]`; refuse (exit 3) unknown kernels, unknown faults and faults that make no sense for the kernel. */
+/** Does fault f apply to a launch in layer `layer`? */
+export function faultInLayer(f: Injection, layer: number): boolean {
+  return !f.layers || (layer >= f.layers[0] && layer <= f.layers[1]);
+}
+
+/** Parse `KERNEL:FAULT[=ARG][@LAYERS]`; refuse (exit 3) unknown kernels, unknown faults and faults that make no sense for the kernel. */
 export function parseInject(spec: string, kernels: string[]): Injection {
-  const m = /^([A-Za-z0-9_]+):([a-z-]+)(?:=(.*))?$/.exec(spec.trim());
-  if (!m) throw badInput(`--inject ${spec}: expected KERNEL:FAULT[=ARG], e.g. rope_tail:pairs-halves or matmul_q8_0:bias=0.1`);
-  const [, kernel, name, argText] = m;
+  const m = /^([A-Za-z0-9_]+):([a-z-]+)(?:=([^@]*))?(?:@(\d+)(?::(\d+))?)?$/.exec(spec.trim());
+  if (!m) throw badInput(`--inject ${spec}: expected KERNEL:FAULT[=ARG][@LAYER|@A:B], e.g. rope_tail:pairs-halves or matmul_q8_0:bias=0.1@5`);
+  const [, kernel, name, argText, lo, hi] = m;
+  const layers: [number, number] | undefined = lo === undefined ? undefined : [Number(lo), Number(hi ?? lo)];
+  if (layers && layers[1] < layers[0]) throw badInput(`--inject ${spec}: layer range ${lo}:${hi} is empty`);
   if (!kernels.includes(kernel)) throw badInput(`--inject ${spec}: no kernel ${kernel} (see ds4-diff kernels)`);
   if (!KINDS.has(name as FaultKind)) throw badInput(`--inject ${spec}: unknown fault ${name} (expected one of ${[...KINDS].join(', ')})`);
   const fault = name as FaultKind;
@@ -124,7 +133,7 @@ export function parseInject(spec: string, kernels: string[]): Injection {
   const allowed = FAULT_KERNELS[fault];
   if (allowed && !allowed.kernels.includes(kernel)) throw badInput(`--inject ${spec}: fault ${fault} makes no sense for ${kernel}: ${allowed.why}`);
   if (fault === 'stale-buffer' && !DATA_INPUT[kernel]) throw badInput(`--inject ${spec}: fault stale-buffer makes no sense for ${kernel}: it has no activation input that a reused buffer could hold`);
-  return { kernel, fault, arg, spec };
+  return { kernel, fault, arg, spec, layers };
 }
 
 /**

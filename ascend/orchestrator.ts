@@ -19,7 +19,7 @@ import { tensorInfo, type GgufModel, type TensorInfo } from '../model/gguf.ts';
 import { GGMLType, typeName } from '../model/quant/types.ts';
 import { resolveStage } from '../reference/registry.ts';
 import { openBackend, type DeviceBackend } from './backend.ts';
-import { DATA_INPUT, OUTPUTS, coarseExp, requantHalfAway, type FaultKind, type Injection } from './faults.ts';
+import { DATA_INPUT, OUTPUTS, coarseExp, faultInLayer, requantHalfAway, type FaultKind, type Injection } from './faults.ts';
 import { DeviceGate, type GraphSite, type HostFallback } from './gate.ts';
 import { HOST_KERNELS, routerOutputs, type WriteSpan } from './host.ts';
 import type { KernelStat } from './native.ts';
@@ -43,6 +43,18 @@ export interface DeviceRunOptions {
   hostKernels?: string[];
   /** planted faults (issue 6, ascend/faults.ts parseInject); applied in free-running and teacher-forced passes alike */
   inject?: Injection[];
+  /**
+   * Called at every capture site (tapped or not) with the kernels launched since the previous capture:
+   * the launches that produced this stage (bisect maps an erring stage to its kernels with it).
+   */
+  producers?: (stage: string, layer: number, pos: number, kernels: readonly string[]) => void;
+}
+
+/** A capture holds NaN: the run stops here; `kernels` are the launches that produced the stage. */
+export class KernelNanError extends Ds4DiffError {
+  constructor(readonly stage: string, readonly layer: number, readonly pos: number, readonly element: number, readonly kernels: readonly string[]) {
+    super(`kernel ${kernels.at(-1) ?? 'unknown'} produced NaN at element ${element} of stage ${stage} (layer ${layer}, pos ${pos})`, EXIT.cannotEvaluate);
+  }
 }
 
 export interface DeviceRunResult {
@@ -76,6 +88,9 @@ class DeviceGraph {
   /** stale-buffer: each faulty launch's data input from the previous position, by layer/stage/call */
   private stale = new Map<string, Uint8Array>();
   private staleCalls = new Map<string, number>();
+  /** kernels launched since the previous capture, and the producers of that capture */
+  private pending: string[] = [];
+  private lastProducers: string[] = [];
 
   constructor(readonly dev: DeviceBackend, readonly o: DeviceRunOptions) {
     const disabled = new Set(o.disabledKernels ?? []);
@@ -93,9 +108,10 @@ class DeviceGraph {
     }
   }
 
-  /** The injected fault of `kind` on `kernel`, if any. */
-  fault(kernel: string, kind: FaultKind): Injection | undefined {
-    return this.faults.get(kernel)?.find((f) => f.fault === kind);
+  /** The injected fault of `kind` on `kernel` in `layer`, if any (none once the kernel is swapped for its host implementation). */
+  fault(kernel: string, kind: FaultKind, layer: number): Injection | undefined {
+    if (this.hostKernels.has(kernel)) return undefined;
+    return this.faults.get(kernel)?.find((f) => f.fault === kind && faultInLayer(f, layer));
   }
 
   /** A named scratch buffer of n elements × 4 bytes, reused across tokens (the stream is in order). */
@@ -190,7 +206,10 @@ class DeviceGraph {
    * ledger entry). Kernels in hostKernels run on the host (kernel swap); injected faults wrap the launch.
    */
   launch(kernel: string, bufs: number[], scalars: number[], site: GraphSite, primitive = kernel): void {
-    const faults = this.faults.get(kernel);
+    if (!this.pending.includes(kernel)) this.pending.push(kernel);
+    // a kernel swapped for its host implementation is the reference's math: the planted fault lives in the device kernel
+    let faults = this.hostKernels.has(kernel) ? undefined : this.faults.get(kernel)?.filter((f) => faultInLayer(f, site.layer));
+    if (faults?.length === 0) faults = undefined;
     const restore = faults ? this.faultBefore(kernel, faults, bufs, scalars, site) : [];
     const host = this.hostRun(kernel, bufs, scalars, site, primitive);
     if (this.hostKernels.has(kernel)) this.gate.runOnHost(primitive, site, host, 'kernel swap (bisect)');
@@ -306,6 +325,10 @@ class DeviceGraph {
    */
   capture(stage: string, layer: number, pos: number, b: Buf, n = b.n, off = 0, i32 = false, shape?: number[]): void {
     const token = this.o.tokens[pos];
+    // several stages read from one launch (the HC split's pre/post/comb) share its producers
+    if (this.pending.length) this.lastProducers = this.pending;
+    this.pending = [];
+    this.o.producers?.(stage, layer, pos, this.lastProducers);
     if (this.o.tap && (!this.o.filter || this.o.filter(stage, layer, pos))) {
       const raw = this.dev.download(b.h, n * 4, off * 4);
       this.readbackBytes += n * 4;
@@ -314,10 +337,7 @@ class DeviceGraph {
       const values = i32 ? new Int32Array(copy.buffer) : new Float32Array(copy.buffer);
       if (!i32) {
         const bad = (values as Float32Array).findIndex((v) => Number.isNaN(v));
-        if (bad >= 0) {
-          const kernel = resolveStage(stage)?.kernel ?? 'unknown';
-          throw new Ds4DiffError(`kernel ${kernel} produced NaN at element ${bad} of stage ${stage} (layer ${layer}, pos ${pos})`, EXIT.cannotEvaluate);
-        }
+        if (bad >= 0) throw new KernelNanError(stage, layer, pos, bad, this.lastProducers);
       }
       const def = resolveStage(stage);
       let sh = shape ?? (def ? def.shape(this.o.cfg, { layer, n }) : [n]);
@@ -442,7 +462,7 @@ function compressorStep(g: DeviceGraph, il: number, pos: number, norm: Buf, c: C
   }
   // emit-pos (issue 6): the faulty compressor closes the window one token late, after the next token's
   // row has overwritten the state; the row is still labelled with the window it belongs to
-  const late = g.fault('compressor_update_pool', 'emit-pos') !== undefined;
+  const late = g.fault('compressor_update_pool', 'emit-pos', il) !== undefined;
   const closePos = late ? pos - 1 : pos;
   if (closePos < 0 || (closePos + 1) % c.ratio !== 0) return;
   const pooled = g.buf(`${sp}_pooled`, c.dim), row = g.buf(`${sp}_rownorm`, c.dim);
@@ -614,7 +634,7 @@ function ffn(g: DeviceGraph, il: number, pos: number, hc: Buf, next: Buf): void 
   const names = ['ffn_gate_exps.weight', 'ffn_up_exps.weight', 'ffn_down_exps.weight'] as const;
   const types = [GGMLType.IQ2_XXS, GGMLType.IQ2_XXS, GGMLType.Q2_K];
   // expert-off-by-one (issue 6): the faulty kernel's slabs are staged for id + 1 — the seeds' expert-cache bug
-  const shift = [g.fault('moe_gate_up_mid_iq2_q8', 'expert-off-by-one'), g.fault('moe_gate_up_mid_iq2_q8', 'expert-off-by-one'), g.fault('moe_down_q2_q8', 'expert-off-by-one')];
+  const shift = [g.fault('moe_gate_up_mid_iq2_q8', 'expert-off-by-one', il), g.fault('moe_gate_up_mid_iq2_q8', 'expert-off-by-one', il), g.fault('moe_down_q2_q8', 'expert-off-by-one', il)];
   const slabs = names.map((n, j) => {
     let slab: Buf | undefined;
     for (let k = 0; k < K; k++) {

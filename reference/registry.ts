@@ -61,6 +61,11 @@ const T_EXACTISH: Tolerance = { maxAbs: 1e-4, minCosine: 0.99999 };
 const T_F32: Tolerance = { maxAbs: 2e-2, minCosine: 0.9999 };
 const T_Q8: Tolerance = { maxAbs: 5e-2, minCosine: 0.999 };
 const T_ROUTE: Tolerance = { exact: true };
+// compressed rows stored as FP8 (attention) / FP4 (indexer) codes: one code step is 12–50 % of a value, and
+// an upstream difference far below any tolerance can push one element across a rounding boundary
+// (seen in the simulator's teacher-forced clean runs: maxAbs 0.25–0.5, cosine ≥ 0.996); judged by
+// cosine and NMSE, which allow such a flip or two but not a wrong row
+const T_QROW: Tolerance = { minCosine: 0.995, maxNmse: 1e-2 };
 
 export const STAGES: StageDef[] = [
   // S0
@@ -93,11 +98,11 @@ export const STAGES: StageDef[] = [
   // S7 compressor, attention lane
   st({ name: 'attn_comp_kv', aliases: { graph: ['attn_comp_kv_raw'] }, scope: 'layer', dtype: 'f32', shape: compWidth, when: 'compressed', inputs: ['attn_norm'], kernel: 'matmul_f16', source: 'S7 compressor_decode_one kv_cur (width = coff*headDim)', tolerance: T_F32 }),
   st({ name: 'attn_comp_score', aliases: { graph: ['attn_comp_score_raw'] }, scope: 'layer', dtype: 'f32', shape: compWidth, when: 'compressed', inputs: ['attn_norm'], kernel: 'matmul_f16', source: 'S7 compressor_decode_one sc_cur + ape', tolerance: T_F32 }),
-  st({ name: 'attn_comp_row', aliases: { graph: ['KVcompress'] }, scope: 'layer', dtype: 'f32', shape: (c) => [c.headDim], when: 'emit', inputs: ['attn_comp_kv', 'attn_comp_score'], kernel: 'compressor_pool', source: 'S7 compressor_pool_decode_state + norm + rope + fp8 + f16', tolerance: T_Q8 }),
+  st({ name: 'attn_comp_row', aliases: { graph: ['KVcompress'] }, scope: 'layer', dtype: 'f32', shape: (c) => [c.headDim], when: 'emit', inputs: ['attn_comp_kv', 'attn_comp_score'], kernel: 'compressor_pool', source: 'S7 compressor_pool_decode_state + norm + rope + fp8 + f16', tolerance: T_QROW }),
   // S8 indexer (ratio-4 layers)
   st({ name: 'index_comp_kv', aliases: { graph: ['indexer_comp_kv_raw'] }, scope: 'layer', dtype: 'f32', shape: (c) => [2 * c.indexerHeadDim], when: 'ratio4', inputs: ['attn_norm'], kernel: 'matmul_f16', source: 'S8 indexer compressor kv', tolerance: T_F32 }),
   st({ name: 'index_comp_score', aliases: { graph: ['indexer_comp_score_raw'] }, scope: 'layer', dtype: 'f32', shape: (c) => [2 * c.indexerHeadDim], when: 'ratio4', inputs: ['attn_norm'], kernel: 'matmul_f16', source: 'S8 indexer compressor score + ape', tolerance: T_F32 }),
-  st({ name: 'index_comp_row', aliases: { graph: ['indexer_KVcompress'] }, scope: 'layer', dtype: 'f32', shape: (c) => [c.indexerHeadDim], when: 'index-emit', inputs: ['index_comp_kv', 'index_comp_score'], kernel: 'compressor_pool', source: 'S8 pool + norm + rope + hadamard128 + fp4 + f16', tolerance: T_Q8 }),
+  st({ name: 'index_comp_row', aliases: { graph: ['indexer_KVcompress'] }, scope: 'layer', dtype: 'f32', shape: (c) => [c.indexerHeadDim], when: 'index-emit', inputs: ['index_comp_kv', 'index_comp_score'], kernel: 'compressor_pool', source: 'S8 pool + norm + rope + hadamard128 + fp4 + f16', tolerance: T_QROW }),
   st({ name: 'index_q', aliases: {}, scope: 'layer', dtype: 'f32', shape: (c) => [c.indexerHeads, c.indexerHeadDim], when: 'index-select', inputs: ['q_lora_norm'], kernel: 'indexer_scores', source: 'S8 indexer.attn_q_b + rope + hadamard + fp4', tolerance: T_Q8 }),
   st({ name: 'index_w', aliases: {}, scope: 'layer', dtype: 'f32', shape: (c) => [c.indexerHeads], when: 'index-select', inputs: ['attn_norm'], kernel: 'indexer_scores', source: 'S8 indexer.proj * 1/sqrt(ID*IH)', tolerance: T_F32 }),
   st({ name: 'index_scores', aliases: { graph: ['indexer_scores'] }, scope: 'layer', dtype: 'f32', shape: (_c, at) => [at?.n ?? 0], when: 'index-select', inputs: ['index_q', 'index_w', 'index_comp_row'], kernel: 'indexer_scores', source: 'S8 sum_h relu(q_h.k) w_h', tolerance: T_Q8 }),

@@ -3,7 +3,7 @@ import { buildView, type ReportInput, type Table } from './view.ts';
 
 const esc = (s: string) => s.replace(/\|/g, '\\|');
 
-function mdTable(t: Table): string[] {
+export function mdTable(t: Table): string[] {
   const out = [`| ${t.columns.map(esc).join(' | ')} |`, `|${t.columns.map(() => '---').join('|')}|`];
   for (const r of t.rows) out.push(`| ${r.cells.map((c, i) => (i === 1 && r.fail ? `**${esc(c)}**` : esc(c))).join(' | ')} |`);
   return out;

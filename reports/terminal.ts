@@ -3,11 +3,11 @@
 import { Chalk, type ChalkInstance } from 'chalk';
 import { buildView, type ReportInput, type Table } from './view.ts';
 
-function colors(): ChalkInstance {
+export function colors(): ChalkInstance {
   return process.env.NO_COLOR !== undefined && process.env.NO_COLOR !== '' ? new Chalk({ level: 0 }) : new Chalk();
 }
 
-function drawTable(t: Table, c: ChalkInstance): string[] {
+export function drawTable(t: Table, c: ChalkInstance): string[] {
   const widths = t.columns.map((h, i) => Math.max(h.length, ...t.rows.map((r) => r.cells[i].length)));
   const line = (cells: string[]) => cells.map((s, i) => s.padEnd(widths[i])).join('  ').trimEnd();
   const out = [c.bold(line(t.columns))];

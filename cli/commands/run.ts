@@ -61,7 +61,7 @@ export function register(program: Command): void {
     .option('--kernel-math <m>', 'ascend (the AscendC kernels\' approximations) or exact', 'ascend')
     .option('--allow-host-fallback', 'let primitives without a device kernel run on the host (recorded in the manifest\'s fallback ledger)')
     .option('--disable-kernel <names>', 'remove device kernels, as an unported primitive would be missing (repeatable, comma-separated)', collect, [])
-    .option('--inject <spec>', 'plant a fault in a simulator kernel: KERNEL:FAULT[=ARG] (repeatable; faults: bias=X scale=X nan=I pairs-halves transpose-comb expert-off-by-one stale-buffer round-half-away coarse-exp emit-pos)', (v: string, prev: string[]) => [...prev, v], [])
+    .option('--inject <spec>', 'plant a fault in a simulator kernel: KERNEL:FAULT[=ARG][@LAYER|@A:B] (repeatable; the head is layer n_layer; faults: bias=X scale=X nan=I pairs-halves transpose-comb expert-off-by-one stale-buffer round-half-away coarse-exp emit-pos)', (v: string, prev: string[]) => [...prev, v], [])
     .option('--out <dir>', 'run directory (default: runs/<time>)')
     .option('--baseline <file>', 'gate against this baseline (default: the shipped baseline matching the case, if any)')
     .option('--policy <file>', 'tolerance rules for stages the baseline does not list (or for the whole run without a baseline)')

@@ -1,0 +1,397 @@
+// Bisect (issue 6): which device kernel diverged. Three steps, each only when the previous one does
+// not settle it:
+//   1. first divergence — the free-running device against the reference, rows in graph order across
+//      layers and positions: the first (stage, layer, pos) whose error exceeds its tolerance;
+//   2. own vs inherited — the teacher-forced pass (every stage fed the reference's inputs) gives each
+//      row the error its own kernels made; the culprit is the first row whose OWN error exceeds its
+//      tolerance, and its kernels are the launches that produced it. When several kernels produce that
+//      row (e.g. rms_norm_plain + matmul_f16 for hc_attn_mix), each is swapped alone for its host
+//      implementation and the one whose swap makes the row right is named;
+//   3. kernel swap — no row is wrong by itself (small errors that only add up downstream): search the
+//      set of launched kernels replaced by host implementations for a minimal set that brings the
+//      whole run back within tolerance (host fallback allowed for these trials only).
+// A row present on one side only (a compressor emitting at the wrong position) counts as diverged;
+// a NaN stops a device pass at the capture that holds it, which is then that pass's divergence.
+// The device is reached through a BisectProbe, so this file knows nothing of how kernels run.
+import { EXIT } from '../model/errors.ts';
+import { graphOrderKey, resolveStage } from '../reference/registry.ts';
+import { compareDumps, summarize, type CompareRow, type Comparison } from './compare.ts';
+import type { Metrics } from './metrics.ts';
+import type { Policy, Violation } from './policy.ts';
+import type { StageRecord } from './record.ts';
+
+/** A capture that held NaN (the pass stopped there). */
+export interface NanStop {
+  stage: string;
+  layer: number;
+  pos: number;
+  element: number;
+  kernels: readonly string[];
+  message: string;
+}
+
+export interface ProbeRun {
+  records: StageRecord[];
+  /** `stage/layer/pos` → the kernels launched to produce that capture */
+  producers: Map<string, readonly string[]>;
+  /** kernels launched that have a host implementation (candidates for a swap), in first-launch order */
+  swappable: string[];
+  nan?: NanStop;
+}
+
+export interface BisectProbe {
+  /** One device pass: teacher-forced or free-running, with `hostKernels` replaced by host implementations, layers 0..lastLayer (default: the case's). */
+  run(o: { teacher: boolean; hostKernels?: string[]; lastLayer?: number }): Promise<ProbeRun>;
+  /** the case's last layer (the head follows it) */
+  lastLayer: number;
+}
+
+export type BisectMethod = 'none' | 'own-error' | 'nan' | 'kernel-swap' | 'unresolved';
+
+export interface BisectVerdict {
+  /** the guilty kernel; several joined with '+' (a set found by kernel swap); null when nothing diverged or nothing was found */
+  kernel: string | null;
+  kernels: string[];
+  method: BisectMethod;
+  stage: string | null;
+  layer: number | null;
+  pos: number | null;
+  /** the violated metric of the culprit row and its value (its own error) and limit */
+  metric: string | null;
+  own_error: number | null;
+  tolerance: number | null;
+  /** later (stage, layer) pairs that fail free-running but pass their own check */
+  inherited: number;
+  /** the culprit swapped for its host implementation brings the free-running run back within tolerance */
+  confirmed: boolean | null;
+  line: string;
+}
+
+export interface EvidenceRow {
+  role: 'first divergence' | 'culprit' | 'first divergence, culprit' | 'inherits' | 'own failure';
+  stage: string;
+  layer: number;
+  pos: number;
+  kernels: string[];
+  inherited?: Metrics;
+  inheritedWorst?: Violation;
+  own?: Metrics;
+  ownWorst?: Violation;
+  note?: string;
+}
+
+export interface SwapTrial {
+  purpose: 'disambiguate' | 'confirm' | 'search';
+  hostKernels: string[];
+  /** search trials: the only kernels left on the device */
+  deviceOnly?: string[];
+  pass: boolean;
+  /** what failed (first failing row), when it did */
+  detail?: string;
+}
+
+export interface BisectResult {
+  verdict: BisectVerdict;
+  exitCode: number;
+  firstDivergence?: { stage: string; layer: number; pos: number };
+  evidence: EvidenceRow[];
+  trials: SwapTrial[];
+  comparison: Comparison;
+  notes: string[];
+}
+
+export interface BisectOptions {
+  onProgress?: (msg: string) => void;
+  /** most device passes the kernel-swap search may make (default 64) */
+  maxTrials?: number;
+  /** evidence rows listed after the culprit (default 12) */
+  maxEvidence?: number;
+}
+
+const keyOf = (s: string, l: number, p: number) => `${s}/${l}/${p}`;
+const rowKey = (r: { stage: string; layer: number; pos: number }) => keyOf(r.stage, r.layer, r.pos);
+
+function before(x: { stage: string; layer: number; pos: number }, y: { stage: string; layer: number; pos: number }): boolean {
+  const kx = graphOrderKey(x.stage, x.layer, x.pos), ky = graphOrderKey(y.stage, y.layer, y.pos);
+  for (let i = 0; i < 4; i++) if (kx[i] !== ky[i]) return kx[i] < ky[i];
+  return false;
+}
+
+/** Rows of a pass that stopped (NaN) are missing after the stop for that reason, not diverged. */
+function diverged(r: CompareRow, stop?: NanStop): boolean {
+  if (r.status === 'fail') return true;
+  if (r.status === 'pass') return false;
+  return !(stop && !before(r, stop));
+}
+
+interface Pass {
+  run: ProbeRun;
+  cmp: Comparison;
+  /** first diverged row, or the NaN stop when nothing diverged before it */
+  first?: { stage: string; layer: number; pos: number; row?: CompareRow; nan?: NanStop };
+}
+
+async function measure(reference: StageRecord[], run: ProbeRun, policy: Policy): Promise<Pass> {
+  const cmp = await compareDumps(reference, run.records, policy, { a: 'reference', b: 'device' });
+  const row = cmp.rows.find((r) => diverged(r, run.nan));
+  const nan = run.nan;
+  if (row && (!nan || before(row, nan))) return { run, cmp, first: { stage: row.stage, layer: row.layer, pos: row.pos, row } };
+  if (nan) return { run, cmp, first: { stage: nan.stage, layer: nan.layer, pos: nan.pos, nan } };
+  return { run, cmp };
+}
+
+/** The violation that decides a row (largest severity first, as the metric closest past its limit). */
+function decisive(r: { status: string; worst?: Violation; violations: Violation[] }): Violation | undefined {
+  if (r.worst && r.violations.some((v) => v.threshold === r.worst!.threshold)) return r.worst;
+  return r.violations[0];
+}
+
+function describe(r: CompareRow | undefined, nan?: NanStop): { metric: string; value: number; limit: number } | undefined {
+  if (nan && (!r || rowKey(r) === rowKey(nan))) return { metric: 'NaN', value: NaN, limit: 0 };
+  if (!r) return undefined;
+  if (r.status === 'missing-a') return { metric: 'presence', value: 1, limit: 0 };
+  if (r.status === 'missing-b') return { metric: 'presence', value: 0, limit: 1 };
+  const v = decisive(r);
+  return v ? { metric: v.threshold, value: v.value, limit: v.limit } : undefined;
+}
+
+const num = (v: number) => (Number.isNaN(v) ? 'NaN' : Math.abs(v) >= 1e-3 && Math.abs(v) < 1e4 ? Number(v.toPrecision(3)).toString() : v.toExponential(1));
+
+// a cosine near 1 as 1-gap, so 0.99995 and 0.9999 do not both print as 1
+const cos = (c: number) => (c > 0.999 && c < 1 ? `1-${(1 - c).toExponential(1)}` : num(c));
+
+function metricPhrase(d: { metric: string; value: number; limit: number }): string {
+  if (d.metric === 'NaN') return 'NaN';
+  if (d.metric === 'minCosine') return `cosine ${cos(d.value)} vs tolerance ${cos(d.limit)}`;
+  if (d.metric === 'presence') return d.value ? 'a row the reference does not produce' : 'no row where the reference has one';
+  return `${d.metric} ${num(d.value)} vs tolerance ${num(d.limit)}`;
+}
+
+/** Producers of a row; a row the device never captured borrows its stage's producers at other positions. */
+function producersOf(run: ProbeRun, r: { stage: string; layer: number; pos: number }): string[] {
+  const own = run.producers.get(rowKey(r));
+  if (own?.length) return [...own];
+  const union = new Set<string>();
+  for (const [k, ks] of run.producers) {
+    const [s, l] = k.split('/');
+    if (s === r.stage && Number(l) === r.layer) for (const x of ks) union.add(x);
+  }
+  if (union.size) return [...union];
+  const fam = resolveStage(r.stage)?.kernel;
+  return fam ? [fam] : [];
+}
+
+/** The row of a comparison at `at`, and whether it passed (NaN at or before it counts as a failure). */
+function rowPasses(p: Pass, at: { stage: string; layer: number; pos: number }): boolean {
+  if (p.run.nan && !before(at, p.run.nan)) return false;
+  const r = p.cmp.rows.find((x) => rowKey(x) === rowKey(at));
+  return !!r && r.status === 'pass';
+}
+
+/** The end result of a pass: its logits row (the head always runs after the last layer). */
+function endRow(p: Pass): CompareRow | undefined {
+  return p.cmp.rows.find((r) => r.stage === 'logits');
+}
+
+function endPasses(p: Pass): boolean {
+  const e = endRow(p);
+  return !p.run.nan && !!e && e.status === 'pass';
+}
+
+function endText(p: Pass): string {
+  if (p.run.nan) return p.run.nan.message;
+  const e = endRow(p);
+  if (!e) return 'no logits row';
+  const d = describe(e);
+  return `${e.stage} layer ${e.layer} pos ${e.pos}${d ? `: ${metricPhrase(d)}` : ''}`;
+}
+
+function firstFailText(p: Pass): string | undefined {
+  if (!p.first) return undefined;
+  const d = describe(p.first.row, p.first.nan);
+  return `${p.first.stage} layer ${p.first.layer} pos ${p.first.pos}${d ? `: ${metricPhrase(d)}` : ''}`;
+}
+
+/**
+ * A minimal subset M of `cands` with pass(base ∪ M), given pass(base ∪ cands) and not pass(base), for a
+ * monotone pass (here: "breaks the end result" of the kernels left on the device):
+ * split in halves; a half that passes alone is searched alone, otherwise each half is minimised with
+ * the other's minimum in place (QuickXplain-style; O(k log n) trials for k guilty of n).
+ */
+async function minimalSet(base: string[], cands: string[], pass: (s: string[]) => Promise<boolean>): Promise<string[]> {
+  if (cands.length <= 1) return cands;
+  const half = cands.length >> 1;
+  const a = cands.slice(0, half), b = cands.slice(half);
+  if (await pass([...base, ...a])) return minimalSet(base, a, pass);
+  if (await pass([...base, ...b])) return minimalSet(base, b, pass);
+  const ma = await minimalSet([...base, ...b], a, pass);
+  const mb = await minimalSet([...base, ...ma], b, pass);
+  return [...ma, ...mb];
+}
+
+function emptyVerdict(line: string, method: BisectMethod): BisectVerdict {
+  return { kernel: null, kernels: [], method, stage: null, layer: null, pos: null, metric: null, own_error: null, tolerance: null, inherited: 0, confirmed: null, line };
+}
+
+export async function bisect(reference: StageRecord[], probe: BisectProbe, policy: Policy, opts: BisectOptions = {}): Promise<BisectResult> {
+  const say = opts.onProgress ?? (() => {});
+  const notes: string[] = [];
+  const trials: SwapTrial[] = [];
+
+  // 1. first divergence
+  say('free-running pass');
+  const free = await measure(reference, await probe.run({ teacher: false }), policy);
+  if (!free.first) {
+    return {
+      verdict: emptyVerdict(`no divergence: all ${free.cmp.counts.compared} rows are within tolerance; no kernel to blame`, 'none'),
+      exitCode: EXIT.ok, evidence: [], trials, comparison: free.cmp, notes,
+    };
+  }
+  const firstDivergence = { stage: free.first.stage, layer: free.first.layer, pos: free.first.pos };
+
+  // 2. own vs inherited: the teacher-forced pass
+  say('teacher-forced pass');
+  const own = await measure(reference, await probe.run({ teacher: true }), policy);
+  const ownByKey = new Map(own.cmp.rows.map((r) => [rowKey(r), r]));
+  for (const r of free.cmp.rows) {
+    const o = ownByKey.get(rowKey(r));
+    if (o && (o.status === 'pass' || o.status === 'fail')) r.own = { metrics: o.metrics, violations: o.violations, pass: o.status === 'pass', note: o.note };
+  }
+  const comparison = summarize(free.cmp.rows, 'reference', 'device', free.cmp.notes);
+  const swapPass = (teacher: boolean, lastLayer?: number) => async (hostKernels: string[]): Promise<Pass> =>
+    measure(reference, await probe.run({ teacher, hostKernels, lastLayer }), policy);
+
+  let verdict: BisectVerdict;
+  let culpritAt: { stage: string; layer: number; pos: number } | undefined;
+  if (own.first) {
+    const at = own.first;
+    culpritAt = at;
+    let kernels = at.nan ? [...at.nan.kernels] : producersOf(own.run, at);
+    if (kernels.length > 1) {
+      // several launches produce the row: the guilty one is the one whose host swap makes it right
+      const lastLayer = resolveStage(at.stage)?.scope === 'head' ? undefined : Math.min(at.layer, probe.lastLayer);
+      const fixers: string[] = [];
+      for (const k of kernels) {
+        say(`teacher-forced pass with ${k} on the host`);
+        const p = await swapPass(true, lastLayer)([k]);
+        const ok = rowPasses(p, at);
+        trials.push({ purpose: 'disambiguate', hostKernels: [k], pass: ok, detail: ok ? undefined : firstFailText(p) });
+        if (ok) fixers.push(k);
+      }
+      if (fixers.length) kernels = fixers;
+      else notes.push(`no single one of ${kernels.join(', ')} makes ${at.stage} right when swapped for its host implementation; all are listed`);
+    }
+    // confirm: with the culprit on the host, is the end result (the logits) within tolerance?
+    say(`free-running pass with ${kernels.join('+')} on the host`);
+    const conf = await swapPass(false)(kernels);
+    const confirmed = endPasses(conf);
+    trials.push({ purpose: 'confirm', hostKernels: kernels, pass: confirmed, detail: confirmed ? undefined : endText(conf) });
+    if (!confirmed) notes.push(`with ${kernels.join('+')} on the host the end result is still out of tolerance (${endText(conf)}): other error remains (accumulated noise or a second faulty kernel); fix ${kernels.join('+')} and bisect again`);
+    const d = describe(at.row, at.nan)!;
+    const inherited = new Set<string>();
+    for (const r of comparison.rows) {
+      if (!before(at, r)) continue;
+      if (diverged(r, free.run.nan) && (!r.own || r.own.pass)) inherited.add(`${r.stage}@${r.layer}`);
+    }
+    const name = kernels.join('+');
+    const line = at.nan
+      ? `${name} produced NaN first at layer ${at.layer} pos ${at.pos} stage ${at.stage} (element ${at.nan.element}); ${inherited.size} later stages inherit`
+      : `${name} diverged first at layer ${at.layer} pos ${at.pos} stage ${at.stage}: own error ${metricPhrase(d)}; ${inherited.size} later stages inherit`;
+    verdict = {
+      kernel: name, kernels, method: at.nan ? 'nan' : 'own-error', stage: at.stage, layer: at.layer, pos: at.pos,
+      metric: d.metric, own_error: d.value, tolerance: d.limit, inherited: inherited.size, confirmed, line,
+    };
+  } else {
+    // 3. kernel swap: no row is wrong by itself; is the end result?
+    const at = free.first;
+    const d = describe(at.row, at.nan);
+    const where = `layer ${at.layer} pos ${at.pos} stage ${at.stage}${d ? ` (${metricPhrase(d)})` : ''}`;
+    if (endPasses(free)) {
+      verdict = emptyVerdict(`no culprit: the run first diverges at ${where}, but no stage exceeds its own tolerance and the end result (logits) is within tolerance — accumulated error, no kernel to blame`, 'none');
+    } else {
+      notes.push('kernel swap: no stage exceeds its own tolerance, so device kernels were replaced by their host implementations to find a minimal set of device kernels that, with every other kernel on the host, still breaks the end result (logits) — host fallback was allowed for these trials only');
+      const cands = own.run.swappable.length ? own.run.swappable : free.run.swappable;
+      const max = opts.maxTrials ?? 64;
+      const cache = new Map<string, boolean>();
+      let made = 0;
+      // breaks(D): with only the kernels D on the device (the rest on the host), the end result fails
+      const breaks = async (device: string[]): Promise<boolean> => {
+        const onDevice = cands.filter((k) => device.includes(k));
+        const key = onDevice.join(',');
+        const hit = cache.get(key);
+        if (hit !== undefined) return hit;
+        if (made++ >= max) throw new BisectLimit();
+        say(`kernel swap trial ${made}: ${onDevice.length} kernels on the device`);
+        const p = await swapPass(false)(cands.filter((k) => !onDevice.includes(k)));
+        const bad = !endPasses(p);
+        trials.push({ purpose: 'search', hostKernels: cands.filter((k) => !onDevice.includes(k)), deviceOnly: onDevice, pass: !bad, detail: bad ? endText(p) : undefined });
+        cache.set(key, bad);
+        return bad;
+      };
+      cache.set(cands.join(','), true); // the free-running pass itself
+      try {
+        if (await breaks([])) {
+          verdict = emptyVerdict(`unresolved: the run first diverges at ${where}, no stage exceeds its own tolerance, and even with every kernel on the host the end result is not within tolerance`, 'unresolved');
+        } else {
+          const m = await minimalSet([], cands, breaks);
+          const name = m.join('+');
+          const e = endRow(free);
+          const ed = e ? describe(e) : undefined;
+          verdict = {
+            kernel: name, kernels: m, method: 'kernel-swap', stage: e?.stage ?? at.stage, layer: e?.layer ?? at.layer, pos: e?.pos ?? at.pos,
+            metric: ed?.metric ?? null, own_error: ed && e?.own?.metrics ? ownValue(e.own.metrics, ed.metric) : null, tolerance: ed?.limit ?? null,
+            inherited: 0, confirmed: true,
+            line: `${name} ${m.length > 1 ? 'together break' : 'breaks'} the end result (kernel swap): ${e ? `${e.stage} ${ed ? metricPhrase(ed) : 'diverges'}` : 'the end result diverges'} with only ${m.length === 1 ? 'that kernel' : `those ${m.length} kernels`} on the device${m.length > 1 ? ', within tolerance once any one of them is on the host' : ''}; no stage exceeds its own tolerance (first divergence: ${where})`,
+          };
+        }
+      } catch (err) {
+        if (!(err instanceof BisectLimit)) throw err;
+        verdict = emptyVerdict(`unresolved: the kernel-swap search hit its limit of ${max} trials (--max-trials)`, 'unresolved');
+      }
+    }
+  }
+
+  const evidence = evidenceRows(comparison, firstDivergence, culpritAt, free, own, opts.maxEvidence ?? 12);
+  const exitCode = verdict.kernel ? EXIT.regression : verdict.method === 'none' ? EXIT.ok : EXIT.cannotEvaluate;
+  return { verdict, exitCode, firstDivergence, evidence, trials, comparison, notes };
+}
+
+class BisectLimit extends Error {}
+
+/** The own (teacher-forced) value of the metric a threshold reads, e.g. maxAbs → maxAbs, minCosine → cosine. */
+function ownValue(m: Metrics, threshold: string): number | null {
+  if (m.kind !== 'f32') return null;
+  const field = threshold === 'minCosine' ? 'cosine' : threshold === 'maxNmse' ? 'nmse' : threshold;
+  const v = (m as unknown as Record<string, unknown>)[field];
+  return typeof v === 'number' ? v : null;
+}
+
+function evidenceRows(c: Comparison, first: { stage: string; layer: number; pos: number }, culprit: { stage: string; layer: number; pos: number } | undefined, free: Pass, own: Pass, max: number): EvidenceRow[] {
+  const out: EvidenceRow[] = [];
+  const start = culprit && before(culprit, first) ? culprit : first;
+  let after = 0;
+  for (const r of c.rows) {
+    if (before(r, start)) continue;
+    const isFirst = rowKey(r) === rowKey(first), isCulprit = !!culprit && rowKey(r) === rowKey(culprit);
+    const freeBad = diverged(r, free.run.nan);
+    const ownRow = own.cmp.rows.find((x) => rowKey(x) === rowKey(r));
+    const ownBad = !!ownRow && diverged(ownRow, own.run.nan);
+    if (!isFirst && !isCulprit && !freeBad && !ownBad) continue;
+    if (!isFirst && !isCulprit && ++after > max) break;
+    const role: EvidenceRow['role'] = isFirst && isCulprit ? 'first divergence, culprit' : isCulprit ? 'culprit' : isFirst ? 'first divergence' : ownBad ? 'own failure' : 'inherits';
+    out.push({
+      role, stage: r.stage, layer: r.layer, pos: r.pos, kernels: producersOf(own.run, r),
+      inherited: r.metrics, inheritedWorst: decisive(r),
+      own: ownRow?.metrics, ownWorst: ownRow ? decisive(ownRow) : undefined,
+      note: r.status === 'missing-a' ? 'only on the device' : r.status === 'missing-b' ? 'device has no row' : r.note,
+    });
+  }
+  // a NaN stop is a row of its own: the comparison has no record there
+  for (const p of [own, free]) {
+    const n = p.run.nan;
+    if (n && !out.some((e) => rowKey(e) === rowKey(n))) {
+      out.push({ role: p === own ? 'culprit' : 'first divergence', stage: n.stage, layer: n.layer, pos: n.pos, kernels: [...n.kernels], note: `NaN at element ${n.element} (${p === own ? 'teacher-forced' : 'free-running'} pass stopped)` });
+    }
+  }
+  return out;
+}
