@@ -90,23 +90,18 @@ describe('bisect on a synthetic probe (no device)', () => {
 });
 
 describe.skipIf(!ready)('bisect on the simulated device (tiny fixture)', async () => {
-  const { defaultModelPath } = await import('../model/default-model.ts');
-  const { openGguf } = await import('../model/gguf.ts');
-  const { configFromGguf } = await import('../model/config.ts');
+  const { tinyCase } = await import('./tiny-case.ts');
   const { runReference } = await import('../reference/runner.ts');
   const { parseInjects, requantHalfAway } = await import('../ascend/faults.ts');
   const { simProbe } = await import('../ascend/probe.ts');
   const { loadModelAndPrompt } = await import('../cli/common.ts');
   const { DEFAULT_SYSTEM } = await import('../model/chat.ts');
-  const addonPath = process.env.DS4_SIM_ADDON;
-  const model = await openGguf(await defaultModelPath());
-  const cfg = configFromGguf(model);
+  const { model, cfg } = await tinyCase([1], 0);
 
   async function bisectCase(tokens: number[], lastLayer: number, inject: string[], o: { kernelMath?: 'ascend' | 'exact'; policy?: Policy } = {}) {
-    const reference: StageRecord[] = [];
-    await runReference({ model, cfg, tokens, lastLayer, tap: (r) => reference.push(r) });
-    const probe = simProbe({ model, cfg, tokens, lastLayer, reference, kernelMath: o.kernelMath, inject: parseInjects(inject, 'sim', addonPath), addonPath });
-    return { reference, result: await bisect(reference, probe, o.policy ?? EMPTY_POLICY) };
+    const c = await tinyCase(tokens, lastLayer);
+    const probe = simProbe({ ...c, kernelMath: o.kernelMath, inject: parseInjects(inject, 'sim', c.addonPath) });
+    return { reference: c.reference, result: await bisect(c.reference, probe, o.policy ?? EMPTY_POLICY) };
   }
 
   // layers 0..2 (raw, raw, ratio 4 with the indexer), 5 tokens (a ratio-4 window closes at pos 3)

@@ -235,19 +235,10 @@ describe('part B kernels: addon availability', () => {
 // to float-accumulation-order level (≤ 1e-5 of the stage's max |value|); in 'ascend' math every stage
 // must be finite and the approximations stay inside 5e-2 of the stage's scale.
 describe.skipIf(!ready)('runDevice on the tiny fixture', async () => {
-  const { defaultModelPath } = await import('../model/default-model.ts');
-  const { openGguf } = await import('../model/gguf.ts');
-  const { configFromGguf } = await import('../model/config.ts');
-  const { runReference } = await import('../reference/runner.ts');
+  const { tinyCase } = await import('./tiny-case.ts');
   const { runDevice } = await import('../ascend/orchestrator.ts');
   type Rec = import('../diff/record.ts').StageRecord;
-  const model = await openGguf(await defaultModelPath());
-  const cfg = configFromGguf(model);
-  const tokens = [1, 5, 9];
-  const lastLayer = 1;
-  const ref = new Map<string, Rec>();
-  await runReference({ model, cfg, tokens, lastLayer, tap: (r) => ref.set(`${r.stage}/${r.layer}/${r.pos}`, r) });
-  const addonPath = process.env.DS4_SIM_ADDON;
+  const { model, cfg, tokens, lastLayer, ref, addonPath } = await tinyCase([1, 5, 9], 1);
 
   function relErr(a: Rec, b: Rec): number {
     let md = 0, mr = 0;
@@ -284,11 +275,10 @@ describe.skipIf(!ready)('runDevice on the tiny fixture', async () => {
 
   it('exact math, teacher-forced, all layers (ratio 0/4/128: compressors, indexer top-k) over 13 tokens: every stage within 1e-5', async () => {
     const toks = [1, 5, 9, 12, 40, 41, 7, 8, 100, 200, 300, 17, 19]; // 13 tokens: 3 ratio-4 windows, so the indexer selects 2 of 3 rows
-    const all = new Map<string, Rec>();
-    await runReference({ model, cfg, tokens: toks, tap: (r) => all.set(`${r.stage}/${r.layer}/${r.pos}`, r) });
+    const full = await tinyCase(toks, cfg.nLayer - 1);
+    const all = full.ref;
     const dev = new Map<string, Rec>();
-    await runDevice({ model, cfg, tokens: toks, kernelMath: 'exact', addonPath, tap: (x) => dev.set(`${x.stage}/${x.layer}/${x.pos}`, x),
-      teacher: (s, l, p) => all.get(`${s}/${l}/${p}`)?.values });
+    await runDevice({ model, cfg, tokens: toks, kernelMath: 'exact', addonPath, tap: (x) => dev.set(`${x.stage}/${x.layer}/${x.pos}`, x), teacher: full.teacher });
     expect(dev.size).toBe(all.size);
     expect([...all.keys()].some((k) => k.startsWith('index_topk/'))).toBe(true);
     expect([...all.keys()].some((k) => k.startsWith('attn_comp_score/3/'))).toBe(true);

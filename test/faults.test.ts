@@ -66,44 +66,20 @@ describe('parseInject', () => {
 });
 
 describe.skipIf(!ready)('injected faults on the tiny fixture (teacher-forced, layers 0..2, 5 tokens)', async () => {
-  const { defaultModelPath } = await import('../model/default-model.ts');
-  const { openGguf } = await import('../model/gguf.ts');
-  const { configFromGguf } = await import('../model/config.ts');
-  const { runReference } = await import('../reference/runner.ts');
+  const { tinyCase, key, toleranceViolation } = await import('./tiny-case.ts');
   const { runDevice } = await import('../ascend/orchestrator.ts');
-  const { resolveStage } = await import('../reference/registry.ts');
   const { openBackend } = await import('../ascend/backend.ts');
   type Rec = import('../diff/record.ts').StageRecord;
-  const model = await openGguf(await defaultModelPath());
-  const cfg = configFromGguf(model);
-  const tokens = [1, 5, 9, 12, 40]; // layer 2 is ratio 4: one compressed window closes at pos 3
-  const lastLayer = 2;
-  const addonPath = process.env.DS4_SIM_ADDON;
+  // layer 2 is ratio 4: one compressed window closes at pos 3
+  const { model, cfg, tokens, lastLayer, addonPath, ref, teacher } = await tinyCase([1, 5, 9, 12, 40], 2);
   const names = openBackend('sim', addonPath).kernels().map((k) => k.name);
-  const ref = new Map<string, Rec>();
-  await runReference({ model, cfg, tokens, lastLayer, tap: (r) => ref.set(`${r.stage}/${r.layer}/${r.pos}`, r) });
 
   async function teacherRun(inject: Injection[]): Promise<Rec[]> {
     const out: Rec[] = [];
-    await runDevice({ model, cfg, tokens, lastLayer, addonPath, inject, tap: (x) => out.push(x), teacher: (s, l, p) => ref.get(`${s}/${l}/${p}`)?.values });
+    await runDevice({ model, cfg, tokens, lastLayer, addonPath, inject, tap: (x) => out.push(x), teacher });
     return out;
   }
   const clean = await teacherRun([]);
-  const key = (r: Rec) => `${r.stage}/${r.layer}/${r.pos}`;
-
-  /** The registry tolerance check (maxAbs and cosine, the two every f32 stage has). */
-  function failsTolerance(d: Rec): boolean {
-    const r = ref.get(key(d)) as Rec;
-    const t = resolveStage(d.stage)?.tolerance ?? {};
-    if (d.dtype === 'i32') return d.values.some((v, i) => v !== r.values[i]);
-    let md = 0, ab = 0, aa = 0, bb = 0;
-    for (let i = 0; i < r.values.length; i++) {
-      md = Math.max(md, Math.abs(d.values[i] - r.values[i]));
-      ab += d.values[i] * r.values[i]; aa += d.values[i] ** 2; bb += r.values[i] ** 2;
-    }
-    const cos = ab / Math.sqrt(aa * bb || 1);
-    return (t.maxAbs !== undefined && md > t.maxAbs) || (t.minCosine !== undefined && cos < t.minCosine);
-  }
 
   // fault → the stages its kernel produces (the first changed capture must be one of them)
   // (mustFail false: the fault is visible but may stay inside the tolerance on this fixture — sigmoid
@@ -131,7 +107,7 @@ describe.skipIf(!ready)('injected faults on the tiny fixture (teacher-forced, la
       // a changed value, or (emit-pos) a capture that moved: the clean run's record at that place
       const changed = key(faulty[first]) === key(clean[first]) ? faulty[first].stage : clean[first].stage;
       expect(stages, `first changed capture ${key(faulty[first])} (clean: ${key(clean[first])})`).toContain(changed);
-      const broken = faulty.filter((r) => stages.includes(r.stage) && ref.has(key(r)) && failsTolerance(r));
+      const broken = faulty.filter((r) => stages.includes(r.stage) && ref.has(key(r)) && toleranceViolation(ref, r) !== '');
       if (mustFail) expect(broken.length, 'no produced stage fails its tolerance').toBeGreaterThan(0);
     });
   }

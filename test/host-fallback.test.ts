@@ -11,43 +11,17 @@ import { Ds4DiffError } from '../model/errors.ts';
 const ready = loadNative(process.env.DS4_SIM_ADDON).ok;
 
 describe.skipIf(!ready)('host fallback for every primitive (tiny fixture, layers 0..2, 12 tokens, teacher-forced)', async () => {
-  const { defaultModelPath } = await import('../model/default-model.ts');
-  const { openGguf } = await import('../model/gguf.ts');
-  const { configFromGguf } = await import('../model/config.ts');
-  const { runReference } = await import('../reference/runner.ts');
+  const { tinyCase, key, toleranceViolation } = await import('./tiny-case.ts');
   const { runDevice } = await import('../ascend/orchestrator.ts');
-  const { resolveStage } = await import('../reference/registry.ts');
   const { openBackend } = await import('../ascend/backend.ts');
   type Rec = import('../diff/record.ts').StageRecord;
-  const model = await openGguf(await defaultModelPath());
-  const cfg = configFromGguf(model);
   // layer 2 is ratio 4: 12 tokens close 3 windows, so the indexer selects 2 of 3 compressed rows
-  const tokens = [1, 5, 9, 12, 40, 41, 7, 8, 100, 200, 300, 17];
-  const lastLayer = 2;
-  const addonPath = process.env.DS4_SIM_ADDON;
-  const ref = new Map<string, Rec>();
-  await runReference({ model, cfg, tokens, lastLayer, tap: (r) => ref.set(`${r.stage}/${r.layer}/${r.pos}`, r) });
-  const key = (r: Rec) => `${r.stage}/${r.layer}/${r.pos}`;
-
-  /** Own error (teacher-forced) of one stage against its registry tolerance; returns why it fails, or ''. */
-  function violation(d: Rec): string {
-    const r = ref.get(key(d)) as Rec;
-    const t = resolveStage(d.stage)?.tolerance ?? {};
-    if (d.dtype === 'i32') return d.values.some((v, i) => v !== r.values[i]) ? `${key(d)}: ids differ` : '';
-    let md = 0, ab = 0, aa = 0, bb = 0;
-    for (let i = 0; i < r.values.length; i++) {
-      md = Math.max(md, Math.abs(d.values[i] - r.values[i]));
-      ab += d.values[i] * r.values[i]; aa += d.values[i] ** 2; bb += r.values[i] ** 2;
-    }
-    const cos = aa * bb === 0 ? (aa === bb ? 1 : 0) : ab / Math.sqrt(aa * bb);
-    if (t.maxAbs !== undefined && md > t.maxAbs) return `${key(d)}: maxAbs ${md} > ${t.maxAbs}`;
-    if (t.minCosine !== undefined && cos < t.minCosine) return `${key(d)}: cosine ${cos} < ${t.minCosine}`;
-    return '';
-  }
+  const { model, cfg, tokens, lastLayer, addonPath, ref, teacher } = await tinyCase([1, 5, 9, 12, 40, 41, 7, 8, 100, 200, 300, 17], 2);
+  const violation = (d: Rec) => toleranceViolation(ref, d);
 
   const used = new Set<string>();
   const cleanRecs: Rec[] = [];
-  const clean = await runDevice({ model, cfg, tokens, lastLayer, addonPath, tap: (x) => cleanRecs.push(x), teacher: (s, l, p) => ref.get(`${s}/${l}/${p}`)?.values });
+  const clean = await runDevice({ model, cfg, tokens, lastLayer, addonPath, tap: (x) => cleanRecs.push(x), teacher });
   // stages the unmodified device already misses (an FP4 code flip in index_comp_row: one quantum is 0.25)
   const cleanMisses = new Set(cleanRecs.filter((r) => violation(r)).map(key));
   for (const [k, st] of Object.entries(clean.stats)) if (st.calls > 0) used.add(k);
@@ -63,7 +37,7 @@ describe.skipIf(!ready)('host fallback for every primitive (tiny fixture, layers
     it(`--disable-kernel ${kernel} --allow-host-fallback: every stage within tolerance, ledger has bytes`, async () => {
       const dev: Rec[] = [];
       const r = await runDevice({ model, cfg, tokens, lastLayer, addonPath, disabledKernels: [kernel], allowHostFallback: true,
-        tap: (x) => dev.push(x), teacher: (s, l, p) => ref.get(`${s}/${l}/${p}`)?.values });
+        tap: (x) => dev.push(x), teacher });
       expect(dev.length).toBe(ref.size);
       expect(dev.filter((d) => !cleanMisses.has(key(d))).map(violation).filter(Boolean)).toEqual([]);
       expect(r.ledger.length).toBeGreaterThan(0);
