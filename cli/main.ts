@@ -5,6 +5,13 @@ import { Ds4DiffError, EXIT } from '../model/errors.ts';
 import { COMMANDS } from './commands/index.ts';
 
 export async function main(argv: string[]): Promise<void> {
+  // output piped into `head` and closed early: stop quietly, as any Unix filter does
+  for (const stream of [process.stdout, process.stderr]) {
+    stream.on('error', (e: NodeJS.ErrnoException) => {
+      if (e.code === 'EPIPE') process.exit(process.exitCode ?? EXIT.ok);
+      throw e;
+    });
+  }
   const program = new Command();
   program
     .name('ds4-diff')

@@ -5,6 +5,7 @@
 // the run has a 'reference-f64' side) and the accepted host fallbacks with an expiry date.
 import * as fs from 'node:fs';
 import * as path from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { badInput } from '../model/errors.ts';
 import { compareDumps, compareRun, type Comparison } from './compare.ts';
 import { iterateDump } from './dump.ts';
@@ -327,4 +328,19 @@ export function formatBaselineDiff(d: BaselineDiff): string {
   section('host fallbacks', d.fallbackChanges);
   if (!out.length) out.push('baselines are identical in case, growth, entries and fallbacks');
   return out.join('\n') + '\n';
+}
+
+const BASELINE_DIR = path.resolve(fileURLToPath(import.meta.url), '..', '..', 'baselines');
+
+/** The shipped baseline whose case (model fingerprint, tokens, layers, backend, kernel math) is this run's. */
+export function findShippedBaseline(m: RunManifest, dir = BASELINE_DIR): string | undefined {
+  for (const f of fs.readdirSync(dir).filter((x) => x.endsWith('.json')).sort()) {
+    const file = path.join(dir, f);
+    try {
+      if (caseDifferences(loadBaseline(file).case, m).length === 0) return file;
+    } catch {
+      // a policy file or a baseline of another format version is simply not a candidate
+    }
+  }
+  return undefined;
 }

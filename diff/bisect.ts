@@ -12,13 +12,15 @@
 //      whole run back within tolerance (host fallback allowed for these trials only).
 // A row present on one side only (a compressor emitting at the wrong position) counts as diverged;
 // a NaN stops a device pass at the capture that holds it, which is then that pass's divergence.
-// The device is reached through a BisectProbe, so this file knows nothing of how kernels run.
+// The device is reached through a BisectProbe, so this file knows nothing of how kernels run. An
+// engine's run (no device to re-run) is bisected from its dumps: own errors by replay (bisectFromReplay).
 import { EXIT } from '../model/errors.ts';
 import { graphOrderKey, resolveStage } from '../reference/registry.ts';
 import { compareDumps, summarize, type CompareRow, type Comparison } from './compare.ts';
 import type { Metrics } from './metrics.ts';
 import type { Policy, Violation } from './policy.ts';
 import type { StageRecord } from './record.ts';
+import type { ReplayResult } from './replay.ts';
 
 /** A capture that held NaN (the pass stopped there). */
 export interface NanStop {
@@ -46,7 +48,7 @@ export interface BisectProbe {
   lastLayer: number;
 }
 
-export type BisectMethod = 'none' | 'own-error' | 'nan' | 'kernel-swap' | 'unresolved';
+export type BisectMethod = 'none' | 'own-error' | 'nan' | 'kernel-swap' | 'replay' | 'unresolved';
 
 export interface BisectVerdict {
   /** the guilty kernel; several joined with '+' (a set found by kernel swap); null when nothing diverged or nothing was found */
@@ -98,6 +100,8 @@ export interface BisectResult {
   trials: SwapTrial[];
   comparison: Comparison;
   notes: string[];
+  /** device passes made (0 when bisecting dumps by replay) */
+  devicePasses: number;
 }
 
 export interface BisectOptions {
@@ -233,8 +237,10 @@ function emptyVerdict(line: string, method: BisectMethod): BisectVerdict {
   return { kernel: null, kernels: [], method, stage: null, layer: null, pos: null, metric: null, own_error: null, tolerance: null, inherited: 0, confirmed: null, line };
 }
 
-export async function bisect(reference: StageRecord[], probe: BisectProbe, policy: Policy, opts: BisectOptions = {}): Promise<BisectResult> {
+export async function bisect(reference: StageRecord[], device: BisectProbe, policy: Policy, opts: BisectOptions = {}): Promise<BisectResult> {
   const say = opts.onProgress ?? (() => {});
+  let devicePasses = 0;
+  const probe: BisectProbe = { lastLayer: device.lastLayer, run: (o) => (devicePasses++, device.run(o)) };
   const notes: string[] = [];
   const trials: SwapTrial[] = [];
 
@@ -244,7 +250,7 @@ export async function bisect(reference: StageRecord[], probe: BisectProbe, polic
   if (!free.first) {
     return {
       verdict: emptyVerdict(`no divergence: all ${free.cmp.counts.compared} rows are within tolerance; no kernel to blame`, 'none'),
-      exitCode: EXIT.ok, evidence: [], trials, comparison: free.cmp, notes,
+      exitCode: EXIT.ok, evidence: [], trials, comparison: free.cmp, notes, devicePasses,
     };
   }
   const firstDivergence = { stage: free.first.stage, layer: free.first.layer, pos: free.first.pos };
@@ -353,7 +359,7 @@ export async function bisect(reference: StageRecord[], probe: BisectProbe, polic
 
   const evidence = evidenceRows(comparison, firstDivergence, culpritAt, free, own, opts.maxEvidence ?? 12);
   const exitCode = verdict.kernel ? EXIT.regression : verdict.method === 'none' ? EXIT.ok : EXIT.cannotEvaluate;
-  return { verdict, exitCode, firstDivergence, evidence, trials, comparison, notes };
+  return { verdict, exitCode, firstDivergence, evidence, trials, comparison, notes, devicePasses };
 }
 
 class BisectLimit extends Error {}
@@ -394,4 +400,53 @@ function evidenceRows(c: Comparison, first: { stage: string; layer: number; pos:
     }
   }
   return out;
+}
+
+/**
+ * Bisect without a device to re-run (an engine's run directory): the first divergence from the run's
+ * comparison, each row's own error from replaying the engine's dump through the reference (diff/replay.ts),
+ * and the culprit named by the registry's kernel family of the first row wrong by itself. No kernel
+ * swap: that needs kernels the workbench can run.
+ */
+export function bisectFromReplay(free: Comparison, replay: ReplayResult, opts: BisectOptions = {}): BisectResult {
+  const notes = ['own errors from `replay` of the engine\'s dump (each stage recomputed by the reference from the dumped inputs); kernels named by the registry\'s kernel family; no kernel swap without a device to re-run'];
+  const byKey = new Map(replay.rows.map((r) => [rowKey(r), r]));
+  for (const r of free.rows) {
+    const o = byKey.get(rowKey(r));
+    if (o && o.status !== 'skipped') r.own = { metrics: o.metrics, violations: o.violations, pass: o.status === 'pass' };
+  }
+  const comparison = summarize(free.rows, free.a, free.b, free.notes);
+  const first = comparison.rows.find((r) => diverged(r));
+  const ownRows: CompareRow[] = replay.rows.filter((r) => r.status !== 'skipped').map((r) => ({
+    stage: r.stage, layer: r.layer, pos: r.pos, token: -1, known: true, status: r.status as 'pass' | 'fail',
+    metrics: r.metrics, thresholds: r.thresholds ?? {}, violations: r.violations,
+  }));
+  const own = summarize(ownRows, 'replayed', 'device');
+  const skipped = replay.counts.skipped;
+  if (skipped) notes.push(`${skipped} dumped rows could not be replayed (inputs not dumped): their own error is unknown`);
+  const empty: ProbeRun = { records: [], producers: new Map(), swappable: [] };
+  const freePass: Pass = { run: empty, cmp: comparison, first: first && { stage: first.stage, layer: first.layer, pos: first.pos, row: first } };
+  const culprit = own.rows.find((r) => r.status === 'fail');
+  const ownPass: Pass = { run: empty, cmp: own, first: culprit && { stage: culprit.stage, layer: culprit.layer, pos: culprit.pos, row: culprit } };
+  if (!first && !culprit) {
+    return { verdict: emptyVerdict(`no divergence: all ${comparison.counts.compared} rows are within tolerance; no kernel to blame`, 'none'), exitCode: EXIT.ok, evidence: [], trials: [], comparison, notes, devicePasses: 0 };
+  }
+  let verdict: BisectVerdict;
+  if (culprit) {
+    const kernel = resolveStage(culprit.stage)?.kernel ?? culprit.stage;
+    const d = describe(culprit)!;
+    const inherited = new Set<string>();
+    for (const r of comparison.rows) if (before(culprit, r) && diverged(r) && (!r.own || r.own.pass)) inherited.add(`${r.stage}@${r.layer}`);
+    verdict = {
+      kernel, kernels: [kernel], method: 'replay', stage: culprit.stage, layer: culprit.layer, pos: culprit.pos,
+      metric: d.metric, own_error: d.value, tolerance: d.limit, inherited: inherited.size, confirmed: null,
+      line: `${kernel} diverged first at layer ${culprit.layer} pos ${culprit.pos} stage ${culprit.stage}: own error (replay) ${metricPhrase(d)}; ${inherited.size} later stages inherit`,
+    };
+  } else {
+    const at = first!;
+    const d = describe(at);
+    verdict = emptyVerdict(`unresolved: the run first diverges at layer ${at.layer} pos ${at.pos} stage ${at.stage}${d ? ` (${metricPhrase(d)})` : ''}, but no replayed stage is wrong by itself; the kernel swap needs the simulator`, 'unresolved');
+  }
+  const evidence = evidenceRows(comparison, first ?? culprit!, culprit, freePass, ownPass, opts.maxEvidence ?? 12);
+  return { verdict, exitCode: verdict.kernel ? EXIT.regression : EXIT.cannotEvaluate, firstDivergence: first && { stage: first.stage, layer: first.layer, pos: first.pos }, evidence, trials: [], comparison, notes, devicePasses: 0 };
 }

@@ -8,10 +8,10 @@
 // fails unless it is a near tie; a NaN/Inf where the other side is finite always fails; an entry the run
 // no longer produces fails. Rows the baseline does not list are only held to `--policy` rules if given.
 import { Ds4DiffError, EXIT, badInput } from '../model/errors.ts';
-import { allowedFor, baselinePolicy, caseDifferences, entryCovers, loadBaseline, type Baseline, type BaselineEntry } from './baseline.ts';
+import { allowedFor, baselinePolicy, caseDifferences, entryCovers, findShippedBaseline, loadBaseline, type Baseline, type BaselineEntry } from './baseline.ts';
 import { compareRun, summarize, type CompareRow, type Comparison } from './compare.ts';
 import { readManifest, type RunManifest } from './manifest.ts';
-import { thresholdsFor, checkThresholds, worstMetric, type Policy } from './policy.ts';
+import { EMPTY_POLICY, thresholdsFor, checkThresholds, worstMetric, type Policy } from './policy.ts';
 
 export interface BaselineCheck {
   stage: string;
@@ -136,4 +136,29 @@ export async function gate(runDir: string, baselinePath: string, opts: GateOptio
   const exitCode = fallbacks.length ? EXIT.hostFallback : regression ? EXIT.regression : EXIT.ok;
   const verdict = exitCode === EXIT.hostFallback ? 'host-fallback' : exitCode === EXIT.regression ? 'regression' : 'pass';
   return { exitCode, verdict, reasons, warnings, comparison, checks, fallbackViolations: fallbacks, baseline: baselinePath, runDir };
+}
+
+export interface RunVerdict {
+  comparison: Comparison;
+  gate?: GateResult;
+  exitCode: number;
+  /** the baseline gated against, if any */
+  baseline?: string;
+}
+
+/**
+ * The verdict of a finished run directory, as `run` and `engine` give it: against `baseline`, else the
+ * shipped baseline whose case matches, else the registry's default tolerances (+ `policy`), where any
+ * host fallback in the ledger fails (exit 2) unless the run allowed it.
+ */
+export async function gateRunDir(dir: string, m: RunManifest, o: { baseline?: string; policy?: Policy; allowHostFallback?: boolean } = {}): Promise<RunVerdict> {
+  const baseline = o.baseline ?? findShippedBaseline(m);
+  if (baseline) {
+    const g = await gate(dir, baseline, { policy: o.policy });
+    return { comparison: g.comparison, gate: g, exitCode: g.exitCode, baseline };
+  }
+  const comparison = await compareRun(dir, o.policy ?? EMPTY_POLICY);
+  comparison.notes.push('no baseline matches this case: gated on the registry\'s default tolerances (record one with `ds4-diff baseline record`)');
+  const exitCode = m.fallbackLedger.length && !o.allowHostFallback ? EXIT.hostFallback : comparison.pass ? EXIT.ok : EXIT.regression;
+  return { comparison, exitCode };
 }

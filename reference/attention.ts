@@ -96,6 +96,19 @@ export function attentionWithSinks(
   return out;
 }
 
+/** S8 the indexer score of each of n compressed rows k_c: Σ_h relu(q_h·k_c)·w_h, heads in order. */
+export function indexerScores(cfg: Ds4Config, k: Vec, n: number, iq: Vec, wts: Vec, p: Precision): Vec {
+  const r = rounder(p);
+  const IH = cfg.indexerHeads, ID = cfg.indexerHeadDim;
+  const scores = allocVec(p, n);
+  for (let c = 0; c < n; c++) {
+    let s = 0;
+    for (let h = 0; h < IH; h++) s = r(s + r(Math.max(0, dot(k, c * ID, iq, h * ID, ID, p)) * wts[h]));
+    scores[c] = s;
+  }
+  return scores;
+}
+
 /**
  * S8 ds4.c `indexer_allowed_decode_one`: with more compressed rows than top_k, score every
  * compressed indexer row as Σ_h relu(iq_h·k_c)·w_h and keep top_k of them by repeated arg-max
@@ -120,16 +133,7 @@ export function indexerAllowed(cx: LayerContext, attnNorm: Vec, qrNorm: Vec, row
   for (let h = 0; h < IH; h++) wts[h] = r(wts[h] * scale);
   cx.emit('index_w', pos, wts);
 
-  const k = cacheRows(rows);
-  const scores = allocVec(p, n);
-  for (let c = 0; c < n; c++) {
-    let s = 0;
-    for (let h = 0; h < IH; h++) {
-      const d = Math.max(0, dot(k, c * ID, iq, h * ID, ID, p));
-      s = r(s + r(d * wts[h]));
-    }
-    scores[c] = s;
-  }
+  const scores = indexerScores(cfg, cacheRows(rows), n, iq, wts, p);
   cx.emit('index_scores', pos, scores);
 
   const allowed = new Uint8Array(n);

@@ -10,7 +10,7 @@ import type { Ds4Config } from '../model/config.ts';
 import { badInput } from '../model/errors.ts';
 import { rowBytes } from '../model/quant/types.ts';
 import { dequantizeRow, fp4ActQuantizeInplace, fp8KvQuantizeInplace, hadamard128Inplace } from '../model/quant/index.ts';
-import type { LayerContext, Precision, Vec, Weight } from './types.ts';
+import type { LayerContext, LayerWeights, Precision, Vec, Weight } from './types.ts';
 import { allocVec } from './types.ts';
 import { expP, NEG_INF, rmsNorm, rounder } from './math.ts';
 import { matvec } from './matvec.ts';
@@ -111,17 +111,27 @@ export function compressorStep(cx: LayerContext, st: CompressorState, x: Vec, po
   st.score.set(scCur, row * width);
   if ((pos + 1) % ratio !== 0) return null;
 
-  const comp = rmsNorm(compressorPool(st, p), cx.w.f32(`${tp}_norm.weight`), cfg.rmsEps, p);
-  ropeTailInplace(cfg, cx.il, comp, 1, st.dim, pos + 1 - ratio, false, p);
-  if (st.lane === 'attn') {
-    if (p === 'ds4') fp8KvQuantizeInplace(comp, 0, st.dim - cfg.nRot);
-  } else {
-    indexerQat(comp, 0, p);
-  }
+  const comp = closeCompressedRow(cfg, cx.il, cx.w, st, pos, p);
   // ratio 4: the closed window's rows become the next window's lane-A source
   if (ratio === 4) {
     st.kv.copyWithin(0, ratio * width, 2 * ratio * width);
     st.score.copyWithin(0, ratio * width, 2 * ratio * width);
+  }
+  return comp;
+}
+
+/**
+ * The compressed row of the window that closes at `pos`: softmax pool of the state, RMSNorm with the
+ * lane's norm, RoPE at the window's first position, then FP8 (attention lane, ds4 precision) or
+ * Hadamard + FP4 (indexer lane) — catalog S7/S8, ds4.c compressor_pool_decode_state and what follows.
+ */
+export function closeCompressedRow(cfg: Ds4Config, il: number, w: LayerWeights, st: CompressorState, pos: number, p: Precision): Vec {
+  const comp = rmsNorm(compressorPool(st, p), w.f32(`${TENSOR_PREFIX[st.lane]}_norm.weight`), cfg.rmsEps, p);
+  ropeTailInplace(cfg, il, comp, 1, st.dim, pos + 1 - st.ratio, false, p);
+  if (st.lane === 'attn') {
+    if (p === 'ds4') fp8KvQuantizeInplace(comp, 0, st.dim - cfg.nRot);
+  } else {
+    indexerQat(comp, 0, p);
   }
   return comp;
 }

@@ -8,7 +8,7 @@ import { GGMLType, rowBytes, typeName } from '../model/quant/types.ts';
 import { hcPost, hcPre } from './hc.ts';
 import { rmsNorm, rounder, silu, softplus } from './math.ts';
 import { matvec } from './matvec.ts';
-import { allocVec, type LayerContext, type Precision, type Vec, type Weight } from './types.ts';
+import { allocVec, type LayerContext, type LayerWeights, type Precision, type Vec, type Weight } from './types.ts';
 
 /** ds4 floors the router weight sum at 2^-14 before normalizing (layer_topk_selected_experts_from_probs). */
 const ROUTER_SUM_FLOOR = 6.103515625e-5;
@@ -101,7 +101,6 @@ export function routedExperts(cx: LayerContext, x: Vec, selected: Int32Array, we
   const gate = allocVec(p, K * F);
   const up = allocVec(p, K * F);
   const mid = allocVec(p, K * F);
-  const down = allocVec(p, K * E);
   const xq = p === 'ds4' ? quantizeQ8_K(x) : undefined;
   for (let k = 0; k < K; k++) {
     const gw = w.expert('ffn_gate_exps.weight', selected[k]);
@@ -132,7 +131,20 @@ export function routedExperts(cx: LayerContext, x: Vec, selected: Int32Array, we
       mid[k * F + row] = r(s.mid * weights[k]);
     }
   }
-  for (let k = 0; k < K; k++) {
+  const down = expertsDown(w, il, selected, mid, F, E, p);
+  const out = sumExperts(down, K, E, p);
+  cx.emit('moe_gate', pos, gate);
+  cx.emit('moe_up', pos, up);
+  cx.emit('moe_mid', pos, mid);
+  cx.emit('moe_down', pos, down);
+  cx.emit('moe_out', pos, out);
+  return out;
+}
+
+/** S15 the down projections of the selected experts: per slot, Q8_K of its mid row · Q2_K rows (f64: a plain matvec). */
+export function expertsDown(w: LayerWeights, il: number, selected: Int32Array, mid: Vec, F: number, E: number, p: Precision): Vec {
+  const down = allocVec(p, selected.length * E);
+  for (let k = 0; k < selected.length; k++) {
     const dw = w.expert('ffn_down_exps.weight', selected[k]);
     const midK = mid.subarray(k * F, (k + 1) * F);
     if (p === 'ds4') {
@@ -144,17 +156,18 @@ export function routedExperts(cx: LayerContext, x: Vec, selected: Int32Array, we
       down.set(matvec(dw, midK, p), k * E);
     }
   }
+  return down;
+}
+
+/** S15 moe_out: the slots' down rows summed in slot order. */
+export function sumExperts(down: Vec, K: number, E: number, p: Precision): Vec {
+  const r = rounder(p);
   const out = allocVec(p, E);
   for (let d = 0; d < E; d++) {
     let acc = 0;
     for (let k = 0; k < K; k++) acc = r(acc + down[k * E + d]);
     out[d] = acc;
   }
-  cx.emit('moe_gate', pos, gate);
-  cx.emit('moe_up', pos, up);
-  cx.emit('moe_mid', pos, mid);
-  cx.emit('moe_down', pos, down);
-  cx.emit('moe_out', pos, out);
   return out;
 }
 

@@ -51,7 +51,7 @@ function summaryLines(i: BisectReportInput): string[] {
   const r = i.result;
   const out = [`tolerances: ${i.tolerances}`];
   if (r.firstDivergence) out.push(`first divergence (free-running): ${r.firstDivergence.stage} layer ${r.firstDivergence.layer} pos ${r.firstDivergence.pos}`);
-  out.push(`rows compared: ${r.comparison.counts.compared}, failing free-running: ${r.comparison.counts.failed}, device passes: ${2 + r.trials.length}`);
+  out.push(`rows compared: ${r.comparison.counts.compared}, failing free-running: ${r.comparison.counts.failed}, device passes: ${r.devicePasses}`);
   return out;
 }
 

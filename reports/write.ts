@@ -1,6 +1,7 @@
 // Emits a report in the formats a command was asked for: the terminal table (or JSON with --json) on
 // stdout, and any of Markdown / JUnit / HTML written to files.
 import * as fs from 'node:fs';
+import { join } from 'node:path';
 import { renderHtml } from './html.ts';
 import { renderJson } from './json.ts';
 import { renderJunit } from './junit.ts';
@@ -20,4 +21,14 @@ export function emitReports(input: ReportInput, out: ReportOutputs): void {
   if (out.markdown) fs.writeFileSync(out.markdown, renderMarkdown(input));
   if (out.junit) fs.writeFileSync(out.junit, renderJunit(input));
   if (out.html) fs.writeFileSync(out.html, renderHtml(input));
+}
+
+/** The reports of a run directory: always report.md, junit.xml and report.html in it, plus any asked-for copies. */
+export function emitRunReports(dir: string, input: ReportInput, out: ReportOutputs): void {
+  emitReports(input, {
+    json: out.json,
+    markdown: out.markdown ?? join(dir, 'report.md'),
+    junit: out.junit ?? join(dir, 'junit.xml'),
+    html: out.html ?? join(dir, 'report.html'),
+  });
 }

@@ -215,6 +215,18 @@ describe.skipIf(!ready)('bisect on the simulated device (tiny fixture)', async (
     expect(again).toEqual(v);
   });
 
+  it('CLI: an engine\'s run directory is bisected from its dumps, own errors by replay', () => {
+    const dir = join(mkdtempSync(join(tmpdir(), 'ds4-bisect-engine-')), 'run');
+    const double = join(import.meta.dirname, 'ds4-engine-double.mjs');
+    expect(cli(['engine', '--layer', '0', '--no-noise-floor', '--out', dir, '--', process.execPath, double, '-p', 'Hello', '--layers', '0', '--inject', 'rope_tail:pairs-halves']).code).toBe(1);
+    const r = cli(['bisect', dir, '--json']);
+    expect(r.code).toBe(1);
+    const out = JSON.parse(r.out);
+    expect(out.verdict).toMatchObject({ kernel: 'rope_tail', method: 'replay', stage: 'q_rope', layer: 0 });
+    expect(out.trials).toEqual([]);
+    expect(cli(['bisect', dir, '--inject', 'swiglu:coarse-exp']).code).toBe(3);
+  });
+
   it('CLI: bad input is one line and exit 3', () => {
     const r = cli(['bisect', '--layer', '0', '-p', 'Hello', '--inject', 'rope_tail:transpose-comb']);
     expect(r.code).toBe(3);

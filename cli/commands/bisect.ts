@@ -5,9 +5,11 @@
 // but no culprit could be found.
 import type { Command } from 'commander';
 import { writeFileSync } from 'node:fs';
-import { loadBaseline, baselinePolicy } from '../../diff/baseline.ts';
-import { bisect } from '../../diff/bisect.ts';
-import { readManifest } from '../../diff/manifest.ts';
+import { baselinePolicy, findShippedBaseline, loadBaseline } from '../../diff/baseline.ts';
+import { bisect, bisectFromReplay } from '../../diff/bisect.ts';
+import { compareRun } from '../../diff/compare.ts';
+import { replayDump } from '../../diff/replay.ts';
+import { readManifest, sidePath, type RunManifest } from '../../diff/manifest.ts';
 import { EMPTY_POLICY, loadPolicy, type Policy } from '../../diff/policy.ts';
 import type { StageRecord } from '../../diff/record.ts';
 import { configFromGguf } from '../../model/config.ts';
@@ -15,9 +17,8 @@ import { badInput } from '../../model/errors.ts';
 import { openGguf } from '../../model/gguf.ts';
 import { runReference } from '../../reference/runner.ts';
 import { ModelWeights } from '../../reference/weights.ts';
-import { renderBisectJson, renderBisectMarkdown, renderBisectTerminal } from '../../reports/bisect.ts';
+import { renderBisectJson, renderBisectMarkdown, renderBisectTerminal, type BisectReportInput } from '../../reports/bisect.ts';
 import { addModelPromptOptions, loadModelAndPrompt, newManifest, progress, type LoadedRun, type ModelPromptOptions } from '../common.ts';
-import { findShippedBaseline } from './run.ts';
 
 interface BisectCliOptions extends ModelPromptOptions {
   kernelMath?: string;
@@ -73,16 +74,10 @@ interface Case {
 const strings = (v: unknown): string[] => (Array.isArray(v) ? v.filter((x): x is string => typeof x === 'string') : []);
 
 /** The case of a run directory (re-run on the simulator), with command-line additions. */
-async function caseFromRun(dir: string, opts: BisectCliOptions): Promise<Case> {
-  const m = readManifest(dir);
-  if (m.backend !== 'sim') throw badInput(`${dir}: bisect re-runs the case on the simulated device; this run's backend is '${m.backend}' (compare its dumps with \`ds4-diff compare\`/\`replay\` instead)`);
-  const model = await openGguf(m.model.path);
-  if (model.fingerprint !== m.model.fingerprint) throw badInput(`${m.model.path}: model fingerprint ${model.fingerprint} is not the run's (${m.model.fingerprint}); the file changed since the run`);
-  const cfg = configFromGguf(model);
-  const run: LoadedRun = { modelPath: m.model.path, model, cfg, tokens: m.promptTokens, prompt: m.prompt, lastLayer: m.layers.last, allLayers: m.layers.all };
+async function caseFromRun(dir: string, m: RunManifest, opts: BisectCliOptions): Promise<Case> {
   const o = m.options;
   return {
-    run,
+    run: await runOfManifest(m, opts.model),
     kernelMath: (opts.kernelMath ?? m.kernelMath ?? 'ascend') as 'ascend' | 'exact',
     inject: [...strings(o.inject), ...opts.inject],
     disabledKernels: [...strings(o.disabledKernels), ...opts.disableKernel],
@@ -91,30 +86,61 @@ async function caseFromRun(dir: string, opts: BisectCliOptions): Promise<Case> {
   };
 }
 
+/** The model, tokens and layers of a run, checking the model file is still the one the run used. */
+async function runOfManifest(m: RunManifest, modelPath = m.model.path): Promise<LoadedRun> {
+  const model = await openGguf(modelPath);
+  if (model.fingerprint !== m.model.fingerprint) throw badInput(`${modelPath}: model fingerprint ${model.fingerprint} is not the run's (${m.model.fingerprint}); not the model the run used`);
+  return { modelPath, model, cfg: configFromGguf(model), tokens: m.promptTokens, prompt: m.prompt, lastLayer: m.layers.last, allLayers: m.layers.all };
+}
+
+/** Tolerances: an explicit baseline, else the shipped one matching the case (as `run` gates), else the registry's. */
+function tolerancesFor(m: RunManifest, opts: BisectCliOptions): { policy: Policy; text: string } {
+  const baselineFile = opts.baseline === false ? undefined : (opts.baseline ?? findShippedBaseline(m));
+  const extra: Policy | undefined = opts.policy ? loadPolicy(opts.policy) : undefined;
+  if (!baselineFile) return { policy: extra ?? EMPTY_POLICY, text: opts.policy ? `registry defaults + ${opts.policy}` : 'registry defaults' };
+  const b = baselinePolicy(loadBaseline(baselineFile));
+  return { policy: { ...b, rules: [...b.rules, ...(extra?.rules ?? [])] }, text: `baseline ${baselineFile}${opts.policy ? ` + ${opts.policy}` : ''} (rows it does not list: unchecked)` };
+}
+
+/** An engine's run directory: its dumps as they are, own errors by replay (no device to re-run). */
+async function bisectEngineRun(dir: string, m: RunManifest, opts: BisectCliOptions): Promise<number> {
+  if (opts.inject.length || opts.disableKernel.length || opts.kernelMath) throw badInput(`${dir}: --inject, --disable-kernel and --kernel-math need the simulator; this run's backend is '${m.backend}'`);
+  const device = sidePath(dir, m, 'device');
+  if (!device) throw badInput(`${dir}: the run has no device dump`);
+  const run = await runOfManifest(m, opts.model);
+  const { policy, text } = tolerancesFor(m, opts);
+  const prog = progress('bisect');
+  const comparison = await compareRun(dir, policy);
+  const replay = await replayDump(device, { model: run.model, cfg: run.cfg, policy, onProgress: (x) => prog.tick(`replay ${x}`), warn: (x) => process.stderr.write(`ds4-diff: warning: ${x}\n`) });
+  prog.done();
+  const result = bisectFromReplay(comparison, replay);
+  return report({ title: `ds4-diff bisect: ${m.backend} run ${dir}, ${run.tokens.length} tokens, layers 0..${run.lastLayer}`, result, tolerances: text }, opts);
+}
+
+function report(input: BisectReportInput, opts: BisectCliOptions): number {
+  if (opts.markdown) writeFileSync(opts.markdown, renderBisectMarkdown(input));
+  process.stdout.write(opts.json ? renderBisectJson(input) : renderBisectTerminal(input));
+  return input.result.exitCode;
+}
+
 async function bisectCommand(runDir: string | undefined, opts: BisectCliOptions): Promise<number> {
   const kc = opts.kernelMath;
   if (kc !== undefined && kc !== 'ascend' && kc !== 'exact') throw badInput(`--kernel-math must be ascend or exact, not '${kc}'`);
-  if (runDir !== undefined && (opts.prompt !== undefined || opts.tokens !== undefined || opts.model !== undefined)) throw badInput('give either a run directory or -m/-p/--tokens, not both');
+  if (runDir !== undefined && (opts.prompt !== undefined || opts.tokens !== undefined)) throw badInput('give either a run directory or -p/--tokens, not both (-m with a run directory names where its model is now)');
   const maxTrials = Number(opts.maxTrials);
   if (!Number.isInteger(maxTrials) || maxTrials < 1) throw badInput(`--max-trials: '${opts.maxTrials}' is not a positive integer`);
-  const c: Case = runDir !== undefined
-    ? await caseFromRun(runDir, opts)
-    : { run: await loadModelAndPrompt(opts), kernelMath: (kc ?? 'ascend') as 'ascend' | 'exact', inject: opts.inject, disabledKernels: opts.disableKernel, allowHostFallback: !!opts.allowHostFallback, source: 'command line' };
+  let c: Case;
+  if (runDir !== undefined) {
+    const m = readManifest(runDir);
+    if (m.backend !== 'sim') return bisectEngineRun(runDir, m, opts);
+    c = await caseFromRun(runDir, m, opts);
+  } else {
+    c = { run: await loadModelAndPrompt(opts), kernelMath: (kc ?? 'ascend') as 'ascend' | 'exact', inject: opts.inject, disabledKernels: opts.disableKernel, allowHostFallback: !!opts.allowHostFallback, source: 'command line' };
+  }
   const { parseInjects } = await import('../../ascend/faults.ts');
   const { simProbe } = await import('../../ascend/probe.ts');
   const inject = parseInjects(c.inject, 'sim');
-
-  // tolerances: an explicit baseline, else the shipped one matching the case (as `run` gates), else the registry's
-  const manifest = newManifest(c.run, 'sim', {}, c.kernelMath);
-  const baselineFile = opts.baseline === false ? undefined : (opts.baseline ?? findShippedBaseline(manifest));
-  const extra: Policy | undefined = opts.policy ? loadPolicy(opts.policy) : undefined;
-  let policy: Policy = extra ?? EMPTY_POLICY;
-  let tolerances = opts.policy ? `registry defaults + ${opts.policy}` : 'registry defaults';
-  if (baselineFile) {
-    const b = baselinePolicy(loadBaseline(baselineFile));
-    policy = { ...b, rules: [...b.rules, ...(extra?.rules ?? [])] };
-    tolerances = `baseline ${baselineFile}${opts.policy ? ` + ${opts.policy}` : ''} (rows it does not list: unchecked)`;
-  }
+  const { policy, text: tolerances } = tolerancesFor(newManifest(c.run, 'sim', {}, c.kernelMath), opts);
 
   const prog = progress('bisect');
   const reference: StageRecord[] = [];
@@ -127,8 +153,5 @@ async function bisectCommand(runDir: string | undefined, opts: BisectCliOptions)
   const result = await bisect(reference, probe, policy, { maxTrials, onProgress: (m) => prog.tick(m) });
   prog.done();
   const title = `ds4-diff bisect: ${run.tokens.length} tokens, layers 0..${run.lastLayer}, sim/${c.kernelMath}${inject.length ? `, injected ${inject.map((f) => f.spec).join(' ')}` : ''} (${c.source})`;
-  const input = { title, result, tolerances };
-  if (opts.markdown) writeFileSync(opts.markdown, renderBisectMarkdown(input));
-  process.stdout.write(opts.json ? renderBisectJson(input) : renderBisectTerminal(input));
-  return result.exitCode;
+  return report({ title, result, tolerances }, opts);
 }

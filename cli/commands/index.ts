@@ -11,6 +11,8 @@ import { register as reference } from './reference.ts';
 import { register as stages } from './stages.ts';
 import { register as run } from './run.ts';
 import { register as kernels } from './kernels.ts';
+import { register as engine } from './engine.ts';
 import { register as bisect } from './bisect.ts';
+import { register as replay } from './replay.ts';
 
-export const COMMANDS: Array<(program: Command) => void> = [compare, gate, baseline, importDumps, tokenize, fixture, inspect, reference, stages, run, kernels, bisect];
+export const COMMANDS: Array<(program: Command) => void> = [compare, gate, baseline, importDumps, tokenize, fixture, inspect, reference, stages, run, kernels, bisect, engine, replay];

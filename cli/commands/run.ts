@@ -4,20 +4,17 @@
 // plus the reference at f64 (each stage's quantization noise floor), writes the run directory, prints
 // the stage table and gates it (against --baseline, or the shipped baseline whose case matches).
 import type { Command } from 'commander';
-import { mkdirSync, readdirSync } from 'node:fs';
+import { mkdirSync } from 'node:fs';
 import { join, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
-import { caseDifferences, loadBaseline } from '../../diff/baseline.ts';
-import { compareRun } from '../../diff/compare.ts';
-import { gate, type GateResult } from '../../diff/gate.ts';
-import { writeManifest, type FallbackEntry, type RunManifest } from '../../diff/manifest.ts';
+import { gateRunDir } from '../../diff/gate.ts';
+import { writeManifest, type FallbackEntry } from '../../diff/manifest.ts';
 import { loadPolicy, type Policy } from '../../diff/policy.ts';
 import type { StageRecord } from '../../diff/record.ts';
 import { openCapture, type CaptureSink } from '../../diff/sink.ts';
 import { Ds4DiffError, EXIT, badInput } from '../../model/errors.ts';
 import { runReference } from '../../reference/runner.ts';
 import { ModelWeights } from '../../reference/weights.ts';
-import { emitReports } from '../../reports/write.ts';
+import { emitRunReports } from '../../reports/write.ts';
 import { addModelPromptOptions, loadModelAndPrompt, newManifest, progress, type ModelPromptOptions } from '../common.ts';
 import { VERSION } from '../version.ts';
 
@@ -36,21 +33,6 @@ interface RunOptions extends ModelPromptOptions {
   markdown?: string;
   junit?: string;
   html?: string;
-}
-
-const BASELINE_DIR = resolve(fileURLToPath(import.meta.url), '..', '..', '..', 'baselines');
-
-/** The shipped baseline whose case (model fingerprint, tokens, layers, backend, kernel math) is this run's. */
-export function findShippedBaseline(m: RunManifest, dir = BASELINE_DIR): string | undefined {
-  for (const f of readdirSync(dir).filter((x) => x.endsWith('.json')).sort()) {
-    const path = join(dir, f);
-    try {
-      if (caseDifferences(loadBaseline(path).case, m).length === 0) return path;
-    } catch {
-      // a policy file or a baseline of another format version is simply not a candidate
-    }
-  }
-  return undefined;
 }
 
 const collect = (xs: string, prev: string[]) => [...prev, ...xs.split(',').map((s) => s.trim()).filter(Boolean)];
@@ -190,26 +172,9 @@ async function runCommand(opts: RunOptions): Promise<number> {
   writeManifest(dir, manifest);
 
   // 4. compare and gate
-  const baseline = opts.baseline ?? findShippedBaseline(manifest);
-  let g: GateResult | undefined;
-  let exit: number;
-  let comparison;
-  if (baseline) {
-    g = await gate(dir, baseline, { policy });
-    comparison = g.comparison;
-    exit = g.exitCode;
-  } else {
-    comparison = await compareRun(dir, policy ?? { version: 1, rules: [] });
-    exit = manifest.fallbackLedger.length && !opts.allowHostFallback ? EXIT.hostFallback : comparison.pass ? EXIT.ok : EXIT.regression;
-    comparison.notes.push('no baseline matches this case: gated on the registry\'s default tolerances (record one with `ds4-diff baseline record`)');
-  }
+  const { comparison, gate: g, exitCode: exit, baseline } = await gateRunDir(dir, manifest, { baseline: opts.baseline, policy, allowHostFallback: opts.allowHostFallback });
   const title = `ds4-diff run: ${run.tokens.length} tokens, layers 0..${run.lastLayer}, ${opts.backend}/${opts.kernelMath}${baseline ? `, baseline ${baseline}` : ''}`;
-  emitReports({ title, comparison, gate: g }, {
-    json: opts.json,
-    markdown: opts.markdown ?? join(dir, 'report.md'),
-    junit: opts.junit ?? join(dir, 'junit.xml'),
-    html: opts.html ?? join(dir, 'report.html'),
-  });
+  emitRunReports(dir, { title, comparison, gate: g }, opts);
   if (!opts.json) {
     const top = result.top.map((t) => `${t.id}:${t.logit.toFixed(3)}`).join(' ');
     process.stdout.write(`reference top-5: ${top}\nrun directory: ${dir}\n`);

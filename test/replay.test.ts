@@ -1,0 +1,224 @@
+// `ds4-diff replay` (issue 7, diff/replay.ts): every dumped stage recomputed from the dump's own inputs.
+// On the bundled tiny fixture (6 layers: raw, raw, ratio 4, ratio 128, ratio 4, ratio 128; sliding
+// window 8; indexer top-k 2) with 13 prompt tokens, so the raw window slides (pos ≥ 8), ratio-4 layers
+// close compressed windows at pos 3, 7, 11 and the indexer selects (more than 2 rows) at pos 11 and 12.
+import { describe, expect, it } from 'vitest';
+import { spawnSync } from 'node:child_process';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { loadNative } from '../ascend/native.ts';
+import { configFromGguf, layerKind } from '../model/config.ts';
+import { defaultModelPath } from '../model/default-model.ts';
+import { openGguf } from '../model/gguf.ts';
+import { compileFilter } from '../reference/capture.ts';
+import { runReference } from '../reference/runner.ts';
+import { resolveStage, STAGES, stageInLayer } from '../reference/registry.ts';
+import { DUMP_FORMAT_VERSION, DumpWriter, readDump } from '../diff/dump.ts';
+import { replayDump, type ReplayResult } from '../diff/replay.ts';
+import type { StageRecord } from '../diff/record.ts';
+
+const CLI = join(import.meta.dirname, '..', 'cli', 'ds4-diff.js');
+const ready = loadNative(process.env.DS4_SIM_ADDON).ok;
+
+function cli(args: string[]) {
+  const r = spawnSync(process.execPath, [CLI, ...args], { encoding: 'utf8', env: { ...process.env, NO_COLOR: '1' }, timeout: 120_000 });
+  return { code: r.status, out: r.stdout, err: r.stderr };
+}
+
+const model = await openGguf(await defaultModelPath());
+const cfg = configFromGguf(model);
+const tokens = [1, 5, 9, 12, 40, 7, 3, 100, 200, 11, 13, 17, 19];
+const dir = mkdtempSync(join(tmpdir(), 'ds4-replay-'));
+
+async function writeDump(file: string, recs: (tap: (r: StageRecord) => void) => Promise<unknown>, fingerprint = model.fingerprint, side = 'reference'): Promise<string> {
+  const w = await DumpWriter.open(file, { formatVersion: DUMP_FORMAT_VERSION, modelFingerprint: fingerprint, promptTokens: tokens, producer: { backend: side, version: 'test' }, side });
+  await recs((r) => w.write(r));
+  await w.close();
+  return file;
+}
+
+const refFile = await writeDump(join(dir, 'reference.arrow'), (tap) => runReference({ model, cfg, tokens, tap }));
+const byStage = (res: ReplayResult, stage: string) => res.rows.filter((r) => r.stage === stage);
+
+describe('replay of a reference dump', async () => {
+  const res = await replayDump(refFile, { model, cfg });
+  const { records } = await readDump(refFile);
+
+  it('replays every record, and the reference re-entered with its own inputs reproduces them bit for bit', () => {
+    expect(res.counts).toEqual({ rows: records.length, replayed: records.length, passed: records.length, failed: 0, skipped: 0 });
+    for (const r of res.rows) {
+      if (r.metrics?.kind === 'f32') expect(r.metrics.maxAbs, `${r.stage} layer ${r.layer} pos ${r.pos}`).toBe(0);
+      else expect(r.metrics?.kind === 'i32' && r.metrics.exact, `${r.stage} layer ${r.layer} pos ${r.pos}`).toBe(true);
+    }
+    expect(res.firstOwnFailure).toBeUndefined();
+  });
+
+  it('covers every registry stage, the stateful ones at the positions the math says they exist', () => {
+    expect(new Set(res.rows.map((r) => r.stage))).toEqual(new Set(STAGES.map((s) => s.name)));
+    // a compressed row closes at every pos with (pos+1) % ratio == 0: floor(13/4) = 3 per ratio-4 layer, none at ratio 128
+    const emitted = (ratio: number) => cfg.compressRatios.filter((r) => r === ratio).length * Math.floor(tokens.length / ratio);
+    expect(byStage(res, 'attn_comp_row')).toHaveLength(emitted(4) + emitted(128));
+    expect(byStage(res, 'index_comp_row')).toHaveLength(emitted(4));
+    // the indexer selects once it holds more rows than top-k: at pos p it holds floor((p+1)/4) rows
+    const selecting = tokens.map((_, p) => p).filter((p) => Math.floor((p + 1) / 4) > cfg.indexerTopK);
+    expect(byStage(res, 'index_topk').map((r) => r.pos)).toEqual(selecting.flatMap((p) => cfg.compressRatios.filter((r) => r === 4).map(() => p)));
+    // raw window rows: min(pos+1, sliding window)
+    const raw = records.find((r) => r.stage === 'raw_cache' && r.pos === tokens.length - 1)!;
+    expect(raw.shape).toEqual([Math.min(tokens.length, cfg.slidingWindow), cfg.headDim]);
+    expect(byStage(res, 'logits')).toHaveLength(1);
+  });
+});
+
+describe('replay of a partial capture', async () => {
+  const stages = ['q_norm', 'q_rope', 'kv_cur', 'attn_heads'];
+  const file = await writeDump(join(dir, 'partial.arrow'), (tap) => runReference({ model, cfg, tokens: tokens.slice(0, 5), tap, filter: { stages } }));
+  const res = await replayDump(file, { model, cfg });
+
+  it('replays what has its inputs and names the missing input of the rest', () => {
+    for (const r of res.rows) {
+      if (r.stage === 'q_rope') {
+        expect(r.status).toBe('pass');
+        expect(r.metrics?.kind === 'f32' && r.metrics.maxAbs).toBe(0);
+      } else {
+        expect(r.status).toBe('skipped');
+        const missing = { q_norm: 'q_raw', kv_cur: 'kv_rope', attn_heads: 'raw_cache' }[r.stage];
+        expect(r.reason).toBe(`missing input ${missing} layer ${r.layer} pos ${r.pos}`);
+      }
+    }
+    const per = 5 * cfg.nLayer;
+    expect(res.counts).toEqual({ rows: 4 * per, replayed: per, passed: per, failed: 0, skipped: 3 * per });
+  });
+
+  it('a filter selects the rows to replay', async () => {
+    const only = await replayDump(file, { model, cfg, filter: compileFilter({ stages: ['q_rope'], layers: [2], pos: [4] }) });
+    expect(only.rows.map((r) => [r.stage, r.layer, r.pos, r.status])).toEqual([['q_rope', 2, 4, 'pass']]);
+  });
+
+  it('stateful stages need their earlier positions: a dump of pos 11..12 only replays what those positions hold', async () => {
+    const { records } = await readDump(refFile);
+    const f = await writeDump(join(dir, 'late.arrow'), async (tap) => records.filter((r) => r.pos >= 11).forEach(tap));
+    const res = await replayDump(f, { model, cfg });
+    const row = (stage: string, layer: number, pos: number) => res.rows.find((r) => r.stage === stage && r.layer === layer && r.pos === pos)!;
+    // the raw window at pos 11 holds min(12, 8) rows: kv_cur of pos 4..11, the first one missing is pos 4
+    expect(row('raw_cache', 0, 11)).toMatchObject({ status: 'skipped', reason: `missing input kv_cur layer 0 pos ${12 - cfg.slidingWindow}` });
+    // a ratio-4 row closing at pos 11 pools the windows 4..7 and 8..11; the attention at 11 reads the row closed at 3
+    expect(row('attn_comp_row', 2, 11)).toMatchObject({ status: 'skipped', reason: 'missing input attn_comp_kv layer 2 pos 4' });
+    expect(row('attn_heads', 2, 11)).toMatchObject({ status: 'skipped', reason: 'missing input attn_comp_row layer 2 pos 3' });
+    // raw layers attend over the raw window alone, which the dump holds as raw_cache@11
+    expect(row('attn_heads', 0, 11)).toMatchObject({ status: 'pass' });
+    expect(row('q_rope', 2, 12)).toMatchObject({ status: 'pass' });
+    expect(res.counts.failed).toBe(0);
+  });
+
+  it('an expert id outside the model fails router_topk and skips its consumers instead of aborting', async () => {
+    const { records } = await readDump(refFile);
+    const il = cfg.nHashLayers; // a top-k layer: router_topk is recomputed from router_probs, not the token
+    const f = await writeDump(join(dir, 'bad-expert.arrow'), async (tap) => {
+      for (const r of records) {
+        if (r.layer !== il || r.pos !== 0) continue;
+        tap(r.stage === 'router_topk' ? { ...r, values: Int32Array.from(r.values, (v, i) => (i === 0 ? cfg.nExpert : v)) } : r);
+      }
+    });
+    const res = await replayDump(f, { model, cfg });
+    const status = (s: string) => byStage(res, s)[0];
+    expect(status('router_topk')).toMatchObject({ status: 'fail', violations: [{ threshold: 'exact', value: 1 }] });
+    for (const s of ['router_w', 'moe_gate', 'moe_up', 'moe_mid', 'moe_down']) {
+      expect(status(s)).toMatchObject({ status: 'skipped', reason: `input router_topk layer ${il} pos 0 selects expert ${cfg.nExpert} of ${cfg.nExpert}` });
+    }
+    expect(status('moe_out')).toMatchObject({ status: 'pass' });
+  });
+
+  it('a --layer N run feeds the head from layer N', async () => {
+    const f = await writeDump(join(dir, 'layer1.arrow'), (tap) => runReference({ model, cfg, tokens: tokens.slice(0, 3), lastLayer: 1, tap }));
+    const r = await replayDump(f, { model, cfg, filter: (s) => resolveStage(s)?.scope === 'head' });
+    expect(r.rows.map((x) => [x.stage, x.pos, x.status])).toEqual(['out_hc_pre', 'out_hc_w', 'out_embd', 'out_norm', 'logits'].map((s) => [s, 2, 'pass']));
+    for (const x of r.rows) expect(x.metrics?.kind === 'f32' && x.metrics.maxAbs).toBe(0);
+  });
+});
+
+describe.skipIf(!ready)('replay of device dumps (simulated device, free-running)', async () => {
+  const { runDevice } = await import('../ascend/orchestrator.ts');
+  const { openBackend } = await import('../ascend/backend.ts');
+  const { parseInject } = await import('../ascend/faults.ts');
+  const names = openBackend('sim', process.env.DS4_SIM_ADDON).kernels().map((k) => k.name);
+  const device = (file: string, inject: string[]) =>
+    writeDump(join(dir, file), (tap) => runDevice({ model, cfg, tokens, addonPath: process.env.DS4_SIM_ADDON, inject: inject.map((s) => parseInject(s, names)), tap }), model.fingerprint, 'device');
+
+  it('a clean device: every stage replays within its registry tolerance', async () => {
+    const res = await replayDump(await device('clean.arrow', []), { model, cfg });
+    expect(res.counts.skipped).toBe(0);
+    expect(res.counts.replayed).toBeGreaterThan(0);
+    expect(res.rows.filter((r) => r.status === 'fail').map((r) => `${r.stage}/${r.layer}/${r.pos}`)).toEqual([]);
+  });
+
+  it('rope_tail:pairs-halves fails the stages rope_tail produces, not the stages fed by them', async () => {
+    const file = await device('rope-fault.arrow', ['rope_tail:pairs-halves']);
+    const res = await replayDump(file, { model, cfg });
+    // every launch of rope_tail is faulty: S5 q/kv, the inverse S10, the compressors' row RoPE and the indexer's q
+    const ROPED = new Set(['q_rope', 'kv_rope', 'attn_heads_back', 'attn_comp_row', 'index_comp_row', 'index_q']);
+    // a rotation by θ = 0 is the identity whatever the pairing: q/kv/heads at pos 0 and compressed rows
+    // roped at their window's first position 0 (closed at pos ratio-1) are unchanged by the fault
+    const ropePos = (stage: string, layer: number, pos: number) => (stage.endsWith('_comp_row') ? pos + 1 - cfg.compressRatios[layer] : pos);
+    for (const r of res.rows) {
+      const expected = ROPED.has(r.stage) && ropePos(r.stage, r.layer, r.pos) > 0 ? 'fail' : 'pass';
+      expect(r.status, `${r.stage} layer ${r.layer} pos ${r.pos}`).toBe(expected);
+    }
+    for (const s of ['q_rope', 'kv_rope']) expect(byStage(res, s).filter((r) => r.status === 'fail')).toHaveLength(cfg.nLayer * (tokens.length - 1));
+    // consumers of the faulty rows (attention over them, the FP8 cache row, the indexer scores) are right
+    for (const s of ['kv_cur', 'raw_cache', 'attn_heads', 'attn_low', 'index_scores', 'index_topk']) {
+      expect(byStage(res, s).length).toBeGreaterThan(0);
+      expect(byStage(res, s).every((r) => r.status === 'pass'), s).toBe(true);
+    }
+    expect(res.firstOwnFailure).toMatchObject({ stage: 'q_rope', layer: 0, pos: 1 });
+
+    const c = cli(['replay', file, '--failures']);
+    expect(c.code).toBe(1);
+    expect(c.out).toContain(`replayed ${res.counts.replayed} stages: ${res.counts.passed} within tolerance, ${res.counts.failed} own-error failures, 0 skipped`);
+    expect(c.out).toContain('first own failure: q_rope layer 0 pos 1');
+    expect(c.out).not.toMatch(/^attn_heads /m);
+  });
+});
+
+describe('ds4-diff replay command', () => {
+  it('exit 0 on a reference dump, JSON with the result shape', () => {
+    const r = cli(['replay', refFile, '--json', '--layers', '0']);
+    expect(r.code).toBe(0);
+    const j = JSON.parse(r.out) as ReplayResult;
+    expect(j.file).toBe(refFile);
+    expect(j.counts.failed).toBe(0);
+    expect(j.counts.rows).toBe(j.rows.length);
+    // layer 0 plus the embedding and the head are kept: every layer-0 stage × 13 positions, 13 embeddings, 5 head stages
+    const layer0 = STAGES.filter((s) => s.scope === 'layer' && stageInLayer(s, layerKind(cfg, 0))).length;
+    expect(j.counts.rows).toBe(layer0 * tokens.length + tokens.length + 5);
+  });
+
+  it('refuses a missing dump, a corrupt one and a dump of another model with one line and exit 3', async () => {
+    const corrupt = join(dir, 'corrupt.arrow');
+    writeFileSync(corrupt, readFileSync(refFile).subarray(0, 4000));
+    const other = await writeDump(join(dir, 'other.arrow'), async (tap) => tap({ stage: 'embed_hc', layer: 0, pos: 0, token: 1, dtype: 'f32', shape: [cfg.nHc, cfg.nEmbd], values: new Float32Array(cfg.nHc * cfg.nEmbd) }), 'f'.repeat(64));
+    await expect(replayDump(join(dir, 'nope.arrow'), { model, cfg })).rejects.toMatchObject({ exitCode: 3, message: expect.stringMatching(/nope\.arrow: no such file$/) });
+    await expect(replayDump(corrupt, { model, cfg })).rejects.toMatchObject({ exitCode: 3, message: expect.stringMatching(/corrupt\.arrow: truncated Arrow file/) });
+    const r = cli(['replay', other]);
+    expect(r.code).toBe(3);
+    expect(r.err.trim().split('\n')).toHaveLength(1);
+    expect(r.err).toMatch(/other\.arrow was made with model ffffffffffff, not .*; pass its model with -m/);
+  });
+
+  it("warns on a dump whose model is 'unknown' (a ds4 import without -m) and replays it", async () => {
+    const file = await writeDump(join(dir, 'unknown.arrow'), (tap) => runReference({ model, cfg, tokens: tokens.slice(0, 2), lastLayer: 0, tap, filter: { stages: ['embed_hc', 'hc_attn_mix'] } }), 'unknown');
+    const warnings: string[] = [];
+    const res = await replayDump(file, { model, cfg, warn: (m) => warnings.push(m) });
+    expect(warnings).toHaveLength(1);
+    expect(warnings[0]).toMatch(/does not name its model/);
+    expect(res.counts).toMatchObject({ replayed: 4, passed: 4 });
+  });
+
+  it('exit 125 when nothing can be replayed', async () => {
+    const file = await writeDump(join(dir, 'heads-only.arrow'), (tap) => runReference({ model, cfg, tokens: tokens.slice(0, 2), lastLayer: 0, tap, filter: { stages: ['attn_heads'] } }));
+    const r = cli(['replay', file]);
+    expect(r.code).toBe(125);
+    expect(r.out).toContain('replayed 0 stages: 0 within tolerance, 0 own-error failures, 2 skipped');
+    expect(r.err).toMatch(/nothing could be replayed .*missing input raw_cache layer 0 pos 0/);
+  });
+});
