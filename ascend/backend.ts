@@ -16,6 +16,7 @@ export interface DeviceBackend {
   synchronize(): void;
   kernels(): KernelDoc[];
   stats(): Record<string, KernelStat>;
+  resetStats(): void;
   setMathMode(mode: MathModeName): void;
 }
 
@@ -32,6 +33,7 @@ function simBackend(dev: NativeDevice): DeviceBackend {
     synchronize: () => dev.synchronize(),
     kernels: () => dev.kernels(),
     stats: () => dev.stats(),
+    resetStats: () => dev.resetStats(),
     setMathMode: (m) => dev.setMathMode(m),
   };
 }

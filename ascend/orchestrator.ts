@@ -48,6 +48,8 @@ export interface DeviceRunOptions {
    * the launches that produced this stage (bisect maps an erring stage to its kernels with it).
    */
   producers?: (stage: string, layer: number, pos: number, kernels: readonly string[]) => void;
+  /** run on this session's device, reusing the weights earlier passes uploaded (openDeviceSession) */
+  session?: DeviceSession;
 }
 
 /** A capture holds NaN: the run stops here; `kernels` are the launches that produced the stage. */
@@ -78,9 +80,7 @@ class DeviceGraph {
   readonly gate: DeviceGate;
   readbackBytes = 0;
   selectionReadbackBytes = 0;
-  private weights = new Map<string, { h: number; bytes: number }>();
-  private weightBytes = 0;
-  private experts = new Map<string, number>();
+  private readonly cache: WeightCache;
   private scratch = new Map<string, Buf>();
   private allocated: number[] = [];
   private readonly hostKernels: Set<string>;
@@ -93,6 +93,8 @@ class DeviceGraph {
   private lastProducers: string[] = [];
 
   constructor(readonly dev: DeviceBackend, readonly o: DeviceRunOptions) {
+    if (o.session && o.session.cache.fingerprint !== o.model.fingerprint) throw new Error('a device session serves the model it was opened for');
+    this.cache = o.session?.cache ?? newWeightCache(o.model);
     const disabled = new Set(o.disabledKernels ?? []);
     const names = dev.kernels().map((k) => k.name);
     for (const d of disabled) if (!names.includes(d)) throw badInput(`--disable-kernel ${d}: no such kernel (see ds4-diff kernels)`);
@@ -158,24 +160,24 @@ class DeviceGraph {
    * in an LRU of at most DENSE_CACHE_BYTES, like ds4-ascend's dense weight cache (≤ 2 GiB per device).
    */
   weight(name: string, type?: GGMLType): number {
-    const hit = this.weights.get(name);
+    const hit = this.cache.weights.get(name);
     if (hit) {
-      this.weights.delete(name);
-      this.weights.set(name, hit);
+      this.cache.weights.delete(name);
+      this.cache.weights.set(name, hit);
       return hit.h;
     }
     const t = this.tensor(name);
     if (type !== undefined && t.type !== type) throw badInput(`${this.o.model.path}: ${name} is ${typeName(t.type)}, the device kernels need ${typeName(type)}`);
-    while (this.weights.size > 0 && this.weightBytes + t.nbytes > DENSE_CACHE_BYTES) {
-      const [oldName, old] = this.weights.entries().next().value as [string, { h: number; bytes: number }];
-      this.weights.delete(oldName);
-      this.weightBytes -= old.bytes;
+    while (this.cache.weights.size > 0 && this.cache.weightBytes + t.nbytes > DENSE_CACHE_BYTES) {
+      const [oldName, old] = this.cache.weights.entries().next().value as [string, { h: number; bytes: number }];
+      this.cache.weights.delete(oldName);
+      this.cache.weightBytes -= old.bytes;
       this.freeNow(old.h);
     }
-    const h = this.alloc(t.nbytes, name);
+    const h = this.dev.alloc(t.nbytes, name);
     this.dev.upload(h, this.o.model.read(t.offset, t.nbytes));
-    this.weights.set(name, { h, bytes: t.nbytes });
-    this.weightBytes += t.nbytes;
+    this.cache.weights.set(name, { h, bytes: t.nbytes });
+    this.cache.weightBytes += t.nbytes;
     return h;
   }
 
@@ -185,19 +187,19 @@ class DeviceGraph {
     if (t.type !== type) throw new Ds4DiffError(`host fallback disabled: routed_moe_iq2_q2 (${name} is ${typeName(t.type)}, the device MoE kernels need ${typeName(type)})`, EXIT.hostFallback);
     const bytes = t.nbytes / t.dims[2];
     const key = `${name}#${e}`;
-    let h = this.experts.get(key);
+    let h = this.cache.experts.get(key);
     if (h !== undefined) {
-      this.experts.delete(key);
+      this.cache.experts.delete(key);
     } else {
-      if (this.experts.size >= EXPERT_CACHE * 3) {
-        const [oldKey, oldH] = this.experts.entries().next().value as [string, number];
-        this.experts.delete(oldKey);
+      if (this.cache.experts.size >= EXPERT_CACHE * 3) {
+        const [oldKey, oldH] = this.cache.experts.entries().next().value as [string, number];
+        this.cache.experts.delete(oldKey);
         this.freeNow(oldH);
       }
-      h = this.alloc(bytes, key);
+      h = this.dev.alloc(bytes, key);
       this.dev.upload(h, this.o.model.read(t.offset + e * bytes, bytes));
     }
-    this.experts.set(key, h);
+    this.cache.experts.set(key, h);
     return { h, bytes };
   }
 
@@ -352,10 +354,55 @@ class DeviceGraph {
     }
   }
 
+  /** Free this pass's buffers; the weights too unless a session keeps them for the next pass. */
   release(): void {
+    // a pass stopped by an error may leave launches queued that read these buffers: drain them first
+    // (their own failure, if any, is not this pass's story — the error that stopped it is)
+    try {
+      this.dev.synchronize();
+    } catch {
+      /* reported by the pass already */
+    }
     for (const h of this.allocated) this.dev.free(h);
     this.allocated = [];
+    if (!this.o.session) freeWeightCache(this.dev, this.cache);
   }
+}
+
+/** Weights and expert slices on the device, LRU-ordered (Map insertion order). */
+interface WeightCache {
+  fingerprint: string;
+  weights: Map<string, { h: number; bytes: number }>;
+  weightBytes: number;
+  experts: Map<string, number>;
+}
+
+const newWeightCache = (model: GgufModel): WeightCache => ({ fingerprint: model.fingerprint, weights: new Map(), weightBytes: 0, experts: new Map() });
+
+function freeWeightCache(dev: DeviceBackend, c: WeightCache): void {
+  dev.synchronize();
+  for (const { h } of c.weights.values()) dev.free(h);
+  for (const h of c.experts.values()) dev.free(h);
+  c.weights.clear();
+  c.experts.clear();
+  c.weightBytes = 0;
+}
+
+/**
+ * One device kept across passes over one model, with its uploaded weights: bisect makes many passes
+ * over the same case, and on real dimensions uploading the weights dominates a pass (≈7 of 8 s for
+ * ds4-flash layer 0). Close it when done.
+ */
+export interface DeviceSession {
+  readonly dev: DeviceBackend;
+  readonly cache: WeightCache;
+  close(): void;
+}
+
+export function openDeviceSession(model: GgufModel, backend = 'sim', addonPath?: string): DeviceSession {
+  const dev = openBackend(backend, addonPath);
+  const cache = newWeightCache(model);
+  return { dev, cache, close: () => freeWeightCache(dev, cache) };
 }
 
 /**
@@ -706,7 +753,8 @@ export async function runDevice(opts: DeviceRunOptions): Promise<DeviceRunResult
   if (tokens.length === 0) throw badInput('device run: no tokens');
   const last = opts.lastLayer ?? cfg.nLayer - 1;
   if (!(last >= 0 && last < cfg.nLayer)) throw badInput(`device run: layer ${last} is outside 0..${cfg.nLayer - 1}`);
-  const dev = openBackend(opts.backend ?? 'sim', opts.addonPath);
+  const dev = opts.session?.dev ?? openBackend(opts.backend ?? 'sim', opts.addonPath);
+  dev.resetStats();
   dev.setMathMode(opts.kernelMath ?? 'ascend');
   const g = new DeviceGraph(dev, opts);
   try {

@@ -8,7 +8,7 @@ import type { Ds4Config } from '../model/config.ts';
 import type { GgufModel } from '../model/gguf.ts';
 import type { Injection } from './faults.ts';
 import { HOST_KERNELS } from './host.ts';
-import { KernelNanError, runDevice } from './orchestrator.ts';
+import { KernelNanError, openDeviceSession, runDevice, type DeviceSession } from './orchestrator.ts';
 
 export interface SimProbeOptions {
   model: GgufModel;
@@ -24,17 +24,22 @@ export interface SimProbeOptions {
   onProgress?: (msg: string) => void;
 }
 
-export function simProbe(o: SimProbeOptions): BisectProbe {
+/** The probe keeps one device with the case's weights across its passes; close() frees it. */
+export function simProbe(o: SimProbeOptions): BisectProbe & { close(): void } {
   const ref = new Map(o.reference.map((r) => [`${r.stage}/${r.layer}/${r.pos}`, r.values]));
+  let session: DeviceSession | undefined;
   return {
     lastLayer: o.lastLayer,
+    close: () => session?.close(),
     async run({ teacher, hostKernels, lastLayer }): Promise<ProbeRun> {
       const records: StageRecord[] = [];
       const producers = new Map<string, readonly string[]>();
       const launched = new Set<string>();
       const out: ProbeRun = { records, producers, swappable: [] };
+      session ??= openDeviceSession(o.model, 'sim', o.addonPath);
       try {
         await runDevice({
+          session,
           model: o.model, cfg: o.cfg, tokens: o.tokens, lastLayer: lastLayer ?? o.lastLayer,
           kernelMath: o.kernelMath, inject: o.inject, disabledKernels: o.disabledKernels, allowHostFallback: o.allowHostFallback,
           addonPath: o.addonPath, hostKernels,

@@ -101,7 +101,11 @@ describe.skipIf(!ready)('bisect on the simulated device (tiny fixture)', async (
   async function bisectCase(tokens: number[], lastLayer: number, inject: string[], o: { kernelMath?: 'ascend' | 'exact'; policy?: Policy } = {}) {
     const c = await tinyCase(tokens, lastLayer);
     const probe = simProbe({ ...c, kernelMath: o.kernelMath, inject: parseInjects(inject, 'sim', c.addonPath) });
-    return { reference: c.reference, result: await bisect(c.reference, probe, o.policy ?? EMPTY_POLICY) };
+    try {
+      return { reference: c.reference, result: await bisect(c.reference, probe, o.policy ?? EMPTY_POLICY) };
+    } finally {
+      probe.close();
+    }
   }
 
   // layers 0..2 (raw, raw, ratio 4 with the indexer), 5 tokens (a ratio-4 window closes at pos 3)

@@ -306,4 +306,31 @@ describe.skipIf(!ready)('runDevice on the tiny fixture', async () => {
     await expect(runDevice({ model, cfg, tokens, lastLayer: 0, addonPath, tap: () => undefined, teacher: (s) => (s === 'moe_down' ? nan : undefined) }))
       .rejects.toThrow(/^kernel moe_sum_experts produced NaN at element 0 of stage moe_out \(layer 0, pos 0\)$/);
   });
+
+  it('a device session keeps the weights across passes and changes no result: passes on it are bit-identical to fresh ones', async () => {
+    const { openDeviceSession } = await import('../ascend/orchestrator.ts');
+    const capture = async (o: Partial<Parameters<typeof runDevice>[0]>) => {
+      const out: Rec[] = [];
+      const r = await runDevice({ model, cfg, tokens, lastLayer, addonPath, tap: (x) => out.push(x), ...o });
+      return { out, r };
+    };
+    const fresh = await capture({});
+    const session = openDeviceSession(model, 'sim', addonPath);
+    const first = await capture({ session });
+    const weightsAfterFirst = session.cache.weights.size;
+    expect(weightsAfterFirst).toBeGreaterThan(0);
+    // a second pass in another mode on the same session: the same weights, nothing uploaded anew
+    const exact = await capture({ session, kernelMath: 'exact' });
+    expect(session.cache.weights.size).toBe(weightsAfterFirst);
+    const again = await capture({ session });
+    for (const run of [first, again]) {
+      expect(run.out.length).toBe(fresh.out.length);
+      run.out.forEach((x, i) => expect(Array.from(x.values), `${x.stage}/${x.layer}/${x.pos}`).toEqual(Array.from(fresh.out[i].values)));
+      // statistics are per pass, not accumulated over the session
+      expect(run.r.stats.rms_norm_weight.calls).toBe(fresh.r.stats.rms_norm_weight.calls);
+    }
+    expect(exact.out.some((x, i) => x.values.some((v, j) => v !== fresh.out[i].values[j]))).toBe(true);
+    session.close();
+    expect(session.cache.weights.size + session.cache.experts.size).toBe(0);
+  });
 });

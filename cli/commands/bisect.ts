@@ -150,7 +150,12 @@ async function bisectCommand(runDir: string | undefined, opts: BisectCliOptions)
     model: run.model, cfg: run.cfg, tokens: run.tokens, lastLayer: run.lastLayer, reference,
     kernelMath: c.kernelMath, inject, disabledKernels: c.disabledKernels, allowHostFallback: c.allowHostFallback,
   });
-  const result = await bisect(reference, probe, policy, { maxTrials, onProgress: (m) => prog.tick(m) });
+  let result;
+  try {
+    result = await bisect(reference, probe, policy, { maxTrials, onProgress: (m) => prog.tick(m) });
+  } finally {
+    probe.close();
+  }
   prog.done();
   const title = `ds4-diff bisect: ${run.tokens.length} tokens, layers 0..${run.lastLayer}, sim/${c.kernelMath}${inject.length ? `, injected ${inject.map((f) => f.spec).join(' ')}` : ''} (${c.source})`;
   return report({ title, result, tolerances }, opts);

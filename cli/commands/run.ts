@@ -79,7 +79,7 @@ async function runCommand(opts: RunOptions): Promise<number> {
   if (forced && opts.allowHostFallback) throw badInput('--allow-host-fallback contradicts DS4_ASCEND_NO_HOST_FALLBACK=1 in the environment');
   const policy: Policy | undefined = opts.policy ? loadPolicy(opts.policy) : undefined;
 
-  const { runDevice } = await import('../../ascend/orchestrator.ts');
+  const { openDeviceSession, runDevice } = await import('../../ascend/orchestrator.ts');
   const { parseInjects } = await import('../../ascend/faults.ts');
   const inject = parseInjects(opts.inject, opts.backend);
   const run = await loadModelAndPrompt(opts);
@@ -124,42 +124,48 @@ async function runCommand(opts: RunOptions): Promise<number> {
   if (opts.teacher) passes.push({ side: 'device-teacher', teacher: true });
   const ledger = new Map<string, FallbackEntry>();
   let violation: Ds4DiffError | undefined;
-  for (const pass of passes) {
-    const sink: CaptureSink = await openCapture(dir, pass.side, meta(opts.backend, { kernelMath: opts.kernelMath, options: { teacherForced: pass.teacher } }));
-    try {
-      const dev = await runDevice({
-        model: run.model, cfg: run.cfg, tokens: run.tokens, lastLayer: run.lastLayer,
-        kernelMath: opts.kernelMath as 'ascend' | 'exact',
-        allowHostFallback: !!opts.allowHostFallback,
-        disabledKernels: opts.disableKernel,
-        inject,
-        tap: sink.tap,
-        teacher: pass.teacher ? (stage: string, layer: number, pos: number) => refByKey.get(`${stage}/${layer}/${pos}`)?.values : undefined,
-        onProgress: (m: string) => prog.tick(`${pass.side} ${m}`),
-      });
-      for (const e of dev.ledger) {
-        const prev = ledger.get(e.primitive);
-        if (!prev || pass.side === 'device') ledger.set(e.primitive, { ...e });
+  // one device for both passes: the second reuses the weights the first uploaded
+  const session = openDeviceSession(run.model, opts.backend);
+  try {
+    for (const pass of passes) {
+      const sink: CaptureSink = await openCapture(dir, pass.side, meta(opts.backend, { kernelMath: opts.kernelMath, options: { teacherForced: pass.teacher } }));
+      try {
+        const dev = await runDevice({
+          session, model: run.model, cfg: run.cfg, tokens: run.tokens, lastLayer: run.lastLayer,
+          kernelMath: opts.kernelMath as 'ascend' | 'exact',
+          allowHostFallback: !!opts.allowHostFallback,
+          disabledKernels: opts.disableKernel,
+          inject,
+          tap: sink.tap,
+          teacher: pass.teacher ? (stage: string, layer: number, pos: number) => refByKey.get(`${stage}/${layer}/${pos}`)?.values : undefined,
+          onProgress: (m: string) => prog.tick(`${pass.side} ${m}`),
+        });
+        for (const e of dev.ledger) {
+          const prev = ledger.get(e.primitive);
+          if (!prev || pass.side === 'device') ledger.set(e.primitive, { ...e });
+        }
+      } catch (err) {
+        // keep what was captured up to the failure: the dump is closed (valid, partial), never dropped
+        await sink.close();
+        manifest.files[pass.side] = sink.file;
+        if (err instanceof Ds4DiffError && err.exitCode === EXIT.hostFallback) {
+          violation = err;
+          const m = /host fallback disabled: (\S+)(?: \(layer (\d+), pos (\d+), stage (\S+)\))?/.exec(err.message);
+          manifest.fallbackLedger = [{ primitive: m?.[1] ?? 'unknown', calls: 0, bytesToHost: 0, bytesToDevice: 0, reason: 'host fallback disabled (no-host-fallback gate)', layer: m?.[2] ? Number(m[2]) : undefined, pos: m?.[3] ? Number(m[3]) : undefined, stage: m?.[4] }];
+          manifest.complete = true;
+          manifest.exitCode = EXIT.hostFallback;
+          writeManifest(dir, manifest);
+          break;
+        }
+        manifest.exitCode = err instanceof Ds4DiffError ? err.exitCode : EXIT.cannotEvaluate;
+        writeManifest(dir, manifest);
+        throw err;
       }
-    } catch (err) {
-      // keep what was captured up to the failure: the dump is closed (valid, partial), never dropped
       await sink.close();
       manifest.files[pass.side] = sink.file;
-      if (err instanceof Ds4DiffError && err.exitCode === EXIT.hostFallback) {
-        violation = err;
-        const m = /host fallback disabled: (\S+)(?: \(layer (\d+), pos (\d+), stage (\S+)\))?/.exec(err.message);
-        manifest.fallbackLedger = [{ primitive: m?.[1] ?? 'unknown', calls: 0, bytesToHost: 0, bytesToDevice: 0, reason: 'host fallback disabled (no-host-fallback gate)', layer: m?.[2] ? Number(m[2]) : undefined, pos: m?.[3] ? Number(m[3]) : undefined, stage: m?.[4] }];
-        manifest.complete = true;
-        manifest.exitCode = EXIT.hostFallback;
-        writeManifest(dir, manifest);
-        break;
-      }
-      manifest.exitCode = err instanceof Ds4DiffError ? err.exitCode : EXIT.cannotEvaluate;
-      writeManifest(dir, manifest);
-      throw err;
     }
-    await sink.close();
-    manifest.files[pass.side] = sink.file;
+  } finally {
+    session.close();
   }
   prog.done();
   if (violation) {
