@@ -167,6 +167,9 @@ const cos = (c: number) => (c > 0.999 && c < 1 ? `1-${(1 - c).toExponential(1)}`
 function metricPhrase(d: { metric: string; value: number; limit: number }): string {
   if (d.metric === 'NaN') return 'NaN';
   if (d.metric === 'minCosine') return `cosine ${cos(d.value)} vs tolerance ${cos(d.limit)}`;
+  if (d.metric === 'argmax') return `top-1 token flipped (reference margin ${num(d.value)} > near-tie margin ${num(d.limit)})`;
+  if (d.metric === 'exact') return `${d.value} ids differ`;
+  if (d.metric === 'nonFinite') return `${d.value} non-finite values where the reference is finite`;
   if (d.metric === 'presence') return d.value ? 'a row the reference does not produce' : 'no row where the reference has one';
   return `${d.metric} ${num(d.value)} vs tolerance ${num(d.limit)}`;
 }
