@@ -393,6 +393,7 @@ async function engineCommand(engine: string[], rawOpts: EngineOptions, command: 
   if (!opts.json) {
     const top = result.top.map((t) => `${t.id}:${t.logit.toFixed(3)}`).join(' ');
     process.stdout.write(`${exitText}; ${listed} dumps imported${imported.rejected.length ? `, ${imported.rejected.length} rejected` : ''}\nreference top-5: ${top}\nrun directory: ${dir}\n`);
+    if (code === EXIT.regression) process.stdout.write(`which kernel: ds4-diff bisect ${dir} -m ${run.modelPath}\n`);
   }
   if (code !== EXIT.ok && why.length) process.stderr.write(`ds4-diff: exit ${code}: ${why[0]}\n`);
   return finish(code);

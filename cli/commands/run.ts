@@ -184,6 +184,7 @@ async function runCommand(opts: RunOptions): Promise<number> {
   if (!opts.json) {
     const top = result.top.map((t) => `${t.id}:${t.logit.toFixed(3)}`).join(' ');
     process.stdout.write(`reference top-5: ${top}\nrun directory: ${dir}\n`);
+    if (exit === EXIT.regression) process.stdout.write(`which kernel: ds4-diff bisect ${dir}\n`);
   }
   manifest.exitCode = exit;
   writeManifest(dir, manifest);
