@@ -15,7 +15,6 @@ import { badInput } from '../model/errors.ts';
 import type { Ds4Config } from '../model/config.ts';
 import { resolveStage, type StageDef } from '../reference/registry.ts';
 import { DUMP_FORMAT_VERSION, DumpWriter } from './dump.ts';
-import type { StageRecord } from './record.ts';
 
 export interface ImportOptions {
   cfg?: Ds4Config;
@@ -84,6 +83,33 @@ function shapeOf(def: StageDef, cfg: Ds4Config, layer: number, elements: number,
   return { shape: one, rows: elements / per };
 }
 
+/**
+ * Where a dump file's values belong: (pos, shape, values) records. ds4 dumps one batch per file, so:
+ *   * the head (computed for the last prompt token) is dumped at pos 0: placed at the last prompt position;
+ *   * per-position stages of a prefill batch hold n_tokens rows from <pos>: one record per position;
+ *   * raw_cache of a prefill batch from pos 0 holds the ring's first n_raw rows = positions 0..n_raw-1
+ *     (ds4.c metal_graph_raw_span_for_batch: no wrap before raw_cap): the window as of the batch's last
+ *     position, which is where the reference captures it — placed there, its last sliding-window rows;
+ *   * compressed rows (KVcompress, indexer_KVcompress) of a prefill batch starting at a window boundary
+ *     hold that batch's closed windows, window pos/ratio first (zero_prefix and aligned_chunk paths):
+ *     window w is emitted at pos (w+1)·ratio − 1; a single row dumped at a window's last position (the
+ *     decode path) stays there.
+ */
+function placeRows(def: StageDef | undefined, cfg: Ds4Config | undefined, f: DumpFile, values: Float32Array | Int32Array, tokens: number[] | undefined): Array<{ pos: number; shape: number[]; values: Float32Array | Int32Array }> {
+  if (!def || !cfg) return [{ pos: f.pos, shape: [values.length], values }];
+  const { shape, rows } = shapeOf(def, cfg, f.layer, values.length, f.file);
+  if (def.scope === 'head' && tokens?.length) return [{ pos: tokens.length - 1, shape, values }];
+  if (def.name === 'raw_cache' && f.pos === 0) {
+    const n = shape[0], keep = Math.min(n, cfg.slidingWindow), D = shape[1];
+    return [{ pos: n - 1, shape: [keep, D], values: values.slice((n - keep) * D) }];
+  }
+  const per = values.length / rows;
+  const ratio = cfg.compressRatios[f.layer];
+  const windowed = (def.name === 'attn_comp_row' || def.name === 'index_comp_row') && ratio > 0;
+  const posOf = (r: number) => (windowed && f.pos % ratio === 0 ? (f.pos / ratio + r + 1) * ratio - 1 : f.pos + r);
+  return Array.from({ length: rows }, (_, r) => ({ pos: posOf(r), shape, values: values.slice(r * per, (r + 1) * per) }));
+}
+
 function readValues(file: string, dtype: 'f32' | 'i32'): Float32Array | Int32Array {
   const buf = fs.readFileSync(file);
   if (buf.byteLength % 4 !== 0) throw badInput(`${file}: ${buf.byteLength} bytes is not a whole number of 4-byte ${dtype} values`);
@@ -120,14 +146,8 @@ export async function importDs4Dumps(prefix: string, opts: ImportOptions): Promi
       if (def && def.dtype !== f.dtype) throw badInput(`${f.file}: stage ${def.name} is ${def.dtype} but the file is ${f.dtype}`);
       const values = readValues(f.file, f.dtype);
       const stage = def?.name ?? f.name;
-      const { shape, rows } = def && opts.cfg ? shapeOf(def, opts.cfg, f.layer, values.length, f.file) : { shape: [values.length], rows: 1 };
-      const per = values.length / rows;
-      // ds4 dumps the head (computed for the last prompt token) with pos 0; place it where it belongs
-      const pos0 = def?.scope === 'head' && opts.promptTokens?.length ? opts.promptTokens.length - 1 : f.pos;
-      for (let r = 0; r < rows; r++) {
-        const pos = pos0 + r;
-        const rec: StageRecord = { stage, layer: f.layer, pos, token: opts.promptTokens?.[pos] ?? -1, dtype: f.dtype, shape, values: values.slice(r * per, (r + 1) * per) };
-        writer.write(rec);
+      for (const part of placeRows(def, opts.cfg, f, values, opts.promptTokens)) {
+        writer.write({ stage, layer: f.layer, pos: part.pos, token: opts.promptTokens?.[part.pos] ?? -1, dtype: f.dtype, shape: part.shape, values: part.values });
         records++;
       }
     }

@@ -41,7 +41,7 @@ const GOOD = {
   'run_ffn_moe_topk-1_pos2.i32': Int32Array.of(3, 6),
   // a prefill dump holds all rows of the batch: attn_norm for positions 0, 1, 2
   'run_attn_norm-0_pos0.bin': ramp(3 * 256, 3),
-  // raw_cache has a count-dependent row number: 5 rows of head_dim
+  // raw_cache has a count-dependent row number: 5 rows of head_dim (a 5-token prefill batch's ring)
   'run_raw_cache-0_pos0.bin': ramp(5 * 128, 4),
   // head: layer n_layer = 6, pos 0 in ds4's dump
   'run_result_output-6_pos0.bin': ramp(64, 5),
@@ -79,7 +79,8 @@ describe('ds4 dump import', () => {
       expect(by('attn_norm', 0, p).token).toBe(TOKENS[p]);
       expect(by('attn_norm', 0, p).values).toEqual(ramp(3 * 256, 3).slice(p * 256, (p + 1) * 256));
     }
-    expect(by('raw_cache', 0, 0).shape).toEqual([5, 128]);
+    // a prefill batch's raw_cache (5 ring rows from pos 0) is the window as of its last position
+    expect(by('raw_cache', 0, 4).shape).toEqual([5, 128]);
     // the head lands on the last prompt position, where the reference computes it
     expect(by('logits', 6, 2).shape).toEqual([64]);
     expect(by('attn_state_kv', 0, 0).shape).toEqual([10]);
@@ -98,6 +99,30 @@ describe('ds4 dump import', () => {
     const dtype = dumpDir('dtype', { 'run_Qcur-0_pos0.i32': Int32Array.of(1, 2) });
     await expect(importDs4Dumps(dtype, { cfg, out, warn: () => {} })).rejects.toThrow(/stage q_rope is f32 but the file is i32/);
     await expect(importDs4Dumps(path.join(root, 'empty-prefix', 'x'), { cfg, out })).rejects.toThrow(/cannot list/);
+  });
+
+  it('prefill batches of stateful stages land where the reference captures them (ds4.c prefill dump semantics)', async () => {
+    const D = cfg.headDim;
+    const rows = (n: number, k: number) => Float32Array.from({ length: n * D }, (_, i) => k + Math.floor(i / D));
+    const prefix = dumpDir('prefill-state', {
+      // raw_cache of a 10-token batch from pos 0: ring rows 0..9 (row i holds value 100+i); the window is 8
+      'run_raw_cache-0_pos0.bin': rows(10, 100),
+      // layer 1 is ratio 4: a 10-token batch from pos 0 closes windows 0 and 1 (rows 200, 201)
+      'run_KVcompress-1_pos0.bin': rows(2, 200),
+      // decode path: one row dumped at its window's last position
+      'run_KVcompress-3_pos11.bin': rows(1, 300),
+      // an aligned chunk from pos 8 closing one window (window 2 → pos 11)
+      'run_indexer_KVcompress-1_pos8.bin': rows(1, 400),
+    });
+    const out = path.join(root, 'prefill-state.arrow');
+    await importDs4Dumps(prefix, { cfg, out, promptTokens: Array.from({ length: 12 }, (_, i) => i) });
+    const recs = (await readDump(out)).records;
+    const at = (stage: string, layer: number) => recs.filter((r) => r.stage === stage && r.layer === layer).map((r) => [r.pos, r.shape.join('x'), r.values[0], r.values[r.values.length - 1]]);
+    // the window as of pos 9: its last 8 rows, oldest first (positions 2..9)
+    expect(at('raw_cache', 0)).toEqual([[9, `8x${D}`, 102, 109]]);
+    expect(at('attn_comp_row', 1)).toEqual([[3, String(D), 200, 200], [7, String(D), 201, 201]]);
+    expect(at('attn_comp_row', 3)).toEqual([[11, String(D), 300, 300]]);
+    expect(at('index_comp_row', 1)).toEqual([[11, String(D), 400, 400]]);
   });
 
   it('without a model the values are kept flat, with a warning', async () => {
