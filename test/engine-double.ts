@@ -24,6 +24,8 @@
 //   --crash-after N          SIGKILL itself right after the N-th dump (a shell reports 137)
 //   --corrupt NAME           write graph dump NAME one value short
 //   --say LINE               print LINE on stderr before running (repeatable)
+//   --prefill                dump as ds4's prefill does: one file per stage and layer holding the batch
+//                            (raw_cache as the ring's rows, compressed rows as the closed windows)
 //   --link FILE=TARGET       before running, make <prefix>_FILE a symbolic link to TARGET and report it dumped
 import * as fs from 'node:fs';
 import { DUMP_PREFIX, NO_HOST_FALLBACK, TRACE_FALLBACKS, ds4WantsDump, envFlagOn } from '../ascend/engine.ts';
@@ -53,13 +55,14 @@ interface DoubleArgs {
   corrupt?: string;
   say: string[];
   link: string[];
+  prefill: boolean;
 }
 
 // ds4 flags that take a value but do not matter here
 const IGNORED_WITH_VALUE = new Set(['-c', '--ctx', '-n', '--tokens', '--temp', '--top-p', '--seed', '--backend', '-t', '--threads', '--mtp', '--mtp-draft', '--mtp-margin']);
 
 function parseArgs(argv: string[]): DoubleArgs {
-  const a: DoubleArgs = { think: true, dumpTokens: false, printTokens: false, inject: [], disable: [], failAfter: 0, say: [], link: [] };
+  const a: DoubleArgs = { think: true, dumpTokens: false, printTokens: false, inject: [], disable: [], failAfter: 0, say: [], link: [], prefill: false };
   const count = (flag: string, v: string | undefined) => {
     if (v === undefined || !/^\d+$/.test(v)) throw new Ds4DiffError(`invalid value for ${flag}: ${v}`, 2);
     return Number(v);
@@ -89,6 +92,7 @@ function parseArgs(argv: string[]): DoubleArgs {
     else if (f === '--corrupt') a.corrupt = value();
     else if (f === '--say') a.say.push(value());
     else if (f === '--link') a.link.push(value());
+    else if (f === '--prefill') a.prefill = true;
     else if (IGNORED_WITH_VALUE.has(f)) value();
     else if (!f.startsWith('-')) throw new Ds4DiffError(`unexpected argument: ${f}`, 2);
   }
@@ -107,6 +111,36 @@ function reportFallbacks(ledger: FallbackEntry[]): void {
   const sum = (k: 'calls' | 'bytesToHost' | 'bytesToDevice') => ledger.reduce((s, e) => s + e[k], 0);
   process.stderr.write(`ds4: Ascend host fallback summary: calls=${sum('calls')} to_host=${mib(sum('bytesToHost'))} MiB to_device=${mib(sum('bytesToDevice'))} MiB\n`);
   for (const e of ledger) process.stderr.write(`ds4: Ascend host fallback: ${e.primitive} calls=${e.calls} to_host=${mib(e.bytesToHost)} MiB to_device=${mib(e.bytesToDevice)} MiB\n`);
+}
+
+/**
+ * --prefill: the captures of the whole prompt dumped as ds4's layer-major prefill does (ds4.c ~l.11249ff),
+ * one file per stage and layer at pos 0 holding every position's row; raw_cache as the ring's first
+ * n rows (the cached kv_cur rows of positions 0..n-1); KVcompress / indexer_KVcompress as the batch's
+ * closed windows in order; the head at pos 0. The indexer's per-selection stages are not dumped (ds4's
+ * prefill lays them out per batch in its own way).
+ */
+function dumpPrefill(held: StageRecord[], write: (name: string, layer: number, pos: number, dtype: 'f32' | 'i32', v: Float32Array | Int32Array) => void): void {
+  const groups = new Map<string, StageRecord[]>();
+  for (const r of held) {
+    const key = `${r.stage}/${r.layer}`;
+    groups.set(key, [...(groups.get(key) ?? []), r]);
+  }
+  const concat = (rs: StageRecord[]) => {
+    const out = rs[0].dtype === 'i32' ? new Int32Array(rs.reduce((n, r) => n + r.values.length, 0)) : new Float32Array(rs.reduce((n, r) => n + r.values.length, 0));
+    let o = 0;
+    for (const r of rs) { out.set(r.values, o); o += r.values.length; }
+    return out;
+  };
+  for (const [key, rs] of groups) {
+    const [stage] = key.split('/');
+    const def = resolveStage(stage);
+    const name = def?.aliases.graph?.[0];
+    if (!def || !name || def.when === 'index-select') continue;
+    rs.sort((x, y) => x.pos - y.pos);
+    const rows = stage === 'raw_cache' ? groups.get(`kv_cur/${rs[0].layer}`) ?? [] : rs;
+    if (rows.length) write(name, rs[0].layer, 0, rs[0].dtype, concat(rows));
+  }
 }
 
 /** Thrown from the capture tap to stop the graph as a failing ds4 primitive does (a Ds4DiffError, so
@@ -138,24 +172,28 @@ async function main(argv: string[]): Promise<number> {
   }
   const gateOn = envFlagOn(process.env[NO_HOST_FALLBACK]);
   let dumps = 0;
-  const dump = (rec: StageRecord) => {
-    const def = resolveStage(rec.stage);
-    const name = def?.aliases.graph?.[0];
-    if (!def || !name) return; // ds4 has no dump hook for this stage
-    const pos = def.scope === 'head' ? 0 : rec.pos; // ds4 dumps the head at pos 0
-    if (!prefix || !ds4WantsDump(process.env, name, rec.layer, pos)) return;
+  const writeDump = (name: string, layer: number, pos: number, dtype: 'f32' | 'i32', all: Float32Array | Int32Array) => {
+    if (!prefix || !ds4WantsDump(process.env, name, layer, pos)) return;
     if (a.unimplemented !== undefined && dumps >= a.failAfter) {
       process.stderr.write(`ds4: Ascend backend primitive not implemented yet: ${a.unimplemented}\n`);
       throw new StopEngine(`primitive not implemented yet: ${a.unimplemented}`, 1);
     }
-    const path = `${prefix}_${name}-${rec.layer}_pos${pos}.${rec.dtype === 'i32' ? 'i32' : 'bin'}`;
-    const values = name === a.corrupt ? rec.values.subarray(0, rec.values.length - 1) : rec.values;
+    const path = `${prefix}_${name}-${layer}_pos${pos}.${dtype === 'i32' ? 'i32' : 'bin'}`;
+    const values = name === a.corrupt ? all.subarray(0, all.length - 1) : all;
     fs.writeFileSync(path, Buffer.from(values.buffer, values.byteOffset, values.byteLength));
-    process.stderr.write(`ds4: dumped ${name} layer ${rec.layer} pos ${pos} to ${path}\n`);
+    process.stderr.write(`ds4: dumped ${name} layer ${layer} pos ${pos} to ${path}\n`);
     dumps++;
     if (a.crashAfter !== undefined && dumps >= a.crashAfter) process.kill(process.pid, 'SIGKILL');
   };
-
+  const graphName = (stage: string) => resolveStage(stage)?.aliases.graph?.[0];
+  // decode: each capture as ds4's decode path dumps it (the head at pos 0)
+  const dump = (rec: StageRecord) => {
+    const def = resolveStage(rec.stage);
+    const name = graphName(rec.stage);
+    if (!def || !name) return; // ds4 has no dump hook for this stage
+    writeDump(name, rec.layer, def.scope === 'head' ? 0 : rec.pos, rec.dtype, rec.values);
+  };
+  const held: StageRecord[] = [];
   const { runDevice } = await import('../ascend/orchestrator.ts');
   const { parseInjects } = await import('../ascend/faults.ts');
   let ledger: FallbackEntry[] = [];
@@ -163,9 +201,10 @@ async function main(argv: string[]): Promise<number> {
   try {
     const r = await runDevice({
       model, cfg, tokens, lastLayer,
-      allowHostFallback: !gateOn, disabledKernels: a.disable, inject: parseInjects(a.inject, 'sim'), tap: dump,
+      allowHostFallback: !gateOn, disabledKernels: a.disable, inject: parseInjects(a.inject, 'sim'), tap: a.prefill ? (x) => held.push(x) : dump,
     });
     ledger = r.ledger;
+    if (a.prefill) dumpPrefill(held, writeDump);
   } catch (e) {
     if (e instanceof StopEngine) rc = 1;
     else if (e instanceof Ds4DiffError && e.exitCode === EXIT.hostFallback) {

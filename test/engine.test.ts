@@ -167,6 +167,31 @@ describe.skipIf(!ready)('ds4-diff engine -- the test double', async () => {
     for (const x of dev.records) expect([...x.values], `${x.stage}/${x.layer}/${x.pos}`).toEqual([...direct.get(`${x.stage}/${x.layer}/${x.pos}`)!]);
   });
 
+  it('ds4 prefill dumps (one file per stage and layer: the batch, the ring, the closed windows) import to the decode captures exactly', async () => {
+    // layers 0..2: layer 2 is ratio 4 with the indexer; 10 tokens (default system prompt) close windows at pos 3 and 7
+    const run = (dir: string, extra: string[]) => cli(['engine', '--layer', '2', '--no-noise-floor', '--no-replay', '--out', dir, '--', process.execPath, DOUBLE, '-p', 'Hello', '--nothink', '--layers', '2', ...extra]);
+    const dDir = tmp(), pDir = tmp();
+    // (free-running over 3 layers the registry's defaults already see accumulated error: exit 0 or 1, the same for both)
+    const dr = run(dDir, []), pr = run(pDir, ['--prefill']);
+    expect([0, 1]).toContain(dr.code);
+    expect(pr.code, pr.err).toBe(dr.code);
+    const decode = new Map((await readDump(join(dDir, 'device.arrow'))).records.map((r) => [`${r.stage}/${r.layer}/${r.pos}`, r]));
+    const prefill = (await readDump(join(pDir, 'device.arrow'))).records;
+    const n = manifestOf(pDir).promptTokens.length;
+    expect(n).toBeGreaterThan(cfg.slidingWindow); // the ring holds more rows than the window
+    for (const r of prefill) {
+      const d = decode.get(`${r.stage}/${r.layer}/${r.pos}`);
+      expect(d, `${r.stage}/${r.layer}/${r.pos}`).toBeDefined();
+      expect(r.shape).toEqual(d!.shape);
+      expect(Array.from(r.values)).toEqual(Array.from(d!.values));
+    }
+    const where = (stage: string, layer: number) => prefill.filter((r) => r.stage === stage && r.layer === layer).map((r) => r.pos);
+    for (let il = 0; il <= 2; il++) expect(where('raw_cache', il)).toEqual([n - 1]);
+    expect(where('attn_comp_row', 2)).toEqual([3, 7]);
+    expect(where('index_comp_row', 2)).toEqual([3, 7]);
+    expect(where('q_rope', 1)).toEqual(Array.from({ length: n }, (_, i) => i));
+  });
+
   it('a host fallback line: ledger entry naming the primitive, exit 2, partial dumps kept', async () => {
     const dir = tmp();
     const r = engine(dir, ['--disable-kernel', 'swiglu']);
