@@ -21,6 +21,9 @@ export interface ModelPromptOptions {
   layers?: string;
 }
 
+/** A repeatable option whose values may also be comma-separated (`--stages a,b --stages c`). */
+export const collectList = (value: string, prev: string[]): string[] => [...prev, ...value.split(',').map((s) => s.trim()).filter(Boolean)];
+
 /** The options every model-running command takes. */
 export function addModelPromptOptions(cmd: Command): Command {
   return cmd
@@ -33,6 +36,18 @@ export function addModelPromptOptions(cmd: Command): Command {
     .option('--raw', 'no chat template')
     .option('--layer <n>', 'run layers 0..N, then the output head on that state (ds4\'s layer-0 graph test)')
     .option('--layers <r>', '"all" (the default) or "0:N": the layers to run');
+}
+
+/** The run-directory, gate and report options `run` and `engine` share. */
+export function addRunDirOptions(cmd: Command): Command {
+  return cmd
+    .option('--out <dir>', 'run directory (default: runs/<time>)')
+    .option('--baseline <file>', 'gate against this baseline (default: the shipped baseline matching the case, if any)')
+    .option('--policy <file>', 'tolerance rules for stages the baseline does not list (or for the whole run without a baseline)')
+    .option('--json', 'print the report as JSON')
+    .option('--markdown <file>', 'also write the Markdown report here (always written into the run directory)')
+    .option('--junit <file>', 'also write the JUnit XML report here')
+    .option('--html <file>', 'also write the HTML report here');
 }
 
 export interface LoadedRun {

@@ -18,7 +18,7 @@ import { openGguf } from '../../model/gguf.ts';
 import { runReference } from '../../reference/runner.ts';
 import { ModelWeights } from '../../reference/weights.ts';
 import { renderBisectJson, renderBisectMarkdown, renderBisectTerminal, type BisectReportInput } from '../../reports/bisect.ts';
-import { addModelPromptOptions, loadModelAndPrompt, newManifest, progress, type LoadedRun, type ModelPromptOptions } from '../common.ts';
+import { addModelPromptOptions, collectList, loadModelAndPrompt, newManifest, progress, type LoadedRun, type ModelPromptOptions } from '../common.ts';
 
 interface BisectCliOptions extends ModelPromptOptions {
   kernelMath?: string;
@@ -32,14 +32,12 @@ interface BisectCliOptions extends ModelPromptOptions {
   markdown?: string;
 }
 
-const collect = (xs: string, prev: string[]) => [...prev, ...xs.split(',').map((s) => s.trim()).filter(Boolean)];
-
 export function register(program: Command): void {
   addModelPromptOptions(program.command('bisect').description('find the device kernel that diverged: first divergence, own vs inherited error, kernel swap'))
     .argument('[run-dir]', 'a run directory of `ds4-diff run` (its case is re-run); without it, give run options')
     .option('--kernel-math <m>', 'ascend (the AscendC kernels\' approximations) or exact (default: the run\'s, else ascend)')
     .option('--inject <spec>', 'plant a fault in a simulator kernel: KERNEL:FAULT[=ARG] (repeatable; see `ds4-diff run --help`)', (v: string, prev: string[]) => [...prev, v], [])
-    .option('--disable-kernel <names>', 'remove device kernels as in `run` (repeatable, comma-separated)', collect, [])
+    .option('--disable-kernel <names>', 'remove device kernels as in `run` (repeatable, comma-separated)', collectList, [])
     .option('--allow-host-fallback', 'let disabled kernels run on the host')
     .option('--baseline <file>', 'judge rows by this baseline\'s tolerances (default: the shipped baseline matching the case, else the registry\'s)')
     .option('--no-baseline', 'judge rows by the registry\'s tolerances even when a shipped baseline matches the case')

@@ -33,11 +33,11 @@ import type { Ds4Config } from '../../model/config.ts';
 import { Ds4DiffError, EXIT, badInput } from '../../model/errors.ts';
 import { runReference } from '../../reference/runner.ts';
 import { ModelWeights } from '../../reference/weights.ts';
-import { emitRunReports } from '../../reports/write.ts';
-import { addModelPromptOptions, loadModelAndPrompt, newManifest, progress, type LoadedRun, type ModelPromptOptions } from '../common.ts';
+import { emitRunReports, type ReportOutputs } from '../../reports/write.ts';
+import { addModelPromptOptions, addRunDirOptions, collectList, loadModelAndPrompt, newManifest, progress, type LoadedRun, type ModelPromptOptions } from '../common.ts';
 import { VERSION } from '../version.ts';
 
-interface EngineOptions extends ModelPromptOptions {
+interface EngineOptions extends ModelPromptOptions, ReportOutputs {
   stages: string[];
   dumpLayer?: string;
   pos?: string;
@@ -48,32 +48,19 @@ interface EngineOptions extends ModelPromptOptions {
   timeout?: string;
   noiseFloor: boolean;
   replay: boolean;
-  json?: boolean;
-  markdown?: string;
-  junit?: string;
-  html?: string;
 }
-
-const collect = (xs: string, prev: string[]) => [...prev, ...xs.split(',').map((s) => s.trim()).filter(Boolean)];
 
 export function register(program: Command): void {
   const cmd = program.command('engine').description('run a ds4 / ds4-ascend build with its graph dumps into the run directory, then compare them with the reference and gate');
-  addModelPromptOptions(cmd)
+  addRunDirOptions(addModelPromptOptions(cmd))
     .argument('<engine...>', 'the engine command and its arguments, after --')
-    .option('--stages <list>', 'dump only these stages (canonical or ds4 graph names; repeatable, comma-separated) → DS4_METAL_GRAPH_DUMP_NAME', collect, [])
+    .option('--stages <list>', 'dump only these stages (canonical or ds4 graph names; repeatable, comma-separated) → DS4_METAL_GRAPH_DUMP_NAME', collectList, [])
     .option('--dump-layer <n|all>', 'dump only this layer → DS4_METAL_GRAPH_DUMP_LAYER (ds4 takes one layer or "all"; the head is layer n_layer, so a number drops the logits)')
     .option('--pos <n>', 'dump only this position → DS4_METAL_GRAPH_DUMP_POS (ds4 takes one; the head is dumped as pos 0)')
     .option('--backend <name>', 'the backend the engine runs, for the manifest and baseline matching (default: from the engine\'s --ascend/--cuda/--metal/--cpu/--backend X, else "ds4")')
-    .option('--out <dir>', 'run directory (default: runs/<time>)')
-    .option('--baseline <file>', 'gate against this baseline (default: the shipped baseline matching the case, if any)')
-    .option('--policy <file>', 'tolerance rules for stages the baseline does not list (or for the whole run without a baseline)')
     .option('--timeout <s>', 'kill the engine after this many seconds')
     .option('--no-noise-floor', 'skip the f64 reference (the per-stage quantization noise floor, used by `baseline record`)')
     .option('--no-replay', 'skip the replay of the engine\'s dump (each stage recomputed from the dump\'s own inputs: its own error)')
-    .option('--json', 'print the report as JSON')
-    .option('--markdown <file>', 'also write the Markdown report here (always written into the run directory)')
-    .option('--junit <file>', 'also write the JUnit XML report here')
-    .option('--html <file>', 'also write the HTML report here')
     .addHelpText('after', [
       '',
       'The engine runs with DS4_METAL_GRAPH_DUMP_PREFIX=<run dir>/dumps/ds4, DS4_ASCEND_NO_HOST_FALLBACK=1 and',

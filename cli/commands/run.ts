@@ -14,11 +14,11 @@ import { openCapture, type CaptureSink } from '../../diff/sink.ts';
 import { Ds4DiffError, EXIT, badInput } from '../../model/errors.ts';
 import { runReference } from '../../reference/runner.ts';
 import { ModelWeights } from '../../reference/weights.ts';
-import { emitRunReports } from '../../reports/write.ts';
-import { addModelPromptOptions, loadModelAndPrompt, newManifest, progress, type ModelPromptOptions } from '../common.ts';
+import { emitRunReports, type ReportOutputs } from '../../reports/write.ts';
+import { addModelPromptOptions, addRunDirOptions, collectList, loadModelAndPrompt, newManifest, progress, type ModelPromptOptions } from '../common.ts';
 import { VERSION } from '../version.ts';
 
-interface RunOptions extends ModelPromptOptions {
+interface RunOptions extends ModelPromptOptions, ReportOutputs {
   backend: string;
   kernelMath: string;
   allowHostFallback?: boolean;
@@ -29,30 +29,17 @@ interface RunOptions extends ModelPromptOptions {
   policy?: string;
   noiseFloor: boolean;
   teacher: boolean;
-  json?: boolean;
-  markdown?: string;
-  junit?: string;
-  html?: string;
 }
 
-const collect = (xs: string, prev: string[]) => [...prev, ...xs.split(',').map((s) => s.trim()).filter(Boolean)];
-
 export function register(program: Command): void {
-  addModelPromptOptions(program.command('run').description('run the reference and the device path, capture every stage of both, compare and gate'))
+  addRunDirOptions(addModelPromptOptions(program.command('run').description('run the reference and the device path, capture every stage of both, compare and gate')))
     .option('--backend <name>', 'device backend: sim (the simulated Ascend device) or ascend (needs the CANN runtime)', 'sim')
     .option('--kernel-math <m>', 'ascend (the AscendC kernels\' approximations) or exact', 'ascend')
     .option('--allow-host-fallback', 'let primitives without a device kernel run on the host (recorded in the manifest\'s fallback ledger)')
-    .option('--disable-kernel <names>', 'remove device kernels, as an unported primitive would be missing (repeatable, comma-separated)', collect, [])
+    .option('--disable-kernel <names>', 'remove device kernels, as an unported primitive would be missing (repeatable, comma-separated)', collectList, [])
     .option('--inject <spec>', 'plant a fault in a simulator kernel: KERNEL:FAULT[=ARG][@LAYER|@A:B] (repeatable; the head is layer n_layer; faults: bias=X scale=X nan=I pairs-halves transpose-comb expert-off-by-one stale-buffer round-half-away coarse-exp emit-pos)', (v: string, prev: string[]) => [...prev, v], [])
-    .option('--out <dir>', 'run directory (default: runs/<time>)')
-    .option('--baseline <file>', 'gate against this baseline (default: the shipped baseline matching the case, if any)')
-    .option('--policy <file>', 'tolerance rules for stages the baseline does not list (or for the whole run without a baseline)')
     .option('--no-noise-floor', 'skip the f64 reference (the per-stage quantization noise floor)')
     .option('--no-teacher', 'skip the teacher-forced device pass (no own-vs-inherited split)')
-    .option('--json', 'print the report as JSON')
-    .option('--markdown <file>', 'also write the Markdown report here (always written into the run directory)')
-    .option('--junit <file>', 'also write the JUnit XML report here')
-    .option('--html <file>', 'also write the HTML report here')
     .addHelpText('after', [
       '',
       'Exit codes: 0 pass, 1 tolerance regression, 2 host-fallback violation, 3 bad input, 125 cannot evaluate.',
