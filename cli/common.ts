@@ -60,14 +60,19 @@ export interface LoadedRun {
   allLayers: boolean;
 }
 
-export async function loadModelAndPrompt(opts: ModelPromptOptions): Promise<LoadedRun> {
-  if (opts.prompt === undefined && opts.tokens === undefined) throw badInput('needs -p TEXT or --tokens IDS');
-  if (opts.think && opts.nothink) throw badInput('--think and --nothink exclude each other');
-  const modelPath = opts.model ?? (await (await import('../model/default-model.ts')).defaultModelPath());
+/** The GGUF at `path` (default: the bundled tiny model), validated as a DS4 model, and its config. */
+export async function loadModel(path?: string): Promise<{ modelPath: string; model: GgufModel; cfg: Ds4Config }> {
+  const modelPath = path ?? (await (await import('../model/default-model.ts')).defaultModelPath());
   const model = await openGguf(modelPath);
   const { violations } = validateModel(model);
   if (violations.length) throw badInput(`${modelPath}: not a valid DS4 model (${violations.length} problems, first: ${violations[0]}); see ds4-diff inspect`);
-  const cfg = configFromGguf(model);
+  return { modelPath, model, cfg: configFromGguf(model) };
+}
+
+export async function loadModelAndPrompt(opts: ModelPromptOptions): Promise<LoadedRun> {
+  if (opts.prompt === undefined && opts.tokens === undefined) throw badInput('needs -p TEXT or --tokens IDS');
+  if (opts.think && opts.nothink) throw badInput('--think and --nothink exclude each other');
+  const { modelPath, model, cfg } = await loadModel(opts.model);
   let tokens: number[];
   if (opts.tokens !== undefined) {
     tokens = opts.tokens.split(',').map((s) => Number(s.trim()));

@@ -16,7 +16,7 @@
 // engine's run (no device to re-run) is bisected from its dumps: own errors by replay (bisectFromReplay).
 import { EXIT } from '../model/errors.ts';
 import { graphOrderKey, resolveStage } from '../reference/registry.ts';
-import { compareDumps, summarize, type CompareRow, type Comparison } from './compare.ts';
+import { compareDumps, summarize, withOwnErrors, type CompareRow, type Comparison } from './compare.ts';
 import type { Metrics } from './metrics.ts';
 import type { Policy, Violation } from './policy.ts';
 import type { StageRecord } from './record.ts';
@@ -261,12 +261,7 @@ export async function bisect(reference: StageRecord[], device: BisectProbe, poli
   // 2. own vs inherited: the teacher-forced pass
   say('teacher-forced pass');
   const own = await measure(reference, await probe.run({ teacher: true }), policy);
-  const ownByKey = new Map(own.cmp.rows.map((r) => [rowKey(r), r]));
-  for (const r of free.cmp.rows) {
-    const o = ownByKey.get(rowKey(r));
-    if (o && (o.status === 'pass' || o.status === 'fail')) r.own = { metrics: o.metrics, violations: o.violations, pass: o.status === 'pass', note: o.note };
-  }
-  const comparison = summarize(free.cmp.rows, 'reference', 'device', free.cmp.notes);
+  const comparison = withOwnErrors(free.cmp, own.cmp.rows);
   const swapPass = (teacher: boolean, lastLayer?: number) => async (hostKernels: string[]): Promise<Pass> =>
     measure(reference, await probe.run({ teacher, hostKernels, lastLayer }), policy);
 
@@ -377,13 +372,14 @@ function ownValue(m: Metrics, threshold: string): number | null {
 
 function evidenceRows(c: Comparison, first: { stage: string; layer: number; pos: number }, culprit: { stage: string; layer: number; pos: number } | undefined, free: Pass, own: Pass, max: number): EvidenceRow[] {
   const out: EvidenceRow[] = [];
+  const ownByKey = new Map(own.cmp.rows.map((r) => [rowKey(r), r]));
   const start = culprit && before(culprit, first) ? culprit : first;
   let after = 0;
   for (const r of c.rows) {
     if (before(r, start)) continue;
     const isFirst = rowKey(r) === rowKey(first), isCulprit = !!culprit && rowKey(r) === rowKey(culprit);
     const freeBad = diverged(r, free.run.nan);
-    const ownRow = own.cmp.rows.find((x) => rowKey(x) === rowKey(r));
+    const ownRow = ownByKey.get(rowKey(r));
     const ownBad = !!ownRow && diverged(ownRow, own.run.nan);
     if (!isFirst && !isCulprit && !freeBad && !ownBad) continue;
     if (!isFirst && !isCulprit && ++after > max) break;
@@ -413,17 +409,12 @@ function evidenceRows(c: Comparison, first: { stage: string; layer: number; pos:
  */
 export function bisectFromReplay(free: Comparison, replay: ReplayResult, opts: BisectOptions = {}): BisectResult {
   const notes = ['own errors from `replay` of the engine\'s dump (each stage recomputed by the reference from the dumped inputs); kernels named by the registry\'s kernel family; no kernel swap without a device to re-run'];
-  const byKey = new Map(replay.rows.map((r) => [rowKey(r), r]));
-  for (const r of free.rows) {
-    const o = byKey.get(rowKey(r));
-    if (o && o.status !== 'skipped') r.own = { metrics: o.metrics, violations: o.violations, pass: o.status === 'pass' };
-  }
-  const comparison = summarize(free.rows, free.a, free.b, free.notes);
-  const first = comparison.rows.find((r) => diverged(r));
   const ownRows: CompareRow[] = replay.rows.filter((r) => r.status !== 'skipped').map((r) => ({
     stage: r.stage, layer: r.layer, pos: r.pos, token: -1, known: true, status: r.status as 'pass' | 'fail',
     metrics: r.metrics, thresholds: r.thresholds ?? {}, violations: r.violations,
   }));
+  const comparison = withOwnErrors(free, ownRows);
+  const first = comparison.rows.find((r) => diverged(r));
   const own = summarize(ownRows, 'replayed', 'device');
   const skipped = replay.counts.skipped;
   if (skipped) notes.push(`${skipped} dumped rows could not be replayed (inputs not dumped): their own error is unknown`);

@@ -222,14 +222,20 @@ export async function compareRun(runDir: string, policy: Policy): Promise<Compar
   const c = await compareDumps(iterateDump(ref), iterateDump(dev), policy, { a: 'reference', b: 'device' });
   c.notes.push(...metaNotes(await readDumpMeta(ref), await readDumpMeta(dev), 'reference', 'device'));
   const teacher = sidePath(runDir, m, 'device-teacher');
-  if (teacher) {
-    const own = await compareDumps(iterateDump(ref), iterateDump(teacher), policy, { a: 'reference', b: 'device-teacher' });
-    const byKey = new Map(own.rows.map((r) => [keyOf(r), r]));
-    for (const r of c.rows) {
-      const o = byKey.get(keyOf(r));
-      if (o && o.status !== 'missing-a' && o.status !== 'missing-b') r.own = { metrics: o.metrics, violations: o.violations, pass: o.status === 'pass', note: o.note };
-    }
-    return summarize(c.rows, c.a, c.b, c.notes);
+  if (!teacher) return c;
+  const own = await compareDumps(iterateDump(ref), iterateDump(teacher), policy, { a: 'reference', b: 'device-teacher' });
+  return withOwnErrors(c, own.rows);
+}
+
+/**
+ * A comparison whose rows also carry their own (teacher-forced, or replayed) error: each row of `c` gets
+ * the compared row of `own` at the same (stage, layer, pos), and the summaries are redone.
+ */
+export function withOwnErrors(c: Comparison, own: CompareRow[]): Comparison {
+  const byKey = new Map(own.map((r) => [keyOf(r), r]));
+  for (const r of c.rows) {
+    const o = byKey.get(keyOf(r));
+    if (o && (o.status === 'pass' || o.status === 'fail')) r.own = { metrics: o.metrics, violations: o.violations, pass: o.status === 'pass', note: o.note };
   }
-  return c;
+  return summarize(c.rows, c.a, c.b, c.notes);
 }

@@ -11,7 +11,7 @@
 // Only files found by listing the prefix's directory are read; a dump name is never used as a path.
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { badInput } from '../model/errors.ts';
+import { Ds4DiffError, EXIT, badInput } from '../model/errors.ts';
 import type { Ds4Config } from '../model/config.ts';
 import { resolveStage, type StageDef } from '../reference/registry.ts';
 import { DUMP_FORMAT_VERSION, DumpWriter } from './dump.ts';
@@ -25,9 +25,22 @@ export interface ImportOptions {
   version?: string;
   /** warnings go here (default: stderr) */
   warn?: (msg: string) => void;
+  /**
+   * A file whose size or dtype does not fit its stage is reported here and left out (the rest is
+   * imported) instead of failing the import; with every file rejected nothing is written.
+   */
+  onReject?: (file: string, reason: string) => void;
+}
+
+/** A dump file that does not fit its stage (size, dtype): one line naming the file. */
+class DumpRejected extends Ds4DiffError {
+  constructor(readonly file: string, readonly reason: string) {
+    super(`${file}: ${reason}`, EXIT.badInput);
+  }
 }
 
 export interface ImportSummary {
+  /** files imported (rejected ones not counted) */
   files: number;
   records: number;
   unknown: string[];
@@ -73,12 +86,12 @@ function shapeOf(def: StageDef, cfg: Ds4Config, layer: number, elements: number,
   if (product(one) !== product(two)) {
     // count-dependent: the count `n` is whatever makes the element count fit
     const per = product(two) - product(one);
-    if (per === 0 || elements % per !== 0) throw badInput(`${file}: ${elements} values do not fit stage ${def.name} (a multiple of ${per} expected)`);
+    if (per === 0 || elements % per !== 0) throw new DumpRejected(file, `${elements} values do not fit stage ${def.name} (a multiple of ${per} expected)`);
     return { shape: def.shape(cfg, { layer, n: elements / per }), rows: 1 };
   }
   const per = product(one);
   if (per === 0 || elements % per !== 0 || elements === 0) {
-    throw badInput(`${file}: ${elements} values do not fit stage ${def.name} of shape [${one}] (${per} values per position)`);
+    throw new DumpRejected(file, `${elements} values do not fit stage ${def.name} of shape [${one}] (${per} values per position)`);
   }
   return { shape: one, rows: elements / per };
 }
@@ -112,7 +125,7 @@ function placeRows(def: StageDef | undefined, cfg: Ds4Config | undefined, f: Dum
 
 function readValues(file: string, dtype: 'f32' | 'i32'): Float32Array | Int32Array {
   const buf = fs.readFileSync(file);
-  if (buf.byteLength % 4 !== 0) throw badInput(`${file}: ${buf.byteLength} bytes is not a whole number of 4-byte ${dtype} values`);
+  if (buf.byteLength % 4 !== 0) throw new DumpRejected(file, `${buf.byteLength} bytes is not a whole number of 4-byte ${dtype} values`);
   const copy = new ArrayBuffer(buf.byteLength);
   new Uint8Array(copy).set(buf);
   return dtype === 'f32' ? new Float32Array(copy) : new Int32Array(copy);
@@ -132,7 +145,7 @@ export async function importDs4Dumps(prefix: string, opts: ImportOptions): Promi
     side: 'ds4-import',
   });
   const unknown = new Set<string>();
-  let records = 0;
+  let records = 0, accepted = 0;
   try {
     let lastLayer = -1;
     for (const f of files) {
@@ -143,18 +156,27 @@ export async function importDs4Dumps(prefix: string, opts: ImportOptions): Promi
         unknown.add(f.name);
         warn(`ds4 dump name '${f.name}' is not a known stage; kept under its own name`);
       }
-      if (def && def.dtype !== f.dtype) throw badInput(`${f.file}: stage ${def.name} is ${def.dtype} but the file is ${f.dtype}`);
-      const values = readValues(f.file, f.dtype);
+      let parts: ReturnType<typeof placeRows>;
+      try {
+        if (def && def.dtype !== f.dtype) throw new DumpRejected(f.file, `stage ${def.name} is ${def.dtype} but the file is ${f.dtype}`);
+        parts = placeRows(def, opts.cfg, f, readValues(f.file, f.dtype), opts.promptTokens);
+      } catch (e) {
+        if (!(e instanceof DumpRejected && opts.onReject)) throw e;
+        opts.onReject(e.file, e.reason);
+        continue;
+      }
       const stage = def?.name ?? f.name;
-      for (const part of placeRows(def, opts.cfg, f, values, opts.promptTokens)) {
+      for (const part of parts) {
         writer.write({ stage, layer: f.layer, pos: part.pos, token: opts.promptTokens?.[part.pos] ?? -1, dtype: f.dtype, shape: part.shape, values: part.values });
         records++;
       }
+      accepted++;
     }
-    await writer.close();
+    if (accepted === 0) await writer.abort();
+    else await writer.close();
   } catch (e) {
     await writer.abort();
     throw e;
   }
-  return { files: files.length, records, unknown: [...unknown] };
+  return { files: accepted, records, unknown: [...unknown] };
 }

@@ -19,7 +19,7 @@ import { badInput } from '../model/errors.ts';
 import type { GgufModel } from '../model/gguf.ts';
 import { fp8KvQuantizeInplace } from '../model/quant/index.ts';
 import { attentionWithSinks, groupedOut, indexerAllowed, indexerScores } from '../reference/attention.ts';
-import { closeCompressedRow, compressorStep, newCompressorState, type CompressorLane } from '../reference/compressor.ts';
+import { STAGE_PREFIX, closeCompressedRow, compressorStep, newCompressorState, type CompressorLane } from '../reference/compressor.ts';
 import { expertsDown, routedExperts, routerProbs, routerSelect, routerWeights, sharedExpert, sumExperts, topkDesc } from '../reference/ffn.ts';
 import { embedHc, hcPost, hcSplitSinkhorn, hcWeightedSum, outputHcWeights } from '../reference/hc.ts';
 import { cacheRow, cacheRows, newRowCache, pushComp, pushRaw } from '../reference/kvcache.ts';
@@ -194,9 +194,9 @@ const ropeOf = (input: string, heads: (c: Ds4Config) => number, inverse: boolean
   return v;
 };
 
-const LANES: Record<CompressorLane, { stage: string; dim: (c: Ds4Config) => number; weights: string }> = {
-  attn: { stage: 'attn_comp', dim: (c) => c.headDim, weights: 'attn_compressor' },
-  indexer: { stage: 'index_comp', dim: (c) => c.indexerHeadDim, weights: 'indexer_compressor' },
+const LANES: Record<CompressorLane, { stage: string; dim: (c: Ds4Config) => number }> = {
+  attn: { stage: STAGE_PREFIX.attn, dim: (c) => c.headDim },
+  indexer: { stage: STAGE_PREFIX.indexer, dim: (c) => c.indexerHeadDim },
 };
 
 /** S7/S8 the per-token projections (kv, score + ape) of compressorStep, from the dumped attn_norm. */

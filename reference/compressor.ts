@@ -42,7 +42,7 @@ export function newCompressorState(p: Precision, lane: CompressorLane, ratio: nu
 }
 
 const TENSOR_PREFIX: Record<CompressorLane, string> = { attn: 'attn_compressor', indexer: 'indexer_compressor' };
-const STAGE_PREFIX: Record<CompressorLane, string> = { attn: 'attn_comp', indexer: 'index_comp' };
+export const STAGE_PREFIX: Record<CompressorLane, string> = { attn: 'attn_comp', indexer: 'index_comp' };
 
 /**
  * ds4.c `compressor_pool_decode_state`: per output dim j, softmax over the window's scores and the

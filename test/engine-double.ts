@@ -124,7 +124,9 @@ function dumpPrefill(held: StageRecord[], write: (name: string, layer: number, p
   const groups = new Map<string, StageRecord[]>();
   for (const r of held) {
     const key = `${r.stage}/${r.layer}`;
-    groups.set(key, [...(groups.get(key) ?? []), r]);
+    const g = groups.get(key);
+    if (g) g.push(r);
+    else groups.set(key, [r]);
   }
   const concat = (rs: StageRecord[]) => {
     const out = rs[0].dtype === 'i32' ? new Int32Array(rs.reduce((n, r) => n + r.values.length, 0)) : new Float32Array(rs.reduce((n, r) => n + r.values.length, 0));

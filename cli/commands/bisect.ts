@@ -12,13 +12,11 @@ import { replayDump } from '../../diff/replay.ts';
 import { readManifest, sidePath, type RunManifest } from '../../diff/manifest.ts';
 import { EMPTY_POLICY, loadPolicy, type Policy } from '../../diff/policy.ts';
 import type { StageRecord } from '../../diff/record.ts';
-import { configFromGguf } from '../../model/config.ts';
 import { badInput } from '../../model/errors.ts';
-import { openGguf } from '../../model/gguf.ts';
 import { runReference } from '../../reference/runner.ts';
 import { ModelWeights } from '../../reference/weights.ts';
 import { renderBisectJson, renderBisectMarkdown, renderBisectTerminal, type BisectReportInput } from '../../reports/bisect.ts';
-import { addModelPromptOptions, collectList, loadModelAndPrompt, newManifest, progress, type LoadedRun, type ModelPromptOptions } from '../common.ts';
+import { addModelPromptOptions, collectList, loadModel, loadModelAndPrompt, newManifest, progress, type LoadedRun, type ModelPromptOptions } from '../common.ts';
 
 interface BisectCliOptions extends ModelPromptOptions {
   kernelMath?: string;
@@ -86,9 +84,9 @@ async function caseFromRun(dir: string, m: RunManifest, opts: BisectCliOptions):
 
 /** The model, tokens and layers of a run, checking the model file is still the one the run used. */
 async function runOfManifest(m: RunManifest, modelPath = m.model.path): Promise<LoadedRun> {
-  const model = await openGguf(modelPath);
+  const { model, cfg } = await loadModel(modelPath);
   if (model.fingerprint !== m.model.fingerprint) throw badInput(`${modelPath}: model fingerprint ${model.fingerprint} is not the run's (${m.model.fingerprint}); not the model the run used`);
-  return { modelPath, model, cfg: configFromGguf(model), tokens: m.promptTokens, prompt: m.prompt, lastLayer: m.layers.last, allLayers: m.layers.all };
+  return { modelPath, model, cfg, tokens: m.promptTokens, prompt: m.prompt, lastLayer: m.layers.last, allLayers: m.layers.all };
 }
 
 /** Tolerances: an explicit baseline, else the shipped one matching the case (as `run` gates), else the registry's. */

@@ -153,7 +153,7 @@ function setAside(file: string, reason: string, rejected: Rejected[]): void {
 /**
  * importDs4Dumps, setting aside first every listed entry that is not a regular file (a symbolic link
  * could point anywhere: it is never read), then each file the importer refuses (size or dtype not
- * fitting its stage), until the rest imports.
+ * fitting its stage) while the rest imports.
  */
 async function importAccepting(prefix: string, out: string, cfg: Ds4Config, tokens: number[], fingerprint: string, warn: (m: string) => void): Promise<{ summary?: ImportSummary; rejected: Rejected[] }> {
   const rejected: Rejected[] = [];
@@ -161,19 +161,12 @@ async function importAccepting(prefix: string, out: string, cfg: Ds4Config, toke
     const st = fs.lstatSync(f.file);
     if (!st.isFile()) setAside(f.file, `${st.isSymbolicLink() ? 'is a symbolic link' : 'is not a regular file'}; not read`, rejected);
   }
-  for (;;) {
-    const files = listDs4Dumps(prefix);
-    if (!files.length) return { rejected };
-    try {
-      const summary = await importDs4Dumps(prefix, { out, cfg, promptTokens: tokens, modelFingerprint: fingerprint, version: VERSION, warn });
-      return { summary, rejected };
-    } catch (e) {
-      const msg = e instanceof Ds4DiffError ? e.message : '';
-      const bad = files.find((f) => msg.startsWith(`${f.file}: `));
-      if (!bad) throw e;
-      setAside(bad.file, msg.slice(bad.file.length + 2), rejected);
-    }
-  }
+  if (!listDs4Dumps(prefix).length) return { rejected };
+  const summary = await importDs4Dumps(prefix, {
+    out, cfg, promptTokens: tokens, modelFingerprint: fingerprint, version: VERSION, warn,
+    onReject: (file, reason) => setAside(file, reason, rejected),
+  });
+  return { summary: summary.files ? summary : undefined, rejected };
 }
 
 /** The dump inventory for the manifest: per graph name, how many files, which layers and positions. */

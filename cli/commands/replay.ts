@@ -3,17 +3,14 @@
 // within tolerance, 1 on an own-error failure, 3 on bad input (unreadable dump, wrong model),
 // 125 when nothing could be replayed.
 import type { Command } from 'commander';
-import { configFromGguf } from '../../model/config.ts';
-import { Ds4DiffError, EXIT, badInput } from '../../model/errors.ts';
-import { openGguf } from '../../model/gguf.ts';
-import { validateModel } from '../../model/validate.ts';
+import { Ds4DiffError, EXIT } from '../../model/errors.ts';
 import { stringifyJson } from '../../diff/json.ts';
 import { EMPTY_POLICY, loadPolicy, type Thresholds } from '../../diff/policy.ts';
 import { replayDump, type ReplayResult, type ReplayRow } from '../../diff/replay.ts';
 import { compileFilter, parseIntList } from '../../reference/capture.ts';
 import { colors, drawTable } from '../../reports/terminal.ts';
 import { fmt, metricCells, type Table } from '../../reports/view.ts';
-import { progress } from '../common.ts';
+import { loadModel, progress } from '../common.ts';
 
 interface ReplayCliOptions {
   model?: string;
@@ -72,14 +69,11 @@ export function register(program: Command): void {
         pos: parseIntList(opts.pos, '--pos'),
       });
       const policy = opts.policy ? loadPolicy(opts.policy) : EMPTY_POLICY;
-      const modelPath = opts.model ?? (await (await import('../../model/default-model.ts')).defaultModelPath());
-      const model = await openGguf(modelPath);
-      const { violations } = validateModel(model);
-      if (violations.length) throw badInput(`${modelPath}: not a valid DS4 model (${violations.length} problems, first: ${violations[0]}); see ds4-diff inspect`);
+      const { model, cfg } = await loadModel(opts.model);
       const prog = progress('replay');
       let res: ReplayResult;
       try {
-        res = await replayDump(file, { model, cfg: configFromGguf(model), policy, filter, onProgress: prog.tick });
+        res = await replayDump(file, { model, cfg, policy, filter, onProgress: prog.tick });
       } finally {
         prog.done();
       }
