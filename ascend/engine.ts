@@ -21,7 +21,7 @@ import * as fs from 'node:fs';
 import { constants as osConstants } from 'node:os';
 import type { FallbackEntry } from '../diff/manifest.ts';
 import { badInput } from '../model/errors.ts';
-import { STAGES, resolveStage } from '../reference/registry.ts';
+import { STAGES, resolveStage } from '../model/stages.ts';
 
 export const DUMP_PREFIX = 'DS4_METAL_GRAPH_DUMP_PREFIX';
 export const DUMP_NAME = 'DS4_METAL_GRAPH_DUMP_NAME';

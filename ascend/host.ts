@@ -332,7 +332,7 @@ export const HOST_KERNELS: Record<string, HostKernel> = {
     inputs: ([rows]) => [[0, rows * 128 * 4]],
     compute: ([x], [rows]) => {
       const X = f32(x).slice();
-      for (let r = 0; r < rows; r++) indexerQat(X, r * 128, 'ds4');
+      for (let r = 0; r < rows; r++) indexerQat(X, r * 128);
       return [[0, X, 0]];
     },
   },

@@ -12,12 +12,12 @@
 // implementation (host.ts) instead; an injected fault (faults.ts) wraps that kernel's launches.
 // Exceptions to "only captures are read back": host runs and fault emulation move bytes by design.
 import type { FallbackEntry } from '../diff/manifest.ts';
-import type { StageRecord, Tap } from '../diff/record.ts';
+import type { StageRecord, Tap } from '../model/stages.ts';
 import type { Ds4Config } from '../model/config.ts';
 import { Ds4DiffError, EXIT, badInput } from '../model/errors.ts';
 import { tensorInfo, type GgufModel, type TensorInfo } from '../model/gguf.ts';
 import { GGMLType, typeName } from '../model/quant/types.ts';
-import { resolveStage } from '../reference/registry.ts';
+import { resolveStage } from '../model/stages.ts';
 import { openBackend, type DeviceBackend } from './backend.ts';
 import { DATA_INPUT, OUTPUTS, coarseExp, faultInLayer, requantHalfAway, type FaultKind, type Injection } from './faults.ts';
 import { DeviceGate, type GraphSite, type HostFallback } from './gate.ts';

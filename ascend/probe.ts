@@ -3,7 +3,7 @@
 // (ascend/host.ts) and the case's injected faults in place. Records the kernels that produced each
 // capture and turns a NaN stop into data instead of an error.
 import type { BisectProbe, ProbeRun } from '../diff/bisect.ts';
-import type { StageRecord } from '../diff/record.ts';
+import type { StageRecord } from '../model/stages.ts';
 import type { Ds4Config } from '../model/config.ts';
 import type { GgufModel } from '../model/gguf.ts';
 import type { Injection } from './faults.ts';

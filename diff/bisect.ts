@@ -15,11 +15,11 @@
 // The device is reached through a BisectProbe, so this file knows nothing of how kernels run. An
 // engine's run (no device to re-run) is bisected from its dumps: own errors by replay (bisectFromReplay).
 import { EXIT } from '../model/errors.ts';
-import { graphOrderKey, resolveStage } from '../reference/registry.ts';
+import { graphOrderKey, resolveStage } from '../model/stages.ts';
 import { compareDumps, summarize, withOwnErrors, type CompareRow, type Comparison } from './compare.ts';
 import type { Metrics } from './metrics.ts';
 import type { Policy, Violation } from './policy.ts';
-import type { StageRecord } from './record.ts';
+import type { StageRecord } from '../model/stages.ts';
 import type { ReplayResult } from './replay.ts';
 
 /** A capture that held NaN (the pass stopped there). */

@@ -3,12 +3,12 @@
 // (the first row in graph order that exceeds its tolerance) points at the stage that broke first.
 // `a` is always the reference side: relative errors, NMSE and KL are taken relative to it.
 import { Ds4DiffError, EXIT } from '../model/errors.ts';
-import { graphOrderKey, resolveStage } from '../reference/registry.ts';
+import { graphOrderKey, resolveStage } from '../model/stages.ts';
 import { iterateDump, readDumpMeta, type DumpMeta } from './dump.ts';
 import { readManifest, sidePath } from './manifest.ts';
 import { recordMetrics, worstOf, type Metrics } from './metrics.ts';
 import { checkThresholds, minimumTolerance, nearTieMargin, thresholdsFor, worstMetric, type Policy, type Thresholds, type Violation } from './policy.ts';
-import type { StageRecord } from './record.ts';
+import type { StageRecord } from '../model/stages.ts';
 
 export type RowStatus = 'pass' | 'fail' | 'missing-a' | 'missing-b';
 

@@ -24,7 +24,7 @@ import {
 } from 'apache-arrow';
 import type { Footer } from 'apache-arrow/ipc/metadata/file';
 import { badInput } from '../model/errors.ts';
-import type { StageRecord } from './record.ts';
+import type { StageRecord } from '../model/stages.ts';
 
 export const DUMP_FORMAT_VERSION = 1;
 

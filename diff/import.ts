@@ -13,7 +13,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { Ds4DiffError, EXIT, badInput } from '../model/errors.ts';
 import type { Ds4Config } from '../model/config.ts';
-import { resolveStage, type StageDef } from '../reference/registry.ts';
+import { resolveStage, type StageDef } from '../model/stages.ts';
 import { DUMP_FORMAT_VERSION, DumpWriter } from './dump.ts';
 
 export interface ImportOptions {

@@ -8,7 +8,7 @@
 // would have passed (see minimumTolerance).
 import * as fs from 'node:fs';
 import { badInput } from '../model/errors.ts';
-import { resolveStage } from '../reference/registry.ts';
+import { resolveStage } from '../model/stages.ts';
 import { DEFAULT_NEAR_TIE_MARGIN, type F32Metrics, type Metrics } from './metrics.ts';
 
 export interface Thresholds {

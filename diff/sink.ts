@@ -1,7 +1,7 @@
 // A capture sink: one side of a run streamed into `<dir>/<side>.arrow`, with a running per-stage
 // summary (min/max/rms/NaN) for the terminal. Every open sink is aborted on Ctrl-C, so an
 // interrupted run leaves only temp files, never a dump that looks complete.
-import type { StageRecord, Tap } from './record.ts';
+import type { StageRecord, Tap } from '../model/stages.ts';
 import { DUMP_FORMAT_VERSION, DumpWriter, sideFileName, type DumpMeta } from './dump.ts';
 import { join } from 'node:path';
 

@@ -1,7 +1,7 @@
 // Which captures are kept: stage globs (over canonical names and their ds4 aliases), layers and
 // positions — the same three knobs as ds4's DS4_METAL_GRAPH_DUMP_NAME / _LAYER / _POS.
 import { badInput } from '../model/errors.ts';
-import { resolveStage } from './registry.ts';
+import { resolveStage } from '../model/stages.ts';
 
 export interface CaptureFilter {
   stages?: string[];

@@ -2,15 +2,16 @@
 // `compressor_decode_one` + `compressor_pool_decode_state`. Every token projects a kv row and a
 // score row (F16 matvecs of attn_norm, score + ape[pos mod ratio]) into a rolling state; when
 // (pos+1) % ratio == 0 the window is pooled by an independent softmax per output dim, RMS-normed,
-// RoPE'd at comp_pos = pos+1-ratio and quantization-simulated (FP8 for the attention lane,
-// Hadamard-128 + FP4 for the indexer lane).
+// RoPE'd at comp_pos = pos+1-ratio and quantized (FP8 for the attention lane, Hadamard-128 + FP4 for
+// the indexer lane). The state is a function of the window's projections (windowState), so a row is
+// recomputed from them alone.
 // Ratio 4 keeps two lanes (coff = 2): state rows 0..3 hold the previous window, rows 4..7 the
 // current one; the pool takes dims [0, D) of rows 0..3 and dims [D, 2D) of rows 4..7.
 import type { Ds4Config } from '../model/config.ts';
 import { badInput } from '../model/errors.ts';
 import { rowBytes } from '../model/quant/types.ts';
 import { dequantizeRow, fp4ActQuantizeInplace, fp8KvQuantizeInplace, hadamard128Inplace } from '../model/quant/index.ts';
-import type { LayerContext, LayerWeights, Precision, Vec, Weight } from './types.ts';
+import type { LayerWeights, Precision, Vec, Weight } from './types.ts';
 import { allocVec } from './types.ts';
 import { expP, NEG_INF, rmsNorm, rounder } from './math.ts';
 import { matvec } from './matvec.ts';
@@ -42,7 +43,6 @@ export function newCompressorState(p: Precision, lane: CompressorLane, ratio: nu
 }
 
 const TENSOR_PREFIX: Record<CompressorLane, string> = { attn: 'attn_compressor', indexer: 'indexer_compressor' };
-export const STAGE_PREFIX: Record<CompressorLane, string> = { attn: 'attn_comp', indexer: 'index_comp' };
 
 /**
  * ds4.c `compressor_pool_decode_state`: per output dim j, softmax over the window's scores and the
@@ -83,41 +83,41 @@ export function compressorPool(st: CompressorState, p: Precision): Vec {
   return out;
 }
 
-/**
- * One token through the compressor of `lane` (catalog S7/S8). `x` is the token's attn_norm.
- * Emits <attn|index>_comp_kv / _comp_score (score includes ape). Returns the emitted compressed
- * row (before the cache's f16 rounding) when the window closes at this pos, else null.
- */
-export function compressorStep(cx: LayerContext, st: CompressorState, x: Vec, pos: number): Vec | null {
-  const { cfg, p, w } = cx;
+/** S7/S8 one token's kv projection: the lane's `_kv` F16 matvec of the token's attn_norm (ds4.c compressor_decode_one). */
+export function compressorKv(w: LayerWeights, lane: CompressorLane, x: Vec, p: Precision): Vec {
+  return matvec(w.get(`${TENSOR_PREFIX[lane]}_kv.weight`), x, p);
+}
+
+/** S7/S8 one token's score: the lane's `_gate` matvec of attn_norm plus ape[pos mod ratio] (ds4.c compressor_decode_one). */
+export function compressorScore(w: LayerWeights, lane: CompressorLane, x: Vec, pos: number, ratio: number, p: Precision): Vec {
   const r = rounder(p);
-  const { ratio, width } = st;
-  const tp = TENSOR_PREFIX[st.lane];
-  const sp = STAGE_PREFIX[st.lane];
-  const posMod = pos % ratio;
-  const kvCur = matvec(w.get(`${tp}_kv.weight`), x, p);
-  const scCur = matvec(w.get(`${tp}_gate.weight`), x, p);
+  const tp = TENSOR_PREFIX[lane];
+  const sc = matvec(w.get(`${tp}_gate.weight`), x, p);
+  const width = sc.length;
   const ape = w.get(`${tp}_ape.weight`);
   checkApe(ape, width, ratio);
   // ape element (j, pos mod ratio): ggml dims [width, ratio], so its row pos mod ratio (ds4.c tensor_2d_value)
   const rb = rowBytes(ape.type, width);
+  const posMod = pos % ratio;
   const apeRow = dequantizeRow(ape.type, ape.data.subarray(posMod * rb, (posMod + 1) * rb), width);
-  for (let j = 0; j < width; j++) scCur[j] = r(scCur[j] + apeRow[j]);
-  cx.emit(`${sp}_kv`, pos, kvCur);
-  cx.emit(`${sp}_score`, pos, scCur);
+  for (let j = 0; j < width; j++) sc[j] = r(sc[j] + apeRow[j]);
+  return sc;
+}
 
-  const row = ratio === 4 ? ratio + posMod : posMod;
-  st.kv.set(kvCur, row * width);
-  st.score.set(scCur, row * width);
-  if ((pos + 1) % ratio !== 0) return null;
-
-  const comp = closeCompressedRow(cfg, cx.il, cx.w, st, pos, p);
-  // ratio 4: the closed window's rows become the next window's lane-A source
-  if (ratio === 4) {
-    st.kv.copyWithin(0, ratio * width, 2 * ratio * width);
-    st.score.copyWithin(0, ratio * width, 2 * ratio * width);
-  }
-  return comp;
+/**
+ * The compressor state the window closing at `pos` pools, from the kv/score projections of its positions
+ * (model/stages.ts windowPositions, oldest first). Ratio 128: row q mod ratio. Ratio 4: the current window
+ * in rows 4..7, the previous one in rows 0..3 (empty — kv 0, score NEG_INF — for the first window), as
+ * ds4.c keeps it by copying the closed window into rows 0..3.
+ */
+export function windowState(lane: CompressorLane, ratio: number, dim: number, pos: number, positions: number[], kv: Vec[], score: Vec[], p: Precision): CompressorState {
+  const st = newCompressorState(p, lane, ratio, dim);
+  positions.forEach((q, i) => {
+    const row = ratio === 4 ? (q > pos - ratio ? ratio : 0) + (q % ratio) : q % ratio;
+    st.kv.set(kv[i], row * st.width);
+    st.score.set(score[i], row * st.width);
+  });
+  return st;
 }
 
 /**
@@ -128,24 +128,20 @@ export function compressorStep(cx: LayerContext, st: CompressorState, x: Vec, po
 export function closeCompressedRow(cfg: Ds4Config, il: number, w: LayerWeights, st: CompressorState, pos: number, p: Precision): Vec {
   const comp = rmsNorm(compressorPool(st, p), w.f32(`${TENSOR_PREFIX[st.lane]}_norm.weight`), cfg.rmsEps, p);
   ropeTailInplace(cfg, il, comp, 1, st.dim, pos + 1 - st.ratio, false, p);
-  if (st.lane === 'attn') {
-    if (p === 'ds4') fp8KvQuantizeInplace(comp, 0, st.dim - cfg.nRot);
-  } else {
-    indexerQat(comp, 0, p);
-  }
+  if (st.lane === 'attn') fp8KvQuantizeInplace(comp, 0, st.dim - cfg.nRot);
+  else indexerQat(comp, 0);
   return comp;
 }
 
 /**
  * ds4.c `dsv4_indexer_qat_row_inplace_cpu` on the 128-wide row at `off`: Hadamard-128 then the FP4
- * activation round trip. The Hadamard is an orthonormal rotation applied to both indexer q and k,
- * so it is kept in f64 too (scores are unchanged by it, and the captured rows stay comparable
- * between precisions; model/quant's transform rounds to f32, ~1e-7 relative, far below the FP4
- * noise it is compared against). Only the FP4 rounding is a ds4-precision simulation.
+ * activation round trip — a quantization point, so applied in both precisions. The Hadamard is
+ * model/quant's f32 transform in both: the FP4 codes it feeds must be ds4's (its ~1e-7 relative
+ * rounding is far below an FP4 code step).
  */
-export function indexerQat(x: Vec, off: number, p: Precision): void {
+export function indexerQat(x: Vec, off: number): void {
   hadamard128Inplace(x, off);
-  if (p === 'ds4') fp4ActQuantizeInplace(x, off, HADAMARD_N);
+  fp4ActQuantizeInplace(x, off, HADAMARD_N);
 }
 
 /** The indexer's Hadamard transform is defined on 128-wide rows (ds4.c dies on anything else). */

@@ -2,10 +2,9 @@
 // of the embedding; before each sublayer a learned control vector reduces them to one input
 // (pre weights), afterwards post gates and a Sinkhorn-normalized combine matrix expand back.
 import type { Ds4Config } from '../model/config.ts';
-import type { LayerContext, Precision, Vec } from './types.ts';
+import type { Precision, Vec } from './types.ts';
 import { allocVec } from './types.ts';
-import { expP, NEG_INF, rmsNorm, rounder, sigmoid } from './math.ts';
-import { matvec } from './matvec.ts';
+import { expP, NEG_INF, rounder, sigmoid } from './math.ts';
 
 /** S0 `hc_from_plain_embedding`: every HC stream starts as a copy of the embedding row. */
 export function embedHc(cfg: Ds4Config, p: Precision, row: Float32Array): Vec {
@@ -96,25 +95,6 @@ export function hcWeightedSum(cfg: Ds4Config, hc: Vec, w: Vec, p: Precision): Ve
     out[d] = acc;
   }
   return out;
-}
-
-/**
- * S1 / S13 `hc_pre_from_state_one`: RMS-normalize the flattened HC state (no weight), F16 matvec
- * with hc_<side>_fn, Sinkhorn split, weighted sum. Emits hc_<side>_mix/_pre_w/_post_w/_comb and
- * attn_cur or ffn_cur at `pos`.
- */
-export function hcPre(cx: LayerContext, side: 'attn' | 'ffn', hc: Vec, pos: number): { cur: Vec; post: Vec; comb: Vec } {
-  const { cfg, p, w } = cx;
-  const flat = rmsNorm(hc, null, cfg.rmsEps, p);
-  const mix = matvec(w.get(`hc_${side}_fn.weight`), flat, p);
-  const split = hcSplitSinkhorn(mix, w.f32(`hc_${side}_scale.weight`), w.f32(`hc_${side}_base.weight`), cfg.nHc, cfg.sinkhornIters, cfg.hcEps, p);
-  const cur = hcWeightedSum(cfg, hc, split.pre, p);
-  cx.emit(`hc_${side}_mix`, pos, mix);
-  cx.emit(`hc_${side}_pre_w`, pos, split.pre);
-  cx.emit(`hc_${side}_post_w`, pos, split.post);
-  cx.emit(`hc_${side}_comb`, pos, split.comb, [cfg.nHc, cfg.nHc]);
-  cx.emit(`${side}_cur`, pos, cur);
-  return { cur, post: split.post, comb: split.comb };
 }
 
 /**

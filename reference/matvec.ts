@@ -1,16 +1,16 @@
 // Matrix-vector products of the reference, dispatched on the weight's storage type.
 // `ds4` precision reproduces ds4.c's CPU arithmetic: a Q8_0 weight first quantizes the activation to
 // Q8_0 (quantize_q8_0_activation, then int8 x int8 block dots: dot_q8_0_row), an F16 weight is a
-// plain f32 matvec (matvec_f16). `f64` precision is the exact product: weights dequantized, the
-// activation untouched, sums in double — the noise-floor twin of the same graph.
+// plain f32 matvec (matvec_f16). `f64` precision is the rounding-noise twin: the same activation
+// quantization and the same integer block dots, combined in double; F16/F32 weights in double.
 import { GGMLType, rowBytes } from '../model/quant/types.ts';
-import { dequantizeRow, matvecF16, matvecQ8_0Act, quantizeQ8_0Act } from '../model/quant/index.ts';
+import { dequantizeRow, dotQ8_0, matvecF16, matvecQ8_0Act, quantizeQ8_0Act } from '../model/quant/index.ts';
 import { parallelRows } from './rowpool.ts';
 import type { Precision, Vec, Weight } from './types.ts';
 
 export function matvec(w: Weight, x: Vec, p: Precision, out?: Vec): Vec {
   if (x.length !== w.cols) throw new Error(`matvec ${w.name}: input has ${x.length} values, weight rows have ${w.cols}`);
-  return p === 'ds4' ? matvecDs4(w, x, out) : matvecExact(w, x, out);
+  return p === 'ds4' ? matvecDs4(w, x, out) : matvecF64(w, x, out);
 }
 
 function matvecDs4(w: Weight, x: Vec, out?: Vec): Float32Array {
@@ -41,9 +41,14 @@ function matvecDs4(w: Weight, x: Vec, out?: Vec): Float32Array {
   }
 }
 
-function matvecExact(w: Weight, x: Vec, out?: Vec): Float64Array {
+function matvecF64(w: Weight, x: Vec, out?: Vec): Float64Array {
   const o = out instanceof Float64Array && out.length === w.rows ? out : new Float64Array(w.rows);
   const rb = rowBytes(w.type, w.cols);
+  if (w.type === GGMLType.Q8_0) {
+    const act = quantizeQ8_0Act(x, 0, w.cols);
+    for (let r = 0; r < w.rows; r++) o[r] = dotQ8_0(w.data, r * rb, act, true);
+    return o;
+  }
   const row = new Float32Array(w.cols);
   for (let r = 0; r < w.rows; r++) {
     dequantizeRow(w.type, w.data.subarray(r * rb, (r + 1) * rb), w.cols, row);

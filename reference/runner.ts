@@ -1,18 +1,17 @@
-// The reference graph runner: embedding -> layers 0..lastLayer (attention sublayer, FFN sublayer)
-// -> output head, with every stage passing through the capture tap.
-// `prefill` is layer-major like ds4's prefill_layer_major_cpu (all tokens through layer 0, then
-// layer 1, ...); `decode` feeds the tokens one at a time through every layer like ds4's decode loop.
-// The two produce bit-identical captures (the attention sublayer's per-token loop is the same code).
+// The reference graph runner: the interpreter (reference/interpreter.ts) evaluating every stage of the
+// registry from its own earlier results — embedding, layers 0..lastLayer, then the output head at the
+// head positions (by default the last token, as ds4 computes logits for the last prompt token).
+// `prefill` is layer-major like ds4's prefill_layer_major_cpu (every stage of layer 0 for all tokens,
+// then layer 1, ...); `decode` feeds the tokens one at a time through every layer like ds4's decode loop.
+// Every stage at (layer, pos) is the same function of the same inputs in both orders, so the captures
+// are bit-identical.
 import type { Ds4Config } from '../model/config.ts';
 import type { GgufModel } from '../model/gguf.ts';
-import type { StageRecord, Tap } from '../diff/record.ts';
-import { attentionSublayer, newAttnLayerState, type AttnLayerState } from './attention.ts';
+import { badInput } from '../model/errors.ts';
+import { STAGES, resolveStage, stageAt, stageKey, type StageDef, type StageRecord, type Tap } from '../model/stages.ts';
 import { compileFilter, type CaptureFilter } from './capture.ts';
-import { ffnSublayer } from './ffn.ts';
-import { embedHc } from './hc.ts';
-import { outputHead } from './head.ts';
-import { resolveStage } from './registry.ts';
-import type { LayerContext, Precision, Vec } from './types.ts';
+import { evaluate, type Graph, type Values } from './interpreter.ts';
+import type { Precision, Vec } from './types.ts';
 import { ModelWeights } from './weights.ts';
 
 export interface ReferenceOptions {
@@ -22,6 +21,8 @@ export interface ReferenceOptions {
   tokens: number[];
   /** run layers 0..lastLayer, then the head on that state (ds4's layer-0 graph test); default: all */
   lastLayer?: number;
+  /** positions the output head is evaluated at (default: the last token) */
+  headPositions?: number[];
   precision?: Precision;
   tap?: Tap;
   filter?: CaptureFilter;
@@ -30,7 +31,7 @@ export interface ReferenceOptions {
 }
 
 export interface ReferenceResult {
-  /** logits of the last token */
+  /** logits of the last head position */
   logits: Float32Array;
   top: Array<{ id: number; logit: number }>;
 }
@@ -49,18 +50,21 @@ export function topLogits(logits: ArrayLike<number>, k: number): Array<{ id: num
   return top;
 }
 
-/** Turn an emitted vector into a StageRecord: copy (stages may be mutated after emission), f32/i32, registry shape. */
+/** Turn a stage's values into a StageRecord: a copy (f32 or i32) with the registry's shape. */
 export function makeRecord(cfg: Ds4Config, stage: string, layer: number, pos: number, token: number, values: Vec | Int32Array, shape?: number[]): StageRecord {
   const isI32 = values instanceof Int32Array;
   const vals = isI32 ? Int32Array.from(values) : Float32Array.from(values);
   let sh = shape;
   if (!sh) {
     const def = resolveStage(stage);
-    sh = def ? def.shape(cfg, { layer, n: values.length }) : [values.length];
+    sh = def ? def.shape(cfg, { layer, n: def.name === 'raw_cache' ? values.length / cfg.headDim : values.length }) : [values.length];
     if (sh.reduce((a, b) => a * b, 1) !== values.length) sh = [values.length];
   }
   return { stage, layer, pos, token, dtype: isI32 ? 'i32' : 'f32', shape: sh, values: vals };
 }
+
+const byScope = (scope: StageDef['scope']) => STAGES.filter((s) => s.scope === scope);
+const EMBED = byScope('embed'), LAYER = byScope('layer'), HEAD = byScope('head');
 
 export async function runReference(opts: ReferenceOptions): Promise<ReferenceResult> {
   const { model, cfg, tokens } = opts;
@@ -68,49 +72,51 @@ export async function runReference(opts: ReferenceOptions): Promise<ReferenceRes
   const p = opts.precision ?? 'ds4';
   const last = opts.lastLayer ?? cfg.nLayer - 1;
   if (!(last >= 0 && last < cfg.nLayer)) throw new Error(`runReference: layer ${last} is outside 0..${cfg.nLayer - 1}`);
-  const weights = opts.weights ?? new ModelWeights(model, cfg);
-  const keep = compileFilter(opts.filter);
-  const tap = opts.tap;
-  const emitAt = (layer: number) => (stage: string, pos: number, values: Vec | Int32Array, shape?: number[]) => {
-    if (tap && keep(stage, layer, pos)) tap(makeRecord(cfg, stage, layer, pos, tokens[pos], values, shape));
-  };
-  const ctxLen = tokens.length;
-  const states: AttnLayerState[] = [];
-  const contexts: LayerContext[] = [];
-  for (let il = 0; il <= last; il++) {
-    states.push(newAttnLayerState(cfg, il, ctxLen, p));
-    contexts.push({ cfg, il, p, w: weights.layer(il), emit: emitAt(il) });
-  }
-  const embed = (t: number): Vec => {
-    const hc = embedHc(cfg, p, weights.embeddingRow(tokens[t]));
-    emitAt(0)('embed_hc', t, hc, [cfg.nHc, cfg.nEmbd]);
-    return hc;
-  };
   const positions = tokens.map((_, i) => i);
-  let hc: Vec[];
+  const headPositions = opts.headPositions ?? [tokens.length - 1];
+  for (const q of headPositions) if (!(q >= 0 && q < tokens.length)) throw badInput(`head position ${q} is outside the prompt (0..${tokens.length - 1})`);
+  const g: Graph = {
+    cfg,
+    weights: opts.weights ?? new ModelWeights(model, cfg),
+    lastLayer: last,
+    token: (q) => tokens[q],
+  };
+  const keep = compileFilter(opts.filter);
+  const store = new Map<string, Values>();
+  const read = (s: string, l: number, q: number): Values => {
+    const v = store.get(stageKey(s, l, q));
+    if (!v) throw new Error(`reference: ${s} layer ${l} pos ${q} read before it was computed`);
+    return v;
+  };
+  const run = (s: StageDef, layer: number, q: number): void => {
+    if (!stageAt(cfg, s, layer, q)) return;
+    const v = evaluate(g, s.name, layer, q, p, read);
+    store.set(stageKey(s.name, layer, q), v);
+    if (opts.tap && keep(s.name, layer, q)) opts.tap(makeRecord(cfg, s.name, layer, q, tokens[q], v));
+  };
+  /** after layer il, only its after_ffn_hc is read again (by layer il + 1 or the head) */
+  const forgetBelow = (il: number): void => {
+    for (const k of [...store.keys()]) {
+      const [s, l] = k.split('/');
+      if (Number(l) < il || (Number(l) === il && s !== 'after_ffn_hc') || s === 'embed_hc') store.delete(k);
+    }
+  };
+
   if ((opts.mode ?? 'prefill') === 'prefill') {
-    hc = positions.map(embed);
+    for (const q of positions) for (const s of EMBED) run(s, 0, q);
     for (let il = 0; il <= last; il++) {
       opts.onProgress?.(`layer ${il}/${last}: ${tokens.length} tokens`);
-      hc = attentionSublayer(contexts[il], hc, positions, states[il]);
-      hc = ffnSublayer(contexts[il], hc, positions, tokens);
+      for (const s of LAYER) for (const q of positions) run(s, il, q);
+      forgetBelow(il);
     }
   } else {
-    hc = [];
-    for (const t of positions) {
-      opts.onProgress?.(`token ${t + 1}/${tokens.length}`);
-      let x = embed(t);
-      for (let il = 0; il <= last; il++) {
-        [x] = attentionSublayer(contexts[il], [x], [t], states[il]);
-        [x] = ffnSublayer(contexts[il], [x], [t], [tokens[t]]);
-      }
-      hc.push(x);
+    for (const q of positions) {
+      opts.onProgress?.(`token ${q + 1}/${tokens.length}`);
+      for (const s of EMBED) run(s, 0, q);
+      for (let il = 0; il <= last; il++) for (const s of LAYER) run(s, il, q);
     }
   }
-  // ds4 computes logits for the last prompt token only; head stages carry layer = n_layer
-  const lastPos = tokens.length - 1;
-  const emitHead = emitAt(cfg.nLayer);
-  const logits = outputHead(cfg, weights, hc[lastPos], p, (stage, values, shape) => emitHead(stage, lastPos, values, shape));
-  const lf = Float32Array.from(logits);
-  return { logits: lf, top: topLogits(lf, 5) };
+  for (const q of headPositions) for (const s of HEAD) run(s, cfg.nLayer, q);
+  const logits = Float32Array.from(read('logits', cfg.nLayer, headPositions[headPositions.length - 1]) as Vec);
+  return { logits, top: topLogits(logits, 5) };
 }

@@ -12,6 +12,9 @@ import type { LayerWeights, Weight } from './types.ts';
 
 const EXPERT_LRU = 64;
 
+/** What the reference's steps read of the model: a layer's tensors, the global tensors, embedding rows. */
+export type Weights = Pick<ModelWeights, 'layer' | 'global' | 'globalF32' | 'embeddingRow'>;
+
 export class ModelWeights {
   private cache = new Map<string, Uint8Array>();
   private experts = new Map<string, Uint8Array>();

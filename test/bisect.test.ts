@@ -11,7 +11,7 @@ import { describe, expect, it } from 'vitest';
 import { loadNative } from '../ascend/native.ts';
 import { bisect, type BisectProbe, type ProbeRun } from '../diff/bisect.ts';
 import { EMPTY_POLICY, type Policy } from '../diff/policy.ts';
-import type { StageRecord } from '../diff/record.ts';
+import type { StageRecord } from '../model/stages.ts';
 
 const ready = loadNative(process.env.DS4_SIM_ADDON).ok;
 const CLI = join(import.meta.dirname, '..', 'cli', 'ds4-diff.js');

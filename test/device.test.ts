@@ -237,7 +237,7 @@ describe('part B kernels: addon availability', () => {
 describe.skipIf(!ready)('runDevice on the tiny fixture', async () => {
   const { tinyCase } = await import('./tiny-case.ts');
   const { runDevice } = await import('../ascend/orchestrator.ts');
-  type Rec = import('../diff/record.ts').StageRecord;
+  type Rec = import('../model/stages.ts').StageRecord;
   const { model, cfg, tokens, lastLayer, ref, addonPath } = await tinyCase([1, 5, 9], 1);
 
   function relErr(a: Rec, b: Rec): number {

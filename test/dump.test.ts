@@ -7,7 +7,7 @@ import { Type, tableFromIPC, tableToIPC, tableFromArrays } from 'apache-arrow';
 import { afterAll, describe, expect, it } from 'vitest';
 import { DumpWriter, fileInRun, iterateDump, readDump, readDumpMeta, type DumpMeta } from '../diff/dump.ts';
 import { readManifest, writeManifest, type RunManifest } from '../diff/manifest.ts';
-import type { StageRecord } from '../diff/record.ts';
+import type { StageRecord } from '../model/stages.ts';
 import { Ds4DiffError } from '../model/errors.ts';
 
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ds4-dump-'));

@@ -30,13 +30,13 @@
 import * as fs from 'node:fs';
 import { DUMP_PREFIX, NO_HOST_FALLBACK, TRACE_FALLBACKS, ds4WantsDump, envFlagOn } from '../ascend/engine.ts';
 import type { FallbackEntry } from '../diff/manifest.ts';
-import type { StageRecord } from '../diff/record.ts';
+import type { StageRecord } from '../model/stages.ts';
 import { renderChat } from '../model/chat.ts';
 import { configFromGguf } from '../model/config.ts';
 import { Ds4DiffError, EXIT } from '../model/errors.ts';
 import { openGguf } from '../model/gguf.ts';
 import { Tokenizer } from '../model/tokenizer.ts';
-import { resolveStage } from '../reference/registry.ts';
+import { resolveStage } from '../model/stages.ts';
 
 interface DoubleArgs {
   model?: string;

@@ -17,7 +17,7 @@ import { configFromGguf } from '../model/config.ts';
 import { defaultModelPath } from '../model/default-model.ts';
 import { Ds4DiffError } from '../model/errors.ts';
 import { openGguf } from '../model/gguf.ts';
-import { STAGES, stageInLayer } from '../reference/registry.ts';
+import { STAGES, stageInLayer } from '../model/stages.ts';
 
 const ROOT = join(import.meta.dirname, '..');
 const CLI = join(ROOT, 'cli', 'ds4-diff.js');

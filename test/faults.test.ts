@@ -69,7 +69,7 @@ describe.skipIf(!ready)('injected faults on the tiny fixture (teacher-forced, la
   const { tinyCase, key, toleranceViolation } = await import('./tiny-case.ts');
   const { runDevice } = await import('../ascend/orchestrator.ts');
   const { openBackend } = await import('../ascend/backend.ts');
-  type Rec = import('../diff/record.ts').StageRecord;
+  type Rec = import('../model/stages.ts').StageRecord;
   // layer 2 is ratio 4: one compressed window closes at pos 3
   const { model, cfg, tokens, lastLayer, addonPath, ref, teacher } = await tinyCase([1, 5, 9, 12, 40], 2);
   const names = openBackend('sim', addonPath).kernels().map((k) => k.name);

@@ -11,7 +11,7 @@ import { gate } from '../diff/gate.ts';
 import { stringifyJson } from '../diff/json.ts';
 import { writeManifest, type FallbackEntry, type RunManifest } from '../diff/manifest.ts';
 import { EMPTY_POLICY } from '../diff/policy.ts';
-import type { StageRecord } from '../diff/record.ts';
+import type { StageRecord } from '../model/stages.ts';
 import { Ds4DiffError } from '../model/errors.ts';
 
 const root = fs.mkdtempSync(path.join(os.tmpdir(), 'ds4-gate-'));

@@ -14,7 +14,7 @@ describe.skipIf(!ready)('host fallback for every primitive (tiny fixture, layers
   const { tinyCase, key, toleranceViolation } = await import('./tiny-case.ts');
   const { runDevice } = await import('../ascend/orchestrator.ts');
   const { openBackend } = await import('../ascend/backend.ts');
-  type Rec = import('../diff/record.ts').StageRecord;
+  type Rec = import('../model/stages.ts').StageRecord;
   // layer 2 is ratio 4: 12 tokens close 3 windows, so the indexer selects 2 of 3 compressed rows
   const { model, cfg, tokens, lastLayer, addonPath, ref, teacher } = await tinyCase([1, 5, 9, 12, 40, 41, 7, 8, 100, 200, 300, 17], 2);
   const violation = (d: Rec) => toleranceViolation(ref, d);

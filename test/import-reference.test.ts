@@ -11,9 +11,9 @@ import { configFromGguf } from '../model/config.ts';
 import { Tokenizer } from '../model/tokenizer.ts';
 import { renderChat } from '../model/chat.ts';
 import { runReference } from '../reference/runner.ts';
-import { stage } from '../reference/registry.ts';
+import { stage } from '../model/stages.ts';
 import { openCapture } from '../diff/sink.ts';
-import type { StageRecord } from '../diff/record.ts';
+import type { StageRecord } from '../model/stages.ts';
 
 const CLI = join(import.meta.dirname, '..', 'cli', 'ds4-diff.js');
 

@@ -7,7 +7,7 @@ import { compareFiles } from '../diff/compare.ts';
 import { DumpWriter, readDump } from '../diff/dump.ts';
 import { importDs4Dumps, listDs4Dumps } from '../diff/import.ts';
 import { EMPTY_POLICY } from '../diff/policy.ts';
-import type { StageRecord } from '../diff/record.ts';
+import type { StageRecord } from '../model/stages.ts';
 import type { Ds4Config } from '../model/config.ts';
 import { Ds4DiffError } from '../model/errors.ts';
 

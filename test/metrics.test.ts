@@ -1,5 +1,5 @@
 // Every metric against values computed by hand from its definition (diff/metrics.ts header).
-import { stage } from '../reference/registry.ts';
+import { stage } from '../model/stages.ts';
 import { describe, expect, it } from 'vitest';
 import { f32Metrics, i32Metrics, klSoftmax, logitsMetrics, topK, worstOf, type F32Metrics } from '../diff/metrics.ts';
 import { checkThresholds, EMPTY_POLICY, minimumTolerance, severity, thresholdsFor, worstMetric, type Policy } from '../diff/policy.ts';

@@ -15,7 +15,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import { loadNative, type NativeDevice } from '../ascend/native.ts';
-import { STAGES } from '../reference/registry.ts';
+import { STAGES } from '../model/stages.ts';
 
 let dev: NativeDevice;
 beforeAll(() => {

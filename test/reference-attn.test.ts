@@ -1,17 +1,19 @@
 // The attention side of the reference (catalog S0-S12): hand-computed cases and properties that
 // catch real mistakes (Sinkhorn direction, comb indexing, RoPE pair layout, YaRN angles, sinks,
-// compressor lanes and emission positions, prefill == decode bit for bit).
+// compressor lanes and emission positions, any evaluation order bit for bit, the f64 twin's rounding).
 import { describe, expect, it } from 'vitest';
 
 import type { Ds4Config } from '../model/config.ts';
-import { encodeF16, quantizeQ8_0Weights } from '../model/quant/index.ts';
+import { encodeF16, f16Round, fp8KvQuantizeInplace, quantizeQ8_0Weights } from '../model/quant/index.ts';
 import { GGMLType } from '../model/quant/types.ts';
-import { attentionSublayer, attentionWithSinks, newAttnLayerState } from '../reference/attention.ts';
-import { compressorPool, compressorStep, newCompressorState } from '../reference/compressor.ts';
-import { embedHc, hcPost, hcPre, hcSplitSinkhorn, outputHcWeights } from '../reference/hc.ts';
+import { STAGES, stage as stageDef, stageAt, stageKey, windowPositions, type StageId } from '../model/stages.ts';
+import { attentionWithSinks } from '../reference/attention.ts';
+import { compressorPool, newCompressorState, windowState } from '../reference/compressor.ts';
+import { embedHc, hcPost, hcSplitSinkhorn, outputHcWeights } from '../reference/hc.ts';
+import { evaluate, type Graph, type Values } from '../reference/interpreter.ts';
 import { rmsNorm } from '../reference/math.ts';
 import { ropeTailInplace, ropeThetas, yarnCorrDims } from '../reference/rope.ts';
-import type { LayerContext, LayerWeights, Precision, Vec, Weight } from '../reference/types.ts';
+import type { LayerWeights, Precision, Vec, Weight } from '../reference/types.ts';
 
 /** A tiny config with the real structure; dims chosen so FP8 (64-blocks of the no-RoPE part) and the
  *  indexer's Hadamard-128 apply: headDim 80 = 64 nope + 16 rot, indexer head dim 128. */
@@ -111,12 +113,37 @@ function synthLayer(cfg: Ds4Config, il: number, seed: number, ggufTypes = false)
 interface Capture {
   stage: string;
   pos: number;
-  values: Vec | Int32Array;
-  shape?: number[];
+  values: Values;
 }
 
-function context(cfg: Ds4Config, il: number, p: Precision, w: LayerWeights, caps: Capture[] = []): LayerContext {
-  return { cfg, il, p, w, emit: (stage, pos, values, shape) => caps.push({ stage, pos, values: values.slice(), shape }) };
+/**
+ * One layer of the interpreter over synthetic weights: `hcIn(pos)` is the HC state entering the layer,
+ * `given` pre-sets stages (e.g. attn_norm) at chosen positions; `run` evaluates a stage where it exists.
+ */
+function layerGraph(cfg: Ds4Config, il: number, p: Precision, w: LayerWeights, hcIn: (pos: number) => Vec = () => { throw new Error('no hc_in'); }) {
+  const store = new Map<string, Values>();
+  const none = (): never => {
+    throw new Error('not a layer tensor');
+  };
+  const g: Graph = { cfg, weights: { layer: () => w, global: none, globalF32: none, embeddingRow: none }, token: () => 0, lastLayer: il };
+  const read = (s: StageId, l: number, q: number): Values => {
+    if ((s === 'embed_hc' && il === 0) || (s === 'after_ffn_hc' && l === il - 1)) return hcIn(q);
+    const v = store.get(stageKey(s, l, q));
+    if (!v) throw new Error(`${s} layer ${l} pos ${q} not evaluated`);
+    return v;
+  };
+  const caps: Capture[] = [];
+  return {
+    caps,
+    set: (s: StageId, q: number, v: Values) => store.set(stageKey(s, il, q), v),
+    run: (s: StageId, q: number): Values | undefined => {
+      if (!stageAt(cfg, stageDef(s), il, q)) return undefined;
+      const v = evaluate(g, s, il, q, p, read);
+      store.set(stageKey(s, il, q), v);
+      caps.push({ stage: s, pos: q, values: v });
+      return v;
+    },
+  };
 }
 
 function randomHc(cfg: Ds4Config, p: Precision, seed: number): Vec {
@@ -191,16 +218,15 @@ describe('hyper-connections (S0, S1, S12, S18)', () => {
       get: () => f32Weight('hc_attn_fn.weight', 24, 8, zeros),
       f32: (n) => vecs[n], i32: () => new Int32Array(), expert: () => f32Weight('x', 1, 1, new Float32Array(1)),
     };
-    const caps: Capture[] = [];
     const hc = Float64Array.from([1, 2, 3, 4, 5, 6, 7, 8]); // stream h = [2h+1, 2h+2]
-    const { cur, post, comb } = hcPre(context(cfg, 0, 'f64', w, caps), 'attn', hc, 5);
+    const L = layerGraph(cfg, 0, 'f64', w, () => hc);
+    for (const s of ['hc_attn_mix', 'hc_attn_pre_w', 'hc_attn_post_w', 'hc_attn_comb'] as StageId[]) L.run(s, 5);
+    const cur = L.run('attn_cur', 5)!, post = L.caps[2].values, comb = L.caps[3].values;
     const pre = [0.5 + 1e-6, 0.75 + 1e-6, 0.25 + 1e-6, 0.5 + 1e-6];
     expect(cur[0]).toBeCloseTo(pre[0] * 1 + pre[1] * 3 + pre[2] * 5 + pre[3] * 7, 5);
     expect(cur[1]).toBeCloseTo(pre[0] * 2 + pre[1] * 4 + pre[2] * 6 + pre[3] * 8, 5);
     for (let i = 0; i < 4; i++) expect(post[i]).toBeCloseTo(1, 12);
     for (let i = 0; i < 16; i++) expect(comb[i]).toBeCloseTo(0.25, 5);
-    expect(caps.map((c) => c.stage)).toEqual(['hc_attn_mix', 'hc_attn_pre_w', 'hc_attn_post_w', 'hc_attn_comb', 'attn_cur']);
-    expect(caps.every((c) => c.pos === 5)).toBe(true);
   });
 
   it('hand-computed HC post: out[a] = post[a]·x + Σ_b comb[a + 4b]·hc[b]', () => {
@@ -353,8 +379,6 @@ describe('compressor (S7, S8)', () => {
     it(`ratio ${ratio} emits at pos ${emits.join(',')} a row RoPE'd at comp_pos = pos + 1 - ratio`, () => {
       const cfg = tinyConfig();
       const w = synthLayer(cfg, il, 100 + il);
-      const cx = context(cfg, il, 'f64', w);
-      const st = newCompressorState('f64', 'attn', ratio, cfg.headDim);
       const x = Float64Array.from({ length: cfg.nEmbd }, rng(5));
       // the same input every token → every window slot r has kv = W_kv·x and score = W_gate·x + ape[r];
       // ratio 4 pools dims [0,D) of the previous window (absent in the first) with dims [D,2D) of the current
@@ -385,13 +409,26 @@ describe('compressor (S7, S8)', () => {
         }
         return out;
       };
+      const L = layerGraph(cfg, il, 'f64', w);
       const seen: number[] = [];
       for (let pos = 0; pos < emits[emits.length - 1] + 2; pos++) {
-        const row = compressorStep(cx, st, x, pos);
+        L.set('attn_norm', pos, x);
+        L.run('attn_comp_kv', pos);
+        L.run('attn_comp_score', pos);
+        const row = L.run('attn_comp_row', pos);
         if (!row) continue;
+        // the window's state as the step rebuilds it from the projections, pooled: the hand-computed pool
+        const positions = windowPositions(cfg, 'attn_comp_kv', il, pos);
+        expect(positions.length).toBe(ratio === 4 && seen.length === 0 ? 4 : ratio === 4 ? 8 : ratio);
+        const at = (stage: string) => positions.map((q) => L.caps.find((c) => c.stage === stage && c.pos === q)!.values as Vec);
+        const st = windowState('attn', ratio, D, pos, positions, at('attn_comp_kv'), at('attn_comp_score'), 'f64');
+        const got = rmsNorm(compressorPool(st, 'f64'), w.f32('attn_compressor_norm.weight'), cfg.rmsEps, 'f64');
         const want = rmsNorm(pooled(seen.length === 0), w.f32('attn_compressor_norm.weight'), cfg.rmsEps, 'f64');
-        ropeTailInplace(cfg, il, want, 1, D, pos + 1 - ratio, false, 'f64');
-        for (let i = 0; i < D; i++) expect(row[i]).toBeCloseTo(want[i], 9);
+        for (let i = 0; i < D; i++) expect(got[i]).toBeCloseTo(want[i], 9);
+        // the emitted row: that pool RoPE'd at comp_pos = pos + 1 - ratio, FP8 on the non-RoPE dims, stored f16
+        ropeTailInplace(cfg, il, got, 1, D, pos + 1 - ratio, false, 'f64');
+        fp8KvQuantizeInplace(got, 0, D - cfg.nRot);
+        expect(Array.from(row)).toEqual(Array.from(got, f16Round));
         seen.push(pos);
       }
       expect(seen).toEqual([...emits]);
@@ -399,23 +436,22 @@ describe('compressor (S7, S8)', () => {
   }
 });
 
-describe('attention sublayer (S1-S12)', () => {
+describe('attention side of a layer (S1-S12) through the interpreter', () => {
   const cfg = tinyConfig();
   const N = 13;
+  const ATTN = STAGES.filter((d) => d.scope === 'layer' && d.order <= stageDef('after_attn_hc').order).map((d) => d.name);
 
+  /** Every attention stage of layer il over N tokens, evaluated chunk by chunk (a chunk stage-major, as a prefill). */
   function run(il: number, p: Precision, chunks: number[], ggufTypes = false): { outs: Vec[]; caps: Capture[] } {
-    const w = synthLayer(cfg, il, 40 + il, ggufTypes);
-    const caps: Capture[] = [];
-    const cx = context(cfg, il, p, w, caps);
-    const st = newAttnLayerState(cfg, il, 64, p);
-    const outs: Vec[] = [];
+    const L = layerGraph(cfg, il, p, synthLayer(cfg, il, 40 + il, ggufTypes), (q) => randomHc(cfg, p, 1000 + q));
     let pos = 0;
     for (const n of chunks) {
       const positions = Array.from({ length: n }, (_, i) => pos + i);
-      outs.push(...attentionSublayer(cx, positions.map((q) => randomHc(cfg, p, 1000 + q)), positions, st));
+      for (const s of ATTN) for (const q of positions) L.run(s, q);
       pos += n;
     }
-    return { outs, caps };
+    const outs = L.caps.filter((c) => c.stage === 'after_attn_hc').sort((x, y) => x.pos - y.pos).map((c) => c.values as Vec);
+    return { outs, caps: L.caps };
   }
 
   const key = (c: Capture) => `${c.stage}@${c.pos}`;
@@ -441,7 +477,7 @@ describe('attention sublayer (S1-S12)', () => {
 
   it('captures every attention stage at the right positions (ratio 4: rows at 3,7,11; top-k only when n_comp > top_k)', () => {
     const { caps } = run(2, 'ds4', [N]);
-    const at = (s: string) => caps.filter((c) => c.stage === s).map((c) => c.pos);
+    const at = (s: string) => caps.filter((c) => c.stage === s).map((c) => c.pos).sort((x, y) => x - y);
     const all = Array.from({ length: N }, (_, i) => i);
     for (const s of ['hc_attn_mix', 'attn_cur', 'attn_norm', 'q_lora', 'q_norm', 'kv_raw', 'q_rope', 'kv_cur', 'raw_cache', 'attn_comp_kv', 'index_comp_score', 'attn_heads', 'attn_heads_back', 'attn_low', 'attn_out', 'after_attn_hc']) {
       expect(at(s), s).toEqual(all);
@@ -455,15 +491,15 @@ describe('attention sublayer (S1-S12)', () => {
     expect(topk.values).toBeInstanceOf(Int32Array);
     expect(topk.values.length).toBe(2);
     // the raw cache slides: window 6 rows at most
-    const raw = caps.filter((c) => c.stage === 'raw_cache');
-    expect(raw.map((c) => c.shape![0])).toEqual([1, 2, 3, 4, 5, 6, 6, 6, 6, 6, 6, 6, 6]);
+    const raw = caps.filter((c) => c.stage === 'raw_cache').sort((x, y) => x.pos - y.pos);
+    expect(raw.map((c) => c.values.length / cfg.headDim)).toEqual([1, 2, 3, 4, 5, 6, 6, 6, 6, 6, 6, 6, 6]);
     // the newest raw row is the token's kv_cur
     const last = raw[N - 1];
-    const kvCur = caps.filter((c) => c.stage === 'kv_cur')[N - 1];
+    const kvCur = caps.find((c) => c.stage === 'kv_cur' && c.pos === N - 1)!;
     expect(Array.from(last.values.slice(5 * cfg.headDim))).toEqual(Array.from(kvCur.values));
   });
 
-  it('ds4 and f64 precision differ by a bounded amount (the FP8/f16/FP4 noise floor)', () => {
+  it('the f64 twin keeps ds4\'s quantization and differs only by rounding', () => {
     const relRms = (a: ArrayLike<number>, b: ArrayLike<number>) => {
       let num = 0;
       let den = 0;
@@ -471,25 +507,32 @@ describe('attention sublayer (S1-S12)', () => {
         num += (a[i] - b[i]) ** 2;
         den += b[i] ** 2;
       }
-      return Math.sqrt(num / den);
+      return den === 0 ? Math.sqrt(num) : Math.sqrt(num / den);
     };
     for (const il of [0, 2, 3]) {
-      const a = run(il, 'ds4', [N]);
-      const b = run(il, 'f64', [N]);
+      const a = run(il, 'ds4', [N], true);
+      const b = run(il, 'f64', [N], true);
       const fb = new Map(b.caps.map((c) => [key(c), c.values]));
+      let flips = 0;
+      let rows = 0;
       for (const c of a.caps) {
         const other = fb.get(key(c));
-        // the indexer's top-k may legitimately flip under FP4 noise and change everything after it,
-        // so bound the stages up to the caches, plus the whole output where no selection happened yet
-        const beforeSelection = il !== 2 || c.pos < 11;
-        if (c.stage === 'index_topk' || (!beforeSelection && /^(index_scores|attn_heads|attn_heads_back|attn_low|attn_out|after_attn_hc)$/.test(c.stage))) continue;
         expect(other, key(c)).toBeDefined();
-        // FP8 (3 mantissa bits) on kv rows ≈ 3e-2; FP4 on indexer rows ≈ 1.2e-1; f32 rounding elsewhere ≈ 1e-7
-        const bound = /^(index_q|index_comp_row|index_scores)$/.test(c.stage) ? 0.3 : /^(hc_|attn_cur|attn_norm|q_|kv_raw|kv_norm|kv_rope|attn_comp_kv|attn_comp_score|index_comp_kv|index_comp_score|index_w)/.test(c.stage) ? 1e-5 : 0.15;
-        expect(relRms(c.values, other!), key(c)).toBeLessThan(bound);
+        if (c.values instanceof Int32Array) continue;
+        rows++;
+        // free-running, an FP8/FP4/int8 code can round the other way where the value sits on a boundary,
+        // and the row then differs by that code step; everywhere else the twin is f32 rounding away
+        const d = relRms(c.values, other!);
+        if (d > 1e-5) flips++;
+        else expect(d, key(c)).toBeGreaterThanOrEqual(0);
       }
-      // the simulations do something: the stored raw rows differ from exact
-      expect(relRms(a.caps.find((c) => c.stage === 'kv_cur')!.values, fb.get('kv_cur@0')!)).toBeGreaterThan(1e-4);
+      expect(flips / rows, `layer ${il}: rows off by more than rounding`).toBeLessThan(0.25);
+      // the quantizers run in both: the f64 twin's cached rows sit on ds4's FP8/f16 grid, mostly on the very same codes
+      const kvA = a.caps.find((c) => c.stage === 'kv_cur' && c.pos === 0)!.values, kvB = fb.get('kv_cur@0')!;
+      let same = 0;
+      for (let i = 0; i < kvA.length; i++) if (kvA[i] === kvB[i]) same++;
+      expect(same / kvA.length).toBeGreaterThan(0.9);
+      for (const v of kvB) expect(f16Round(v)).toBe(v);
     }
   });
 });

@@ -10,8 +10,8 @@ import { configFromGguf, layerKind, type Ds4Config } from '../model/config.ts';
 import { Tokenizer } from '../model/tokenizer.ts';
 import { renderChat } from '../model/chat.ts';
 import { runReference } from '../reference/runner.ts';
-import { STAGES, stageInLayer } from '../reference/registry.ts';
-import type { StageRecord } from '../diff/record.ts';
+import { STAGES, stageInLayer } from '../model/stages.ts';
+import type { StageRecord } from '../model/stages.ts';
 import { openCapture } from '../diff/sink.ts';
 
 let model: GgufModel;

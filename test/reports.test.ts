@@ -4,7 +4,7 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { compareDumps } from '../diff/compare.ts';
 import { parseJson } from '../diff/json.ts';
 import { EMPTY_POLICY } from '../diff/policy.ts';
-import type { StageRecord } from '../diff/record.ts';
+import type { StageRecord } from '../model/stages.ts';
 import { renderHtml } from '../reports/html.ts';
 import { renderJson } from '../reports/json.ts';
 import { renderJunit } from '../reports/junit.ts';

@@ -1,11 +1,11 @@
 // The tiny-fixture case the device tests share: the bundled model, the reference's captures of a token
 // list through layers 0..lastLayer (+ head), a teacher for runDevice, and the registry-tolerance check
 // of a device record against the reference. Imported lazily by tests that skip without the addon.
-import type { StageRecord } from '../diff/record.ts';
+import type { StageRecord } from '../model/stages.ts';
 import { configFromGguf, type Ds4Config } from '../model/config.ts';
 import { defaultModelPath } from '../model/default-model.ts';
 import { openGguf, type GgufModel } from '../model/gguf.ts';
-import { resolveStage } from '../reference/registry.ts';
+import { resolveStage } from '../model/stages.ts';
 import { runReference } from '../reference/runner.ts';
 
 export interface TinyCase {

@@ -11,7 +11,7 @@ import { compareRun } from '../../diff/compare.ts';
 import { replayDump } from '../../diff/replay.ts';
 import { readManifest, sidePath, type RunManifest } from '../../diff/manifest.ts';
 import { EMPTY_POLICY, loadPolicy, type Policy } from '../../diff/policy.ts';
-import type { StageRecord } from '../../diff/record.ts';
+import type { StageRecord } from '../../model/stages.ts';
 import { badInput } from '../../model/errors.ts';
 import { runReference } from '../../reference/runner.ts';
 import { ModelWeights } from '../../reference/weights.ts';

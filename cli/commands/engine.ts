@@ -27,7 +27,7 @@ import { importDs4Dumps, listDs4Dumps, type ImportSummary } from '../../diff/imp
 import { writeManifest, type RunManifest } from '../../diff/manifest.ts';
 import { loadPolicy, type Policy } from '../../diff/policy.ts';
 import { iterateDump } from '../../diff/dump.ts';
-import type { Tap } from '../../diff/record.ts';
+import type { Tap } from '../../model/stages.ts';
 import { openCapture } from '../../diff/sink.ts';
 import type { Ds4Config } from '../../model/config.ts';
 import { Ds4DiffError, EXIT, badInput } from '../../model/errors.ts';

@@ -7,7 +7,7 @@ import { writeManifest } from '../../diff/manifest.ts';
 import { badInput } from '../../model/errors.ts';
 import { Tokenizer } from '../../model/tokenizer.ts';
 import { parseFilter } from '../../reference/capture.ts';
-import { STAGES } from '../../reference/registry.ts';
+import { STAGES } from '../../model/stages.ts';
 import { runReference } from '../../reference/runner.ts';
 import type { Precision } from '../../reference/types.ts';
 import { addModelPromptOptions, loadModelAndPrompt, newManifest, progress, type ModelPromptOptions } from '../common.ts';
@@ -28,7 +28,7 @@ export function register(program: Command): void {
     .option('--stages <globs>', 'capture only these stages (globs over canonical names and ds4 aliases, comma-separated)')
     .option('--capture-layers <list>', 'capture only these layers ("0,2,5:7"); the embedding and head are always kept')
     .option('--pos <list>', 'capture only these positions ("0", "3:5")')
-    .option('--precision <p>', 'ds4 (the CPU path\'s arithmetic and quantization points) or f64 (exact math)', 'ds4')
+    .option('--precision <p>', 'ds4 (the CPU path\'s arithmetic and quantization points) or f64 (the same quantization, every other result in double: the rounding-noise twin)', 'ds4')
     .option('--mode <m>', 'prefill (layer-major, like ds4) or decode (token by token); captures are identical', 'prefill')
     .option('--out <dir>', 'run directory for manifest.json and the dump (default: no files)')
     .option('--json', 'print the summary as JSON')

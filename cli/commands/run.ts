@@ -9,7 +9,7 @@ import { join, resolve } from 'node:path';
 import { gateRunDir } from '../../diff/gate.ts';
 import { writeManifest, type FallbackEntry } from '../../diff/manifest.ts';
 import { loadPolicy, type Policy } from '../../diff/policy.ts';
-import type { StageRecord } from '../../diff/record.ts';
+import type { StageRecord } from '../../model/stages.ts';
 import { openCapture, type CaptureSink } from '../../diff/sink.ts';
 import { Ds4DiffError, EXIT, badInput } from '../../model/errors.ts';
 import { runReference } from '../../reference/runner.ts';

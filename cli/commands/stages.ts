@@ -1,6 +1,6 @@
 // `ds4-diff stages`: print the stage registry — the names every dump, kernel and report share.
 import type { Command } from 'commander';
-import { STAGES } from '../../reference/registry.ts';
+import { STAGES } from '../../model/stages.ts';
 import { openGguf } from '../../model/gguf.ts';
 import { configFromGguf, type Ds4Config } from '../../model/config.ts';
 

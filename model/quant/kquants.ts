@@ -139,9 +139,9 @@ export function dequantizeIQ2_XXS(src: Uint8Array, n: number, out: Float32Array)
 /**
  * Q2_K row (xq.d.length blocks at byte wOffset) · Q8_K activation, ds4 scalar order: per block the
  * integer sums isum = Σ (sc&15)·dot(q2, q8) and summs = Σ bsums·(sc>>4), then
- * sum += d_x·d_w·isum − d_x·dmin_w·summs in f32.
+ * sum += d_x·d_w·isum − d_x·dmin_w·summs in f32 (`exact`: in f64, the reference's rounding-noise twin).
  */
-export function dotQ2_K_Q8_K(w: Uint8Array, wOffset: number, xq: Q8KAct): number {
+export function dotQ2_K_Q8_K(w: Uint8Array, wOffset: number, xq: Q8KAct, exact = false): number {
   const q8 = xq.q;
   let sum = 0;
   for (let b = 0, o = wOffset; b < xq.d.length; b++, o += Q2_K_BLOCK_BYTES) {
@@ -166,6 +166,10 @@ export function dotQ2_K_Q8_K(w: Uint8Array, wOffset: number, xq: Q8KAct): number
         isum += (w[sc] & 15) * d0 + (w[sc + 2] & 15) * d1 + (w[sc + 4] & 15) * d2 + (w[sc + 6] & 15) * d3;
       }
     }
+    if (exact) {
+      sum += xq.d[b] * f16At(w, o + 80) * isum - xq.d[b] * f16At(w, o + 82) * summs;
+      continue;
+    }
     const dall = fround(xq.d[b] * f16At(w, o + 80));
     const dmin = fround(xq.d[b] * f16At(w, o + 82));
     sum = fround(sum + fround(fround(dall * fround(isum)) - fround(dmin * fround(summs))));
@@ -176,9 +180,9 @@ export function dotQ2_K_Q8_K(w: Uint8Array, wOffset: number, xq: Q8KAct): number
 /**
  * IQ2_XXS row · Q8_K activation, ds4 scalar order: per 32-sub-block int dot of signed grid values
  * with q8, times ls = 2s+1 = 2·(0.5+s) so it stays an integer, summed as int per block;
- * sum += d_w·d_x·bsum in f32; result × 0.125 = the format's 1/4 times 1/2 undoing the 2 in ls.
+ * sum += d_w·d_x·bsum in f32 (`exact`: in f64); result × 0.125 = the format's 1/4 times 1/2 undoing the 2 in ls.
  */
-export function dotIQ2_XXS_Q8_K(w: Uint8Array, wOffset: number, xq: Q8KAct): number {
+export function dotIQ2_XXS_Q8_K(w: Uint8Array, wOffset: number, xq: Q8KAct, exact = false): number {
   const q8 = xq.q;
   let sum = 0;
   for (let b = 0, o = wOffset; b < xq.d.length; b++, o += IQ2_XXS_BLOCK_BYTES) {
@@ -196,10 +200,10 @@ export function dotIQ2_XXS_Q8_K(w: Uint8Array, wOffset: number, xq: Q8KAct): num
       }
       bsum += sumi * (2 * (aux >>> 28) + 1);
     }
-    const d = fround(f16At(w, o) * xq.d[b]);
-    sum = fround(sum + fround(d * fround(bsum)));
+    if (exact) sum += f16At(w, o) * xq.d[b] * bsum;
+    else sum = fround(sum + fround(fround(f16At(w, o) * xq.d[b]) * fround(bsum)));
   }
-  return fround(0.125 * sum);
+  return exact ? 0.125 * sum : fround(0.125 * sum);
 }
 
 /** Q8_K block values d·q (used to dequantize stored Q8_K rows). Layout: f32 d | i8 qs[256] | i16 bsums[16]. */

@@ -65,8 +65,12 @@ export function quantizeQ8_0Act(x: Float32Array | Float64Array, off = 0, n = x.l
   return { q, d };
 }
 
-/** Dot of `blocks` Q8_0 weight blocks starting at byte o with the activation blocks (ds4 dot_q8_0_row, scalar order). */
-function dotQ8_0Blocks(u8: Uint8Array, i8: Int8Array, o: number, xq: Int8Array, xd: Float32Array, blocks: number): number {
+/**
+ * Dot of `blocks` Q8_0 weight blocks starting at byte o with the activation blocks (ds4 dot_q8_0_row,
+ * scalar order). The int8 block dots are exact integers; `exact` combines them in f64 instead of ds4's
+ * f32 (the reference's rounding-noise twin keeps the quantization and drops only the float rounding).
+ */
+function dotQ8_0Blocks(u8: Uint8Array, i8: Int8Array, o: number, xq: Int8Array, xd: Float32Array, blocks: number, exact: boolean): number {
   let acc = 0;
   for (let b = 0, xi = 0; b < blocks; b++, o += Q8_0_BLOCK_BYTES) {
     const dw = F16[u8[o] | (u8[o + 1] << 8)];
@@ -74,14 +78,14 @@ function dotQ8_0Blocks(u8: Uint8Array, i8: Int8Array, o: number, xq: Int8Array, 
     for (let j = o + 2, end = o + 34; j < end; j += 4, xi += 4) {
       dot += i8[j] * xq[xi] + i8[j + 1] * xq[xi + 1] + i8[j + 2] * xq[xi + 2] + i8[j + 3] * xq[xi + 3];
     }
-    acc = fround(acc + fround(fround(dw * xd[b]) * dot));
+    acc = exact ? acc + dw * xd[b] * dot : fround(acc + fround(fround(dw * xd[b]) * dot));
   }
   return acc;
 }
 
 /** One Q8_0 weight row (act.d.length blocks) at byte offset wOffset of w, dotted with a quantized activation. */
-export function dotQ8_0(w: Uint8Array, wOffset: number, act: Q8Act): number {
-  return dotQ8_0Blocks(w, int8View(w), wOffset, act.q, act.d, act.d.length);
+export function dotQ8_0(w: Uint8Array, wOffset: number, act: Q8Act, exact = false): number {
+  return dotQ8_0Blocks(w, int8View(w), wOffset, act.q, act.d, act.d.length, exact);
 }
 
 /** out[r] = row r of the Q8_0 matrix w (rows × cols, row-major, cols % 32 == 0) · act, for r in [rowStart, rowEnd). */
@@ -94,7 +98,7 @@ export function matvecQ8_0Act(
   const rb = blocks * Q8_0_BLOCK_BYTES;
   if (w.length < rows * rb) throw new Error(`Q8_0 matvec: ${w.length} bytes is less than ${rows}×${cols}`);
   const i8 = int8View(w);
-  for (let r = rowStart; r < rowEnd; r++) out[r] = dotQ8_0Blocks(w, i8, r * rb, act.q, act.d, blocks);
+  for (let r = rowStart; r < rowEnd; r++) out[r] = dotQ8_0Blocks(w, i8, r * rb, act.q, act.d, blocks, false);
 }
 
 /** ds4 Q8_0 projection: quantize x[0..cols) once, then int8 dots for every row (see matvecQ8_0Act). */
