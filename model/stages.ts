@@ -73,6 +73,9 @@ export interface StageDef {
   when: StageWhen;
   /** what the stage is computed from (see InputRef); load-bearing: the reference reads exactly these */
   inputs: string[];
+  /** the last thing the stage's step does is a decision on a grid or a choice: `rounding` (FP8/FP4 codes,
+   *  the f16 cache store) or `selection` (a top-k); a kernel may land on the other side only at a near tie */
+  decision?: 'rounding' | 'selection';
   /** device primitive (kernel family name, see `ds4-diff kernels`) that produces it */
   kernel: string;
   /** catalog section / ds4.c function the stage follows */
@@ -153,20 +156,20 @@ export const STAGES: StageDef[] = [
   // S6
   // ds4's graph-test line calls this row `kv_rope` (it compares the cached row after RoPE + FP8 + f16),
   // which is our canonical kv_rope's name; canonical names win, so that test field maps to kv_rope.
-  st({ name: 'kv_cur', aliases: { graph: ['KVcur'] }, scope: 'layer', dtype: 'f32', shape: (c) => [c.headDim], when: 'all', inputs: ['kv_rope'], kernel: 'fp8_kv_quantize', source: 'S6 dsv4_fp8_kv_quantize_row_inplace_cpu + f16 round', tolerance: T_Q8 }),
+  st({ name: 'kv_cur', decision: 'rounding', aliases: { graph: ['KVcur'] }, scope: 'layer', dtype: 'f32', shape: (c) => [c.headDim], when: 'all', inputs: ['kv_rope'], kernel: 'fp8_kv_quantize', source: 'S6 dsv4_fp8_kv_quantize_row_inplace_cpu + f16 round', tolerance: T_Q8 }),
   st({ name: 'raw_cache', aliases: { graph: ['raw_cache'], test: ['raw_cache'] }, scope: 'layer', dtype: 'f32', shape: (c, at) => [at?.n ?? c.slidingWindow, c.headDim], when: 'all', inputs: ['kv_cur@window'], kernel: 'store_raw_kv', source: 'S6 kv_cache_push_raw (sliding window rows, chronological)', tolerance: T_Q8 }),
   // S7 compressor, attention lane
   st({ name: 'attn_comp_kv', aliases: { graph: ['attn_comp_kv_raw'] }, scope: 'layer', dtype: 'f32', shape: compWidth, when: 'compressed', inputs: ['attn_norm'], kernel: 'matmul_f16', source: 'S7 compressor_decode_one kv_cur (width = coff*headDim)', tolerance: T_F32 }),
   st({ name: 'attn_comp_score', aliases: { graph: ['attn_comp_score_raw'] }, scope: 'layer', dtype: 'f32', shape: compWidth, when: 'compressed', inputs: ['attn_norm'], kernel: 'matmul_f16', source: 'S7 compressor_decode_one sc_cur + ape', tolerance: T_F32 }),
-  st({ name: 'attn_comp_row', aliases: { graph: ['KVcompress'] }, scope: 'layer', dtype: 'f32', shape: (c) => [c.headDim], when: 'emit', inputs: ['attn_comp_kv@window', 'attn_comp_score@window'], kernel: 'compressor_pool', source: 'S7 compressor_pool_decode_state + norm + rope + fp8 + f16', tolerance: T_QROW }),
+  st({ name: 'attn_comp_row', decision: 'rounding', aliases: { graph: ['KVcompress'] }, scope: 'layer', dtype: 'f32', shape: (c) => [c.headDim], when: 'emit', inputs: ['attn_comp_kv@window', 'attn_comp_score@window'], kernel: 'compressor_pool', source: 'S7 compressor_pool_decode_state + norm + rope + fp8 + f16', tolerance: T_QROW }),
   // S8 indexer (ratio-4 layers)
   st({ name: 'index_comp_kv', aliases: { graph: ['indexer_comp_kv_raw'] }, scope: 'layer', dtype: 'f32', shape: (c) => [2 * c.indexerHeadDim], when: 'ratio4', inputs: ['attn_norm'], kernel: 'matmul_f16', source: 'S8 indexer compressor kv', tolerance: T_F32 }),
   st({ name: 'index_comp_score', aliases: { graph: ['indexer_comp_score_raw'] }, scope: 'layer', dtype: 'f32', shape: (c) => [2 * c.indexerHeadDim], when: 'ratio4', inputs: ['attn_norm'], kernel: 'matmul_f16', source: 'S8 indexer compressor score + ape', tolerance: T_F32 }),
-  st({ name: 'index_comp_row', aliases: { graph: ['indexer_KVcompress'] }, scope: 'layer', dtype: 'f32', shape: (c) => [c.indexerHeadDim], when: 'index-emit', inputs: ['index_comp_kv@window', 'index_comp_score@window'], kernel: 'compressor_pool', source: 'S8 pool + norm + rope + hadamard128 + fp4 + f16', tolerance: T_QROW }),
-  st({ name: 'index_q', aliases: {}, scope: 'layer', dtype: 'f32', shape: (c) => [c.indexerHeads, c.indexerHeadDim], when: 'index-select', inputs: ['q_lora_norm'], kernel: 'indexer_scores', source: 'S8 indexer.attn_q_b + rope + hadamard + fp4', tolerance: T_Q8 }),
+  st({ name: 'index_comp_row', decision: 'rounding', aliases: { graph: ['indexer_KVcompress'] }, scope: 'layer', dtype: 'f32', shape: (c) => [c.indexerHeadDim], when: 'index-emit', inputs: ['index_comp_kv@window', 'index_comp_score@window'], kernel: 'compressor_pool', source: 'S8 pool + norm + rope + hadamard128 + fp4 + f16', tolerance: T_QROW }),
+  st({ name: 'index_q', decision: 'rounding', aliases: {}, scope: 'layer', dtype: 'f32', shape: (c) => [c.indexerHeads, c.indexerHeadDim], when: 'index-select', inputs: ['q_lora_norm'], kernel: 'indexer_scores', source: 'S8 indexer.attn_q_b + rope + hadamard + fp4', tolerance: T_Q8 }),
   st({ name: 'index_w', aliases: {}, scope: 'layer', dtype: 'f32', shape: (c) => [c.indexerHeads], when: 'index-select', inputs: ['attn_norm'], kernel: 'indexer_scores', source: 'S8 indexer.proj * 1/sqrt(ID*IH)', tolerance: T_F32 }),
   st({ name: 'index_scores', aliases: { graph: ['indexer_scores'] }, scope: 'layer', dtype: 'f32', shape: (_c, at) => [at?.n ?? 0], when: 'index-select', inputs: ['index_q', 'index_w', 'index_comp_row@emitted'], kernel: 'indexer_scores', source: 'S8 sum_h relu(q_h.k) w_h', tolerance: T_Q8 }),
-  st({ name: 'index_topk', aliases: { graph: ['indexer_topk'] }, scope: 'layer', dtype: 'i32', shape: (c) => [c.indexerTopK], when: 'index-select', inputs: ['index_scores'], kernel: 'indexer_topk', source: 'S8 repeated arg-max, ties to lowest index', tolerance: T_ROUTE }),
+  st({ name: 'index_topk', decision: 'selection', aliases: { graph: ['indexer_topk'] }, scope: 'layer', dtype: 'i32', shape: (c) => [c.indexerTopK], when: 'index-select', inputs: ['index_scores'], kernel: 'indexer_topk', source: 'S8 repeated arg-max, ties to lowest index', tolerance: T_ROUTE }),
   // S9..S12
   st({ name: 'attn_heads', aliases: { graph: ['kqv_out'], cpu: ['attn_heads'] }, scope: 'layer', dtype: 'f32', shape: (c) => [c.nHead, c.headDim], when: 'all', inputs: ['q_rope', 'raw_cache', 'attn_comp_row@emitted', 'index_topk'], kernel: 'attention', source: 'S9 layer_attention_rows_one / mixed (sinks in the denominator)', tolerance: T_Q8 }),
   st({ name: 'attn_heads_back', aliases: { graph: ['kqv_back'] }, scope: 'layer', dtype: 'f32', shape: (c) => [c.nHead, c.headDim], when: 'all', inputs: ['attn_heads'], kernel: 'rope_tail', source: 'S10 inverse rope_tail_layer_inplace', tolerance: T_Q8 }),
@@ -183,7 +186,7 @@ export const STAGES: StageDef[] = [
   // S14 router
   st({ name: 'router_logits', aliases: { graph: ['ffn_moe_logits'] }, scope: 'layer', dtype: 'f32', shape: (c) => [c.nExpert], when: 'all', inputs: ['ffn_norm'], kernel: 'matmul_f16', source: 'S14 ffn_gate_inp (F16)', tolerance: T_Q8 }),
   st({ name: 'router_probs', aliases: { graph: ['ffn_moe_probs'] }, scope: 'layer', dtype: 'f32', shape: (c) => [c.nExpert], when: 'all', inputs: ['router_logits'], kernel: 'router_select', source: 'S14 sqrt(softplus(logit))', tolerance: T_Q8 }),
-  st({ name: 'router_topk', aliases: { graph: ['ffn_moe_topk'] }, scope: 'layer', dtype: 'i32', shape: (c) => [c.nExpertUsed], when: 'all', inputs: ['router_probs', 'token'], kernel: 'router_select', source: 'S14 hash (tid2eid) or top-k of probs + bias', tolerance: T_ROUTE }),
+  st({ name: 'router_topk', decision: 'selection', aliases: { graph: ['ffn_moe_topk'] }, scope: 'layer', dtype: 'i32', shape: (c) => [c.nExpertUsed], when: 'all', inputs: ['router_probs', 'token'], kernel: 'router_select', source: 'S14 hash (tid2eid) or top-k of probs + bias', tolerance: T_ROUTE }),
   st({ name: 'router_w', aliases: { graph: ['ffn_moe_weights_scaled'], test: ['router_w'] }, scope: 'layer', dtype: 'f32', shape: (c) => [c.nExpertUsed], when: 'all', inputs: ['router_probs', 'router_topk'], kernel: 'router_select', source: 'S14 p/sum(p) * expert_weights_scale', tolerance: T_Q8 }),
   // S15 routed experts
   st({ name: 'moe_gate', aliases: { graph: ['ffn_moe_gate_clamped'] }, scope: 'layer', dtype: 'f32', shape: (c) => [c.nExpertUsed, c.nFfExp], when: 'all', inputs: ['ffn_norm', 'router_topk'], kernel: 'moe_gate_up_mid_iq2_q8', source: 'S15 IQ2_XXS gate . Q8_K, min(g, clamp)', tolerance: T_Q8 }),

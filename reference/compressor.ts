@@ -10,7 +10,7 @@
 import type { Ds4Config } from '../model/config.ts';
 import { badInput } from '../model/errors.ts';
 import { rowBytes } from '../model/quant/types.ts';
-import { dequantizeRow, fp4ActQuantizeInplace, fp8KvQuantizeInplace, hadamard128Inplace } from '../model/quant/index.ts';
+import { dequantizeRow, fp4ActQuantizeInplace, fp8KvQuantizeInplace, hadamard128Inplace, type RoundingMargins } from '../model/quant/index.ts';
 import type { LayerWeights, Precision, Vec, Weight } from './types.ts';
 import { allocVec } from './types.ts';
 import { expP, NEG_INF, rmsNorm, rounder } from './math.ts';
@@ -125,11 +125,11 @@ export function windowState(lane: CompressorLane, ratio: number, dim: number, po
  * lane's norm, RoPE at the window's first position, then FP8 (attention lane, ds4 precision) or
  * Hadamard + FP4 (indexer lane) — catalog S7/S8, ds4.c compressor_pool_decode_state and what follows.
  */
-export function closeCompressedRow(cfg: Ds4Config, il: number, w: LayerWeights, st: CompressorState, pos: number, p: Precision): Vec {
+export function closeCompressedRow(cfg: Ds4Config, il: number, w: LayerWeights, st: CompressorState, pos: number, p: Precision, margins?: RoundingMargins): Vec {
   const comp = rmsNorm(compressorPool(st, p), w.f32(`${TENSOR_PREFIX[st.lane]}_norm.weight`), cfg.rmsEps, p);
   ropeTailInplace(cfg, il, comp, 1, st.dim, pos + 1 - st.ratio, false, p);
-  if (st.lane === 'attn') fp8KvQuantizeInplace(comp, 0, st.dim - cfg.nRot);
-  else indexerQat(comp, 0);
+  if (st.lane === 'attn') fp8KvQuantizeInplace(comp, 0, st.dim - cfg.nRot, margins);
+  else indexerQat(comp, 0, margins);
   return comp;
 }
 
@@ -139,9 +139,9 @@ export function closeCompressedRow(cfg: Ds4Config, il: number, w: LayerWeights, 
  * model/quant's f32 transform in both: the FP4 codes it feeds must be ds4's (its ~1e-7 relative
  * rounding is far below an FP4 code step).
  */
-export function indexerQat(x: Vec, off: number): void {
+export function indexerQat(x: Vec, off: number, margins?: RoundingMargins): void {
   hadamard128Inplace(x, off);
-  fp4ActQuantizeInplace(x, off, HADAMARD_N);
+  fp4ActQuantizeInplace(x, off, HADAMARD_N, margins);
 }
 
 /** The indexer's Hadamard transform is defined on 128-wide rows (ds4.c dies on anything else). */

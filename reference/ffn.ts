@@ -52,7 +52,18 @@ export function routerWeights(probs: Vec, selected: Int32Array, scale: number, p
   return w;
 }
 
-/** S14: hash layers take tid2eid[token]; others take the top-k of probs + exp_probs_b (bias for selection only). */
+/** S14 the selection score of every expert: probs + exp_probs_b where the layer has the bias (selection only). */
+export function routerScores(w: LayerWeights, probs: Vec, p: Precision): Float64Array {
+  const score = Float64Array.from(probs);
+  if (w.has('exp_probs_b.bias')) {
+    const bias = w.f32('exp_probs_b.bias');
+    const r = rounder(p);
+    for (let e = 0; e < score.length; e++) score[e] = r(score[e] + bias[e]);
+  }
+  return score;
+}
+
+/** S14: hash layers take tid2eid[token]; others take the top-k of the selection scores (routerScores). */
 export function routerSelect(cfg: Ds4Config, w: LayerWeights, probs: Vec, token: number, p: Precision): Int32Array {
   const K = cfg.nExpertUsed;
   if (w.has('ffn_gate_tid2eid.weight')) {
@@ -62,13 +73,21 @@ export function routerSelect(cfg: Ds4Config, w: LayerWeights, probs: Vec, token:
     for (const e of sel) if (e < 0 || e >= cfg.nExpert) throw new Error(`layer ${w.il}: hash-selected expert ${e} is outside 0..${cfg.nExpert - 1}`);
     return sel;
   }
-  const score = Float64Array.from(probs);
-  if (w.has('exp_probs_b.bias')) {
-    const bias = w.f32('exp_probs_b.bias');
-    const r = rounder(p);
-    for (let e = 0; e < score.length; e++) score[e] = r(score[e] + bias[e]);
-  }
-  return topkDesc(score, K);
+  return topkDesc(routerScores(w, probs, p), K);
+}
+
+/**
+ * How close a top-k choice came to being another: the smallest score gap between consecutive chosen ids (the
+ * order is the slot order) and between the last chosen and the best unchosen. A kernel whose scores differ
+ * from the reference's by more than this may choose otherwise: a near tie.
+ */
+export function selectionGap(score: ArrayLike<number>, chosen: Int32Array): number {
+  let gap = Infinity;
+  for (let j = 0; j + 1 < chosen.length; j++) gap = Math.min(gap, score[chosen[j]] - score[chosen[j + 1]]);
+  const taken = new Set(chosen);
+  let best = -Infinity;
+  for (let i = 0; i < score.length; i++) if (!taken.has(i) && score[i] > best) best = score[i];
+  return chosen.length ? Math.min(gap, score[chosen[chosen.length - 1]] - best) : gap;
 }
 
 /** ds4 `swiglu`'s clamp (S15/S16): the gate is clamped from above only, the up projection both ways. */

@@ -4,7 +4,7 @@
 // or the reference's captured values (the judge's rounding-noise twin). The graph is written once.
 import type { Ds4Config } from '../model/config.ts';
 import { emittedPositions, stage as stageDef, stageAt, windowPositions, type StageId } from '../model/stages.ts';
-import { STEPS, type StepInputs } from './steps.ts';
+import { STEPS, type Decisions, type StepInputs } from './steps.ts';
 import type { LayerWeights, Precision, Vec } from './types.ts';
 import type { Weights } from './weights.ts';
 
@@ -34,7 +34,7 @@ const i32Input = (v: Values, stage: string, layer: number, pos: number): Int32Ar
 };
 
 /** The inputs of `stage` at (layer, pos) as its step sees them: everything goes through `read`. */
-export function stepInputs(g: Graph, stage: StageId, layer: number, pos: number, p: Precision, read: Read): StepInputs {
+export function stepInputs(g: Graph, stage: StageId, layer: number, pos: number, p: Precision, read: Read, decisions?: Decisions): StepInputs {
   const { cfg } = g;
   const head = stageDef(stage).scope === 'head';
   let w: LayerWeights | undefined;
@@ -54,10 +54,11 @@ export function stepInputs(g: Graph, stage: StageId, layer: number, pos: number,
     window: (s) => windowPositions(cfg, s, layer, pos).map((q) => f32Input(read(s, layer, q), s, layer, q)),
     emitted: (s) => emittedPositions(cfg, layer, pos).map((q) => f32Input(read(s, layer, q), s, layer, q)),
     token: () => g.token(pos),
+    decisions,
   };
 }
 
-/** One stage at (layer, pos), precision p, its inputs through `read`. */
-export function evaluate(g: Graph, stage: StageId, layer: number, pos: number, p: Precision, read: Read): Values {
-  return STEPS[stage](stepInputs(g, stage, layer, pos, p, read));
+/** One stage at (layer, pos), precision p, its inputs through `read`; `decisions` collects where it rounded or chose. */
+export function evaluate(g: Graph, stage: StageId, layer: number, pos: number, p: Precision, read: Read, decisions?: Decisions): Values {
+  return STEPS[stage](stepInputs(g, stage, layer, pos, p, read, decisions));
 }

@@ -4,11 +4,11 @@
 // run), a dump (replay), or the reference's captured values (the rounding-noise twin) — so the graph is
 // written once, here and in the registry. The ops themselves live in hc/attention/compressor/ffn/math.
 import type { Ds4Config } from '../model/config.ts';
-import { fp8KvQuantizeInplace } from '../model/quant/index.ts';
+import { fp8KvQuantizeInplace, newMargins, type RoundingMargins } from '../model/quant/index.ts';
 import { windowPositions, type StageId } from '../model/stages.ts';
 import { attentionWithSinks, groupedOutLow, indexerScores, indexerTopk } from './attention.ts';
 import { closeCompressedRow, compressorKv, compressorScore, indexerQat, windowState, type CompressorLane } from './compressor.ts';
-import { expertsDown, expertsMid, expertsProject, routerProbs, routerSelect, routerWeights, sharedMid, sumExperts } from './ffn.ts';
+import { expertsDown, expertsMid, expertsProject, routerProbs, routerScores, routerSelect, routerWeights, selectionGap, sharedMid, sumExperts } from './ffn.ts';
 import { embedHc, hcPost, hcSplitSinkhorn, hcWeightedSum, outputHcWeights } from './hc.ts';
 import { cacheStore } from './kvcache.ts';
 import { headRmsNormInplace, rmsNorm, rounder } from './math.ts';
@@ -41,7 +41,19 @@ export interface StepInputs {
   emitted(stage: StageId): Vec[];
   /** the token id at pos */
   token(): number;
+  /** set when the caller asks where the step met a rounding or selection decision (model/stages.ts `decision`) */
+  decisions?: Decisions;
 }
+
+/** Where a step's output sat relative to its last decision: the rounding margins of its elements, or the
+ *  score gap of its top-k choice. */
+export interface Decisions {
+  margins?: RoundingMargins;
+  gap?: number;
+}
+
+/** Rounding margins for an n-element output, if the caller asked for decisions. */
+const marginsOf = (x: StepInputs, n: number): RoundingMargins | undefined => (x.decisions ? (x.decisions.margins = newMargins(n)) : undefined);
 
 export type Step = (x: StepInputs) => Vec | Int32Array;
 
@@ -90,7 +102,8 @@ const compressedRow = (lane: CompressorLane): Step => (x) => {
   const { cfg, layer, pos, p } = x;
   const s = LANE_STAGES[lane];
   const st = windowState(lane, cfg.compressRatios[layer], LANE_DIM[lane](cfg), pos, windowPositions(cfg, s.kv, layer, pos), x.window(s.kv), x.window(s.score), p);
-  return cacheStore(closeCompressedRow(cfg, layer, x.w, st, pos, p), p);
+  const m = marginsOf(x, st.dim);
+  return cacheStore(closeCompressedRow(cfg, layer, x.w, st, pos, p, m), p, m);
 };
 
 /** The HC state the head reads (hc_in): the last evaluated layer's after_ffn_hc. */
@@ -119,8 +132,9 @@ export const STEPS: Record<StageId, Step> = {
   // S6 the cached row: FP8 on the non-RoPE dims (dsv4_fp8_kv_quantize_row_inplace_cpu), then the f16 store
   kv_cur: (x) => {
     const v = copy(x.input('kv_rope'));
-    fp8KvQuantizeInplace(v, 0, x.cfg.headDim - x.cfg.nRot);
-    return cacheStore(v, x.p);
+    const m = marginsOf(x, v.length);
+    fp8KvQuantizeInplace(v, 0, x.cfg.headDim - x.cfg.nRot, m);
+    return cacheStore(v, x.p, m);
   },
   // S6 the raw window as attention reads it at pos: the window's cached rows, oldest first
   raw_cache: (x) => concat(x.window('kv_cur'), x.cfg.headDim, x.p),
@@ -135,7 +149,8 @@ export const STEPS: Record<StageId, Step> = {
     const { cfg, p } = x;
     const iq = matvec(x.w.get('indexer.attn_q_b.weight'), x.input('q_lora_norm'), p);
     ropeTailInplace(cfg, x.layer, iq, cfg.indexerHeads, cfg.indexerHeadDim, x.pos, false, p);
-    for (let h = 0; h < cfg.indexerHeads; h++) indexerQat(iq, h * cfg.indexerHeadDim);
+    const m = marginsOf(x, iq.length);
+    for (let h = 0; h < cfg.indexerHeads; h++) indexerQat(iq, h * cfg.indexerHeadDim, m);
     return iq;
   },
   // S8 head weights: indexer.proj of attn_norm scaled by 1/sqrt(ID·IH)
@@ -151,7 +166,12 @@ export const STEPS: Record<StageId, Step> = {
     const rows = x.emitted('index_comp_row');
     return indexerScores(x.cfg, concat(rows, x.cfg.indexerHeadDim, x.p), rows.length, x.input('index_q'), x.input('index_w'), x.p);
   },
-  index_topk: (x) => indexerTopk(x.input('index_scores'), x.cfg.indexerTopK),
+  index_topk: (x) => {
+    const scores = x.input('index_scores');
+    const top = indexerTopk(scores, x.cfg.indexerTopK);
+    if (x.decisions) x.decisions.gap = selectionGap(scores, top);
+    return top;
+  },
   // S9 attention over the raw window and the compressed rows emitted so far; where the indexer selects,
   // only the rows it picked
   attn_heads: (x) => {
@@ -182,8 +202,14 @@ export const STEPS: Record<StageId, Step> = {
   ffn_norm: normOf('ffn_cur', 'ffn_norm.weight'),
   router_logits: matvecOf('ffn_norm', 'ffn_gate_inp.weight'),
   router_probs: (x) => routerProbs(x.input('router_logits'), x.p),
-  // only the hash layers (tid2eid) route by token
-  router_topk: (x) => routerSelect(x.cfg, x.w, x.input('router_probs'), x.w.has('ffn_gate_tid2eid.weight') ? x.token() : -1, x.p),
+  // only the hash layers (tid2eid) route by token: no choice there, so no near tie
+  router_topk: (x) => {
+    const probs = x.input('router_probs');
+    const hash = x.w.has('ffn_gate_tid2eid.weight');
+    const ids = routerSelect(x.cfg, x.w, probs, hash ? x.token() : -1, x.p);
+    if (x.decisions) x.decisions.gap = hash ? Infinity : selectionGap(routerScores(x.w, probs, x.p), ids);
+    return ids;
+  },
   router_w: (x) => routerWeights(x.input('router_probs'), x.inputI32('router_topk'), x.cfg.expertWeightsScale, x.p),
   moe_gate: (x) => expertsProject(x.w, x.layer, 'ffn_gate_exps.weight', x.input('ffn_norm'), x.inputI32('router_topk'), x.cfg.nFfExp, x.cfg.swigluClamp[x.layer], x.p),
   moe_up: (x) => expertsProject(x.w, x.layer, 'ffn_up_exps.weight', x.input('ffn_norm'), x.inputI32('router_topk'), x.cfg.nFfExp, x.cfg.swigluClamp[x.layer], x.p),

@@ -67,6 +67,19 @@ export function f16Round(x: number): number {
   return F16_TABLE[f32ToF16(x)];
 }
 
+/**
+ * The f16 rounding decision of x (as f32): [distance to the midpoint between the two nearest halves, the
+ * gap between them]; Infinity beyond the largest finite half.
+ */
+export function f16Margin(x: number): [tie: number, step: number] {
+  const a = Math.abs(f32FromBits(f32Bits(x)));
+  const c = f32ToF16(a);
+  if (c >= 0x7bff) return [Infinity, 0];
+  const v = F16_TABLE[c];
+  const [lo, hi] = v <= a ? [v, F16_TABLE[c + 1]] : [F16_TABLE[c - 1], v];
+  return [Math.abs(a - (lo + hi) / 2), hi - lo];
+}
+
 export function bf16ToF32(h: number): number {
   return f32FromBits(((h & 0xffff) << 16) >>> 0);
 }

@@ -1,6 +1,7 @@
 // Public entry of the quant formats: everything other folders call lives behind this one import.
 export * from './types.ts';
-export { F16_TABLE, f16ToF32, f32ToF16, f16Round, bf16ToF32, f32ToBf16 } from './f16.ts';
+export { F16_TABLE, f16ToF32, f32ToF16, f16Round, f16Margin, bf16ToF32, f32ToBf16 } from './f16.ts';
+export { type RoundingMargins, newMargins, noteTie } from './margins.ts';
 export { dequantizeRow } from './dequant.ts';
 export {
   type Q8Act, type Q8KAct, Q8_0_BLOCK_BYTES, roundHalfEven, quantizeQ8_0Act, dotQ8_0, matvecQ8_0, matvecQ8_0Act,
