@@ -41,7 +41,8 @@ export function addModelPromptOptions(cmd: Command): Command {
 /** The run-directory, gate and report options `run` and `engine` share. */
 export function addRunDirOptions(cmd: Command): Command {
   return cmd
-    .option('--out <dir>', 'run directory (default: runs/<time>)')
+    .option('--out <dir>', 'run directory (default: runs/<time>): new or empty, or an old run directory with --force')
+    .option('--force', 'replace the run directory --out names if it holds an earlier run (a directory that holds no run is never cleared)')
     .option('--baseline <file>', 'gate against this baseline (default: the shipped baseline matching the case, if any)')
     .option('--policy <file>', 'tolerance rules for stages the baseline does not list (or for the whole run without a baseline)')
     .option('--json', 'print the report as JSON')

@@ -29,6 +29,7 @@ import { graphOrderKey, resolveStage, stageInLayer, type StageDef } from '../ref
 import { ropeTailInplace } from '../reference/rope.ts';
 import type { LayerContext, LayerWeights, Vec } from '../reference/types.ts';
 import { ModelWeights } from '../reference/weights.ts';
+import { throwIfCancelled } from './cancel.ts';
 import { iterateDump, readDumpMeta, type DumpMeta } from './dump.ts';
 import { MANIFEST_NAME, readManifest } from './manifest.ts';
 import { recordMetrics, type Metrics } from './metrics.ts';
@@ -493,6 +494,7 @@ export async function replayDump(file: string, opts: ReplayOptions): Promise<Rep
   const rows: ReplayRow[] = [];
   let group = '';
   for (const [i, rec] of order.entries()) {
+    await throwIfCancelled();
     if (`${rec.layer}/${rec.pos}` !== group) {
       inputs.forget();
       group = `${rec.layer}/${rec.pos}`;

@@ -6,6 +6,7 @@
 import type { Ds4Config } from '../model/config.ts';
 import type { GgufModel } from '../model/gguf.ts';
 import type { StageRecord, Tap } from '../diff/record.ts';
+import { throwIfCancelled } from '../diff/cancel.ts';
 import { attentionSublayer, newAttnLayerState, type AttnLayerState } from './attention.ts';
 import { compileFilter, type CaptureFilter } from './capture.ts';
 import { ffnSublayer } from './ffn.ts';
@@ -91,6 +92,7 @@ export async function runReference(opts: ReferenceOptions): Promise<ReferenceRes
   if ((opts.mode ?? 'prefill') === 'prefill') {
     hc = positions.map(embed);
     for (let il = 0; il <= last; il++) {
+      await throwIfCancelled();
       opts.onProgress?.(`layer ${il}/${last}: ${tokens.length} tokens`);
       hc = attentionSublayer(contexts[il], hc, positions, states[il]);
       hc = ffnSublayer(contexts[il], hc, positions, tokens);
@@ -98,6 +100,7 @@ export async function runReference(opts: ReferenceOptions): Promise<ReferenceRes
   } else {
     hc = [];
     for (const t of positions) {
+      await throwIfCancelled();
       opts.onProgress?.(`token ${t + 1}/${tokens.length}`);
       let x = embed(t);
       for (let il = 0; il <= last; il++) {
