@@ -23,7 +23,7 @@ import {
 import { stringifyJson } from '../../diff/json.ts';
 import { replayDump } from '../../diff/replay.ts';
 import { gateRunDir, type RunVerdict } from '../../diff/gate.ts';
-import { importDs4Dumps, listDs4Dumps, type ImportSummary } from '../../diff/import.ts';
+import { importDs4Dumps, listDs4Dumps, type DumpFile, type ImportSummary } from '../../diff/import.ts';
 import type { RunManifest } from '../../diff/manifest.ts';
 import { defaultRunDir, withRunDir } from '../../diff/rundir.ts';
 import { loadPolicy, type Policy } from '../../diff/policy.ts';
@@ -150,28 +150,24 @@ interface Rejected {
 }
 
 /** Move a refused dump out of the listing (into <dumps>/rejected/): kept on disk, never imported. */
-function setAside(file: string, reason: string, rejected: Rejected[]): void {
-  const aside = join(dirname(file), 'rejected');
+function setAside(f: DumpFile, reason: string, rejected: Rejected[]): void {
+  const aside = join(dirname(f.file), 'rejected');
   fs.mkdirSync(aside, { recursive: true });
-  fs.renameSync(file, join(aside, basename(file)));
-  rejected.push({ file: basename(file), reason });
+  fs.renameSync(f.path, Buffer.concat([Buffer.from(aside + '/'), f.base]));
+  rejected.push({ file: basename(f.file), reason });
 }
 
 /**
- * importDs4Dumps, setting aside first every listed entry that is not a regular file (a symbolic link
- * could point anywhere: it is never read), then each file the importer refuses (size or dtype not
- * fitting its stage) while the rest imports.
+ * importDs4Dumps, setting aside each file the importer refuses (not a regular file — a symbolic link
+ * could point anywhere: it is never read —, a name out of range, a size or dtype not fitting its
+ * stage) while the rest imports.
  */
 async function importAccepting(prefix: string, out: string, cfg: Ds4Config, tokens: number[], fingerprint: string, warn: (m: string) => void): Promise<{ summary?: ImportSummary; rejected: Rejected[] }> {
   const rejected: Rejected[] = [];
-  for (const f of listDs4Dumps(prefix)) {
-    const st = fs.lstatSync(f.file);
-    if (!st.isFile()) setAside(f.file, `${st.isSymbolicLink() ? 'is a symbolic link' : 'is not a regular file'}; not read`, rejected);
-  }
   if (!listDs4Dumps(prefix).length) return { rejected };
   const summary = await importDs4Dumps(prefix, {
     out, cfg, promptTokens: tokens, modelFingerprint: fingerprint, version: VERSION, warn,
-    onReject: (file, reason) => setAside(file, reason, rejected),
+    onReject: (f, reason) => setAside(f, reason, rejected),
   });
   return { summary: summary.files ? summary : undefined, rejected };
 }
