@@ -11,6 +11,7 @@
 // host fallback allowed, or a kernel in hostKernels (bisect's kernel swap), runs as its host
 // implementation (host.ts) instead; an injected fault (faults.ts) wraps that kernel's launches.
 // Exceptions to "only captures are read back": host runs and fault emulation move bytes by design.
+import { throwIfCancelled } from '../diff/cancel.ts';
 import type { FallbackEntry } from '../diff/manifest.ts';
 import type { StageRecord, Tap } from '../model/stages.ts';
 import type { Ds4Config } from '../model/config.ts';
@@ -771,6 +772,7 @@ export async function runDevice(opts: DeviceRunOptions): Promise<DeviceRunResult
     });
     const hcA = g.buf('hc_a', H * E), hcB = g.buf('hc_b', H * E);
     for (let pos = 0; pos < tokens.length; pos++) {
+      await throwIfCancelled();
       opts.onProgress?.(`token ${pos + 1}/${tokens.length}`);
       const tok = tokens[pos];
       if (!Number.isInteger(tok) || tok < 0 || tok >= cfg.nVocab) throw badInput(`token id ${tok} is outside the vocabulary (0..${cfg.nVocab - 1})`);

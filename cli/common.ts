@@ -41,7 +41,8 @@ export function addModelPromptOptions(cmd: Command): Command {
 /** The run-directory, gate and report options `run` and `engine` share. */
 export function addRunDirOptions(cmd: Command): Command {
   return cmd
-    .option('--out <dir>', 'run directory (default: runs/<time>)')
+    .option('--out <dir>', 'run directory (default: runs/<time>): new or empty, or an old run directory with --force')
+    .option('--force', 'replace the run directory --out names if it holds an earlier run (a directory that holds no run is never cleared)')
     .option('--baseline <file>', 'gate against this baseline (default: the shipped baseline matching the case, if any)')
     .option('--policy <file>', 'tolerance rules for stages the baseline does not list (or for the whole run without a baseline)')
     .option('--json', 'print the report as JSON')
@@ -69,14 +70,25 @@ export async function loadModel(path?: string): Promise<{ modelPath: string; mod
   return { modelPath, model, cfg: configFromGguf(model) };
 }
 
+/** `--tokens 0,17,5`: every element a token id (of a vocabulary of `nVocab`, when known); an empty element is refused. */
+export function parseTokenIds(text: string, nVocab?: number): number[] {
+  const parts = text.split(',');
+  return parts.map((raw, i) => {
+    const s = raw.trim();
+    if (!/^\d+$/.test(s)) throw badInput(`--tokens: ${s === '' ? `element ${i + 1} of '${text}' is empty` : `'${s}' is not a token id`} (give comma-separated ids, e.g. 0,17,5)`);
+    const t = Number(s);
+    if (nVocab !== undefined ? t >= nVocab : t > 2 ** 31 - 1) throw badInput(`--tokens: '${s}' is not a token id of this model (0..${(nVocab ?? 2 ** 31) - 1})`);
+    return t;
+  });
+}
+
 export async function loadModelAndPrompt(opts: ModelPromptOptions): Promise<LoadedRun> {
   if (opts.prompt === undefined && opts.tokens === undefined) throw badInput('needs -p TEXT or --tokens IDS');
   if (opts.think && opts.nothink) throw badInput('--think and --nothink exclude each other');
   const { modelPath, model, cfg } = await loadModel(opts.model);
   let tokens: number[];
   if (opts.tokens !== undefined) {
-    tokens = opts.tokens.split(',').map((s) => Number(s.trim()));
-    for (const t of tokens) if (!Number.isInteger(t) || t < 0 || t >= cfg.nVocab) throw badInput(`--tokens: '${t}' is not a token id of this model (0..${cfg.nVocab - 1})`);
+    tokens = parseTokenIds(opts.tokens, cfg.nVocab);
   } else {
     const tok = Tokenizer.fromGguf(model);
     tokens = renderChat(tok, opts.prompt!, { system: opts.system, think: opts.think === true, raw: opts.raw }).ids;

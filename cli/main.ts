@@ -1,7 +1,8 @@
 // The ds4-diff command line. Each command lives in cli/commands/<name>.ts and registers itself here.
 // Every error a user can cause ends as one line on stderr and an exit code (model/errors.ts), never a stack.
 import { Command, CommanderError } from 'commander';
-import { Ds4DiffError, EXIT } from '../model/errors.ts';
+import { Cancelled, installSignalHandlers } from '../diff/cancel.ts';
+import { Ds4DiffError, EXIT, fileError } from '../model/errors.ts';
 import { COMMANDS } from './commands/index.ts';
 
 export async function main(argv: string[]): Promise<void> {
@@ -12,6 +13,8 @@ export async function main(argv: string[]): Promise<void> {
       throw e;
     });
   }
+  // SIGINT / SIGTERM: stop at the next cancellation point with exit 130 / 143 (diff/cancel.ts)
+  installSignalHandlers();
   const program = new Command();
   program
     .name('ds4-diff')
@@ -23,6 +26,8 @@ export async function main(argv: string[]): Promise<void> {
     await program.parseAsync(argv);
   } catch (err) {
     process.exitCode = reportError(err);
+    // a signal's exit is immediate: whatever else is pending (a killed engine's pipes, workers) is moot
+    if (err instanceof Cancelled) process.exit(process.exitCode);
   }
 }
 
@@ -38,8 +43,10 @@ function reportError(err: unknown): number {
   }
   const e = err as NodeJS.ErrnoException;
   if (e && typeof e.code === 'string' && e.path) {
-    process.stderr.write(`ds4-diff: ${e.path}: ${e.code === 'ENOENT' ? 'no such file' : e.message}\n`);
-    return EXIT.badInput;
+    // a file operation no reader wrapped: still one line naming the file (exit 3, or 125 for disk full & co.)
+    const f = fileError(e.path, e.syscall ?? 'access', e) as Ds4DiffError;
+    process.stderr.write(`ds4-diff: ${f.message}\n`);
+    return f.exitCode;
   }
   process.stderr.write(`ds4-diff: internal error: ${e?.message ?? String(err)}\n`);
   if (process.env.DS4_DIFF_DEBUG) process.stderr.write(`${e?.stack ?? ''}\n`);

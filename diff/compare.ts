@@ -6,6 +6,7 @@ import { Ds4DiffError, EXIT } from '../model/errors.ts';
 import { graphOrderKey, resolveStage } from '../model/stages.ts';
 import { iterateDump, readDumpMeta, type DumpMeta } from './dump.ts';
 import { readManifest, sidePath } from './manifest.ts';
+import { checkRunSides } from './rundir.ts';
 import { recordMetrics, worstOf, type Metrics } from './metrics.ts';
 import { checkThresholds, minimumTolerance, nearTieMargin, thresholdsFor, worstMetric, type Policy, type Thresholds, type Violation } from './policy.ts';
 import type { StageRecord } from '../model/stages.ts';
@@ -219,6 +220,7 @@ export async function compareRun(runDir: string, policy: Policy): Promise<Compar
   if (!ref || !dev) {
     throw new Ds4DiffError(`${runDir}: the run has no ${!ref ? "'reference'" : "'device'"} dump (manifest files: ${Object.keys(m.files).join(', ') || 'none'}); nothing to compare`, EXIT.cannotEvaluate);
   }
+  await checkRunSides(runDir, m);
   const c = await compareDumps(iterateDump(ref), iterateDump(dev), policy, { a: 'reference', b: 'device' });
   c.notes.push(...metaNotes(await readDumpMeta(ref), await readDumpMeta(dev), 'reference', 'device'));
   const teacher = sidePath(runDir, m, 'device-teacher');

@@ -23,7 +23,7 @@ import {
   Schema, Struct, Utf8, Vector, makeData,
 } from 'apache-arrow';
 import type { Footer } from 'apache-arrow/ipc/metadata/file';
-import { badInput } from '../model/errors.ts';
+import { badInput, fileError } from '../model/errors.ts';
 import type { StageRecord } from '../model/stages.ts';
 
 export const DUMP_FORMAT_VERSION = 1;
@@ -149,7 +149,12 @@ export class DumpWriter {
 
   static async open(file: string, meta: DumpMeta): Promise<DumpWriter> {
     const tmp = `${file}.tmp-${process.pid}`;
-    const fd = fs.openSync(tmp, 'w');
+    let fd: number;
+    try {
+      fd = fs.openSync(tmp, 'w');
+    } catch (e) {
+      throw fileError(file, 'create the dump', e);
+    }
     const schema = dumpSchema(meta);
     const sink = new ChunkSink();
     const writer = new RecordBatchFileWriter();
@@ -181,18 +186,26 @@ export class DumpWriter {
     this.writer.close();
     this.drain();
     this.closed = true;
-    fs.fsyncSync(this.fd);
-    fs.closeSync(this.fd);
-    fs.renameSync(this.tmp, this.path);
+    try {
+      fs.fsyncSync(this.fd);
+      fs.closeSync(this.fd);
+      fs.renameSync(this.tmp, this.path);
+    } catch (e) {
+      fs.rmSync(this.tmp, { force: true });
+      throw fileError(this.path, 'finish the dump', e);
+    }
   }
 
-  /** Drops everything: the temp file is removed and no file appears under the final name. */
+  /** Drops everything: the temp file is removed and no file appears under the final name (synchronous). */
   async abort(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
     this.pending = [];
-    fs.closeSync(this.fd);
-    fs.rmSync(this.tmp, { force: true });
+    try {
+      fs.closeSync(this.fd);
+    } finally {
+      fs.rmSync(this.tmp, { force: true });
+    }
   }
 
   private writeBatch(): void {
@@ -203,9 +216,18 @@ export class DumpWriter {
     this.drain();
   }
 
+  /** Writes what the Arrow writer produced; a full disk aborts the dump (no half file) and names it. */
   private drain(): void {
-    for (const c of this.sink.chunks) fs.writeSync(this.fd, c);
-    this.sink.chunks = [];
+    try {
+      for (const c of this.sink.chunks) {
+        let off = 0;
+        while (off < c.byteLength) off += fs.writeSync(this.fd, c, off);
+      }
+      this.sink.chunks = [];
+    } catch (e) {
+      void this.abort();
+      throw fileError(this.path, 'write the dump', e);
+    }
   }
 }
 

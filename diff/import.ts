@@ -26,10 +26,11 @@ export interface ImportOptions {
   /** warnings go here (default: stderr) */
   warn?: (msg: string) => void;
   /**
-   * A file whose size or dtype does not fit its stage is reported here and left out (the rest is
-   * imported) instead of failing the import; with every file rejected nothing is written.
+   * A file that cannot be imported (its name, its kind, its size or dtype does not fit its stage) is
+   * reported here and left out (the rest is imported) instead of failing the import; with every file
+   * rejected nothing is written.
    */
-  onReject?: (file: string, reason: string) => void;
+  onReject?: (f: DumpFile, reason: string) => void;
 }
 
 /** A dump file that does not fit its stage (size, dtype): one line naming the file. */
@@ -46,54 +47,126 @@ export interface ImportSummary {
   unknown: string[];
 }
 
-interface DumpFile {
+export interface DumpFile {
+  /** the path, for messages (a file name that is not UTF-8 shows U+FFFD where its bytes were) */
   file: string;
+  /** the path as bytes, for the file system (exact, whatever the name's encoding) */
+  path: Buffer;
+  /** the file name's bytes */
+  base: Buffer;
   name: string;
   layer: number;
   pos: number;
   dtype: 'f32' | 'i32';
+  /** set when the name itself cannot be imported (not UTF-8, a layer or position out of range) */
+  problem?: string;
 }
 
 const DUMP_NAME = /^(.+)-(\d+)_pos(\d+)\.(bin|i32)$/;
+// without prompt tokens or a model's context_length, positions are limited to DS4 Flash's context
+export const MAX_POSITIONS = 1 << 20;
+// one dump file is read whole: more than this cannot be one stage of one batch, whatever the model
+const MAX_FILE_BYTES = 2 ** 32 - 1;
+// without a model nothing bounds a file by its stage's shape: keep flat imports small
+const MAX_FLAT_BYTES = 1 << 28;
+const utf8 = new TextDecoder('utf-8', { fatal: true });
 
-/** The ds4 dump files of a prefix, sorted by layer, position and name. */
+/**
+ * The ds4 dump files of a prefix, sorted by layer, position and name. Names that look like dumps but
+ * cannot be imported (not UTF-8, numbers beyond int32) are listed with a `problem`, never dropped.
+ */
 export function listDs4Dumps(prefix: string): DumpFile[] {
   const dir = path.dirname(prefix);
-  const base = path.basename(prefix) + '_';
-  let names: string[];
+  const base = Buffer.from(path.basename(prefix) + '_');
+  let names: Buffer[];
   try {
-    names = fs.readdirSync(dir);
+    names = fs.readdirSync(dir, { encoding: 'buffer' });
   } catch (e) {
     throw badInput(`${dir}: cannot list ds4 dump directory (${(e as NodeJS.ErrnoException).code})`);
   }
+  const dirBytes = Buffer.from(dir + path.sep);
   const out: DumpFile[] = [];
   for (const n of names) {
-    if (!n.startsWith(base)) continue;
-    const m = DUMP_NAME.exec(n.slice(base.length));
+    if (!n.subarray(0, base.length).equals(base)) continue;
+    const where = { path: Buffer.concat([dirBytes, n]), base: n };
+    let text: string;
+    try {
+      text = utf8.decode(n);
+    } catch {
+      const shown = path.join(dir, n.toString('utf8'));
+      out.push({ ...where, file: shown, name: '', layer: -1, pos: -1, dtype: 'f32', problem: 'the file name is not valid UTF-8' });
+      continue;
+    }
+    const m = DUMP_NAME.exec(text.slice(base.length));
     if (!m) continue;
-    out.push({ file: path.join(dir, n), name: m[1], layer: Number(m[2]), pos: Number(m[3]), dtype: m[4] === 'bin' ? 'f32' : 'i32' });
+    const f: DumpFile = { ...where, file: path.join(dir, text), name: m[1], layer: Number(m[2]), pos: Number(m[3]), dtype: m[4] === 'bin' ? 'f32' : 'i32' };
+    // ds4 prints layer and pos as C ints: anything beyond int32 is not a ds4 dump (it would wrap)
+    if (m[2].length > 10 || f.layer > 2 ** 31 - 1) f.problem = `layer ${m[2]} in the file name is beyond any layer`;
+    else if (m[3].length > 10 || f.pos > 2 ** 31 - 1) f.problem = `pos ${m[3]} in the file name is beyond any position`;
+    out.push(f);
   }
-  out.sort((a, b) => a.layer - b.layer || a.pos - b.pos || (a.name < b.name ? -1 : 1));
+  out.sort((a, b) => a.layer - b.layer || a.pos - b.pos || Buffer.compare(a.base, b.base));
   return out;
 }
 
 const product = (s: number[]) => s.reduce((a, b) => a * b, 1);
 
+/** How far positions may go: the prompt (when known) bounds a prefill batch; the model's context (or DS4 Flash's) any position. */
+interface Limits {
+  positions: number;
+  positionsWhy: string;
+  prompt?: number;
+}
+
+function limitsOf(o: ImportOptions): Limits {
+  const ctx = o.cfg?.contextLength;
+  const l: Limits = ctx ? { positions: ctx, positionsWhy: `the model's context_length ${ctx}` } : { positions: MAX_POSITIONS, positionsWhy: `the position limit ${MAX_POSITIONS}` };
+  if (o.promptTokens?.length) l.prompt = o.promptTokens.length;
+  return l;
+}
+
 /** Per-position shape, or how a count-dependent stage's shape is formed from an element count. */
-function shapeOf(def: StageDef, cfg: Ds4Config, layer: number, elements: number, file: string): { shape: number[]; rows: number } {
+function shapeOf(def: StageDef, cfg: Ds4Config, layer: number, elements: number, file: string, lim: Limits): { shape: number[]; rows: number } {
   const one = def.shape(cfg, { layer, n: 1 });
   const two = def.shape(cfg, { layer, n: 2 });
   if (product(one) !== product(two)) {
     // count-dependent: the count `n` is whatever makes the element count fit
     const per = product(two) - product(one);
     if (per === 0 || elements % per !== 0) throw new DumpRejected(file, `${elements} values do not fit stage ${def.name} (a multiple of ${per} expected)`);
-    return { shape: def.shape(cfg, { layer, n: elements / per }), rows: 1 };
+    const n = elements / per;
+    if (n > lim.positions) throw new DumpRejected(file, `${n} rows of stage ${def.name} are more than ${lim.positionsWhy} allows`);
+    return { shape: def.shape(cfg, { layer, n }), rows: 1 };
   }
   const per = product(one);
   if (per === 0 || elements % per !== 0 || elements === 0) {
     throw new DumpRejected(file, `${elements} values do not fit stage ${def.name} of shape [${one}] (${per} values per position)`);
   }
   return { shape: one, rows: elements / per };
+}
+
+/** Values of one position (or one row of a count-dependent stage): bounds a file before it is read. */
+function valuesPerRow(def: StageDef, cfg: Ds4Config, layer: number): { per: number; counted: boolean } {
+  const one = product(def.shape(cfg, { layer, n: 1 })), two = product(def.shape(cfg, { layer, n: 2 }));
+  return one !== two ? { per: two - one, counted: true } : { per: one, counted: false };
+}
+
+/** The largest file `f` can be: its stage's rows up to the prompt's end or the position limit. */
+function maxBytes(def: StageDef | undefined, cfg: Ds4Config | undefined, f: DumpFile, lim: Limits): { bytes: number; why: string } {
+  if (!def || !cfg) return { bytes: MAX_FLAT_BYTES, why: `${MAX_FLAT_BYTES} bytes, the most imported without a model (-m) to check it against` };
+  const { per, counted } = valuesPerRow(def, cfg, f.layer);
+  const rows = counted ? lim.positions : lim.prompt !== undefined && def.scope === 'layer' ? Math.max(1, lim.prompt - f.pos) : Math.max(1, lim.positions - f.pos);
+  const bytes = Math.min(MAX_FILE_BYTES, 4 * per * rows);
+  return { bytes, why: `${bytes} bytes: ${rows} ${counted ? 'rows' : 'positions'} of stage ${def.name} (${per} values each)${!counted && lim.prompt !== undefined && def.scope === 'layer' ? ` from pos ${f.pos} to the end of the ${lim.prompt}-token prompt` : ''}` };
+}
+
+/** Layer and position of a file name against the model and the limits (before anything is read). */
+function checkPlace(def: StageDef | undefined, cfg: Ds4Config | undefined, f: DumpFile, lim: Limits): void {
+  if (cfg) {
+    if (def?.scope === 'layer' && f.layer >= cfg.nLayer) throw new DumpRejected(f.file, `layer ${f.layer}: the model has layers 0..${cfg.nLayer - 1}`);
+    if (def?.scope === 'head' && f.layer !== cfg.nLayer) throw new DumpRejected(f.file, `layer ${f.layer}: ds4 dumps the output head as layer n_layer (${cfg.nLayer})`);
+    if (!def && f.layer > cfg.nLayer) throw new DumpRejected(f.file, `layer ${f.layer}: the model has layers 0..${cfg.nLayer - 1} and the head at ${cfg.nLayer}`);
+  }
+  if (f.pos >= lim.positions) throw new DumpRejected(f.file, `pos ${f.pos} is beyond ${lim.positionsWhy}`);
 }
 
 /**
@@ -108,35 +181,72 @@ function shapeOf(def: StageDef, cfg: Ds4Config, layer: number, elements: number,
  *     window w is emitted at pos (w+1)·ratio − 1; a single row dumped at a window's last position (the
  *     decode path) stays there.
  */
-function placeRows(def: StageDef | undefined, cfg: Ds4Config | undefined, f: DumpFile, values: Float32Array | Int32Array, tokens: number[] | undefined): Array<{ pos: number; shape: number[]; values: Float32Array | Int32Array }> {
+function placeRows(def: StageDef | undefined, cfg: Ds4Config | undefined, f: DumpFile, values: Float32Array | Int32Array, tokens: number[] | undefined, lim: Limits): Array<{ pos: number; shape: number[]; values: Float32Array | Int32Array }> {
   if (!def || !cfg) return [{ pos: f.pos, shape: [values.length], values }];
-  const { shape, rows } = shapeOf(def, cfg, f.layer, values.length, f.file);
+  const { shape, rows } = shapeOf(def, cfg, f.layer, values.length, f.file, lim);
   if (def.scope === 'head' && tokens?.length) return [{ pos: tokens.length - 1, shape, values }];
   if (def.name === 'raw_cache' && f.pos === 0) {
     const n = shape[0], keep = Math.min(n, cfg.slidingWindow), D = shape[1];
     return [{ pos: n - 1, shape: [keep, D], values: values.slice((n - keep) * D) }];
   }
+  // a prefill batch holds the batch's rows: never more than the prompt has from its first position
+  if (rows > 1 && lim.prompt !== undefined && f.pos + rows > lim.prompt) {
+    throw new DumpRejected(f.file, `${values.length} values are ${rows} positions of stage ${def.name} from pos ${f.pos}, past the end of the ${lim.prompt}-token prompt`);
+  }
   const per = values.length / rows;
   const ratio = cfg.compressRatios[f.layer];
   const windowed = (def.name === 'attn_comp_row' || def.name === 'index_comp_row') && ratio > 0;
   const posOf = (r: number) => (windowed && f.pos % ratio === 0 ? (f.pos / ratio + r + 1) * ratio - 1 : f.pos + r);
+  const last = posOf(rows - 1);
+  if (last >= lim.positions) throw new DumpRejected(f.file, `${rows} rows of stage ${def.name} from pos ${f.pos} reach pos ${last}, beyond ${lim.positionsWhy}`);
   return Array.from({ length: rows }, (_, r) => ({ pos: posOf(r), shape, values: values.slice(r * per, (r + 1) * per) }));
 }
 
-function readValues(file: string, dtype: 'f32' | 'i32'): Float32Array | Int32Array {
-  const buf = fs.readFileSync(file);
-  if (buf.byteLength % 4 !== 0) throw new DumpRejected(file, `${buf.byteLength} bytes is not a whole number of 4-byte ${dtype} values`);
-  const copy = new ArrayBuffer(buf.byteLength);
-  new Uint8Array(copy).set(buf);
-  return dtype === 'f32' ? new Float32Array(copy) : new Int32Array(copy);
+/**
+ * A dump file's values, read only from a regular file (never through a symbolic link, never a FIFO
+ * that would block, a device or a directory) whose size fits its stage before a byte is read.
+ */
+function readValues(f: DumpFile, limit: { bytes: number; why: string }): Float32Array | Int32Array {
+  let fd: number;
+  try {
+    fd = fs.openSync(f.path, fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW | fs.constants.O_NONBLOCK);
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    if (code === 'ELOOP') throw new DumpRejected(f.file, 'is a symbolic link; not read');
+    throw new DumpRejected(f.file, `cannot be opened (${code})`);
+  }
+  try {
+    const st = fs.fstatSync(fd);
+    if (!st.isFile()) throw new DumpRejected(f.file, `is ${st.isDirectory() ? 'a directory' : st.isFIFO() ? 'a FIFO' : 'not a regular file'}; not read`);
+    if (st.size === 0) throw new DumpRejected(f.file, 'is empty (0 bytes)');
+    if (st.size % 4 !== 0) throw new DumpRejected(f.file, `${st.size} bytes is not a whole number of 4-byte ${f.dtype} values`);
+    if (st.size > limit.bytes) throw new DumpRejected(f.file, `${st.size} bytes is more than it can hold (at most ${limit.why}); not read`);
+    const copy = new ArrayBuffer(st.size);
+    const bytes = new Uint8Array(copy);
+    let done = 0;
+    while (done < st.size) {
+      const n = fs.readSync(fd, bytes, done, st.size - done, done);
+      if (n === 0) throw new DumpRejected(f.file, `shrank while being read (${done} of ${st.size} bytes)`);
+      done += n;
+    }
+    return f.dtype === 'f32' ? new Float32Array(copy) : new Int32Array(copy);
+  } finally {
+    fs.closeSync(fd);
+  }
 }
 
-/** Converts a prefix's ds4 dumps to one Arrow dump (side 'ds4-import'). */
+/**
+ * Converts a prefix's ds4 dumps to one Arrow dump (side 'ds4-import'). Each file is checked before it
+ * is trusted — its name (UTF-8, layer and position within the model and the limits), its kind (a
+ * regular file), its size and dtype (its stage's shape), its rows (not already imported from another
+ * file) — and one that fails is rejected by name (`onReject`) while the rest imports.
+ */
 export async function importDs4Dumps(prefix: string, opts: ImportOptions): Promise<ImportSummary> {
   const warn = opts.warn ?? ((m: string) => process.stderr.write(`ds4-diff: warning: ${m}\n`));
   const files = listDs4Dumps(prefix);
   if (!files.length) throw badInput(`${prefix}: no ds4 dump files (${path.basename(prefix)}_<name>-<layer>_pos<pos>.bin or .i32) found`);
   if (!opts.cfg) warn('no model given (-m): stage shapes are not checked and values are stored flat');
+  const lim = limitsOf(opts);
   const writer = await DumpWriter.open(opts.out, {
     formatVersion: DUMP_FORMAT_VERSION,
     modelFingerprint: opts.modelFingerprint ?? 'unknown',
@@ -145,28 +255,35 @@ export async function importDs4Dumps(prefix: string, opts: ImportOptions): Promi
     side: 'ds4-import',
   });
   const unknown = new Set<string>();
+  // (stage, layer, pos) -> the file that gave it: two files must not claim one row
+  const seen = new Map<string, string>();
   let records = 0, accepted = 0;
   try {
     let lastLayer = -1;
     for (const f of files) {
-      if (f.layer !== lastLayer) await writer.flush();
-      lastLayer = f.layer;
-      const def = resolveStage(f.name);
+      const def = f.problem ? undefined : resolveStage(f.name);
+      const stage = def?.name ?? f.name;
+      let parts: ReturnType<typeof placeRows>;
+      try {
+        if (f.problem) throw new DumpRejected(f.file, f.problem);
+        if (def && def.dtype !== f.dtype) throw new DumpRejected(f.file, `stage ${def.name} is ${def.dtype} but the file is ${f.dtype}`);
+        checkPlace(def, opts.cfg, f, lim);
+        parts = placeRows(def, opts.cfg, f, readValues(f, maxBytes(def, opts.cfg, f, lim)), opts.promptTokens, lim);
+        const dup = parts.find((p) => seen.has(`${stage}/${f.layer}/${p.pos}`));
+        if (dup) throw new DumpRejected(f.file, `holds ${stage} layer ${f.layer} pos ${dup.pos}, which ${path.basename(seen.get(`${stage}/${f.layer}/${dup.pos}`)!)} already gave`);
+      } catch (e) {
+        if (!(e instanceof DumpRejected && opts.onReject)) throw e;
+        opts.onReject(f, e.reason);
+        continue;
+      }
       if (!def && !unknown.has(f.name)) {
         unknown.add(f.name);
         warn(`ds4 dump name '${f.name}' is not a known stage; kept under its own name`);
       }
-      let parts: ReturnType<typeof placeRows>;
-      try {
-        if (def && def.dtype !== f.dtype) throw new DumpRejected(f.file, `stage ${def.name} is ${def.dtype} but the file is ${f.dtype}`);
-        parts = placeRows(def, opts.cfg, f, readValues(f.file, f.dtype), opts.promptTokens);
-      } catch (e) {
-        if (!(e instanceof DumpRejected && opts.onReject)) throw e;
-        opts.onReject(e.file, e.reason);
-        continue;
-      }
-      const stage = def?.name ?? f.name;
+      if (f.layer !== lastLayer) await writer.flush();
+      lastLayer = f.layer;
       for (const part of parts) {
+        seen.set(`${stage}/${f.layer}/${part.pos}`, f.file);
         writer.write({ stage, layer: f.layer, pos: part.pos, token: opts.promptTokens?.[part.pos] ?? -1, dtype: f.dtype, shape: part.shape, values: part.values });
         records++;
       }

@@ -1,10 +1,12 @@
 // manifest.json: what a run directory holds and how it was made. Written atomically (temp + rename);
-// a run writes it once with complete: false when it starts and again with complete: true at the end,
-// so a directory from an interrupted run is recognised and refused (exit 3), never half-compared.
+// a run writes it with complete: false when it starts and as it goes, and with complete: true LAST,
+// after its dumps and reports (diff/rundir.ts), so a directory from an interrupted or failed run is
+// recognised and refused (exit 3), never half-compared.
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { badInput } from '../model/errors.ts';
+import { badInput, fileError } from '../model/errors.ts';
 import { fileInRun } from './dump.ts';
+import { readJsonFile } from './json.ts';
 
 export const MANIFEST_FORMAT_VERSION = 1;
 export const MANIFEST_NAME = 'manifest.json';
@@ -36,38 +38,73 @@ export interface RunManifest {
   noHostFallback: boolean;
   fallbackLedger: FallbackEntry[];
   exitCode?: number;
+  /** set when a signal stopped the run (the manifest then stays complete: false) */
+  interrupted?: string;
+  /** the one-line error that ended the run, when it did not finish */
+  error?: string;
+  /** engine.log and other logs cut to a size cap: what was kept */
+  truncatedLogs?: Array<{ file: string; bytes: number; kept: number }>;
 }
 
+// Run directories this process is writing (diff/rundir.ts holds their lock): their own gate may read
+// them before `complete` is written, which happens last.
+const writing = new Set<string>();
+
+/** Marks `dir` as being written by this process (or no longer). */
+export function markWriting(dir: string, on: boolean): void {
+  if (on) writing.add(path.resolve(dir));
+  else writing.delete(path.resolve(dir));
+}
+
+/** Writes the manifest atomically: on any failure (disk full) the previous manifest stays as it was. */
 export function writeManifest(dir: string, m: RunManifest): void {
-  fs.mkdirSync(dir, { recursive: true });
   const file = path.join(dir, MANIFEST_NAME);
   const tmp = `${file}.tmp-${process.pid}`;
-  fs.writeFileSync(tmp, JSON.stringify(m, null, 2) + '\n');
-  fs.renameSync(tmp, file);
+  try {
+    fs.mkdirSync(dir, { recursive: true });
+    fs.writeFileSync(tmp, JSON.stringify(m, null, 2) + '\n');
+    fs.renameSync(tmp, file);
+  } catch (e) {
+    fs.rmSync(tmp, { force: true });
+    throw fileError(file, 'write the run manifest', e);
+  }
 }
 
+// a manifest is a few KB (the engine's dump inventory can make it a few MB)
+const MANIFEST_MAX_BYTES = 64 << 20;
+
+/** The manifest of a finished run directory; an incomplete one (interrupted, failed, still running) is refused. */
 export function readManifest(dir: string): RunManifest {
   const file = path.join(dir, MANIFEST_NAME);
-  let text: string;
-  try {
-    text = fs.readFileSync(file, 'utf8');
-  } catch (e) {
-    const code = (e as NodeJS.ErrnoException).code;
-    throw badInput(`${file}: ${code === 'ENOENT' ? 'no such file (not a ds4-diff run directory)' : `cannot read (${code})`}`);
-  }
-  let m: RunManifest;
-  try {
-    m = JSON.parse(text) as RunManifest;
-  } catch (e) {
-    throw badInput(`${file}: not valid JSON (${(e as Error).message})`);
-  }
-  if (typeof m !== 'object' || m === null || typeof m.formatVersion !== 'number') throw badInput(`${file}: not a ds4-diff run manifest`);
+  const m = readJsonFile<RunManifest>(file, { what: 'run manifest', maxBytes: MANIFEST_MAX_BYTES, missing: 'no such file (not a ds4-diff run directory)' });
+  if (typeof m !== 'object' || m === null || Array.isArray(m) || typeof m.formatVersion !== 'number') throw badInput(`${file}: not a ds4-diff run manifest`);
   if (m.formatVersion > MANIFEST_FORMAT_VERSION) throw badInput(`${file}: manifest format version ${m.formatVersion} is newer than this ds4-diff reads (${MANIFEST_FORMAT_VERSION})`);
-  if (m.complete !== true) throw badInput(`${file}: the run is incomplete (interrupted or still running); re-run it`);
+  if (m.complete !== true && !writing.has(path.resolve(dir))) throw badInput(`${file}: ${incompleteReason(m)}`);
   for (const k of ['model', 'promptTokens', 'layers', 'backend', 'files', 'fallbackLedger'] as const) {
-    if (m[k] === undefined) throw badInput(`${file}: field '${k}' missing`);
+    if (m[k] === undefined || m[k] === null) throw badInput(`${file}: field '${k}' missing`);
   }
+  const bad = manifestShapeProblem(m);
+  if (bad) throw badInput(`${file}: ${bad}`);
+  m.options ??= {};
   return m;
+}
+
+function incompleteReason(m: RunManifest): string {
+  if (m.interrupted) return `the run is incomplete: it was interrupted by ${m.interrupted}; re-run it`;
+  if (m.error) return `the run is incomplete: it ended with exit ${m.exitCode ?? '?'} (${m.error}); re-run it`;
+  return 'the run is incomplete (interrupted, crashed or still running); re-run it';
+}
+
+/** The fields readers index into, with the types they assume. */
+function manifestShapeProblem(m: RunManifest): string | undefined {
+  if (typeof m.model !== 'object' || typeof m.model.fingerprint !== 'string' || typeof m.model.path !== 'string') return "field 'model' needs path and fingerprint strings";
+  if (!Array.isArray(m.promptTokens) || m.promptTokens.some((t) => !Number.isInteger(t) || t < 0)) return "field 'promptTokens' must be a list of token ids";
+  if (typeof m.layers !== 'object' || !Number.isInteger(m.layers.last) || typeof m.layers.all !== 'boolean') return "field 'layers' needs an integer 'last' and a boolean 'all'";
+  if (typeof m.backend !== 'string') return "field 'backend' must be a string";
+  if (typeof m.files !== 'object' || Array.isArray(m.files) || Object.values(m.files).some((f) => typeof f !== 'string')) return "field 'files' must map sides to file names";
+  if (!Array.isArray(m.fallbackLedger) || m.fallbackLedger.some((f) => typeof f !== 'object' || f === null || typeof f.primitive !== 'string')) return "field 'fallbackLedger' must be a list of {primitive, ...} entries";
+  if (m.options !== undefined && (typeof m.options !== 'object' || m.options === null)) return "field 'options' must be an object";
+  return undefined;
 }
 
 /** Path of a side's dump in a run, or undefined if the run has no such side. */

@@ -20,6 +20,7 @@ import type { GgufModel } from '../model/gguf.ts';
 import { compressedRowCount, graphOrderKey, resolveStage, stage as stageDef, stageAt, stageInLayer, stageKey, type StageDef, type StageId, type StageRecord } from '../model/stages.ts';
 import { evaluate, type Graph, type Values } from '../reference/interpreter.ts';
 import { ModelWeights } from '../reference/weights.ts';
+import { throwIfCancelled } from './cancel.ts';
 import { iterateDump, readDumpMeta } from './dump.ts';
 import { MANIFEST_NAME, readManifest } from './manifest.ts';
 import { recordMetrics, type Metrics } from './metrics.ts';
@@ -198,6 +199,7 @@ export async function replayDump(file: string, opts: ReplayOptions): Promise<Rep
   const rows: ReplayRow[] = [];
   let group = '';
   for (const [i, rec] of order.entries()) {
+    await throwIfCancelled();
     if (`${rec.layer}/${rec.pos}` !== group) {
       group = `${rec.layer}/${rec.pos}`;
       opts.onProgress?.(`pos ${rec.pos} layer ${rec.layer} (${i + 1}/${order.length} records)`);

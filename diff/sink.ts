@@ -1,6 +1,7 @@
 // A capture sink: one side of a run streamed into `<dir>/<side>.arrow`, with a running per-stage
-// summary (min/max/rms/NaN) for the terminal. Every open sink is aborted on Ctrl-C, so an
-// interrupted run leaves only temp files, never a dump that looks complete.
+// summary (min/max/rms/NaN) for the terminal. Every open sink is aborted on SIGINT/SIGTERM
+// (diff/cancel.ts), so an interrupted run leaves no temp file and never a dump that looks complete.
+import { cancelledError, onCancel } from './cancel.ts';
 import type { StageRecord, Tap } from '../model/stages.ts';
 import { DUMP_FORMAT_VERSION, DumpWriter, sideFileName, type DumpMeta } from './dump.ts';
 import { join } from 'node:path';
@@ -41,28 +42,25 @@ export function accumulateStats(stats: Map<string, StageStats>, rec: StageRecord
   }
 }
 
-const open = new Set<CaptureSink>();
-let hooked = false;
-
-function hookInterrupt(): void {
-  if (hooked) return;
-  hooked = true;
-  process.once('SIGINT', () => {
-    const pending = [...open].map((s) => s.abort());
-    void Promise.allSettled(pending).then(() => {
-      process.stderr.write('\nds4-diff: interrupted; partial dumps removed, the run manifest stays incomplete\n');
-      process.exit(130);
-    });
-  });
-}
-
 export async function openCapture(dir: string, side: string, meta: Omit<DumpMeta, 'side' | 'formatVersion'>): Promise<CaptureSink> {
   const fileName = sideFileName(side);
   const w = await DumpWriter.open(join(dir, fileName), { ...meta, formatVersion: DUMP_FORMAT_VERSION, side, createdAt: meta.createdAt ?? new Date().toISOString() });
   const stats = new Map<string, StageStats>();
   const tap: Tap = (rec: StageRecord) => {
+    // after a signal aborted the writer, the next capture ends the run (no cancellation point needed)
+    const stop = cancelledError();
+    if (stop) throw stop;
     accumulateStats(stats, rec);
     w.write(rec);
+  };
+  // the writer's abort is synchronous: the temp file is gone before the signal handler returns, and a
+  // sink still open when the process exits (an error ended the run) leaves no temp file either
+  const abortNow = () => void w.abort();
+  const unhookCancel = onCancel(abortNow);
+  process.on('exit', abortNow);
+  const unhook = () => {
+    unhookCancel();
+    process.off('exit', abortNow);
   };
   const sink: CaptureSink = {
     side,
@@ -70,15 +68,13 @@ export async function openCapture(dir: string, side: string, meta: Omit<DumpMeta
     tap,
     stats,
     async close() {
-      open.delete(sink);
+      unhook();
       await w.close();
     },
     async abort() {
-      open.delete(sink);
+      unhook();
       await w.abort();
     },
   };
-  open.add(sink);
-  hookInterrupt();
   return sink;
 }

@@ -86,15 +86,41 @@ function hashRange(fd: number, path: string, end: number): string {
   return h.digest('hex');
 }
 
+/**
+ * The data alignment: `general.alignment` when it is a u32 power of two, 32 without it. ds4 uses the
+ * key only when it is a nonzero u32 (model_open parse_metadata) and the header parser reads any
+ * integer: any other type or value would make the two disagree on where the tensor data starts.
+ */
+function dataAlignment(path: string, type: MetaTypeInfo | undefined, value: unknown): number {
+  if (!type) return 32;
+  const n = Number(value);
+  if (type.type !== GGUF_VALUE.u32 || !Number.isInteger(n) || n <= 0 || (n & (n - 1)) !== 0) {
+    throw badInput(`${path}: general.alignment must be a u32 power of two, found ${String(value)} (GGUF type ${type.type})`);
+  }
+  return n;
+}
+
+/** No two tensors share bytes: a table whose entries overlap (or point at one blob twice) is corrupt. */
+function checkNoOverlap(path: string, tensors: Map<string, TensorInfo>): void {
+  const byOffset = [...tensors.values()].filter((t) => t.nbytes > 0).sort((a, b) => a.offset - b.offset);
+  for (let i = 1; i < byOffset.length; i++) {
+    const a = byOffset[i - 1], b = byOffset[i];
+    if (a.offset + a.nbytes > b.offset) throw badInput(`${path}: tensors ${a.name} (${a.nbytes} bytes at ${a.offset}) and ${b.name} (at ${b.offset}) overlap`);
+  }
+}
+
 export async function openGguf(path: string): Promise<GgufModel> {
   let fd: number;
   try {
-    fd = fs.openSync(path, 'r');
+    // O_NONBLOCK: a FIFO named as the model must not wait for a writer (refused below)
+    fd = fs.openSync(path, fs.constants.O_RDONLY | fs.constants.O_NONBLOCK);
   } catch (err) {
     const e = err as NodeJS.ErrnoException;
     throw badInput(`${path}: ${e.code === 'ENOENT' ? 'no such file' : e.code === 'EISDIR' ? 'is a directory' : e.message}`);
   }
   try {
+    const st = fs.fstatSync(fd);
+    if (!st.isFile()) throw badInput(`${path}: not a regular file (${st.isDirectory() ? 'a directory' : st.isFIFO() ? 'a FIFO' : 'a device or special file'}); a model is a GGUF file`);
     return await parse(fd, path);
   } catch (err) {
     fs.closeSync(fd);
@@ -126,6 +152,8 @@ async function parse(fd: number, path: string): Promise<GgufModel> {
     metadataTypes[key] = e.subType === undefined ? { type: e.type } : { type: e.type, subType: e.subType };
   }
 
+  const alignment = dataAlignment(path, metadataTypes['general.alignment'], metadata['general.alignment']);
+  if (dataOffset % alignment !== 0 || dataOffset < headerEnd) throw badInput(`${path}: tensor data starts at ${dataOffset}, not the first multiple of ${alignment} after the tensor table (${headerEnd})`);
   const tensors = new Map<string, TensorInfo>();
   for (const ti of parsed.tensorInfos) {
     const name = ti.name;
@@ -143,6 +171,8 @@ async function parse(fd: number, path: string): Promise<GgufModel> {
     if (dims[0] % tr.blockSize !== 0) throw badInput(`${path}: tensor ${name} row length ${dims[0]} is not a multiple of the ${tr.name} block size ${tr.blockSize}`);
     const nbytes = (elements / tr.blockSize) * tr.typeSize;
     if (!Number.isSafeInteger(nbytes)) throw badInput(`${path}: tensor ${name} byte size overflows`);
+    // ggml's loader requires each tensor at a multiple of the alignment (kernels read whole aligned blocks)
+    if (BigInt(ti.offset) % BigInt(alignment) !== 0n) throw badInput(`${path}: tensor ${name} data offset ${ti.offset} is not a multiple of the alignment ${alignment}`);
     const offset = safeNumber(BigInt(dataOffset) + BigInt(ti.offset), () => `${path}: tensor ${name} offset`);
     if (offset + nbytes > fileSize) {
       throw badInput(`${path}: tensor ${name} (${nbytes} bytes at offset ${offset}) runs past the end of the file (${fileSize} bytes; truncated?)`);
@@ -150,6 +180,7 @@ async function parse(fd: number, path: string): Promise<GgufModel> {
     tensors.set(name, { name, type: dtype, dims, offset, nbytes });
   }
 
+  checkNoOverlap(path, tensors);
   const fingerprint = hashRange(fd, path, headerEnd);
   let open = true;
   return {

@@ -5,6 +5,7 @@
 import { GGMLType, typeName } from './quant/types.ts';
 import { CONFIG_KEYS, readConfig, type Ds4Config } from './config.ts';
 import type { GgufModel } from './gguf.ts';
+import { SPECIALS } from './tokenizer.ts';
 
 export interface TensorExpectation {
   name: string;
@@ -116,6 +117,45 @@ function closeF32(got: number, want: number): boolean {
   return Math.abs(got - want) <= Math.max(1, Math.abs(want)) * 1e-6;
 }
 
+const finitePositive = (x: number) => Number.isFinite(x) && x > 0;
+const count = (lo: number, hi: number) => (x: number) => Number.isInteger(x) && x >= lo && x <= hi;
+
+/**
+ * The documented range of every config value no tensor shape pins down (the dims are checked against
+ * the tensors). ds4 itself accepts only DeepSeek V4 Flash's values (config_validate_model: 128, 512, 20,
+ * 1, 1e-6, ...; `--strict-ds4-flash` here); these ranges admit smaller synthetic models while refusing
+ * what no DS4-layout model can mean: a loop bound or a buffer that would not end or fit (Sinkhorn
+ * iterations, sliding window, indexer top-k), a zero or non-finite epsilon, scale or RoPE factor.
+ */
+export const CONFIG_RANGES: ReadonlyArray<{ field: keyof Ds4Config; want: string; ok: (x: number, cfg: Ds4Config) => boolean }> = [
+  { field: 'nLayer', want: '1..1024', ok: count(1, 1024) },
+  { field: 'nEmbd', want: '>= 1', ok: count(1, 2 ** 31) },
+  { field: 'nVocab', want: '>= 1', ok: count(1, 2 ** 31) },
+  { field: 'nHead', want: '>= 1', ok: count(1, 2 ** 31) },
+  { field: 'headDim', want: '>= 1', ok: count(1, 2 ** 31) },
+  { field: 'qLoraRank', want: '>= 1', ok: count(1, 2 ** 31) },
+  { field: 'oLoraRank', want: '>= 1', ok: count(1, 2 ** 31) },
+  { field: 'nExpert', want: '>= 1', ok: count(1, 2 ** 31) },
+  { field: 'nFfExp', want: '>= 1', ok: count(1, 2 ** 31) },
+  { field: 'indexerHeads', want: '>= 1', ok: count(1, 2 ** 31) },
+  { field: 'indexerHeadDim', want: '>= 1', ok: count(1, 2 ** 31) },
+  // the graph has exactly one shared expert: its tensors have no expert dimension (ds4: DS4_N_EXPERT_SHARED = 1)
+  { field: 'nExpertShared', want: '1 (one shared expert, as ds4 requires)', ok: (x) => x === 1 },
+  { field: 'slidingWindow', want: '1..65536 (ds4: 128)', ok: count(1, 65536) },
+  { field: 'indexerTopK', want: '1..65536 (ds4: 512)', ok: count(1, 65536) },
+  { field: 'sinkhornIters', want: '1..1000 (ds4: 20)', ok: count(1, 1000) },
+  { field: 'nRot', want: 'an even count >= 2', ok: (x) => Number.isInteger(x) && x >= 2 },
+  { field: 'hcEps', want: 'a finite value in (0, 1) (ds4: 1e-6)', ok: (x) => finitePositive(x) && x < 1 },
+  { field: 'rmsEps', want: 'a finite value in (0, 1) (ds4: 1e-6)', ok: (x) => finitePositive(x) && x < 1 },
+  { field: 'ropeFreqBase', want: 'a finite value > 1 (ds4: 10000)', ok: (x) => Number.isFinite(x) && x > 1 },
+  { field: 'compressRopeFreqBase', want: 'a finite value > 1 (ds4: 160000)', ok: (x) => Number.isFinite(x) && x > 1 },
+  { field: 'ropeScalingFactor', want: 'a finite value >= 1 (ds4: 16)', ok: (x) => Number.isFinite(x) && x >= 1 },
+  { field: 'ropeOrigCtx', want: '>= 1 (ds4: 65536)', ok: count(1, 2 ** 32) },
+  { field: 'yarnBetaFast', want: 'a finite value > yarn_beta_slow (ds4: 32)', ok: (x, c) => Number.isFinite(x) && x > c.yarnBetaSlow },
+  { field: 'yarnBetaSlow', want: 'a finite value > 0 (ds4: 1)', ok: finitePositive },
+  { field: 'expertWeightsScale', want: 'a finite value > 0 (ds4: 1.5)', ok: finitePositive },
+];
+
 /** Metadata values the DS4 graph needs to be self-consistent, whatever the dims. */
 function checkConfig(cfg: Ds4Config, m: GgufModel, v: string[]) {
   const key = (k: string) => `metadata deepseek4.${k}`;
@@ -130,6 +170,12 @@ function checkConfig(cfg: Ds4Config, m: GgufModel, v: string[]) {
   if (cfg.nExpertUsed === 0 || cfg.nExpertUsed > cfg.nExpert) v.push(`${key('expert_used_count')}: expected 1..expert_count (${cfg.nExpert}), found ${cfg.nExpertUsed}`);
   if (cfg.nHashLayers > cfg.nLayer) v.push(`${key('hash_layer_count')}: expected <= block_count ${cfg.nLayer}, found ${cfg.nHashLayers}`);
   if (cfg.nHc === 0) v.push(`${key('hyper_connection.count')}: expected > 0, found 0`);
+  for (const r of CONFIG_RANGES) {
+    const got = cfg[r.field] as number;
+    if (!r.ok(got, cfg)) v.push(`${key(CONFIG_KEYS.find((k) => k.field === r.field)!.key)}: expected ${r.want}, found ${String(got)}`);
+  }
+  const badClamp = cfg.swigluClamp.findIndex((x) => !(Number.isFinite(x) && x > 0));
+  if (badClamp >= 0) v.push(`${key('swiglu_clamp_exp')}: expected a finite value > 0 on every layer, found ${cfg.swigluClamp[badClamp]} at layer ${badClamp}`);
   const want = Array.from({ length: cfg.nLayer }, (_, il) => ds4CompressRatio(il));
   const bad = want.findIndex((r, il) => cfg.compressRatios[il] !== r);
   if (bad >= 0) {
@@ -182,6 +228,35 @@ function checkTid2eid(m: GgufModel, cfg: Ds4Config, name: string, v: string[]) {
   }
 }
 
+/**
+ * The tokenizer tables the prompt path reads, when the file has them (a model run on --tokens needs
+ * none): every id they can produce must have an embedding row (tokens <= vocab_size), ds4's seven
+ * special tokens must be there (resolved by text, ds4 vocab_load), and the declared BOS/EOS ids, if
+ * present, must be ids of this vocabulary.
+ */
+function checkTokenizer(m: GgufModel, cfg: Ds4Config, v: string[]) {
+  const strings = (key: string): string[] | undefined => {
+    const x = m.metadata[key];
+    if (x === undefined) return undefined;
+    if (Array.isArray(x) && x.every((e) => typeof e === 'string')) return x as string[];
+    v.push(`metadata ${key}: not an array of strings`);
+    return undefined;
+  };
+  const tokens = strings('tokenizer.ggml.tokens');
+  strings('tokenizer.ggml.merges');
+  if (tokens) {
+    if (tokens.length > cfg.nVocab) v.push(`metadata tokenizer.ggml.tokens: ${tokens.length} tokens, more than vocab_size ${cfg.nVocab} (ids past it have no embedding row)`);
+    const have = new Set(tokens);
+    for (const text of Object.values(SPECIALS)) if (!have.has(text)) v.push(`metadata tokenizer.ggml.tokens: required special token ${text} is missing`);
+  }
+  for (const k of ['tokenizer.ggml.bos_token_id', 'tokenizer.ggml.eos_token_id']) {
+    const id = m.metadata[k];
+    if (id === undefined) continue;
+    const n = Number(id);
+    if (!Number.isInteger(n) || n < 0 || n >= cfg.nVocab) v.push(`metadata ${k}: expected a token id 0..${cfg.nVocab - 1}, found ${String(id)}`);
+  }
+}
+
 export interface ValidationResult {
   config?: Ds4Config;
   violations: string[];
@@ -194,6 +269,7 @@ export function validateModel(m: GgufModel, opts: { strictDs4Flash?: boolean } =
   const violations = [...problems];
   if (!config) return { violations, unused: [] };
   checkConfig(config, m, violations);
+  checkTokenizer(m, config, violations);
   if (opts.strictDs4Flash) checkStrict(config, violations);
   const layout = ds4TensorLayout(config);
   for (const e of layout) checkTensor(m, e, violations);

@@ -5,6 +5,7 @@
 // SharedArrayBuffer (ModelWeights puts large tensors there); anything else runs on this thread.
 import { availableParallelism } from 'node:os';
 import { Worker } from 'node:worker_threads';
+import { onCancel } from '../diff/cancel.ts';
 import type { Q8Act } from '../model/quant/index.ts';
 
 /** Tensors at least this large are read into shared memory and split across threads. */
@@ -40,6 +41,8 @@ function workers(): PoolWorker[] {
   if (!pool) {
     const n = Math.max(0, Math.min(3, availableParallelism() - 1));
     pool = [];
+    // a signal stops the workers with the run (they are idle then: the main thread is at a cancellation point)
+    onCancel(stopRowPool);
     for (let i = 0; i < n; i++) {
       const ready = new Int32Array(new SharedArrayBuffer(4));
       const worker = new Worker(new URL('./rowpool-worker.mjs', import.meta.url), { workerData: { ready } });
@@ -56,6 +59,12 @@ function workers(): PoolWorker[] {
     }
   }
   return pool;
+}
+
+/** Terminates the worker threads; later matvecs run on this thread. */
+export function stopRowPool(): void {
+  for (const p of pool ?? []) void p.worker.terminate();
+  pool = [];
 }
 
 /** Worker threads the pool runs (0 on a one-core machine or if the workers could not start). */

@@ -9,6 +9,7 @@ import type { Ds4Config } from '../model/config.ts';
 import type { GgufModel } from '../model/gguf.ts';
 import { badInput } from '../model/errors.ts';
 import { STAGES, resolveStage, stageAt, stageKey, type StageDef, type StageRecord, type Tap } from '../model/stages.ts';
+import { throwIfCancelled } from '../diff/cancel.ts';
 import { compileFilter, type CaptureFilter } from './capture.ts';
 import { evaluate, type Graph, type Values } from './interpreter.ts';
 import type { Precision, Vec } from './types.ts';
@@ -105,12 +106,14 @@ export async function runReference(opts: ReferenceOptions): Promise<ReferenceRes
   if ((opts.mode ?? 'prefill') === 'prefill') {
     for (const q of positions) for (const s of EMBED) run(s, 0, q);
     for (let il = 0; il <= last; il++) {
+      await throwIfCancelled();
       opts.onProgress?.(`layer ${il}/${last}: ${tokens.length} tokens`);
       for (const s of LAYER) for (const q of positions) run(s, il, q);
       forgetBelow(il);
     }
   } else {
     for (const q of positions) {
+      await throwIfCancelled();
       opts.onProgress?.(`token ${q + 1}/${tokens.length}`);
       for (const s of EMBED) run(s, 0, q);
       for (let il = 0; il <= last; il++) for (const s of LAYER) run(s, il, q);

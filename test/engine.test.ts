@@ -272,7 +272,7 @@ describe.skipIf(!ready)('ds4-diff engine -- the test double', async () => {
 
   it('a traversal attempt in a dumped line, or a dump that is a link, is refused and not followed', () => {
     const dir = tmp();
-    const outside = join(dir, 'secret-0_pos0.bin');
+    const outside = join(tmp(), 'secret-0_pos0.bin');
     writeFileSync(outside, Buffer.alloc(12));
     const r = engine(dir, ['--say', `ds4: dumped ../secret layer 0 pos 0 to ${outside}`]);
     expect(r.code).toBe(0);

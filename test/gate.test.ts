@@ -53,8 +53,8 @@ function deviceRecords(edit?: (r: StageRecord) => void, scale = 1e-5): StageReco
   });
 }
 
-async function writeSide(dir: string, side: string, recs: StageRecord[]): Promise<void> {
-  const w = await DumpWriter.open(path.join(dir, `${side}.arrow`), { formatVersion: 1, modelFingerprint: 'fp-1', promptTokens: TOKENS, producer: { backend: side.startsWith('device') ? 'sim' : 'reference', version: '0.1.0' }, side });
+async function writeSide(dir: string, side: string, recs: StageRecord[], of: { fingerprint: string; tokens: number[] } = { fingerprint: 'fp-1', tokens: TOKENS }): Promise<void> {
+  const w = await DumpWriter.open(path.join(dir, `${side}.arrow`), { formatVersion: 1, modelFingerprint: of.fingerprint, promptTokens: of.tokens, producer: { backend: side.startsWith('device') ? 'sim' : 'reference', version: '0.1.0' }, side });
   let layer = -1;
   for (const r of recs) {
     if (r.layer !== layer) await w.flush();
@@ -290,8 +290,10 @@ describe('noise floor, own vs inherited, baseline diff, shipped Atlas baseline',
     const atlas = async (err: number) => {
       const dir = path.join(root, `atlas${runCount++}`);
       fs.mkdirSync(dir);
-      await writeSide(dir, 'reference', recs(false, 0));
-      await writeSide(dir, 'device', recs(true, err));
+      // the run's sides are of its model and prompt (the manifest's), as a real run's are
+      const of = { fingerprint: 'real-gguf', tokens: [0, 1, 2] };
+      await writeSide(dir, 'reference', recs(false, 0), of);
+      await writeSide(dir, 'device', recs(true, err), of);
       writeManifest(dir, {
         formatVersion: 1, complete: true, createdAt: NOW.toISOString(), model: { path: `/models/${b.case.modelFile}`, fingerprint: 'real-gguf' }, prompt: 'Hello',
         promptTokens: [0, 1, 2], layers: { last: 0, all: false }, backend: 'ascend', options: {}, files: { reference: 'reference.arrow', device: 'device.arrow' },

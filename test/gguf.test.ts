@@ -1,5 +1,6 @@
 // GGUF writer/reader: round trip, byte sizes from the block definitions, big offsets, and bad input.
 import { describe, it, expect, beforeAll, afterAll } from 'vitest';
+import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -218,5 +219,39 @@ describe('GGUF bad input', () => {
 
   it('missing file', async () => {
     await expectBadInput(path.join(dir, 'absent.gguf'), /no such file/);
+  });
+
+  it('a tensor off the data alignment, or two tensors sharing bytes, is refused naming them', async () => {
+    const file = path.join(dir, 'align.gguf');
+    writeSample(file);
+    const raw = fs.readFileSync(file);
+    const f16 = tableEntry(raw, 'f16', 1).offsetAt;
+    const was = raw.readBigUInt64LE(f16);
+    raw.writeBigUInt64LE(was + 2n, f16);
+    fs.writeFileSync(file, raw);
+    await expectBadInput(file, new RegExp(`tensor f16 data offset ${was + 2n} is not a multiple of the alignment 32`));
+    // the f16 tensor pointed at the f32 tensor's bytes (offset 0: overlapping), the table otherwise intact
+    raw.writeBigUInt64LE(0n, f16);
+    fs.writeFileSync(file, raw);
+    await expectBadInput(file, /tensors f32 \(24 bytes at \d+\) and f16 \(at \d+\) overlap/);
+    // a type changed from F16 to F32 doubles the bytes the entry claims: it runs into the next tensor
+    raw.writeBigUInt64LE(was, f16);
+    raw.writeUInt32LE(GGMLType.F32, tableEntry(raw, 'f16', 1).typeAt);
+    raw.writeBigUInt64LE(64n, tableEntry(raw, 'f16', 1).dimsAt);
+    fs.writeFileSync(file, raw);
+    await expectBadInput(file, /tensors f16 \(256 bytes at \d+\) and bf16 \(at \d+\) overlap/);
+  });
+
+  it('general.alignment must be a u32 power of two (ds4 reads nothing else)', async () => {
+    const file = path.join(dir, 'align-key.gguf');
+    writeGguf(file, { metadata: [...META, { key: 'general.alignment', type: 'u64', value: 64 }], tensors: TENSORS.map((t, i) => ({ name: t.name, type: t.type, dims: t.dims, data: bytes(t.nbytes, i) })) });
+    await expectBadInput(file, /general\.alignment must be a u32 power of two, found 64 \(GGUF type 10\)/);
+  });
+
+  it('a FIFO or a directory is refused without blocking', async () => {
+    const fifo = path.join(dir, 'fifo.gguf');
+    execFileSync('mkfifo', [fifo]);
+    await expectBadInput(fifo, /not a regular file \(a FIFO\)/);
+    await expectBadInput(dir, /is a directory|not a regular file \(a directory\)/);
   });
 });

@@ -1,4 +1,5 @@
 // Import of ds4-named raw graph dumps (ds4.c metal_graph_debug_dump_tensor naming) written by the test.
+import { execFileSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -153,5 +154,56 @@ describe('ds4 dump import', () => {
     expect(c.firstDivergence!.worst!.threshold).toBe('maxAbs');
     expect(c.firstDivergence!.metrics!.kind === 'f32' && c.firstDivergence!.metrics!.maxAbs).toBeCloseTo(0.2, 6);
     expect(c.rows.find((r) => r.stage === 'router_topk')!.status).toBe('pass');
+  });
+});
+
+describe('ds4 dump import: every file checked before it is trusted', () => {
+  const reject = async (files: Record<string, Float32Array | Int32Array | Buffer>, name: string, opts: { tokens?: number[]; setup?: (dir: string) => void } = {}) => {
+    const prefix = dumpDir(name, { 'run_Qcur-0_pos0.bin': ramp(512, 1), ...files });
+    opts.setup?.(path.dirname(prefix));
+    const rejected: Array<[string, string]> = [];
+    const out = path.join(root, `${name}.arrow`);
+    const s = await importDs4Dumps(prefix, { cfg, out, promptTokens: opts.tokens ?? TOKENS, warn: () => {}, onReject: (f, why) => rejected.push([path.basename(f.file), why]) });
+    // the good file beside the bad one is imported either way
+    expect(s.files).toBe(1);
+    expect((await readDump(out)).records.map((r) => `${r.stage}/${r.layer}/${r.pos}`)).toEqual(['q_rope/0/0']);
+    return rejected;
+  };
+
+  it('names out of range are rejected by name, never wrapped', async () => {
+    expect(await reject({ 'run_Qcur-0_pos4294967296.bin': ramp(512, 1) }, 'wrap')).toEqual([['run_Qcur-0_pos4294967296.bin', 'pos 4294967296 in the file name is beyond any position']]);
+    expect(await reject({ 'run_Qcur-0_pos4096.bin': ramp(512, 1) }, 'ctx')).toEqual([['run_Qcur-0_pos4096.bin', "pos 4096 is beyond the model's context_length 4096"]]);
+    expect(await reject({ 'run_Qcur-6_pos1.bin': ramp(512, 1) }, 'layer')).toEqual([['run_Qcur-6_pos1.bin', 'layer 6: the model has layers 0..5']]);
+    expect(await reject({ 'run_result_output-2_pos0.bin': ramp(64, 1) }, 'head')).toEqual([['run_result_output-2_pos0.bin', 'layer 2: ds4 dumps the output head as layer n_layer (6)']]);
+  });
+
+  it('a file larger than its stage can be is refused before it is read; an empty one too', async () => {
+    // 1 GiB of Qcur at pos 1 (sparse: nothing is written, nothing may be read)
+    const big = await reject({}, 'big', { setup: (d) => fs.closeSync(fs.openSync(path.join(d, 'run_Qcur-0_pos1.bin'), 'w')) ?? fs.truncateSync(path.join(d, 'run_Qcur-0_pos1.bin'), 2 ** 30) });
+    expect(big).toEqual([['run_Qcur-0_pos1.bin', `${2 ** 30} bytes is more than it can hold (at most 4096 bytes: 2 positions of stage q_rope (512 values each) from pos 1 to the end of the 3-token prompt); not read`]]);
+    expect(await reject({ 'run_raw_cache-0_pos0.bin': Buffer.alloc(0) }, 'empty')).toEqual([['run_raw_cache-0_pos0.bin', 'is empty (0 bytes)']]);
+    // a prefill batch of 4 positions from pos 1 of a 3-token prompt
+    expect(await reject({ 'run_attn_norm-0_pos1.bin': ramp(4 * 256, 1) }, 'past')).toEqual([['run_attn_norm-0_pos1.bin', expect.stringContaining('bytes is more than it can hold (at most 2048 bytes: 2 positions of stage attn_norm')]]);
+    // two files claiming one row: the later one is refused
+    expect(await reject({ 'run_Qcur-0_pos00.bin': ramp(512, 2) }, 'dup')).toEqual([['run_Qcur-0_pos00.bin', 'holds q_rope layer 0 pos 0, which run_Qcur-0_pos0.bin already gave']]);
+  });
+
+  it('symbolic links, FIFOs and directories are not read (a FIFO would block); a non-UTF-8 name does not stop the rest', async () => {
+    const target = path.join(root, 'outside.bin');
+    fs.writeFileSync(target, Buffer.from(ramp(512, 9).buffer));
+    const kinds = await reject({}, 'kinds', {
+      setup: (d) => {
+        fs.symlinkSync(target, path.join(d, 'run_Qcur-0_pos1.bin'));
+        execFileSync('mkfifo', [path.join(d, 'run_Qcur-0_pos2.bin')]);
+        fs.mkdirSync(path.join(d, 'run_attn_norm-0_pos1.bin'));
+        fs.writeFileSync(Buffer.concat([Buffer.from(path.join(d, 'run_attn_norm-0_pos')), Buffer.from([0xff, 0xfe]), Buffer.from('.bin')]), Buffer.from(ramp(256, 1).buffer));
+      },
+    });
+    expect(kinds.sort()).toEqual([
+      ['run_Qcur-0_pos1.bin', 'is a symbolic link; not read'],
+      ['run_Qcur-0_pos2.bin', 'is a FIFO; not read'],
+      ['run_attn_norm-0_pos1.bin', 'is a directory; not read'],
+      ['run_attn_norm-0_pos\ufffd\ufffd.bin', 'the file name is not valid UTF-8'],
+    ].sort());
   });
 });

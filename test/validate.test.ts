@@ -126,6 +126,37 @@ describe('validateModel', () => {
     expect(await violations({ meta: setMeta('rope.freq_base', { type: 'u32', value: 10000 }) })).toEqual([]);
   });
 
+  it('config values outside their documented range, each named (inspect and every model-loading command refuse them)', async () => {
+    const cases: Array<[string, Partial<MetaEntry>, string]> = [
+      ['hyper_connection.sinkhorn_iterations', { value: 2 ** 31 - 1 }, 'expected 1..1000 (ds4: 20), found 2147483647'],
+      ['attention.sliding_window', { value: 0 }, 'expected 1..65536 (ds4: 128), found 0'],
+      ['attention.indexer.top_k', { value: 0 }, 'expected 1..65536 (ds4: 512), found 0'],
+      ['attention.indexer.top_k', { value: 2 ** 32 - 1 }, 'expected 1..65536 (ds4: 512), found 4294967295'],
+      ['expert_shared_count', { value: 0 }, 'expected 1 (one shared expert, as ds4 requires), found 0'],
+      ['attention.layer_norm_rms_epsilon', { value: 0 }, 'expected a finite value in (0, 1) (ds4: 1e-6), found 0'],
+      ['attention.layer_norm_rms_epsilon', { value: Infinity }, 'expected a finite value in (0, 1) (ds4: 1e-6), found Infinity'],
+      ['hyper_connection.epsilon', { value: -1e-6 }, 'expected a finite value in (0, 1) (ds4: 1e-6), found -9.999999974752427e-7'],
+      ['rope.freq_base', { value: NaN }, 'expected a finite value > 1 (ds4: 10000), found NaN'],
+      ['rope.scaling.factor', { value: NaN }, 'expected a finite value >= 1 (ds4: 16), found NaN'],
+      ['rope.scaling.yarn_beta_slow', { value: 64 }, 'expected a finite value > yarn_beta_slow (ds4: 32), found 32'],
+      ['expert_weights_scale', { value: 0 }, 'expected a finite value > 0 (ds4: 1.5), found 0'],
+    ];
+    for (const [key, e, want] of cases) {
+      const v = await violations({ meta: setMeta(key, e) });
+      const named = key === 'rope.scaling.yarn_beta_slow' ? 'rope.scaling.yarn_beta_fast' : key;
+      expect(v, `${key}=${String(e.value)}`).toEqual([`metadata deepseek4.${named}: ${want}`]);
+    }
+    expect(await violations({ meta: setMeta('swiglu_clamp_exp', { value: [10, 10, NaN, 10, 10, 10] }) }))
+      .toEqual(['metadata deepseek4.swiglu_clamp_exp: expected a finite value > 0 on every layer, found NaN at layer 2']);
+    // the tokenizer, when present: ids past vocab_size have no embedding row
+    const tok = (extra: MetaEntry[]) => (m: MetaEntry[]) => [...m, ...extra];
+    const specials = ['<｜begin▁of▁sentence｜>', '<｜end▁of▁sentence｜>', '<｜User｜>', '<｜Assistant｜>', '<think>', '</think>', '｜DSML｜'];
+    expect(await violations({ meta: tok([{ key: 'tokenizer.ggml.tokens', type: 'arr_string', value: specials }, { key: 'tokenizer.ggml.merges', type: 'arr_string', value: [] }, { key: 'tokenizer.ggml.bos_token_id', type: 'u32', value: 300 }]) }))
+      .toEqual(['metadata tokenizer.ggml.bos_token_id: expected a token id 0..299, found 300']);
+    expect(await violations({ meta: tok([{ key: 'tokenizer.ggml.tokens', type: 'arr_string', value: [...specials, ...Array.from({ length: 294 }, (_, i) => `t${i}`)] }, { key: 'tokenizer.ggml.merges', type: 'arr_string', value: [] }]) }))
+      .toEqual(['metadata tokenizer.ggml.tokens: 301 tokens, more than vocab_size 300 (ids past it have no embedding row)']);
+  });
+
   it('accepts the alternative encodings ds4 accepts: u64 original context, f64/i32 floats, i32 ratios', async () => {
     const m = await model({
       meta: (x) => setMeta('rope.scaling.original_context_length', { type: 'u64', value: 65536 })(

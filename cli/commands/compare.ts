@@ -3,6 +3,7 @@
 import type { Command } from 'commander';
 import { compareFiles } from '../../diff/compare.ts';
 import { EMPTY_POLICY, loadPolicy } from '../../diff/policy.ts';
+import { checkDumpRunComplete } from '../../diff/rundir.ts';
 import { EXIT } from '../../model/errors.ts';
 import { emitReports, type ReportOutputs } from '../../reports/write.ts';
 
@@ -19,6 +20,7 @@ export function register(program: Command): void {
     .option('--html <file>', 'also write a static HTML report')
     .action(async (a: string, b: string, opts: ReportOutputs & { policy?: string }) => {
       const policy = opts.policy ? loadPolicy(opts.policy) : EMPTY_POLICY;
+      for (const f of [a, b]) checkDumpRunComplete(f);
       const comparison = await compareFiles(a, b, policy);
       emitReports({ title: 'ds4-diff compare', comparison }, opts);
       process.exitCode = comparison.pass ? EXIT.ok : EXIT.regression;

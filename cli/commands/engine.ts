@@ -23,8 +23,9 @@ import {
 import { stringifyJson } from '../../diff/json.ts';
 import { replayDump } from '../../diff/replay.ts';
 import { gateRunDir, type RunVerdict } from '../../diff/gate.ts';
-import { importDs4Dumps, listDs4Dumps, type ImportSummary } from '../../diff/import.ts';
-import { writeManifest, type RunManifest } from '../../diff/manifest.ts';
+import { importDs4Dumps, listDs4Dumps, type DumpFile, type ImportSummary } from '../../diff/import.ts';
+import type { RunManifest } from '../../diff/manifest.ts';
+import { defaultRunDir, withRunDir } from '../../diff/rundir.ts';
 import { loadPolicy, type Policy } from '../../diff/policy.ts';
 import { iterateDump } from '../../diff/dump.ts';
 import type { Tap } from '../../model/stages.ts';
@@ -43,6 +44,7 @@ interface EngineOptions extends ModelPromptOptions, ReportOutputs {
   pos?: string;
   backend?: string;
   out?: string;
+  force?: boolean;
   baseline?: string;
   policy?: string;
   timeout?: string;
@@ -131,10 +133,15 @@ function validateFilters(opts: EngineOptions): { name?: { value: string; admitte
 }
 
 /** The dumps directory must not hold dumps of an earlier run: they would be imported as this one's. */
-function prepareDumpDir(prefix: string): void {
-  fs.mkdirSync(dirname(prefix), { recursive: true });
+function checkDumpDir(prefix: string): void {
+  if (!fs.existsSync(dirname(prefix))) return;
   const stale = listDs4Dumps(prefix);
   if (stale.length) throw badInput(`${dirname(prefix)} already holds ${stale.length} ds4 dumps named ${basename(prefix)}_* from an earlier run; use another --out (or prefix)`);
+}
+
+function prepareDumpDir(prefix: string): void {
+  fs.mkdirSync(dirname(prefix), { recursive: true });
+  checkDumpDir(prefix);
 }
 
 interface Rejected {
@@ -143,28 +150,24 @@ interface Rejected {
 }
 
 /** Move a refused dump out of the listing (into <dumps>/rejected/): kept on disk, never imported. */
-function setAside(file: string, reason: string, rejected: Rejected[]): void {
-  const aside = join(dirname(file), 'rejected');
+function setAside(f: DumpFile, reason: string, rejected: Rejected[]): void {
+  const aside = join(dirname(f.file), 'rejected');
   fs.mkdirSync(aside, { recursive: true });
-  fs.renameSync(file, join(aside, basename(file)));
-  rejected.push({ file: basename(file), reason });
+  fs.renameSync(f.path, Buffer.concat([Buffer.from(aside + '/'), f.base]));
+  rejected.push({ file: basename(f.file), reason });
 }
 
 /**
- * importDs4Dumps, setting aside first every listed entry that is not a regular file (a symbolic link
- * could point anywhere: it is never read), then each file the importer refuses (size or dtype not
- * fitting its stage) while the rest imports.
+ * importDs4Dumps, setting aside each file the importer refuses (not a regular file — a symbolic link
+ * could point anywhere: it is never read —, a name out of range, a size or dtype not fitting its
+ * stage) while the rest imports.
  */
 async function importAccepting(prefix: string, out: string, cfg: Ds4Config, tokens: number[], fingerprint: string, warn: (m: string) => void): Promise<{ summary?: ImportSummary; rejected: Rejected[] }> {
   const rejected: Rejected[] = [];
-  for (const f of listDs4Dumps(prefix)) {
-    const st = fs.lstatSync(f.file);
-    if (!st.isFile()) setAside(f.file, `${st.isSymbolicLink() ? 'is a symbolic link' : 'is not a regular file'}; not read`, rejected);
-  }
   if (!listDs4Dumps(prefix).length) return { rejected };
   const summary = await importDs4Dumps(prefix, {
     out, cfg, promptTokens: tokens, modelFingerprint: fingerprint, version: VERSION, warn,
-    onReject: (file, reason) => setAside(file, reason, rejected),
+    onReject: (f, reason) => setAside(f, reason, rejected),
   });
   return { summary: summary.files ? summary : undefined, rejected };
 }
@@ -217,8 +220,7 @@ async function engineCommand(engine: string[], rawOpts: EngineOptions, command: 
     run.tokens = run.tokens.slice(0, 1);
   }
   if (filters.layer !== undefined && filters.layer !== 'all' && Number(filters.layer) > run.cfg.nLayer) throw badInput(`--dump-layer ${filters.layer}: the model has layers 0..${run.cfg.nLayer - 1} and the head at ${run.cfg.nLayer}`);
-  const dir = resolve(opts.out ?? join('runs', new Date().toISOString().replace(/[:.]/g, '-')));
-  fs.mkdirSync(dir, { recursive: true });
+  const dir = resolve(opts.out ?? defaultRunDir());
 
   const { env, settings } = engineEnvironment({
     [DUMP_PREFIX]: join(dir, 'dumps', 'ds4'),
@@ -231,150 +233,150 @@ async function engineCommand(engine: string[], rawOpts: EngineOptions, command: 
   for (const s of settings) if (s.source === 'user environment') warn(`${s.name}=${JSON.stringify(s.value)} is taken from your environment (ds4-diff would set ${s.name === DUMP_PREFIX ? 'the run directory' : 'its own value'})`);
   const prefix = env[DUMP_PREFIX] ?? '';
   if (prefix === '') warn(`${DUMP_PREFIX} is empty in your environment: the engine will write no dumps`);
-  else prepareDumpDir(resolve(prefix));
+  else if (!opts.force) checkDumpDir(resolve(prefix));
   if (filters.name && filters.name.admitted.length > opts.stages.length) notes.push(`${DUMP_NAME}=${filters.name.value}: ds4's substring test also admits ${filters.name.admitted.join(', ')}`);
 
   const backend = opts.backend ?? engineBackend(engine) ?? 'ds4';
   const manifest: RunManifest = newManifest(run, backend, { engine: { argv: engine, env: settings, log: 'engine.log', promptFromEngineArgs: taken, graphTest: graphTest?.flag } });
   if (graphTest) notes.push(`${graphTest.flag}: ds4 computes only the first prompt token (id ${run.tokens[0]}) at pos 0${graphTest.layer0Only ? ', layer 0 and the head' : ''}; the reference does the same`);
   manifest.noHostFallback = envFlagOn(env[NO_HOST_FALLBACK]);
-  writeManifest(dir, manifest);
-  const engineInfo = manifest.options.engine as Record<string, unknown>;
+  return withRunDir({ out: dir, force: opts.force, manifest }, async (rd) => {
+    // the dumps directory (after --force cleared an old run); a prefix outside the run is checked here
+    if (prefix !== '') prepareDumpDir(resolve(prefix));
+    const engineInfo = manifest.options.engine as Record<string, unknown>;
 
-  // 1. the engine
-  const report = newEngineReport();
-  const prog = progress('engine');
-  const exit: EngineExit = await runEngine(engine, {
-    env, logFile: join(dir, 'engine.log'), timeoutSeconds: filters.timeout,
-    onLine: (line, stream) => {
-      if (feedEngineLine(report, line, stream)) prog.tick(`${report.dumps.length} dumps${report.lastProgress ? `, ${report.lastProgress}` : ''}`);
-    },
-  });
-  prog.done();
-  const exitText = describeExit(exit);
-  const failed = engineFailed(exit);
-  engineInfo.exit = { code: exit.code, signal: exit.signal, timedOut: exit.timedOut, seconds: Number(exit.seconds.toFixed(1)), description: exitText };
-  if (failed) process.stderr.write(`ds4-diff: ${exitText}; see ${join(dir, 'engine.log')}\n`);
-  for (const p of report.fallbackDisabled) process.stderr.write(`ds4-diff: host fallback disabled: ${p} (reported by the engine; the no-host-fallback gate stopped it)\n`);
-  for (const p of report.unimplemented) process.stderr.write(`ds4-diff: the engine has no implementation of primitive ${p} (Ascend backend primitive not implemented yet)\n`);
-  for (const r of report.rejectedLines) warn(r.reason);
+    // 1. the engine
+    const report = newEngineReport();
+    const prog = progress('engine');
+    const exit: EngineExit = await runEngine(engine, {
+      env, logFile: join(dir, 'engine.log'), timeoutSeconds: filters.timeout,
+      onLine: (line, stream) => {
+        if (feedEngineLine(report, line, stream)) prog.tick(`${report.dumps.length} dumps${report.lastProgress ? `, ${report.lastProgress}` : ''}`);
+      },
+    });
+    prog.done();
+    const exitText = describeExit(exit);
+    const failed = engineFailed(exit);
+    engineInfo.exit = { code: exit.code, signal: exit.signal, timedOut: exit.timedOut, seconds: Number(exit.seconds.toFixed(1)), description: exitText };
+    if (failed) process.stderr.write(`ds4-diff: ${exitText}; see ${join(dir, 'engine.log')}\n`);
+    for (const p of report.fallbackDisabled) process.stderr.write(`ds4-diff: host fallback disabled: ${p} (reported by the engine; the no-host-fallback gate stopped it)\n`);
+    for (const p of report.unimplemented) process.stderr.write(`ds4-diff: the engine has no implementation of primitive ${p} (Ascend backend primitive not implemented yet)\n`);
+    for (const r of report.rejectedLines) warn(r.reason);
 
-  // 2. tokens, then the engine's dumps → device.arrow
-  const { tokens, source } = chooseTokens(run, opts, report, warn);
-  manifest.promptTokens = tokens;
-  engineInfo.tokensSource = source;
-  let imported: { summary?: ImportSummary; rejected: Rejected[] } = { rejected: [] };
-  if (prefix !== '') imported = await importAccepting(resolve(prefix), join(dir, 'device.arrow'), run.cfg, tokens, run.model.fingerprint, warn);
-  for (const r of imported.rejected) process.stderr.write(`ds4-diff: rejected dump ${r.file}: ${r.reason} (kept in dumps/rejected/, not compared)\n`);
-  if (imported.summary) manifest.files.device = 'device.arrow';
-  const listed = imported.summary?.files ?? 0;
-  engineInfo.dumps = {
-    prefix, lines: report.dumps.length, files: listed, records: imported.summary?.records ?? 0,
-    unknownNames: imported.summary?.unknown ?? [], rejectedFiles: imported.rejected, rejectedLines: report.rejectedLines, inventory: inventory(report),
-  };
-  if (report.dumps.length > listed + imported.rejected.length) notes.push(`the engine reported ${report.dumps.length} dumps but ${listed + imported.rejected.length} files are in the dump directory`);
-  if (report.fallbackSummary) engineInfo.fallbackSummary = report.fallbackSummary;
-  if (report.unimplemented.length) engineInfo.unimplemented = report.unimplemented;
-  manifest.fallbackLedger = engineFallbackLedger(report);
-  if (report.fallbackDisabled.length) manifest.exitCode = EXIT.hostFallback;
+    // 2. tokens, then the engine's dumps → device.arrow
+    const { tokens, source } = chooseTokens(run, opts, report, warn);
+    manifest.promptTokens = tokens;
+    engineInfo.tokensSource = source;
+    let imported: { summary?: ImportSummary; rejected: Rejected[] } = { rejected: [] };
+    if (prefix !== '') imported = await importAccepting(resolve(prefix), join(dir, 'device.arrow'), run.cfg, tokens, run.model.fingerprint, warn);
+    for (const r of imported.rejected) process.stderr.write(`ds4-diff: rejected dump ${r.file}: ${r.reason} (kept in dumps/rejected/, not compared)\n`);
+    if (imported.summary) manifest.files.device = 'device.arrow';
+    const listed = imported.summary?.files ?? 0;
+    engineInfo.dumps = {
+      prefix, lines: report.dumps.length, files: listed, records: imported.summary?.records ?? 0,
+      unknownNames: imported.summary?.unknown ?? [], rejectedFiles: imported.rejected, rejectedLines: report.rejectedLines, inventory: inventory(report),
+    };
+    if (report.dumps.length > listed + imported.rejected.length) notes.push(`the engine reported ${report.dumps.length} dumps but ${listed + imported.rejected.length} files are in the dump directory`);
+    if (report.fallbackSummary) engineInfo.fallbackSummary = report.fallbackSummary;
+    if (report.unimplemented.length) engineInfo.unimplemented = report.unimplemented;
+    manifest.fallbackLedger = engineFallbackLedger(report);
+    if (report.fallbackDisabled.length) manifest.exitCode = EXIT.hostFallback;
 
-  const finish = (code: number) => {
-    manifest.complete = true;
-    manifest.exitCode = code;
-    engineInfo.notes = notes;
-    writeManifest(dir, manifest);
-    return code;
-  };
-  if (!imported.summary) {
-    finish(report.fallbackDisabled.length ? EXIT.hostFallback : imported.rejected.length ? EXIT.badInput : EXIT.cannotEvaluate);
-    if (report.fallbackDisabled.length) return EXIT.hostFallback;
-    if (imported.rejected.length) throw badInput(`every dump the engine wrote was rejected (first: ${imported.rejected[0].file}: ${imported.rejected[0].reason}); is -m the GGUF the engine ran?`);
-    throw new Ds4DiffError(`${exitText} and wrote no dumps to compare${prefix ? ` (under ${prefix}_*)` : ''}; is it a ds4 build that honours ${DUMP_PREFIX}? see ${join(dir, 'engine.log')}`, EXIT.cannotEvaluate);
-  }
-
-  // 3. the reference on the same model and tokens, captured exactly where the engine dumped (a
-  // filtered or unfinished engine run is compared on what it wrote, not drowned in missing rows)
-  const keys = new Set<string>();
-  const stages = new Set<string>();
-  const layers = new Set<number>();
-  for await (const rec of iterateDump(join(dir, 'device.arrow'))) {
-    keys.add(`${rec.stage}/${rec.layer}/${rec.pos}`);
-    stages.add(rec.stage);
-    layers.add(rec.layer);
-  }
-  const filter = { stages: [...stages], layers: [...layers], pos: 'all' as const };
-  const onlyDumped = (tap: Tap): Tap => (rec) => {
-    if (keys.has(`${rec.stage}/${rec.layer}/${rec.pos}`)) tap(rec);
-  };
-  const meta = (extra: Record<string, unknown>) => ({ modelFingerprint: run.model.fingerprint, promptTokens: tokens, producer: { backend: 'reference', version: VERSION, ...extra } });
-  const weights = new ModelWeights(run.model, run.cfg);
-  const refProg = progress('reference');
-  const ref = await openCapture(dir, 'reference', meta({ precision: 'ds4' }));
-  const result = await runReference({ model: run.model, cfg: run.cfg, weights, tokens, lastLayer: run.lastLayer, filter, tap: onlyDumped(ref.tap), onProgress: (m) => refProg.tick(m) });
-  await ref.close();
-  manifest.files.reference = ref.file;
-  if (opts.noiseFloor) {
-    const f64 = await openCapture(dir, 'reference-f64', meta({ precision: 'f64' }));
-    await runReference({ model: run.model, cfg: run.cfg, weights, tokens, lastLayer: run.lastLayer, precision: 'f64', filter, tap: onlyDumped(f64.tap), onProgress: (m) => refProg.tick(`f64 ${m}`) });
-    await f64.close();
-    manifest.files['reference-f64'] = f64.file;
-  }
-  refProg.done();
-  manifest.complete = true;
-  writeManifest(dir, manifest);
-
-  // 4. compare and gate (as `run`)
-  let verdict: RunVerdict;
-  try {
-    verdict = await gateRunDir(dir, manifest, { baseline: opts.baseline, policy });
-    if (!verdict.baseline && verdict.comparison.counts.compared === 0) throw new Ds4DiffError(`${dir}: no dumped stage of the engine matches a reference stage (layers 0..${run.lastLayer}); cannot evaluate`, EXIT.cannotEvaluate);
-  } catch (e) {
-    finish(e instanceof Ds4DiffError ? e.exitCode : EXIT.cannotEvaluate);
-    throw e;
-  }
-  const { comparison, gate: g, baseline } = verdict;
-  let code = verdict.exitCode;
-
-  // 5. replay: every dumped stage recomputed from the engine's own inputs (its own error, whatever came
-  // before it) — which of the engine's kernels is wrong by itself. Diagnostic: it does not change the exit.
-  if (opts.replay) {
-    const rprog = progress('replay');
-    try {
-      const rp = await replayDump(join(dir, 'device.arrow'), { model: run.model, cfg: run.cfg, policy, warn, onProgress: (m) => rprog.tick(m) });
-      fs.writeFileSync(join(dir, 'replay.json'), stringifyJson(rp) + '\n');
-      const first = rp.firstOwnFailure;
-      const summary = `replay (each dumped stage from the engine's own inputs): ${rp.counts.replayed} replayed, ${rp.counts.failed} failing on their own, ${rp.counts.skipped} skipped${first ? `; first own failure ${first.stage} layer ${first.layer} pos ${first.pos}` : ''} (replay.json)`;
-      engineInfo.replay = { file: 'replay.json', counts: rp.counts, firstOwnFailure: first && { stage: first.stage, layer: first.layer, pos: first.pos } };
-      notes.push(summary);
-    } catch (e) {
-      if (!(e instanceof Ds4DiffError)) throw e;
-      warn(`replay of ${join(dir, 'device.arrow')} failed: ${e.message}`);
-    } finally {
-      rprog.done();
+    const finish = (code: number) => {
+      engineInfo.notes = notes;
+      return rd.finish(code);
+    };
+    if (!imported.summary) {
+      finish(report.fallbackDisabled.length ? EXIT.hostFallback : imported.rejected.length ? EXIT.badInput : EXIT.cannotEvaluate);
+      if (report.fallbackDisabled.length) return EXIT.hostFallback;
+      if (imported.rejected.length) throw badInput(`every dump the engine wrote was rejected (first: ${imported.rejected[0].file}: ${imported.rejected[0].reason}); is -m the GGUF the engine ran?`);
+      throw new Ds4DiffError(`${exitText} and wrote no dumps to compare${prefix ? ` (under ${prefix}_*)` : ''}; is it a ds4 build that honours ${DUMP_PREFIX}? see ${join(dir, 'engine.log')}`, EXIT.cannotEvaluate);
     }
-  }
 
-  // 6. what an unfinished engine or a broken dump does to the verdict (see the file comment)
-  // definite evidence first: a host fallback (2), a broken dump (1); only then "no verdict" (125)
-  if (report.fallbackDisabled.length) code = EXIT.hostFallback;
-  else if (imported.rejected.length && code === EXIT.ok) code = EXIT.regression;
-  else if ((failed || report.unimplemented.length) && code === EXIT.ok) code = EXIT.cannotEvaluate;
-  const why: string[] = [];
-  if (failed) why.push(`${exitText}: only the ${listed} dumps written before compared`);
-  for (const p of report.unimplemented) why.push(`engine primitive not implemented yet: ${p}`);
-  for (const p of report.fallbackDisabled) why.push(`host fallback disabled: ${p} (the engine stopped there)`);
-  for (const r of imported.rejected) why.push(`rejected dump ${r.file}: ${r.reason}`);
-  comparison.notes.unshift(...why, `prompt tokens: ${source}`, ...notes);
+    // 3. the reference on the same model and tokens, captured exactly where the engine dumped (a
+    // filtered or unfinished engine run is compared on what it wrote, not drowned in missing rows)
+    const keys = new Set<string>();
+    const stages = new Set<string>();
+    const layers = new Set<number>();
+    for await (const rec of iterateDump(join(dir, 'device.arrow'))) {
+      keys.add(`${rec.stage}/${rec.layer}/${rec.pos}`);
+      stages.add(rec.stage);
+      layers.add(rec.layer);
+    }
+    const filter = { stages: [...stages], layers: [...layers], pos: 'all' as const };
+    const onlyDumped = (tap: Tap): Tap => (rec) => {
+      if (keys.has(`${rec.stage}/${rec.layer}/${rec.pos}`)) tap(rec);
+    };
+    const meta = (extra: Record<string, unknown>) => ({ modelFingerprint: run.model.fingerprint, promptTokens: tokens, producer: { backend: 'reference', version: VERSION, ...extra } });
+    const weights = new ModelWeights(run.model, run.cfg);
+    const refProg = progress('reference');
+    const ref = await openCapture(dir, 'reference', meta({ precision: 'ds4' }));
+    const result = await runReference({ model: run.model, cfg: run.cfg, weights, tokens, lastLayer: run.lastLayer, filter, tap: onlyDumped(ref.tap), onProgress: (m) => refProg.tick(m) });
+    await ref.close();
+    manifest.files.reference = ref.file;
+    if (opts.noiseFloor) {
+      const f64 = await openCapture(dir, 'reference-f64', meta({ precision: 'f64' }));
+      await runReference({ model: run.model, cfg: run.cfg, weights, tokens, lastLayer: run.lastLayer, precision: 'f64', filter, tap: onlyDumped(f64.tap), onProgress: (m) => refProg.tick(`f64 ${m}`) });
+      await f64.close();
+      manifest.files['reference-f64'] = f64.file;
+    }
+    refProg.done();
+    engineInfo.notes = notes;
+    rd.save();
 
-  // `node double.mjs`, `nohup ./ds4_ascend`: name the program, not its launcher
-  const program = /^(node|python3?|sh|bash|env|nohup|timeout)$/.test(basename(engine[0])) && engine[1] ? basename(engine[1]) : basename(engine[0]);
-  const title = `ds4-diff engine: ${program}, ${tokens.length} tokens, layers 0..${run.lastLayer}, ${backend}${baseline ? `, baseline ${baseline}` : ''}`;
-  emitRunReports(dir, { title, comparison, gate: g }, opts);
-  if (!opts.json) {
-    const top = result.top.map((t) => `${t.id}:${t.logit.toFixed(3)}`).join(' ');
-    process.stdout.write(`${exitText}; ${listed} dumps imported${imported.rejected.length ? `, ${imported.rejected.length} rejected` : ''}\nreference top-5: ${top}\nrun directory: ${dir}\n`);
-    if (code === EXIT.regression) process.stdout.write(`which kernel: ds4-diff bisect ${dir} -m ${run.modelPath}\n`);
-  }
-  if (code !== EXIT.ok && why.length) process.stderr.write(`ds4-diff: exit ${code}: ${why[0]}\n`);
-  return finish(code);
+    // 4. compare and gate (as `run`)
+    let verdict: RunVerdict;
+    try {
+      verdict = await gateRunDir(dir, manifest, { baseline: opts.baseline, policy });
+      if (!verdict.baseline && verdict.comparison.counts.compared === 0) throw new Ds4DiffError(`${dir}: no dumped stage of the engine matches a reference stage (layers 0..${run.lastLayer}); cannot evaluate`, EXIT.cannotEvaluate);
+    } catch (e) {
+      finish(e instanceof Ds4DiffError ? e.exitCode : EXIT.cannotEvaluate);
+      throw e;
+    }
+    const { comparison, gate: g, baseline } = verdict;
+    let code = verdict.exitCode;
+
+    // 5. replay: every dumped stage recomputed from the engine's own inputs (its own error, whatever came
+    // before it) — which of the engine's kernels is wrong by itself. Diagnostic: it does not change the exit.
+    if (opts.replay) {
+      const rprog = progress('replay');
+      try {
+        const rp = await replayDump(join(dir, 'device.arrow'), { model: run.model, cfg: run.cfg, policy, warn, onProgress: (m) => rprog.tick(m) });
+        fs.writeFileSync(join(dir, 'replay.json'), stringifyJson(rp) + '\n');
+        const first = rp.firstOwnFailure;
+        const summary = `replay (each dumped stage from the engine's own inputs): ${rp.counts.replayed} replayed, ${rp.counts.failed} failing on their own, ${rp.counts.skipped} skipped${first ? `; first own failure ${first.stage} layer ${first.layer} pos ${first.pos}` : ''} (replay.json)`;
+        engineInfo.replay = { file: 'replay.json', counts: rp.counts, firstOwnFailure: first && { stage: first.stage, layer: first.layer, pos: first.pos } };
+        notes.push(summary);
+      } catch (e) {
+        if (!(e instanceof Ds4DiffError)) throw e;
+        warn(`replay of ${join(dir, 'device.arrow')} failed: ${e.message}`);
+      } finally {
+        rprog.done();
+      }
+    }
+
+    // 6. what an unfinished engine or a broken dump does to the verdict (see the file comment)
+    // definite evidence first: a host fallback (2), a broken dump (1); only then "no verdict" (125)
+    if (report.fallbackDisabled.length) code = EXIT.hostFallback;
+    else if (imported.rejected.length && code === EXIT.ok) code = EXIT.regression;
+    else if ((failed || report.unimplemented.length) && code === EXIT.ok) code = EXIT.cannotEvaluate;
+    const why: string[] = [];
+    if (failed) why.push(`${exitText}: only the ${listed} dumps written before compared`);
+    for (const p of report.unimplemented) why.push(`engine primitive not implemented yet: ${p}`);
+    for (const p of report.fallbackDisabled) why.push(`host fallback disabled: ${p} (the engine stopped there)`);
+    for (const r of imported.rejected) why.push(`rejected dump ${r.file}: ${r.reason}`);
+    comparison.notes.unshift(...why, `prompt tokens: ${source}`, ...notes);
+
+    // `node double.mjs`, `nohup ./ds4_ascend`: name the program, not its launcher
+    const program = /^(node|python3?|sh|bash|env|nohup|timeout)$/.test(basename(engine[0])) && engine[1] ? basename(engine[1]) : basename(engine[0]);
+    const title = `ds4-diff engine: ${program}, ${tokens.length} tokens, layers 0..${run.lastLayer}, ${backend}${baseline ? `, baseline ${baseline}` : ''}`;
+    emitRunReports(dir, { title, comparison, gate: g }, opts);
+    if (!opts.json) {
+      const top = result.top.map((t) => `${t.id}:${t.logit.toFixed(3)}`).join(' ');
+      process.stdout.write(`${exitText}; ${listed} dumps imported${imported.rejected.length ? `, ${imported.rejected.length} rejected` : ''}\nreference top-5: ${top}\nrun directory: ${dir}\n`);
+      if (code === EXIT.regression) process.stdout.write(`which kernel: ds4-diff bisect ${dir} -m ${run.modelPath}\n`);
+    }
+    if (code !== EXIT.ok && why.length) process.stderr.write(`ds4-diff: exit ${code}: ${why[0]}\n`);
+    return finish(code);
+  });
 }

@@ -1,19 +1,14 @@
 // `ds4-diff import --ds4-prefix PREFIX [-m MODEL] --out FILE.arrow`: ds4 engine graph dumps
 // (DS4_METAL_GRAPH_DUMP_PREFIX) to our Arrow format, so `compare` can put them against our reference.
+// A file that cannot be imported is named on stderr and left out; the rest is written, and the exit is
+// 3 (bad input) whenever any file was rejected.
 import * as fs from 'node:fs';
 import type { Command } from 'commander';
 import { importDs4Dumps } from '../../diff/import.ts';
-import { configFromGguf } from '../../model/config.ts';
-import { openGguf } from '../../model/gguf.ts';
 import { badInput } from '../../model/errors.ts';
+import { loadModel, parseTokenIds } from '../common.ts';
 
 const VERSION = (JSON.parse(fs.readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string }).version;
-
-function tokenList(v: string): number[] {
-  const t = v.split(',').map((s) => Number(s.trim()));
-  if (t.some((x) => !Number.isInteger(x) || x < 0)) throw badInput(`--tokens must be comma-separated token ids, got '${v}'`);
-  return t;
-}
 
 export function register(program: Command): void {
   program
@@ -24,18 +19,29 @@ export function register(program: Command): void {
     .option('-m, --model <gguf>', 'the GGUF the ds4 run used: checks every file against its stage shape')
     .option('--tokens <ids>', 'prompt token ids (comma-separated), stored in the dump')
     .action(async (opts: { ds4Prefix: string; out: string; model?: string; tokens?: string }) => {
-      const model = opts.model ? await openGguf(opts.model) : undefined;
+      const loaded = opts.model ? await loadModel(opts.model) : undefined;
+      const rejected: string[] = [];
       try {
         const s = await importDs4Dumps(opts.ds4Prefix, {
           out: opts.out,
-          cfg: model ? configFromGguf(model) : undefined,
-          modelFingerprint: model?.fingerprint,
-          promptTokens: opts.tokens ? tokenList(opts.tokens) : undefined,
+          cfg: loaded?.cfg,
+          modelFingerprint: loaded?.model.fingerprint,
+          promptTokens: opts.tokens ? parseTokenIds(opts.tokens, loaded?.cfg.nVocab) : undefined,
           version: VERSION,
+          // one bad file is named and left out; the rest imports
+          onReject: (f, reason) => {
+            rejected.push(f.file);
+            process.stderr.write(`ds4-diff: rejected dump ${f.file}: ${reason}\n`);
+          },
         });
-        process.stdout.write(`wrote ${opts.out}: ${s.records} records from ${s.files} files${s.unknown.length ? ` (${s.unknown.length} unknown stage names kept as is)` : ''}\n`);
+        if (s.files) process.stdout.write(`wrote ${opts.out}: ${s.records} records from ${s.files} files${s.unknown.length ? ` (${s.unknown.length} unknown stage names kept as is)` : ''}\n`);
+        if (rejected.length) {
+          throw badInput(s.files
+            ? `${rejected.length} of ${rejected.length + s.files} dump files rejected (named above); ${opts.out} holds the other ${s.files}`
+            : `every dump file was rejected (${rejected.length}, named above); nothing written${loaded ? ` (is ${opts.model} the GGUF the ds4 run used?)` : ''}`);
+        }
       } finally {
-        model?.close();
+        loaded?.model.close();
       }
     });
 }

@@ -1,12 +1,11 @@
 // `ds4-diff reference -p TEXT`: run the pure-TS reference, print a per-stage summary and the top-5
 // next tokens, and write the captures as a run directory (manifest + reference.arrow).
 import type { Command } from 'commander';
-import { mkdirSync } from 'node:fs';
-import { accumulateStats, openCapture, type CaptureSink, type StageStats } from '../../diff/sink.ts';
-import { writeManifest } from '../../diff/manifest.ts';
-import { badInput } from '../../model/errors.ts';
+import { withRunDir, type RunDir } from '../../diff/rundir.ts';
+import { accumulateStats, openCapture, type StageStats } from '../../diff/sink.ts';
+import { EXIT, badInput } from '../../model/errors.ts';
 import { Tokenizer } from '../../model/tokenizer.ts';
-import { parseFilter } from '../../reference/capture.ts';
+import { filterReach, parseFilter } from '../../reference/capture.ts';
 import { STAGES } from '../../model/stages.ts';
 import { runReference } from '../../reference/runner.ts';
 import type { Precision } from '../../reference/types.ts';
@@ -20,6 +19,7 @@ interface ReferenceOptions extends ModelPromptOptions {
   precision: string;
   mode: string;
   out?: string;
+  force?: boolean;
   json?: boolean;
 }
 
@@ -30,7 +30,8 @@ export function register(program: Command): void {
     .option('--pos <list>', 'capture only these positions ("0", "3:5")')
     .option('--precision <p>', 'ds4 (the CPU path\'s arithmetic and quantization points) or f64 (the same quantization, every other result in double: the rounding-noise twin)', 'ds4')
     .option('--mode <m>', 'prefill (layer-major, like ds4) or decode (token by token); captures are identical', 'prefill')
-    .option('--out <dir>', 'run directory for manifest.json and the dump (default: no files)')
+    .option('--out <dir>', 'run directory for manifest.json and the dump (default: no files); new or empty, or an old run directory with --force')
+    .option('--force', 'replace the run directory --out names if it holds an earlier run (a directory that holds no run is never cleared)')
     .option('--json', 'print the summary as JSON')
     .addHelpText('after', '\nExamples:\n  ds4-diff reference -p Hello --layers all --out runs/ref\n  ds4-diff reference -p Hello --layer 0 --stages "q_*,kv_*" --precision f64')
     .action(async (opts: ReferenceOptions) => {
@@ -38,55 +39,60 @@ export function register(program: Command): void {
       if (opts.mode !== 'prefill' && opts.mode !== 'decode') throw badInput(`--mode must be prefill or decode, not '${opts.mode}'`);
       const run = await loadModelAndPrompt(opts);
       const filter = parseFilter({ stages: opts.stages, layers: opts.captureLayers, pos: opts.pos });
+      // a filter part that selects nothing is named; a filter that selects nothing at all is refused
+      const reach = filterReach(filter, run.cfg, run.lastLayer, run.tokens.length);
+      if (reach.nothing) throw badInput(`nothing would be captured: ${reach.unmatched.length ? reach.unmatched.join('; ') : 'no stage the run emits passes --stages, --capture-layers and --pos together'}`);
+      for (const u of reach.unmatched) process.stderr.write(`ds4-diff: warning: ${u}\n`);
       const precision = opts.precision as Precision;
       const side = precision === 'f64' ? 'reference-f64' : 'reference';
       const manifest = newManifest(run, 'reference', { precision, mode: opts.mode, stages: opts.stages, pos: opts.pos });
-      let sink: CaptureSink | undefined;
-      const stats = new Map<string, StageStats>();
-      if (opts.out) {
-        mkdirSync(opts.out, { recursive: true });
-        writeManifest(opts.out, manifest);
-        sink = await openCapture(opts.out, side, { modelFingerprint: run.model.fingerprint, promptTokens: run.tokens, producer: { backend: 'reference', precision, options: { mode: opts.mode }, version: VERSION } });
-      }
-      const prog = progress('reference');
-      const result = await runReference({
-        model: run.model,
-        cfg: run.cfg,
-        tokens: run.tokens,
-        lastLayer: run.lastLayer,
-        precision,
-        filter,
-        mode: opts.mode as 'prefill' | 'decode',
-        onProgress: prog.tick,
-        tap: (rec) => {
-          if (sink) sink.tap(rec);
-          accumulateStats(stats, rec);
-        },
-      });
-      prog.done();
-      if (sink && opts.out) {
-        await sink.close();
-        writeManifest(opts.out, { ...manifest, complete: true, files: { [side]: sink.file }, exitCode: 0 });
-      }
-      const tok = Tokenizer.fromGguf(run.model);
-      const rows = STAGES.filter((s) => stats.has(s.name)).map((s) => {
-        const st = stats.get(s.name)!;
-        return { stage: s.name, records: st.records, min: st.min, max: st.max, rms: Math.sqrt(st.sumSq / Math.max(1, st.values)), nonFinite: st.nonFinite };
-      });
-      const top = result.top.map((t) => ({ ...t, piece: tok.piece(t.id) }));
-      if (opts.json) {
-        process.stdout.write(JSON.stringify({ tokens: run.tokens, lastLayer: run.lastLayer, precision, stages: rows, top, out: opts.out ?? null }, null, 1) + '\n');
-        return;
-      }
-      const g = (v: number) => (Number.isFinite(v) ? v.toExponential(3) : String(v));
-      const lines = [`${run.tokens.length} tokens, layers 0..${run.lastLayer} + head, precision ${precision}`, ''];
-      lines.push(`${'stage'.padEnd(18)} ${'records'.padStart(7)} ${'min'.padStart(11)} ${'max'.padStart(11)} ${'rms'.padStart(11)} ${'NaN/Inf'.padStart(7)}`);
-      for (const r of rows) lines.push(`${r.stage.padEnd(18)} ${String(r.records).padStart(7)} ${g(r.min).padStart(11)} ${g(r.max).padStart(11)} ${g(r.rms).padStart(11)} ${String(r.nonFinite).padStart(7)}`);
-      lines.push('', 'top-5 next tokens:');
-      for (const t of top) lines.push(`  ${String(t.id).padStart(7)}  ${t.logit.toFixed(5).padStart(10)}  ${JSON.stringify(t.piece)}`);
-      if (opts.out) lines.push('', `captures: ${opts.out}/${side}.arrow`);
-      process.stdout.write(lines.join('\n') + '\n');
-      const bad = rows.reduce((a, r) => a + r.nonFinite, 0);
-      if (bad) throw badInput(`reference produced ${bad} non-finite values (see the NaN/Inf column)`);
+      const body = async (rd?: RunDir): Promise<void> => {
+        const sink = rd ? await openCapture(rd.dir, side, { modelFingerprint: run.model.fingerprint, promptTokens: run.tokens, producer: { backend: 'reference', precision, options: { mode: opts.mode }, version: VERSION } }) : undefined;
+        const stats = new Map<string, StageStats>();
+        const prog = progress('reference');
+        const result = await runReference({
+          model: run.model,
+          cfg: run.cfg,
+          tokens: run.tokens,
+          lastLayer: run.lastLayer,
+          precision,
+          filter,
+          mode: opts.mode as 'prefill' | 'decode',
+          onProgress: prog.tick,
+          tap: (rec) => {
+            if (sink) sink.tap(rec);
+            accumulateStats(stats, rec);
+          },
+        });
+        prog.done();
+        if (sink && rd) {
+          await sink.close();
+          rd.manifest.files[side] = sink.file;
+        }
+        const tok = Tokenizer.fromGguf(run.model);
+        const rows = STAGES.filter((s) => stats.has(s.name)).map((s) => {
+          const st = stats.get(s.name)!;
+          return { stage: s.name, records: st.records, min: st.min, max: st.max, rms: Math.sqrt(st.sumSq / Math.max(1, st.values)), nonFinite: st.nonFinite };
+        });
+        const top = result.top.map((t) => ({ ...t, piece: tok.piece(t.id) }));
+        const bad = rows.reduce((a, r) => a + r.nonFinite, 0);
+        if (opts.json) {
+          process.stdout.write(JSON.stringify({ tokens: run.tokens, lastLayer: run.lastLayer, precision, stages: rows, top, out: rd?.dir ?? null }, null, 1) + '\n');
+        } else {
+          const g = (v: number) => (Number.isFinite(v) ? v.toExponential(3) : String(v));
+          const lines = [`${run.tokens.length} tokens, layers 0..${run.lastLayer} + head, precision ${precision}`, ''];
+          lines.push(`${'stage'.padEnd(18)} ${'records'.padStart(7)} ${'min'.padStart(11)} ${'max'.padStart(11)} ${'rms'.padStart(11)} ${'NaN/Inf'.padStart(7)}`);
+          for (const r of rows) lines.push(`${r.stage.padEnd(18)} ${String(r.records).padStart(7)} ${g(r.min).padStart(11)} ${g(r.max).padStart(11)} ${g(r.rms).padStart(11)} ${String(r.nonFinite).padStart(7)}`);
+          lines.push('', 'top-5 next tokens:');
+          for (const t of top) lines.push(`  ${String(t.id).padStart(7)}  ${t.logit.toFixed(5).padStart(10)}  ${JSON.stringify(t.piece)}`);
+          if (rd) lines.push('', `captures: ${rd.dir}/${side}.arrow`);
+          process.stdout.write(lines.join('\n') + '\n');
+        }
+        // the manifest says complete last, with the exit code the command ends with
+        rd?.finish(bad ? EXIT.badInput : EXIT.ok);
+        if (bad) throw badInput(`reference produced ${bad} non-finite values (see the NaN/Inf column)`);
+      };
+      if (opts.out) await withRunDir({ out: opts.out, force: opts.force, manifest }, body);
+      else await body();
     });
 }

@@ -7,6 +7,7 @@ import { Ds4DiffError, EXIT } from '../../model/errors.ts';
 import { stringifyJson } from '../../diff/json.ts';
 import { EMPTY_POLICY, loadPolicy, type Thresholds } from '../../diff/policy.ts';
 import { replayDump, type ReplayResult, type ReplayRow } from '../../diff/replay.ts';
+import { checkDumpRunComplete } from '../../diff/rundir.ts';
 import { compileFilter, parseIntList } from '../../reference/capture.ts';
 import { colors, drawTable } from '../../reports/terminal.ts';
 import { fmt, metricCells, type Table } from '../../reports/view.ts';
@@ -69,6 +70,7 @@ export function register(program: Command): void {
         pos: parseIntList(opts.pos, '--pos'),
       });
       const policy = opts.policy ? loadPolicy(opts.policy) : EMPTY_POLICY;
+      checkDumpRunComplete(file);
       const { model, cfg } = await loadModel(opts.model);
       const prog = progress('replay');
       let res: ReplayResult;

@@ -4,12 +4,12 @@
 // plus the reference at f64 (each stage's quantization noise floor), writes the run directory, prints
 // the stage table and gates it (against --baseline, or the shipped baseline whose case matches).
 import type { Command } from 'commander';
-import { mkdirSync } from 'node:fs';
-import { join, resolve } from 'node:path';
+import { Cancelled } from '../../diff/cancel.ts';
 import { gateRunDir } from '../../diff/gate.ts';
-import { writeManifest, type FallbackEntry } from '../../diff/manifest.ts';
+import type { FallbackEntry } from '../../diff/manifest.ts';
 import { loadPolicy, type Policy } from '../../diff/policy.ts';
 import type { StageRecord } from '../../model/stages.ts';
+import { withRunDir } from '../../diff/rundir.ts';
 import { openCapture, type CaptureSink } from '../../diff/sink.ts';
 import { Ds4DiffError, EXIT, badInput } from '../../model/errors.ts';
 import { runReference } from '../../reference/runner.ts';
@@ -25,6 +25,7 @@ interface RunOptions extends ModelPromptOptions, ReportOutputs {
   disableKernel: string[];
   inject: string[];
   out?: string;
+  force?: boolean;
   baseline?: string;
   policy?: string;
   noiseFloor: boolean;
@@ -70,110 +71,104 @@ async function runCommand(opts: RunOptions): Promise<number> {
   const { parseInjects } = await import('../../ascend/faults.ts');
   const inject = parseInjects(opts.inject, opts.backend);
   const run = await loadModelAndPrompt(opts);
-  const dir = resolve(opts.out ?? join('runs', new Date().toISOString().replace(/[:.]/g, '-')));
-  mkdirSync(dir, { recursive: true });
   const manifest = newManifest(run, opts.backend, { disabledKernels: opts.disableKernel, inject: opts.inject, allowHostFallback: !!opts.allowHostFallback, teacher: opts.teacher, noiseFloor: opts.noiseFloor }, opts.kernelMath);
   manifest.noHostFallback = !opts.allowHostFallback;
-  writeManifest(dir, manifest);
-  const meta = (backend: string, extra: Record<string, unknown> = {}) => ({
-    modelFingerprint: run.model.fingerprint,
-    promptTokens: run.tokens,
-    producer: { backend, version: VERSION, ...extra },
-  });
-  const prog = progress('run');
-  const weights = new ModelWeights(run.model, run.cfg);
+  return withRunDir({ out: opts.out, force: opts.force, manifest }, async (rd) => {
+    const dir = rd.dir;
+    const meta = (backend: string, extra: Record<string, unknown> = {}) => ({
+      modelFingerprint: run.model.fingerprint,
+      promptTokens: run.tokens,
+      producer: { backend, version: VERSION, ...extra },
+    });
+    const prog = progress('run');
+    const weights = new ModelWeights(run.model, run.cfg);
 
-  // 1. reference (kept in memory too: the teacher-forced pass feeds it to the device stage by stage)
-  const refSink = await openCapture(dir, 'reference', meta('reference', { precision: 'ds4' }));
-  const refByKey = new Map<string, StageRecord>();
-  const result = await runReference({
-    model: run.model, cfg: run.cfg, weights, tokens: run.tokens, lastLayer: run.lastLayer,
-    onProgress: (m) => prog.tick(`reference ${m}`),
-    tap: (rec) => {
-      refSink.tap(rec);
-      if (opts.teacher) refByKey.set(`${rec.stage}/${rec.layer}/${rec.pos}`, rec);
-    },
-  });
-  await refSink.close();
-  manifest.files.reference = refSink.file;
+    // 1. reference (kept in memory too: the teacher-forced pass feeds it to the device stage by stage)
+    const refSink = await openCapture(dir, 'reference', meta('reference', { precision: 'ds4' }));
+    const refByKey = new Map<string, StageRecord>();
+    const result = await runReference({
+      model: run.model, cfg: run.cfg, weights, tokens: run.tokens, lastLayer: run.lastLayer,
+      onProgress: (m) => prog.tick(`reference ${m}`),
+      tap: (rec) => {
+        refSink.tap(rec);
+        if (opts.teacher) refByKey.set(`${rec.stage}/${rec.layer}/${rec.pos}`, rec);
+      },
+    });
+    await refSink.close();
+    manifest.files.reference = refSink.file;
 
-  // 2. the reference at f64: its distance to the ds4-precision reference is each stage's noise floor
-  if (opts.noiseFloor) {
-    const f64 = await openCapture(dir, 'reference-f64', meta('reference', { precision: 'f64' }));
-    await runReference({ model: run.model, cfg: run.cfg, weights, tokens: run.tokens, lastLayer: run.lastLayer, precision: 'f64', tap: f64.tap, onProgress: (m) => prog.tick(`reference f64 ${m}`) });
-    await f64.close();
-    manifest.files['reference-f64'] = f64.file;
-  }
-  writeManifest(dir, manifest);
+    // 2. the reference at f64: its distance to the ds4-precision reference is each stage's noise floor
+    if (opts.noiseFloor) {
+      const f64 = await openCapture(dir, 'reference-f64', meta('reference', { precision: 'f64' }));
+      await runReference({ model: run.model, cfg: run.cfg, weights, tokens: run.tokens, lastLayer: run.lastLayer, precision: 'f64', tap: f64.tap, onProgress: (m) => prog.tick(`reference f64 ${m}`) });
+      await f64.close();
+      manifest.files['reference-f64'] = f64.file;
+    }
+    rd.save();
 
-  // 3. the device: free-running, then teacher-forced
-  const passes: Array<{ side: string; teacher: boolean }> = [{ side: 'device', teacher: false }];
-  if (opts.teacher) passes.push({ side: 'device-teacher', teacher: true });
-  const ledger = new Map<string, FallbackEntry>();
-  let violation: Ds4DiffError | undefined;
-  // one device for both passes: the second reuses the weights the first uploaded
-  const session = openDeviceSession(run.model, opts.backend);
-  try {
-    for (const pass of passes) {
-      const sink: CaptureSink = await openCapture(dir, pass.side, meta(opts.backend, { kernelMath: opts.kernelMath, options: { teacherForced: pass.teacher } }));
-      try {
-        const dev = await runDevice({
-          session, model: run.model, cfg: run.cfg, tokens: run.tokens, lastLayer: run.lastLayer,
-          kernelMath: opts.kernelMath as 'ascend' | 'exact',
-          allowHostFallback: !!opts.allowHostFallback,
-          disabledKernels: opts.disableKernel,
-          inject,
-          tap: sink.tap,
-          teacher: pass.teacher ? (stage: string, layer: number, pos: number) => refByKey.get(`${stage}/${layer}/${pos}`)?.values : undefined,
-          onProgress: (m: string) => prog.tick(`${pass.side} ${m}`),
-        });
-        for (const e of dev.ledger) {
-          const prev = ledger.get(e.primitive);
-          if (!prev || pass.side === 'device') ledger.set(e.primitive, { ...e });
+    // 3. the device: free-running, then teacher-forced
+    const passes: Array<{ side: string; teacher: boolean }> = [{ side: 'device', teacher: false }];
+    if (opts.teacher) passes.push({ side: 'device-teacher', teacher: true });
+    const ledger = new Map<string, FallbackEntry>();
+    let violation: Ds4DiffError | undefined;
+    // one device for both passes: the second reuses the weights the first uploaded
+    const session = openDeviceSession(run.model, opts.backend);
+    try {
+      for (const pass of passes) {
+        const sink: CaptureSink = await openCapture(dir, pass.side, meta(opts.backend, { kernelMath: opts.kernelMath, options: { teacherForced: pass.teacher } }));
+        try {
+          const dev = await runDevice({
+            session, model: run.model, cfg: run.cfg, tokens: run.tokens, lastLayer: run.lastLayer,
+            kernelMath: opts.kernelMath as 'ascend' | 'exact',
+            allowHostFallback: !!opts.allowHostFallback,
+            disabledKernels: opts.disableKernel,
+            inject,
+            tap: sink.tap,
+            teacher: pass.teacher ? (stage: string, layer: number, pos: number) => refByKey.get(`${stage}/${layer}/${pos}`)?.values : undefined,
+            onProgress: (m: string) => prog.tick(`${pass.side} ${m}`),
+          });
+          for (const e of dev.ledger) {
+            const prev = ledger.get(e.primitive);
+            if (!prev || pass.side === 'device') ledger.set(e.primitive, { ...e });
+          }
+        } catch (err) {
+          // a signal: the sink is already aborted (no partial dump), the run directory stays incomplete
+          if (err instanceof Cancelled) throw err;
+          // keep what was captured up to the failure: the dump is closed (valid, partial), never dropped
+          await sink.close();
+          manifest.files[pass.side] = sink.file;
+          if (err instanceof Ds4DiffError && err.exitCode === EXIT.hostFallback) {
+            violation = err;
+            const m = /host fallback disabled: (\S+)(?: \(layer (\d+), pos (\d+), stage (\S+)\))?/.exec(err.message);
+            manifest.fallbackLedger = [{ primitive: m?.[1] ?? 'unknown', calls: 0, bytesToHost: 0, bytesToDevice: 0, reason: 'host fallback disabled (no-host-fallback gate)', layer: m?.[2] ? Number(m[2]) : undefined, pos: m?.[3] ? Number(m[3]) : undefined, stage: m?.[4] }];
+            break;
+          }
+          throw err;
         }
-      } catch (err) {
-        // keep what was captured up to the failure: the dump is closed (valid, partial), never dropped
         await sink.close();
         manifest.files[pass.side] = sink.file;
-        if (err instanceof Ds4DiffError && err.exitCode === EXIT.hostFallback) {
-          violation = err;
-          const m = /host fallback disabled: (\S+)(?: \(layer (\d+), pos (\d+), stage (\S+)\))?/.exec(err.message);
-          manifest.fallbackLedger = [{ primitive: m?.[1] ?? 'unknown', calls: 0, bytesToHost: 0, bytesToDevice: 0, reason: 'host fallback disabled (no-host-fallback gate)', layer: m?.[2] ? Number(m[2]) : undefined, pos: m?.[3] ? Number(m[3]) : undefined, stage: m?.[4] }];
-          manifest.complete = true;
-          manifest.exitCode = EXIT.hostFallback;
-          writeManifest(dir, manifest);
-          break;
-        }
-        manifest.exitCode = err instanceof Ds4DiffError ? err.exitCode : EXIT.cannotEvaluate;
-        writeManifest(dir, manifest);
-        throw err;
       }
-      await sink.close();
-      manifest.files[pass.side] = sink.file;
+    } finally {
+      session.close();
     }
-  } finally {
-    session.close();
-  }
-  prog.done();
-  if (violation) {
-    process.stderr.write(`ds4-diff: ${violation.message}\n`);
-    process.stderr.write(`ds4-diff: run directory ${dir} keeps the reference and the device stages captured before the stop\n`);
-    return EXIT.hostFallback;
-  }
-  manifest.fallbackLedger = [...ledger.values()];
-  manifest.complete = true;
-  writeManifest(dir, manifest);
+    prog.done();
+    if (violation) {
+      process.stderr.write(`ds4-diff: ${violation.message}\n`);
+      process.stderr.write(`ds4-diff: run directory ${dir} keeps the reference and the device stages captured before the stop\n`);
+      return rd.finish(EXIT.hostFallback);
+    }
+    manifest.fallbackLedger = [...ledger.values()];
+    rd.save();
 
-  // 4. compare and gate
-  const { comparison, gate: g, exitCode: exit, baseline } = await gateRunDir(dir, manifest, { baseline: opts.baseline, policy, allowHostFallback: opts.allowHostFallback });
-  const title = `ds4-diff run: ${run.tokens.length} tokens, layers 0..${run.lastLayer}, ${opts.backend}/${opts.kernelMath}${baseline ? `, baseline ${baseline}` : ''}`;
-  emitRunReports(dir, { title, comparison, gate: g }, opts);
-  if (!opts.json) {
-    const top = result.top.map((t) => `${t.id}:${t.logit.toFixed(3)}`).join(' ');
-    process.stdout.write(`reference top-5: ${top}\nrun directory: ${dir}\n`);
-    if (exit === EXIT.regression) process.stdout.write(`which kernel: ds4-diff bisect ${dir}\n`);
-  }
-  manifest.exitCode = exit;
-  writeManifest(dir, manifest);
-  return exit;
+    // 4. compare and gate; the reports are written before the manifest says complete
+    const { comparison, gate: g, exitCode: exit, baseline } = await gateRunDir(dir, manifest, { baseline: opts.baseline, policy, allowHostFallback: opts.allowHostFallback });
+    const title = `ds4-diff run: ${run.tokens.length} tokens, layers 0..${run.lastLayer}, ${opts.backend}/${opts.kernelMath}${baseline ? `, baseline ${baseline}` : ''}`;
+    emitRunReports(dir, { title, comparison, gate: g }, opts);
+    if (!opts.json) {
+      const top = result.top.map((t) => `${t.id}:${t.logit.toFixed(3)}`).join(' ');
+      process.stdout.write(`reference top-5: ${top}\nrun directory: ${dir}\n`);
+      if (exit === EXIT.regression) process.stdout.write(`which kernel: ds4-diff bisect ${dir}\n`);
+    }
+    return rd.finish(exit);
+  });
 }

@@ -1,8 +1,8 @@
 // `ds4-diff stages`: print the stage registry — the names every dump, kernel and report share.
 import type { Command } from 'commander';
 import { STAGES } from '../../model/stages.ts';
-import { openGguf } from '../../model/gguf.ts';
-import { configFromGguf, type Ds4Config } from '../../model/config.ts';
+import type { Ds4Config } from '../../model/config.ts';
+import { loadModel } from '../common.ts';
 
 export function register(program: Command): void {
   program
@@ -12,10 +12,9 @@ export function register(program: Command): void {
     .option('--json', 'print as JSON')
     .addHelpText('after', '\nExamples:\n  ds4-diff stages\n  ds4-diff stages -m flash.gguf --json')
     .action(async (opts: { model?: string; json?: boolean }) => {
-      const path = opts.model ?? (await (await import('../../model/default-model.ts')).defaultModelPath());
-      const m = await openGguf(path);
-      const cfg: Ds4Config = configFromGguf(m);
-      m.close();
+      const { modelPath: path, model, cfg: config } = await loadModel(opts.model);
+      model.close();
+      const cfg: Ds4Config = config;
       // layer 2 is a ratio-4 layer in every DS4 layout, so its compressor width is the two-lane one
       const rows = STAGES.map((s) => ({
         name: s.name,
