@@ -1,20 +1,26 @@
-// Baselines: what a case measured once, and how much worse it may get before CI fails.
-// A baseline records, for one case (model, prompt tokens, layers, backend, kernel math), the worst
-// metrics of each (stage, layer) over positions, the allowed growth (≤ factor × recorded, never below
-// a floor, never above an absolute cap), the reference's own noise floor (ds4 vs f64 precision, when
-// the run has a 'reference-f64' side) and the accepted host fallbacks with an expiry date.
+// Baselines: what one case measured, kept to hold later runs of the same case to it. A baseline can only
+// tighten the judge's budgets (diff/judge.ts) or name a known deviation with an expiry; it never widens a
+// budget silently. It records, for one case (model fingerprint, prompt tokens, layers, backend, kernel math):
+//   own         the worst own error (relative RMS) of each (stage, layer): a later run may reach at most
+//               `growth` × that (never below NOISE_MARGIN f32 units), and never more than its arithmetic budget;
+//   endToEnd    the free-running end result (KL, Δp): a later run may reach `growth`² × KL, growth × Δp;
+//   inherited   envelopes of free-running rows (max |a−b|, ...), for cases where only free-running figures
+//               exist — the ds4-ascend fork's published graph-test diffs;
+//   deviations  known deviations: a (stage, layer) allowed past its arithmetic budget, with a reason and an
+//               expiry date after which the arithmetic budget rules again;
+//   fallbacks   host fallbacks accepted, each with a reason and an expiry.
+// Each baseline says where its numbers came from (provenance).
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { badInput } from '../model/errors.ts';
-import { compareDumps, compareRun, type Comparison } from './compare.ts';
-import { iterateDump } from './dump.ts';
-import { parseJson } from './json.ts';
-import { readManifest, sidePath, type RunManifest } from './manifest.ts';
-import { worstOf, type Metrics } from './metrics.ts';
-import type { Policy, PolicyRule } from './policy.ts';
+import { compareRun, type Comparison } from './compare.ts';
+import { readJsonFile } from './json.ts';
+import { BOUND_KEYS, type BoundKey, type Judge } from './judge.ts';
+import { readManifest, type RunManifest } from './manifest.ts';
 
-export const BASELINE_FORMAT_VERSION = 1;
+export const BASELINE_FORMAT_VERSION = 2;
+const MAX_BASELINE_BYTES = 64 << 20;
 
 export interface BaselineCase {
   /** GGUF fingerprint (model/gguf.ts). Absent only for baselines transcribed from a published log,
@@ -30,36 +36,31 @@ export interface BaselineCase {
   kernelMath?: string;
 }
 
-export interface BaselineMetrics {
-  maxAbs?: number;
-  cosine?: number;
-  nmse?: number;
-  /** i32 stages: the run matched exactly */
-  exact?: boolean;
-  /** logits: top-1 agreed (or was a near tie) */
-  argmaxMatch?: boolean;
-  kl?: number;
-}
-
-export interface BaselineEntry {
+export interface OwnEnvelope {
   stage: string;
   layer: number;
-  /** only this position (absent: the worst over all positions) */
-  pos?: number;
-  metrics: BaselineMetrics;
-  /** reference ds4-precision vs f64: the quantization noise this stage has anyway */
-  noiseFloor?: { maxAbs: number };
+  /** the worst own relative RMS error over the case's positions */
+  relRms: number;
 }
 
-export interface Growth {
-  /** allowed growth factor over the recorded value */
-  factor: number;
-  /** absolute cap on the allowed maxAbs (optional) */
-  maxAbsCap?: number;
-  /** allowed values are never below these (a bit-exact recording would otherwise allow no change) */
-  floor: { maxAbs: number; nmse: number; cosineGap: number };
-  /** optional: fail when a stage's maxAbs exceeds this multiple of its reference noise floor */
-  maxNoiseRatio?: number;
+export interface InheritedEnvelope {
+  stage: string;
+  layer: number;
+  /** only this position (absent: every position) */
+  pos?: number;
+  /** bounds on the free-running row, by the judge's bound keys (maxAbs, minCosine, maxNmse, ...) */
+  bounds: Partial<Record<BoundKey, number>>;
+}
+
+export interface Deviation {
+  stage: string;
+  layer?: number;
+  pos?: number;
+  /** the own-error bound (relative RMS) that replaces the arithmetic budget until `expires` */
+  maxRelRms: number;
+  reason: string;
+  /** ISO date */
+  expires: string;
 }
 
 export interface FallbackAllowance {
@@ -73,37 +74,64 @@ export interface Baseline {
   formatVersion: number;
   kind: 'ds4-diff-baseline';
   recordedAt: string;
-  provenance?: { source: string; commit?: string; date?: string; command?: string; notes?: string };
+  provenance: { source: string; commit?: string; date?: string; command?: string; notes?: string };
   case: BaselineCase;
-  growth: Growth;
-  entries: BaselineEntry[];
+  /** allowed growth of a recorded error (× on relative RMS and Δp, ×² on KL) */
+  growth: number;
+  own: OwnEnvelope[];
+  endToEnd?: { kl?: number; deltaP?: number };
+  inherited: InheritedEnvelope[];
+  deviations: Deviation[];
   fallbacks: FallbackAllowance[];
 }
 
-export const DEFAULT_GROWTH: Growth = { factor: 2, floor: { maxAbs: 1e-6, nmse: 1e-12, cosineGap: 1e-7 } };
+export const DEFAULT_GROWTH = 2;
+
+const isObj = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
+const isNum = (v: unknown): v is number => typeof v === 'number' && Number.isFinite(v);
+const isDate = (v: unknown): v is string => typeof v === 'string' && !Number.isNaN(Date.parse(v));
+
+/** The schema check, one line naming what is wrong (exit 3): a baseline that does not hold a case, numbers and dates is refused. */
+function validate(file: string, b: unknown): Baseline {
+  const bad = (what: string) => badInput(`${file}: not a valid baseline: ${what}`);
+  if (!isObj(b) || b.kind !== 'ds4-diff-baseline') throw badInput(`${file}: not a ds4-diff baseline (kind != ds4-diff-baseline)`);
+  if (b.formatVersion !== BASELINE_FORMAT_VERSION) throw badInput(`${file}: baseline format version ${String(b.formatVersion)} is not supported (expected ${BASELINE_FORMAT_VERSION}; re-record it with \`ds4-diff baseline record\`)`);
+  const c = b.case;
+  if (!isObj(c) || typeof c.backend !== 'string' || !isObj(c.layers) || !Number.isInteger(c.layers.last) || typeof c.layers.all !== 'boolean') throw bad('case needs backend and layers {last, all}');
+  if (typeof c.modelFingerprint !== 'string' && typeof c.modelFile !== 'string') throw bad('case needs modelFingerprint or modelFile');
+  if (!(Array.isArray(c.promptTokens) && c.promptTokens.every(Number.isInteger)) && typeof c.prompt !== 'string') throw bad('case needs promptTokens or prompt');
+  if (!isObj(b.provenance) || typeof b.provenance.source !== 'string') throw bad('provenance.source is missing (where do these numbers come from?)');
+  if (!isNum(b.growth) || b.growth < 1) throw bad(`growth ${JSON.stringify(b.growth)} must be a number ≥ 1`);
+  const list = (k: string): unknown[] => {
+    if (!Array.isArray(b[k])) throw bad(`"${k}" must be an array`);
+    return b[k] as unknown[];
+  };
+  const at = (k: string, e: unknown, i: number): Record<string, unknown> => {
+    if (!isObj(e) || typeof e.stage !== 'string' && k !== 'fallbacks') throw bad(`${k}[${i}] needs a stage`);
+    return e as Record<string, unknown>;
+  };
+  list('own').forEach((e, i) => {
+    const o = at('own', e, i);
+    if (!Number.isInteger(o.layer) || !isNum(o.relRms) || (o.relRms as number) < 0) throw bad(`own[${i}] (${String(o.stage)}) needs layer and a relRms ≥ 0`);
+  });
+  list('inherited').forEach((e, i) => {
+    const o = at('inherited', e, i);
+    if (!Number.isInteger(o.layer) || !isObj(o.bounds) || Object.keys(o.bounds).length === 0) throw bad(`inherited[${i}] (${String(o.stage)}) needs layer and bounds`);
+    for (const [k, v] of Object.entries(o.bounds)) if (!(k in BOUND_KEYS) || !isNum(v)) throw bad(`inherited[${i}] (${String(o.stage)}): bound ${k} ${JSON.stringify(v)}`);
+  });
+  list('deviations').forEach((e, i) => {
+    const o = at('deviations', e, i);
+    if (!isNum(o.maxRelRms) || typeof o.reason !== 'string' || !isDate(o.expires)) throw bad(`deviations[${i}] (${String(o.stage)}) needs maxRelRms, reason and an ISO expires date`);
+  });
+  list('fallbacks').forEach((e, i) => {
+    if (!isObj(e) || typeof e.primitive !== 'string' || typeof e.reason !== 'string' || !isDate(e.expires)) throw bad(`fallbacks[${i}] needs primitive, reason and an ISO expires date`);
+  });
+  if (b.endToEnd !== undefined && (!isObj(b.endToEnd) || Object.values(b.endToEnd).some((v) => !isNum(v)))) throw bad('endToEnd holds numbers (kl, deltaP)');
+  return b as unknown as Baseline;
+}
 
 export function loadBaseline(file: string): Baseline {
-  let b: Baseline;
-  try {
-    b = parseJson<Baseline>(fs.readFileSync(file, 'utf8'));
-  } catch (e) {
-    const err = e as NodeJS.ErrnoException;
-    throw badInput(`${file}: ${err.code === 'ENOENT' ? 'no such file' : `not a valid baseline (${err.message})`}`);
-  }
-  if (typeof b !== 'object' || b === null || b.kind !== 'ds4-diff-baseline') throw badInput(`${file}: not a ds4-diff baseline (kind != ds4-diff-baseline)`);
-  if (b.formatVersion !== BASELINE_FORMAT_VERSION) throw badInput(`${file}: baseline format version ${String(b.formatVersion)} is not supported (expected ${BASELINE_FORMAT_VERSION})`);
-  if (!b.case || typeof b.case.backend !== 'string' || !b.case.layers) throw badInput(`${file}: baseline case needs backend and layers`);
-  if (!b.case.modelFingerprint && !b.case.modelFile) throw badInput(`${file}: baseline case needs modelFingerprint or modelFile`);
-  if (!b.case.promptTokens && b.case.prompt === undefined) throw badInput(`${file}: baseline case needs promptTokens or prompt`);
-  if (!Array.isArray(b.entries) || !b.growth || typeof b.growth.factor !== 'number') throw badInput(`${file}: baseline needs entries and growth.factor`);
-  b.growth = { ...DEFAULT_GROWTH, ...b.growth, floor: { ...DEFAULT_GROWTH.floor, ...b.growth.floor } };
-  b.fallbacks ??= [];
-  for (const f of b.fallbacks) {
-    if (typeof f.primitive !== 'string' || typeof f.reason !== 'string' || Number.isNaN(Date.parse(f.expires))) {
-      throw badInput(`${file}: fallback allowance ${JSON.stringify(f)} needs primitive, reason and an ISO expires date`);
-    }
-  }
-  return b;
+  return validate(file, readJsonFile<unknown>(file, { what: 'baseline', maxBytes: MAX_BASELINE_BYTES }));
 }
 
 /** What differs between the baseline's case and the run (empty: same case). */
@@ -121,102 +149,48 @@ export function caseDifferences(c: BaselineCase, m: RunManifest): string[] {
   }
   if (c.backend !== m.backend) d.push(`backend ${m.backend} (baseline ${c.backend})`);
   if (c.kernelMath !== undefined && c.kernelMath !== m.kernelMath) d.push(`kernel math ${m.kernelMath ?? 'none'} (baseline ${c.kernelMath})`);
-  if (c.layers.last !== m.layers.last || c.layers.all !== m.layers.all) {
-    d.push(`layers ${describeLayers(m.layers)} (baseline ${describeLayers(c.layers)})`);
-  }
+  if (c.layers.last !== m.layers.last || c.layers.all !== m.layers.all) d.push(`layers ${describeLayers(m.layers)} (baseline ${describeLayers(c.layers)})`);
   return d;
 }
 
 const describeLayers = (l: { last: number; all: boolean }) => (l.all ? `0..${l.last} (all)` : `${l.last}`);
 
-/** Allowed values of an entry under the growth rule (growth.factor applies to the error's size). */
-export function allowedFor(e: BaselineEntry, g: Growth): { maxAbs?: number; minCosine?: number; maxNmse?: number } {
-  const a: { maxAbs?: number; minCosine?: number; maxNmse?: number } = {};
-  const m = e.metrics;
-  if (m.maxAbs !== undefined) a.maxAbs = Math.min(Math.max(g.factor * m.maxAbs, g.floor.maxAbs), g.maxAbsCap ?? Infinity);
-  // NMSE and 1 - cosine grow with the square of the error's size: x factor in error is x factor^2 there
-  const f2 = g.factor * g.factor;
-  if (m.cosine !== undefined) a.minCosine = 1 - Math.max(f2 * (1 - m.cosine), g.floor.cosineGap);
-  if (m.nmse !== undefined) a.maxNmse = Math.max(f2 * m.nmse, g.floor.nmse);
-  return a;
-}
-
-/** The baseline as policy rules, one per (stage, layer): the gate's tolerances. */
-export function baselinePolicy(b: Baseline): Policy {
-  const rules: PolicyRule[] = b.entries.map((e) => {
-    // a plain stage name is a literal glob; anything else (an imported name with * or ?) an escaped regex
-    const literal = /^[^*?/][^*?]*$/.test(e.stage);
-    const stage = literal ? e.stage : `/^${e.stage.replace(/[.*+?^${}()|[\]\\/]/g, '\\$&')}$/`;
-    const r: PolicyRule = { stage, layers: String(e.layer), ...allowedFor(e, b.growth) };
-    if (e.pos !== undefined) r.positions = String(e.pos);
-    if (e.metrics.exact) r.exact = true;
-    return r;
-  });
-  return { version: 1, rules, registryDefaults: false };
-}
-
-const entryKey = (stage: string, layer: number) => `${stage}@${layer}`;
-
-/** Does a baseline entry speak for this row? */
-export function entryCovers(e: BaselineEntry, r: { stage: string; layer: number; pos: number }): boolean {
-  return e.stage === r.stage && e.layer === r.layer && (e.pos === undefined || e.pos === r.pos);
-}
-
-/** Worst metrics per (stage, layer) over positions, from a comparison's rows. */
-function worstPerStageLayer(c: Comparison): Map<string, { stage: string; layer: number; metrics: Metrics }> {
-  const out = new Map<string, { stage: string; layer: number; metrics: Metrics }>();
-  for (const r of c.rows) {
-    if (!r.metrics) continue;
-    const k = entryKey(r.stage, r.layer);
-    const prev = out.get(k);
-    if (!prev) {
-      out.set(k, { stage: r.stage, layer: r.layer, metrics: r.metrics });
-      continue;
-    }
-    if (prev.metrics.kind === r.metrics.kind) prev.metrics = worstOf(prev.metrics, r.metrics);
-  }
-  return out;
-}
-
-function baselineMetrics(m: Metrics): BaselineMetrics {
-  if (m.kind === 'i32') return { exact: m.exact };
-  const b: BaselineMetrics = { maxAbs: m.maxAbs, cosine: m.cosine, nmse: m.nmse };
-  if (m.logits) {
-    b.argmaxMatch = m.logits.verdict !== 'mismatch';
-    b.kl = m.logits.kl;
-  }
-  return b;
-}
-
 export interface RecordOptions {
   growth?: number;
-  cap?: number;
   /** accept the run's host fallbacks for this many days (default: accept none) */
   acceptFallbackDays?: number;
   now?: Date;
 }
 
-export async function recordBaseline(runDir: string, opts: RecordOptions = {}): Promise<Baseline> {
+/** The worst own error per (stage, layer), and the end-to-end figures, of a judged run. */
+function envelopes(c: Comparison): { own: OwnEnvelope[]; endToEnd?: Baseline['endToEnd'] } {
+  const own = new Map<string, OwnEnvelope>();
+  let endToEnd: Baseline['endToEnd'];
+  for (const r of c.rows) {
+    const m = r.own?.metrics;
+    if (m?.kind === 'f32') {
+      const k = `${r.stage}@${r.layer}`;
+      const e = own.get(k);
+      if (!e || m.relRms > e.relRms) own.set(k, { stage: r.stage, layer: r.layer, relRms: m.relRms });
+    }
+    const l = r.free?.role === 'end-to-end' && r.free.metrics?.kind === 'f32' ? r.free.metrics.logits : undefined;
+    if (l) endToEnd = { kl: Math.max(endToEnd?.kl ?? 0, l.kl), deltaP: Math.max(endToEnd?.deltaP ?? 0, l.deltaP) };
+  }
+  return { own: [...own.values()], endToEnd };
+}
+
+/**
+ * A baseline from a passing run directory judged by `judge`; a run that fails its own budgets (or has rows on
+ * one side only) is refused: a baseline records what a correct build measured, never a regression.
+ */
+export async function recordBaseline(runDir: string, judge: Judge, opts: RecordOptions = {}): Promise<Baseline> {
   const m = readManifest(runDir);
-  const c = await compareRun(runDir, { version: 1, rules: [], registryDefaults: false });
-  const measured = worstPerStageLayer(c);
-  const noise = new Map<string, number>();
-  const f64 = sidePath(runDir, m, 'reference-f64');
-  const ref = sidePath(runDir, m, 'reference')!;
-  if (f64) {
-    const nc = await compareDumps(iterateDump(f64), iterateDump(ref), { version: 1, rules: [], registryDefaults: false }, { a: 'reference-f64', b: 'reference' });
-    for (const [k, v] of worstPerStageLayer(nc)) if (v.metrics.kind === 'f32') noise.set(k, v.metrics.maxAbs);
+  const c = await compareRun(runDir, judge);
+  if (!c.pass) {
+    const f = c.firstFailure!;
+    throw badInput(`${runDir}: the run fails its judge (${c.counts.failed} failing rows, ${c.counts.missing} on one side only; first ${f.stage} layer ${f.layer} pos ${f.pos}); a baseline records a passing run`);
   }
   const now = opts.now ?? new Date();
-  const entries: BaselineEntry[] = [];
-  for (const [k, v] of measured) {
-    const e: BaselineEntry = { stage: v.stage, layer: v.layer, metrics: baselineMetrics(v.metrics) };
-    const nf = noise.get(k);
-    if (nf !== undefined) e.noiseFloor = { maxAbs: nf };
-    entries.push(e);
-  }
-  const growth: Growth = { ...DEFAULT_GROWTH, factor: opts.growth ?? DEFAULT_GROWTH.factor };
-  if (opts.cap !== undefined) growth.maxAbsCap = opts.cap;
   const fallbacks: FallbackAllowance[] = [];
   if (opts.acceptFallbackDays !== undefined) {
     const expires = new Date(now.getTime() + opts.acceptFallbackDays * 86400e3).toISOString().slice(0, 10);
@@ -239,78 +213,50 @@ export async function recordBaseline(runDir: string, opts: RecordOptions = {}): 
       backend: m.backend,
       kernelMath: m.kernelMath,
     },
-    growth,
-    entries,
+    growth: opts.growth ?? DEFAULT_GROWTH,
+    ...envelopes(c),
+    inherited: [],
+    deviations: [],
     fallbacks,
   };
 }
 
-export interface MetricChange {
-  stage: string;
-  layer: number;
-  metric: string;
-  old?: number | boolean;
-  new?: number | boolean;
-  /** new / old for numeric metrics where larger is worse (for cosine: the ratio of 1 - cosine) */
-  ratio?: number;
-  worse: boolean;
-}
-
 export interface BaselineDiff {
   caseChanges: string[];
-  growthChanges: string[];
   added: string[];
   removed: string[];
-  changes: MetricChange[];
-  fallbackChanges: string[];
+  changes: Array<{ what: string; old?: number; new?: number; worse: boolean }>;
+  otherChanges: string[];
 }
 
 /** What changed from `a` to `b`, for review before committing a new baseline. */
 export function diffBaselines(a: Baseline, b: Baseline): BaselineDiff {
-  const d: BaselineDiff = { caseChanges: [], growthChanges: [], added: [], removed: [], changes: [], fallbackChanges: [] };
+  const d: BaselineDiff = { caseChanges: [], added: [], removed: [], changes: [], otherChanges: [] };
   for (const k of new Set([...Object.keys(a.case), ...Object.keys(b.case)]) as Set<keyof BaselineCase>) {
     const x = JSON.stringify(a.case[k]), y = JSON.stringify(b.case[k]);
     if (x !== y) d.caseChanges.push(`${k}: ${x ?? 'unset'} -> ${y ?? 'unset'}`);
   }
-  for (const k of new Set([...Object.keys(a.growth), ...Object.keys(b.growth)]) as Set<keyof Growth>) {
-    const x = JSON.stringify(a.growth[k]), y = JSON.stringify(b.growth[k]);
-    if (x !== y) d.growthChanges.push(`${k}: ${x ?? 'unset'} -> ${y ?? 'unset'}`);
-  }
-  const ea = new Map(a.entries.map((e) => [entryKey(e.stage, e.layer), e]));
-  const eb = new Map(b.entries.map((e) => [entryKey(e.stage, e.layer), e]));
+  if (a.growth !== b.growth) d.otherChanges.push(`growth: ${a.growth} -> ${b.growth}`);
+  const ea = new Map(a.own.map((e) => [`${e.stage}@${e.layer}`, e.relRms]));
+  const eb = new Map(b.own.map((e) => [`${e.stage}@${e.layer}`, e.relRms]));
   for (const k of ea.keys()) if (!eb.has(k)) d.removed.push(k);
-  for (const [k, e] of eb) {
+  for (const [k, v] of eb) {
     const o = ea.get(k);
-    if (!o) {
-      d.added.push(k);
-      continue;
-    }
-    for (const metric of new Set([...Object.keys(o.metrics), ...Object.keys(e.metrics)]) as Set<keyof BaselineMetrics>) {
-      const x = o.metrics[metric], y = e.metrics[metric];
-      if (x === y) continue;
-      const ch: MetricChange = { stage: e.stage, layer: e.layer, metric, old: x, new: y, worse: false };
-      if (typeof x === 'number' && typeof y === 'number') {
-        ch.ratio = metric === 'cosine' ? (1 - y) / (1 - x) : y / x;
-        ch.worse = metric === 'cosine' ? y < x : y > x;
-      } else {
-        ch.worse = x === true && y !== true;
-      }
-      d.changes.push(ch);
-    }
+    if (o === undefined) d.added.push(k);
+    else if (o !== v) d.changes.push({ what: `own ${k} relRms`, old: o, new: v, worse: v > o });
   }
-  const fa = new Map(a.fallbacks.map((f) => [f.primitive, f]));
-  const fb = new Map(b.fallbacks.map((f) => [f.primitive, f]));
-  for (const [p, f] of fb) {
-    const o = fa.get(p);
-    if (!o) d.fallbackChanges.push(`+ ${p} accepted until ${f.expires}: ${f.reason}`);
-    else if (o.expires !== f.expires || o.reason !== f.reason) d.fallbackChanges.push(`~ ${p}: until ${o.expires} -> ${f.expires}${o.reason !== f.reason ? ` (reason: ${f.reason})` : ''}`);
+  for (const key of ['kl', 'deltaP'] as const) {
+    const x = a.endToEnd?.[key], y = b.endToEnd?.[key];
+    if (x !== y) d.changes.push({ what: `end-to-end ${key}`, old: x, new: y, worse: (y ?? 0) > (x ?? 0) });
   }
-  for (const p of fa.keys()) if (!fb.has(p)) d.fallbackChanges.push(`- ${p} no longer accepted`);
+  for (const k of ['inherited', 'deviations', 'fallbacks'] as const) {
+    const x = JSON.stringify(a[k]), y = JSON.stringify(b[k]);
+    if (x !== y) d.otherChanges.push(`${k}: ${a[k].length} -> ${b[k].length} entries${x.length && y.length ? ' (changed)' : ''}`);
+  }
   return d;
 }
 
-// cosine is shown with enough digits to see a change near 1
-const fmt = (v: number | boolean | undefined, metric: string) => (typeof v === 'number' ? (metric === 'cosine' ? v.toFixed(9) : v.toPrecision(4)) : String(v));
+const fmt = (v: number | undefined) => (v === undefined ? 'unset' : v.toPrecision(4));
 
 export function formatBaselineDiff(d: BaselineDiff): string {
   const out: string[] = [];
@@ -318,15 +264,11 @@ export function formatBaselineDiff(d: BaselineDiff): string {
     if (lines.length) out.push(`${title}:`, ...lines.map((l) => `  ${l}`));
   };
   section('case', d.caseChanges);
-  section('growth', d.growthChanges);
-  section('entries added', d.added);
-  section('entries removed', d.removed);
-  section(
-    'metric changes',
-    d.changes.map((c) => `${c.worse ? 'WORSE' : 'better'} ${c.stage}@${c.layer} ${c.metric}: ${fmt(c.old, c.metric)} -> ${fmt(c.new, c.metric)}${c.ratio !== undefined ? ` (x${c.ratio.toPrecision(3)})` : ''}`),
-  );
-  section('host fallbacks', d.fallbackChanges);
-  if (!out.length) out.push('baselines are identical in case, growth, entries and fallbacks');
+  section('own envelopes added', d.added);
+  section('own envelopes removed', d.removed);
+  section('changes', d.changes.map((c) => `${c.worse ? 'WORSE' : 'better'} ${c.what}: ${fmt(c.old)} -> ${fmt(c.new)}${c.old && c.new !== undefined ? ` (x${(c.new / c.old).toPrecision(3)})` : ''}`));
+  section('other', d.otherChanges);
+  if (!out.length) out.push('baselines are identical in case, envelopes, deviations and fallbacks');
   return out.join('\n') + '\n';
 }
 
@@ -339,7 +281,7 @@ export function findShippedBaseline(m: RunManifest, dir = BASELINE_DIR): string 
     try {
       if (caseDifferences(loadBaseline(file).case, m).length === 0) return file;
     } catch {
-      // a policy file or a baseline of another format version is simply not a candidate
+      // a file that is not a baseline of this format is simply not a candidate
     }
   }
   return undefined;

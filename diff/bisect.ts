@@ -15,12 +15,10 @@
 // The device is reached through a BisectProbe, so this file knows nothing of how kernels run. An
 // engine's run (no device to re-run) is bisected from its dumps: own errors by replay (bisectFromReplay).
 import { EXIT } from '../model/errors.ts';
-import { graphOrderKey, resolveStage } from '../model/stages.ts';
-import { compareDumps, summarize, withOwnErrors, type CompareRow, type Comparison } from './compare.ts';
+import { graphOrderKey, recordKey, resolveStage, type StageRecord } from '../model/stages.ts';
+import { compare, type CompareRow, type Comparison, type FactsMap, type Judged } from './compare.ts';
+import { fmtNum, type Judge, type Violation } from './judge.ts';
 import type { Metrics } from './metrics.ts';
-import type { Policy, Violation } from './policy.ts';
-import type { StageRecord } from '../model/stages.ts';
-import type { ReplayResult } from './replay.ts';
 
 /** A capture that held NaN (the pass stopped there). */
 export interface NanStop {
@@ -112,8 +110,7 @@ export interface BisectOptions {
   maxEvidence?: number;
 }
 
-const keyOf = (s: string, l: number, p: number) => `${s}/${l}/${p}`;
-const rowKey = (r: { stage: string; layer: number; pos: number }) => keyOf(r.stage, r.layer, r.pos);
+const rowKey = recordKey;
 
 function before(x: { stage: string; layer: number; pos: number }, y: { stage: string; layer: number; pos: number }): boolean {
   const kx = graphOrderKey(x.stage, x.layer, x.pos), ky = graphOrderKey(y.stage, y.layer, y.pos);
@@ -121,57 +118,59 @@ function before(x: { stage: string; layer: number; pos: number }, y: { stage: st
   return false;
 }
 
-/** Rows of a pass that stopped (NaN) are missing after the stop for that reason, not diverged. */
-function diverged(r: CompareRow, stop?: NanStop): boolean {
-  if (r.status === 'fail') return true;
-  if (r.status === 'pass') return false;
-  return !(stop && !before(r, stop));
+/** The judged side of a row in a pass: own for the teacher-forced pass, free for the free-running one. */
+const sideOf = (r: CompareRow, teacher: boolean): Judged | undefined => (teacher ? r.own : r.free);
+
+/**
+ * Has a row diverged in a pass? Free-running: past its own budget (drift), a failing end result or a
+ * row on one side only; teacher-forced: its own error fails or it is on one side only. Rows of a pass that
+ * stopped (NaN) are missing after the stop for that reason, not diverged.
+ */
+function diverged(r: CompareRow, teacher: boolean, stop?: NanStop): boolean {
+  if (r.missing) return !(stop && !before(r, stop));
+  const j = sideOf(r, teacher);
+  if (!j) return false;
+  if (j.status === 'fail') return true;
+  return !teacher && j.budget !== undefined && j.metrics?.kind === 'f32' && j.metrics.relRms > j.budget;
 }
 
 interface Pass {
   run: ProbeRun;
   cmp: Comparison;
+  teacher: boolean;
   /** first diverged row, or the NaN stop when nothing diverged before it */
   first?: { stage: string; layer: number; pos: number; row?: CompareRow; nan?: NanStop };
 }
 
-async function measure(reference: StageRecord[], run: ProbeRun, policy: Policy): Promise<Pass> {
-  const cmp = await compareDumps(reference, run.records, policy, { a: 'reference', b: 'device' });
-  const row = cmp.rows.find((r) => diverged(r, run.nan));
+async function measure(reference: StageRecord[], facts: FactsMap, run: ProbeRun, teacher: boolean, judge: Judge): Promise<Pass> {
+  const cmp = await compare({ reference, [teacher ? 'own' : 'free']: run.records, facts, labels: { a: 'reference', b: 'device' } }, judge);
+  const row = cmp.rows.find((r) => diverged(r, teacher, run.nan));
   const nan = run.nan;
-  if (row && (!nan || before(row, nan))) return { run, cmp, first: { stage: row.stage, layer: row.layer, pos: row.pos, row } };
-  if (nan) return { run, cmp, first: { stage: nan.stage, layer: nan.layer, pos: nan.pos, nan } };
-  return { run, cmp };
+  if (row && (!nan || before(row, nan))) return { run, cmp, teacher, first: { stage: row.stage, layer: row.layer, pos: row.pos, row } };
+  if (nan) return { run, cmp, teacher, first: { stage: nan.stage, layer: nan.layer, pos: nan.pos, nan } };
+  return { run, cmp, teacher };
 }
 
-/** The violation that decides a row (largest severity first, as the metric closest past its limit). */
-function decisive(r: { status: string; worst?: Violation; violations: Violation[] }): Violation | undefined {
-  if (r.worst && r.violations.some((v) => v.threshold === r.worst!.threshold)) return r.worst;
-  return r.violations[0];
-}
-
-function describe(r: CompareRow | undefined, nan?: NanStop): { metric: string; value: number; limit: number } | undefined {
+/** What decides a row in a pass, as metric, value and limit (a drift past the own budget when nothing fails). */
+function describe(r: CompareRow | undefined, teacher: boolean, nan?: NanStop): { metric: string; value: number; limit: number } | undefined {
   if (nan && (!r || rowKey(r) === rowKey(nan))) return { metric: 'NaN', value: NaN, limit: 0 };
   if (!r) return undefined;
-  if (r.status === 'missing-a') return { metric: 'presence', value: 1, limit: 0 };
-  if (r.status === 'missing-b') return { metric: 'presence', value: 0, limit: 1 };
-  const v = decisive(r);
-  return v ? { metric: v.threshold, value: v.value, limit: v.limit } : undefined;
+  if (r.missing) return { metric: 'presence', value: r.missing === 'reference' ? 1 : 0, limit: r.missing === 'reference' ? 0 : 1 };
+  const j = sideOf(r, teacher);
+  const v = j?.violations[0];
+  if (v) return { metric: v.key, value: v.value, limit: v.limit };
+  if (j?.budget !== undefined && j.metrics?.kind === 'f32') return { metric: 'maxRelRms', value: j.metrics.relRms, limit: j.budget };
+  return undefined;
 }
-
-const num = (v: number) => (Number.isNaN(v) ? 'NaN' : Math.abs(v) >= 1e-3 && Math.abs(v) < 1e4 ? Number(v.toPrecision(3)).toString() : v.toExponential(1));
-
-// a cosine near 1 as 1-gap, so 0.99995 and 0.9999 do not both print as 1
-const cos = (c: number) => (c > 0.999 && c < 1 ? `1-${(1 - c).toExponential(1)}` : num(c));
 
 function metricPhrase(d: { metric: string; value: number; limit: number }): string {
   if (d.metric === 'NaN') return 'NaN';
-  if (d.metric === 'minCosine') return `cosine ${cos(d.value)} vs tolerance ${cos(d.limit)}`;
-  if (d.metric === 'argmax') return `top-1 token flipped (reference margin ${num(d.value)} > near-tie margin ${num(d.limit)})`;
-  if (d.metric === 'exact') return `${d.value} ids differ`;
-  if (d.metric === 'nonFinite') return `${d.value} non-finite values where the reference is finite`;
+  if (d.metric === 'maxRelRms') return `relative RMS ${fmtNum(d.value)} vs budget ${fmtNum(d.limit)} (${fmtNum(d.value / d.limit)}×)`;
+  if (d.metric === 'maxClearFlips') return `${d.value} codes or choices flipped away from a near tie`;
+  if (d.metric === 'maxNonFinite') return `${d.value} non-finite values where the reference is finite`;
   if (d.metric === 'presence') return d.value ? 'a row the reference does not produce' : 'no row where the reference has one';
-  return `${d.metric} ${num(d.value)} vs tolerance ${num(d.limit)}`;
+  if (d.metric === 'dtype' || d.metric === 'shape') return `${d.metric} mismatch`;
+  return `${d.metric.replace(/^max|^min/, '')} ${fmtNum(d.value)} vs ${fmtNum(d.limit)}`;
 }
 
 /** Producers of a row; a row the device never captured borrows its stage's producers at other positions. */
@@ -188,34 +187,34 @@ function producersOf(run: ProbeRun, r: { stage: string; layer: number; pos: numb
   return fam ? [fam] : [];
 }
 
-/** The row of a comparison at `at`, and whether it passed (NaN at or before it counts as a failure). */
+/** The row of a comparison at `at`, and whether it passed in the pass's role (NaN at or before it counts as a failure). */
 function rowPasses(p: Pass, at: { stage: string; layer: number; pos: number }): boolean {
   if (p.run.nan && !before(at, p.run.nan)) return false;
   const r = p.cmp.rows.find((x) => rowKey(x) === rowKey(at));
-  return !!r && r.status === 'pass';
+  return !!r && !diverged(r, p.teacher);
 }
 
-/** The end result of a pass: its logits row (the head always runs after the last layer). */
-function endRow(p: Pass): CompareRow | undefined {
-  return p.cmp.rows.find((r) => r.stage === 'logits');
+/** The end result of a pass: its logits rows (the head runs after the last layer). */
+function endRows(p: Pass): CompareRow[] {
+  return p.cmp.rows.filter((r) => r.free?.role === 'end-to-end');
 }
 
 function endPasses(p: Pass): boolean {
-  const e = endRow(p);
-  return !p.run.nan && !!e && e.status === 'pass';
+  const e = endRows(p);
+  return !p.run.nan && e.length > 0 && e.every((r) => r.status === 'pass');
 }
 
 function endText(p: Pass): string {
   if (p.run.nan) return p.run.nan.message;
-  const e = endRow(p);
+  const e = endRows(p).find((r) => r.status !== 'pass') ?? endRows(p)[0];
   if (!e) return 'no logits row';
-  const d = describe(e);
+  const d = describe(e, false);
   return `${e.stage} layer ${e.layer} pos ${e.pos}${d ? `: ${metricPhrase(d)}` : ''}`;
 }
 
 function firstFailText(p: Pass): string | undefined {
   if (!p.first) return undefined;
-  const d = describe(p.first.row, p.first.nan);
+  const d = describe(p.first.row, p.teacher, p.first.nan);
   return `${p.first.stage} layer ${p.first.layer} pos ${p.first.pos}${d ? `: ${metricPhrase(d)}` : ''}`;
 }
 
@@ -240,7 +239,7 @@ function emptyVerdict(line: string, method: BisectMethod): BisectVerdict {
   return { kernel: null, kernels: [], method, stage: null, layer: null, pos: null, metric: null, own_error: null, tolerance: null, inherited: 0, confirmed: null, line };
 }
 
-export async function bisect(reference: StageRecord[], device: BisectProbe, policy: Policy, opts: BisectOptions = {}): Promise<BisectResult> {
+export async function bisect(reference: StageRecord[], facts: FactsMap, device: BisectProbe, judge: Judge, opts: BisectOptions = {}): Promise<BisectResult> {
   const say = opts.onProgress ?? (() => {});
   let devicePasses = 0;
   const probe: BisectProbe = { lastLayer: device.lastLayer, run: (o) => (devicePasses++, device.run(o)) };
@@ -249,10 +248,10 @@ export async function bisect(reference: StageRecord[], device: BisectProbe, poli
 
   // 1. first divergence
   say('free-running pass');
-  const free = await measure(reference, await probe.run({ teacher: false }), policy);
+  const free = await measure(reference, facts, await probe.run({ teacher: false }), false, judge);
   if (!free.first) {
     return {
-      verdict: emptyVerdict(`no divergence: all ${free.cmp.counts.compared} rows are within tolerance; no kernel to blame`, 'none'),
+      verdict: emptyVerdict(`no divergence: all ${free.cmp.counts.compared} free-running rows are within their own budgets; no kernel to blame`, 'none'),
       exitCode: EXIT.ok, evidence: [], trials, comparison: free.cmp, notes, devicePasses,
     };
   }
@@ -260,10 +259,10 @@ export async function bisect(reference: StageRecord[], device: BisectProbe, poli
 
   // 2. own vs inherited: the teacher-forced pass
   say('teacher-forced pass');
-  const own = await measure(reference, await probe.run({ teacher: true }), policy);
-  const comparison = withOwnErrors(free.cmp, own.cmp.rows);
+  const own = await measure(reference, facts, await probe.run({ teacher: true }), true, judge);
+  const comparison = await compare({ reference, free: free.run.records, own: own.run.records, facts, labels: { a: 'reference', b: 'device' } }, judge);
   const swapPass = (teacher: boolean, lastLayer?: number) => async (hostKernels: string[]): Promise<Pass> =>
-    measure(reference, await probe.run({ teacher, hostKernels, lastLayer }), policy);
+    measure(reference, facts, await probe.run({ teacher, hostKernels, lastLayer }), teacher, judge);
 
   let verdict: BisectVerdict;
   let culpritAt: { stage: string; layer: number; pos: number } | undefined;
@@ -291,11 +290,11 @@ export async function bisect(reference: StageRecord[], device: BisectProbe, poli
     const confirmed = endPasses(conf);
     trials.push({ purpose: 'confirm', hostKernels: kernels, pass: confirmed, detail: confirmed ? undefined : endText(conf) });
     if (!confirmed) notes.push(`with ${kernels.join('+')} on the host the end result is still out of tolerance (${endText(conf)}): other error remains (accumulated noise or a second faulty kernel); fix ${kernels.join('+')} and bisect again`);
-    const d = describe(at.row, at.nan)!;
+    const d = describe(at.row, true, at.nan)!;
     const inherited = new Set<string>();
     for (const r of comparison.rows) {
       if (!before(at, r)) continue;
-      if (diverged(r, free.run.nan) && (!r.own || r.own.pass)) inherited.add(`${r.stage}@${r.layer}`);
+      if (diverged(r, false, free.run.nan) && (!r.own || r.own.status === 'pass')) inherited.add(`${r.stage}@${r.layer}`);
     }
     const name = kernels.join('+');
     const line = at.nan
@@ -308,12 +307,12 @@ export async function bisect(reference: StageRecord[], device: BisectProbe, poli
   } else {
     // 3. kernel swap: no row is wrong by itself; is the end result?
     const at = free.first;
-    const d = describe(at.row, at.nan);
+    const d = describe(at.row, false, at.nan);
     const where = `layer ${at.layer} pos ${at.pos} stage ${at.stage}${d ? ` (${metricPhrase(d)})` : ''}`;
     if (endPasses(free)) {
-      verdict = emptyVerdict(`no culprit: the run first diverges at ${where}, but no stage exceeds its own tolerance and the end result (logits) is within tolerance — accumulated error, no kernel to blame`, 'none');
+      verdict = emptyVerdict(`no culprit: free-running drift first passes a row's own budget at ${where}, but every stage is within its own budget and the end result (logits) is within its budget — accumulated error, no kernel to blame`, 'none');
     } else {
-      notes.push('kernel swap: no stage exceeds its own tolerance, so device kernels were replaced by their host implementations to find a minimal set of device kernels that, with every other kernel on the host, still breaks the end result (logits) — host fallback was allowed for these trials only');
+      notes.push('kernel swap: every stage is within its own budget, so device kernels were replaced by their host implementations to find a minimal set of device kernels that, with every other kernel on the host, still breaks the end result (logits) — host fallback was allowed for these trials only');
       const cands = own.run.swappable.length ? own.run.swappable : free.run.swappable;
       const max = opts.maxTrials ?? 64;
       const cache = new Map<string, boolean>();
@@ -335,17 +334,17 @@ export async function bisect(reference: StageRecord[], device: BisectProbe, poli
       cache.set(cands.join(','), true); // the free-running pass itself
       try {
         if (await breaks([])) {
-          verdict = emptyVerdict(`unresolved: the run first diverges at ${where}, no stage exceeds its own tolerance, and even with every kernel on the host the end result is not within tolerance`, 'unresolved');
+          verdict = emptyVerdict(`unresolved: the run first diverges at ${where}, every stage is within its own budget, and even with every kernel on the host the end result is not within its budget`, 'unresolved');
         } else {
           const m = await minimalSet([], cands, breaks);
           const name = m.join('+');
-          const e = endRow(free);
-          const ed = e ? describe(e) : undefined;
+          const e = endRows(free).find((r) => r.status !== 'pass');
+          const ed = e ? describe(e, false) : undefined;
           verdict = {
             kernel: name, kernels: m, method: 'kernel-swap', stage: e?.stage ?? at.stage, layer: e?.layer ?? at.layer, pos: e?.pos ?? at.pos,
-            metric: ed?.metric ?? null, own_error: ed && e?.own?.metrics ? ownValue(e.own.metrics, ed.metric) : null, tolerance: ed?.limit ?? null,
+            metric: ed?.metric ?? null, own_error: null, tolerance: ed?.limit ?? null,
             inherited: 0, confirmed: true,
-            line: `${name} ${m.length > 1 ? 'together break' : 'breaks'} the end result (kernel swap): ${e ? `${e.stage} ${ed ? metricPhrase(ed) : 'diverges'}` : 'the end result diverges'} with only ${m.length === 1 ? 'that kernel' : `those ${m.length} kernels`} on the device${m.length > 1 ? ', within tolerance once any one of them is on the host' : ''}; no stage exceeds its own tolerance (first divergence: ${where})`,
+            line: `${name} ${m.length > 1 ? 'together break' : 'breaks'} the end result (kernel swap): ${e ? `${e.stage} ${ed ? metricPhrase(ed) : 'diverges'}` : 'the end result diverges'} with only ${m.length === 1 ? 'that kernel' : `those ${m.length} kernels`} on the device${m.length > 1 ? ', within its budget once any one of them is on the host' : ''}; every stage is within its own budget (first divergence: ${where})`,
           };
         }
       } catch (err) {
@@ -362,13 +361,8 @@ export async function bisect(reference: StageRecord[], device: BisectProbe, poli
 
 class BisectLimit extends Error {}
 
-/** The own (teacher-forced) value of the metric a threshold reads, e.g. maxAbs → maxAbs, minCosine → cosine. */
-function ownValue(m: Metrics, threshold: string): number | null {
-  if (m.kind !== 'f32') return null;
-  const field = threshold === 'minCosine' ? 'cosine' : threshold === 'maxNmse' ? 'nmse' : threshold;
-  const v = (m as unknown as Record<string, unknown>)[field];
-  return typeof v === 'number' ? v : null;
-}
+/** The violation that decides a judged row, for the evidence table. */
+const decisive = (j: Judged | undefined): Violation | undefined => j?.violations[0] ?? j?.worst;
 
 function evidenceRows(c: Comparison, first: { stage: string; layer: number; pos: number }, culprit: { stage: string; layer: number; pos: number } | undefined, free: Pass, own: Pass, max: number): EvidenceRow[] {
   const out: EvidenceRow[] = [];
@@ -378,17 +372,17 @@ function evidenceRows(c: Comparison, first: { stage: string; layer: number; pos:
   for (const r of c.rows) {
     if (before(r, start)) continue;
     const isFirst = rowKey(r) === rowKey(first), isCulprit = !!culprit && rowKey(r) === rowKey(culprit);
-    const freeBad = diverged(r, free.run.nan);
+    const freeBad = diverged(r, false, free.run.nan);
     const ownRow = ownByKey.get(rowKey(r));
-    const ownBad = !!ownRow && diverged(ownRow, own.run.nan);
+    const ownBad = !!ownRow && diverged(ownRow, true, own.run.nan);
     if (!isFirst && !isCulprit && !freeBad && !ownBad) continue;
     if (!isFirst && !isCulprit && ++after > max) break;
     const role: EvidenceRow['role'] = isFirst && isCulprit ? 'first divergence, culprit' : isCulprit ? 'culprit' : isFirst ? 'first divergence' : ownBad ? 'own failure' : 'inherits';
     out.push({
       role, stage: r.stage, layer: r.layer, pos: r.pos, kernels: producersOf(own.run, r),
-      inherited: r.metrics, inheritedWorst: decisive(r),
-      own: ownRow?.metrics, ownWorst: ownRow ? decisive(ownRow) : undefined,
-      note: r.status === 'missing-a' ? 'only on the device' : r.status === 'missing-b' ? 'device has no row' : r.note,
+      inherited: r.free?.metrics, inheritedWorst: decisive(r.free),
+      own: ownRow?.own?.metrics, ownWorst: decisive(ownRow?.own),
+      note: r.missing === 'reference' ? 'only on the device' : r.missing === 'candidate' ? 'device has no row' : (r.free?.note ?? r.own?.note),
     });
   }
   // a NaN stop is a row of its own: the comparison has no record there
@@ -402,35 +396,28 @@ function evidenceRows(c: Comparison, first: { stage: string; layer: number; pos:
 }
 
 /**
- * Bisect without a device to re-run (an engine's run directory): the first divergence from the run's
- * comparison, each row's own error from replaying the engine's dump through the reference (diff/replay.ts),
- * and the culprit named by the registry's kernel family of the first row wrong by itself. No kernel
- * swap: that needs kernels the workbench can run.
+ * Bisect without a device to re-run (an engine's run directory): its comparison already holds each row's
+ * own error from replaying the engine's dump through the reference (diff/replay.ts); the culprit is named by
+ * the registry's kernel family of the first row wrong by itself. No kernel swap: that needs kernels the
+ * workbench can run.
  */
-export function bisectFromReplay(free: Comparison, replay: ReplayResult, opts: BisectOptions = {}): BisectResult {
+export function bisectFromReplay(comparison: Comparison, opts: BisectOptions = {}): BisectResult {
   const notes = ['own errors from `replay` of the engine\'s dump (each stage recomputed by the reference from the dumped inputs); kernels named by the registry\'s kernel family; no kernel swap without a device to re-run'];
-  const ownRows: CompareRow[] = replay.rows.filter((r) => r.status !== 'skipped').map((r) => ({
-    stage: r.stage, layer: r.layer, pos: r.pos, token: -1, known: true, status: r.status as 'pass' | 'fail',
-    metrics: r.metrics, thresholds: r.thresholds ?? {}, violations: r.violations,
-  }));
-  const comparison = withOwnErrors(free, ownRows);
-  const first = comparison.rows.find((r) => diverged(r));
-  const own = summarize(ownRows, 'replayed', 'device');
-  const skipped = replay.counts.skipped;
-  if (skipped) notes.push(`${skipped} dumped rows could not be replayed (inputs not dumped): their own error is unknown`);
+  const first = comparison.rows.find((r) => diverged(r, false));
+  const culprit = comparison.rows.find((r) => r.own?.status === 'fail');
+  if (comparison.counts.unjudged) notes.push(`${comparison.counts.unjudged} dumped rows could not be replayed (inputs not dumped): their own error is unknown`);
   const empty: ProbeRun = { records: [], producers: new Map(), swappable: [] };
-  const freePass: Pass = { run: empty, cmp: comparison, first: first && { stage: first.stage, layer: first.layer, pos: first.pos, row: first } };
-  const culprit = own.rows.find((r) => r.status === 'fail');
-  const ownPass: Pass = { run: empty, cmp: own, first: culprit && { stage: culprit.stage, layer: culprit.layer, pos: culprit.pos, row: culprit } };
+  const freePass: Pass = { run: empty, cmp: comparison, teacher: false, first: first && { stage: first.stage, layer: first.layer, pos: first.pos, row: first } };
+  const ownPass: Pass = { run: empty, cmp: comparison, teacher: true, first: culprit && { stage: culprit.stage, layer: culprit.layer, pos: culprit.pos, row: culprit } };
   if (!first && !culprit) {
-    return { verdict: emptyVerdict(`no divergence: all ${comparison.counts.compared} rows are within tolerance; no kernel to blame`, 'none'), exitCode: EXIT.ok, evidence: [], trials: [], comparison, notes, devicePasses: 0 };
+    return { verdict: emptyVerdict(`no divergence: all ${comparison.counts.compared} rows are within their budgets; no kernel to blame`, 'none'), exitCode: EXIT.ok, evidence: [], trials: [], comparison, notes, devicePasses: 0 };
   }
   let verdict: BisectVerdict;
   if (culprit) {
     const kernel = resolveStage(culprit.stage)?.kernel ?? culprit.stage;
-    const d = describe(culprit)!;
+    const d = describe(culprit, true)!;
     const inherited = new Set<string>();
-    for (const r of comparison.rows) if (before(culprit, r) && diverged(r) && (!r.own || r.own.pass)) inherited.add(`${r.stage}@${r.layer}`);
+    for (const r of comparison.rows) if (before(culprit, r) && diverged(r, false) && (!r.own || r.own.status === 'pass')) inherited.add(`${r.stage}@${r.layer}`);
     verdict = {
       kernel, kernels: [kernel], method: 'replay', stage: culprit.stage, layer: culprit.layer, pos: culprit.pos,
       metric: d.metric, own_error: d.value, tolerance: d.limit, inherited: inherited.size, confirmed: null,
@@ -438,7 +425,7 @@ export function bisectFromReplay(free: Comparison, replay: ReplayResult, opts: B
     };
   } else {
     const at = first!;
-    const d = describe(at);
+    const d = describe(at, false);
     verdict = emptyVerdict(`unresolved: the run first diverges at layer ${at.layer} pos ${at.pos} stage ${at.stage}${d ? ` (${metricPhrase(d)})` : ''}, but no replayed stage is wrong by itself; the kernel swap needs the simulator`, 'unresolved');
   }
   const evidence = evidenceRows(comparison, first ?? culprit!, culprit, freePass, ownPass, opts.maxEvidence ?? 12);

@@ -1,17 +1,32 @@
-// The diff engine: pair the records of two captures by (stage, layer, pos), compute the metrics of
-// each pair, check them against the policy, and put the rows in graph order so the FIRST DIVERGENCE
-// (the first row in graph order that exceeds its tolerance) points at the stage that broke first.
-// `a` is always the reference side: relative errors, NMSE and KL are taken relative to it.
+// The diff engine: pair the records of a reference with a candidate's by (stage, layer, pos), compute each
+// pair's metrics and judge it (diff/judge.ts) in its role — `own` (the candidate's teacher-forced pass, or
+// the reference replayed on the candidate's inputs), `inherited` (the free-running candidate), `end-to-end`
+// (the free-running logits) — and summarize in graph order: the first row that fails on its own (the
+// kernel to blame), the first free-running row past its own budget (where drift starts), the end result.
+// The reference side is always `a`: relative errors, NMSE and KL are taken relative to it.
 import { Ds4DiffError, EXIT } from '../model/errors.ts';
-import { graphOrderKey, resolveStage } from '../model/stages.ts';
+import { graphOrderKey, recordKey, resolveStage, stageKey, type StageDef, type StageId, type StageRecord } from '../model/stages.ts';
 import { iterateDump, readDumpMeta, type DumpMeta } from './dump.ts';
+import {
+  ALWAYS, check, codeFlips, endToEndTolerance, ownBudget, relRmsExcept, SELECTION_SCORES, worstBound,
+  type Judge, type Role, type RowFacts, type Tolerance, type Violation,
+} from './judge.ts';
 import { readManifest, sidePath } from './manifest.ts';
-import { checkRunSides } from './rundir.ts';
 import { recordMetrics, worstOf, type Metrics } from './metrics.ts';
-import { checkThresholds, minimumTolerance, nearTieMargin, thresholdsFor, worstMetric, type Policy, type Thresholds, type Violation } from './policy.ts';
-import type { StageRecord } from '../model/stages.ts';
 
-export type RowStatus = 'pass' | 'fail' | 'missing-a' | 'missing-b';
+/** One role's verdict on a row. */
+export interface Judged {
+  role: Role;
+  status: 'pass' | 'fail';
+  metrics?: Metrics;
+  tolerance: Tolerance;
+  violations: Violation[];
+  /** the bound the row is closest to (or furthest past) */
+  worst?: Violation & { severity: number };
+  /** the row's own budget (relative RMS): what its error is measured against, for own and inherited rows */
+  budget?: number;
+  note?: string;
+}
 
 export interface CompareRow {
   stage: string;
@@ -20,18 +35,14 @@ export interface CompareRow {
   token: number;
   /** known to the registry (unknown names are kept under their own name and sorted last) */
   known: boolean;
-  status: RowStatus;
-  metrics?: Metrics;
-  thresholds: Thresholds;
-  violations: Violation[];
-  /** the metric closest to (or furthest past) its limit */
-  worst?: Violation & { severity: number };
-  /** logits top-1 flip the reference scores as a near tie (reported, not failed) */
-  nearTie?: boolean;
-  /** shape/dtype disagreement and similar */
-  note?: string;
-  /** teacher-forced ("own") error of the same row, when the run has a device-teacher side */
-  own?: { metrics?: Metrics; violations: Violation[]; pass: boolean; note?: string };
+  /** a side that has no record for this row: never a pass */
+  missing?: 'reference' | 'candidate';
+  /** the free-running candidate against the reference: `inherited`, or `end-to-end` for the logits */
+  free?: Judged;
+  /** the row's own error */
+  own?: Judged;
+  /** `unjudged`: on both sides but judged in no role (a replay that could not recompute it, say why elsewhere) */
+  status: 'pass' | 'fail' | 'missing' | 'unjudged';
 }
 
 export interface StageSummary {
@@ -41,40 +52,187 @@ export interface StageSummary {
   failed: number;
   missing: number;
   nearTies: number;
+  /** worst-case free-running metrics over the stage's rows */
   metrics?: Metrics;
-  worst?: Violation & { severity: number };
-  /** tightest thresholds every row of the stage would have passed (Polygraphy "minimum required tolerance") */
-  minTolerance?: Thresholds;
-  firstFailure?: { layer: number; pos: number };
+  /** worst own metrics */
   ownMetrics?: Metrics;
-  ownFailed?: number;
+  ownFailed: number;
+  /** largest own error as a multiple of its budget */
+  ownRatio?: number;
+  /** largest free-running error as a multiple of the row's own budget (drift) */
+  driftRatio?: number;
+  worst?: Violation & { severity: number };
+  firstFailure?: { layer: number; pos: number };
 }
 
 export interface LayerSummary {
   layer: number;
   rows: number;
   failed: number;
+  ownRatio?: number;
+  driftRatio?: number;
   worstStage?: string;
-  worstSeverity: number;
 }
 
 export interface Comparison {
   a: string;
   b: string;
   rows: CompareRow[];
+  /** the first row that fails on its own (own error, a missing row, an end result out of its budget) */
+  firstFailure?: CompareRow;
+  /** the first row whose own error fails: the stage that is wrong by itself */
+  firstOwnFailure?: CompareRow;
+  /** the first free-running row beyond its own budget: where accumulated drift starts to show */
   firstDivergence?: CompareRow;
-  /** first row whose teacher-forced (own) error fails: the stage that is wrong by itself */
-  firstOwnDivergence?: CompareRow;
   stages: StageSummary[];
   layers: LayerSummary[];
-  counts: { rows: number; compared: number; failed: number; missing: number; nearTies: number };
+  counts: { rows: number; compared: number; failed: number; missing: number; unjudged: number; nearTies: number; own: number; ownFailed: number };
   pass: boolean;
   notes: string[];
 }
 
-type Source = StageRecord[] | AsyncIterable<StageRecord>;
+export type Source = Iterable<StageRecord> | AsyncIterable<StageRecord>;
 
-const keyOf = (r: { stage: string; layer: number; pos: number }) => `${r.stage}\u0000${r.layer}\u0000${r.pos}`;
+/** Facts of the reference's rows (diff/judge.ts RowFacts), by stageKey. */
+export type FactsMap = Map<string, RowFacts>;
+
+/** What to compare: a reference, and a free-running and/or an own candidate. */
+export interface Pairing {
+  /** the free-running reference (and the own reference, unless `ownReference` is given) */
+  reference: Source;
+  free?: Source;
+  own?: Source;
+  /** replay: the reference recomputed on the candidate's own inputs, against which `own` is judged */
+  ownReference?: Source;
+  /** facts of the own reference's rows (own budgets) */
+  facts?: FactsMap;
+  /** facts of the free reference's rows (the drift ratio of free rows); default: `facts` without ownReference */
+  freeFacts?: FactsMap;
+  labels?: { a?: string; b?: string };
+  notes?: string[];
+}
+
+async function collect(src: Source): Promise<Map<string, StageRecord>> {
+  const m = new Map<string, StageRecord>();
+  for await (const r of src as AsyncIterable<StageRecord>) m.set(recordKey(r), r);
+  return m;
+}
+
+const canonical = (name: string): StageDef | undefined => resolveStage(name);
+
+function rms(v: ArrayLike<number>): number {
+  let s = 0;
+  for (let i = 0; i < v.length; i++) s += v[i] * v[i];
+  return v.length ? Math.sqrt(s / v.length) : 0;
+}
+
+/**
+ * Judge one record pair in a role. `ref`/`facts` are the reference's row and what it knows of it; `lookup`
+ * finds the reference's other rows at the same (layer, pos) (a choice is judged against its scores' budget).
+ */
+function judgePair(
+  role: Role, ra: StageRecord, rb: StageRecord, facts: RowFacts | undefined, judge: Judge,
+  lookup: (stage: StageId) => { rec?: StageRecord; facts?: RowFacts },
+): Judged {
+  const def = canonical(ra.stage);
+  const base = (tolerance: Tolerance): Judged => ({ role, status: 'fail', tolerance, violations: [] });
+  if (ra.dtype !== rb.dtype) return { ...base({ bounds: [] }), violations: [{ key: 'dtype', value: 1, limit: 0 }], note: `dtype ${ra.dtype} vs ${rb.dtype}` };
+  if (ra.values.length !== rb.values.length) {
+    return { ...base({ bounds: [] }), violations: [{ key: 'shape', value: rb.values.length, limit: ra.values.length }], note: `shape [${ra.shape}] vs [${rb.shape}]` };
+  }
+  const note = ra.shape.join('x') !== rb.shape.join('x') ? `shape [${ra.shape}] vs [${rb.shape}] (same element count, compared flat)` : undefined;
+  const isLogits = def?.name === 'logits';
+  const metrics = recordMetrics(ra.values, rb.values, { logits: isLogits && role === 'end-to-end' });
+  let budget: number | undefined;
+  let tolerance: Tolerance;
+  if (role === 'end-to-end') {
+    tolerance = judge.tolerance(role, ra.stage, ra.layer, ra.pos, endToEndTolerance());
+    if (metrics.kind === 'f32' && metrics.logits) {
+      const flip = !metrics.logits.argmaxMatch;
+      const near = flip && metrics.logits.flipMargin <= (tolerance.tie ?? 0);
+      metrics.clearFlips = flip && !near ? 1 : 0;
+      metrics.nearTies = near ? 1 : 0;
+    }
+  } else {
+    // the own budget of the row (also the yardstick of a free-running row's drift)
+    const device = def ? judge.deviceBound(def.name) : undefined;
+    let tie: number | undefined;
+    if (def && device && metrics.kind === 'f32' && facts) {
+      const b = ownBudget(ra.values, facts, device);
+      budget = b.rel;
+      tie = b.rel * rms(ra.values);
+      const arith: Tolerance = { bounds: [{ key: 'maxRelRms', limit: b.rel, from: b.from }, ...ALWAYS], tie };
+      if (def.decision === 'rounding') {
+        // codes on a grid: a differing code must be a near tie; the RMS error is taken over the rest
+        const f = codeFlips(ra.values, rb.values, facts, tie, tie);
+        metrics.clearFlips = f.clear;
+        metrics.nearTies = f.nearTie;
+        metrics.relRms = relRmsExcept(ra.values, rb.values, f.nearTieAt);
+        arith.bounds.push({ key: 'maxClearFlips', limit: 0, from: 'a code may differ only at a near tie of its rounding' });
+      }
+      tolerance = judge.tolerance(role, ra.stage, ra.layer, ra.pos, role === 'own' ? arith : { bounds: [...ALWAYS] });
+    } else if (def && metrics.kind === 'i32' && def.decision === 'selection') {
+      // another choice passes only where the reference's scores were within their own budget of each other
+      const scores = lookup(SELECTION_SCORES[def.name]!);
+      const gap = facts?.gap;
+      if (scores.rec && scores.facts && gap !== undefined && !(scores.rec.values instanceof Int32Array)) {
+        tie = ownBudget(scores.rec.values, scores.facts, judge.deviceBound(SELECTION_SCORES[def.name]!)).rel * rms(scores.rec.values);
+      }
+      const flip = !metrics.exact;
+      const near = flip && gap !== undefined && tie !== undefined && gap <= tie;
+      metrics.clearFlips = flip && !near ? 1 : 0;
+      metrics.nearTies = near ? 1 : 0;
+      const arith: Tolerance = { bounds: [{ key: 'maxClearFlips', limit: 0, from: 'another choice only at a near tie of its scores' }], tie };
+      tolerance = judge.tolerance(role, ra.stage, ra.layer, ra.pos, role === 'own' ? arith : { bounds: [] });
+    } else {
+      // no facts (a plain comparison of two dumps) or a stage the registry does not know
+      tolerance = judge.tolerance(role, ra.stage, ra.layer, ra.pos, { bounds: [...ALWAYS] });
+    }
+  }
+  const violations = check(metrics, tolerance);
+  return { role, status: violations.length ? 'fail' : 'pass', metrics, tolerance, violations, worst: worstBound(metrics, tolerance), budget, note };
+}
+
+/** Compares and judges. The reference sides and facts are held in memory; the candidates are streamed. */
+export async function compare(p: Pairing, judge: Judge): Promise<Comparison> {
+  const ref = await collect(p.reference);
+  const ownRef = p.ownReference ? await collect(p.ownReference) : ref;
+  const ownFacts = p.facts ?? new Map<string, RowFacts>();
+  const freeFacts = p.freeFacts ?? (p.ownReference ? new Map<string, RowFacts>() : ownFacts);
+  const rows = new Map<string, CompareRow>();
+  const rowOf = (r: StageRecord): CompareRow => {
+    const k = recordKey(r);
+    let row = rows.get(k);
+    if (!row) rows.set(k, (row = { stage: r.stage, layer: r.layer, pos: r.pos, token: r.token, known: canonical(r.stage) !== undefined, status: 'pass' }));
+    if (row.token < 0) row.token = r.token;
+    return row;
+  };
+  const pass = async (cand: Source | undefined, refs: Map<string, StageRecord>, facts: FactsMap, roleOf: (r: StageRecord) => Role, slot: 'free' | 'own') => {
+    if (!cand) return;
+    const seen = new Set<string>();
+    for await (const rb of cand as AsyncIterable<StageRecord>) {
+      const k = recordKey(rb);
+      seen.add(k);
+      const row = rowOf(rb);
+      const ra = refs.get(k);
+      if (!ra) {
+        // a replay that could not recompute a row leaves its own error unknown (replay.json says why); any
+        // other candidate row the reference lacks is a row on one side only
+        if (!(slot === 'own' && p.ownReference)) row.missing = 'reference';
+        continue;
+      }
+      const lookup = (s: StageId) => ({ rec: refs.get(stageKey(s, ra.layer, ra.pos)), facts: facts.get(stageKey(s, ra.layer, ra.pos)) });
+      row[slot] = judgePair(roleOf(ra), ra, rb, facts.get(k), judge, lookup);
+    }
+    for (const [k, ra] of refs) if (!seen.has(k)) rowOf(ra).missing ??= 'candidate';
+  };
+  const isLogits = (r: StageRecord) => canonical(r.stage)?.name === 'logits';
+  await pass(p.free, ref, freeFacts, (r) => (isLogits(r) ? 'end-to-end' : 'inherited'), 'free');
+  await pass(p.own, ownRef, ownFacts, () => 'own', 'own');
+  const sorted = [...rows.values()].sort(compareKeys);
+  for (const r of sorted) r.status = r.missing ? 'missing' : r.free?.status === 'fail' || r.own?.status === 'fail' ? 'fail' : r.free || r.own ? 'pass' : 'unjudged';
+  return summarize(sorted, p.labels?.a ?? 'a', p.labels?.b ?? 'b', p.notes ?? []);
+}
 
 function compareKeys(x: CompareRow, y: CompareRow): number {
   const kx = graphOrderKey(x.stage, x.layer, x.pos), ky = graphOrderKey(y.stage, y.layer, y.pos);
@@ -83,103 +241,61 @@ function compareKeys(x: CompareRow, y: CompareRow): number {
   return x.layer - y.layer || (x.stage < y.stage ? -1 : x.stage > y.stage ? 1 : 0);
 }
 
-/** Metrics and verdict of one record pair under thresholds `t`. */
-function pairVerdict(a: StageRecord, b: StageRecord, t: Thresholds): { metrics?: Metrics; violations: Violation[]; note?: string } {
-  if (a.dtype !== b.dtype) return { violations: [{ threshold: 'dtype', value: 1, limit: 0 }], note: `dtype ${a.dtype} vs ${b.dtype}` };
-  if (a.values.length !== b.values.length) {
-    return { violations: [{ threshold: 'shape', value: b.values.length, limit: a.values.length }], note: `shape [${a.shape}] vs [${b.shape}]` };
-  }
-  const note = a.shape.join('x') !== b.shape.join('x') ? `shape [${a.shape}] vs [${b.shape}] (same element count, compared flat)` : undefined;
-  const isLogits = resolveStage(a.stage)?.name === 'logits';
-  const metrics = recordMetrics(a.values, b.values, { logits: isLogits, nearTieMargin: nearTieMargin(t) });
-  return { metrics, violations: checkThresholds(metrics, t), note };
-}
+const nearTiesOf = (j?: Judged) => (j?.metrics?.nearTies ?? 0);
+const ratio = (j?: Judged): number | undefined => (j?.budget && j.metrics?.kind === 'f32' ? j.metrics.relRms / j.budget : undefined);
+const maxOf = (a: number | undefined, b: number | undefined) => (a === undefined ? b : b === undefined ? a : Math.max(a, b));
 
-async function collect(src: Source): Promise<Map<string, StageRecord>> {
-  const m = new Map<string, StageRecord>();
-  for await (const r of src as AsyncIterable<StageRecord>) m.set(keyOf(r), r);
-  return m;
-}
-
-/** Compares two captures. Side `a` is held in memory; side `b` is streamed. */
-export async function compareDumps(a: Source, b: Source, policy: Policy, labels: { a?: string; b?: string } = {}): Promise<Comparison> {
-  const left = await collect(a);
-  const rows: CompareRow[] = [];
-  for await (const rb of b as AsyncIterable<StageRecord>) {
-    const t = thresholdsFor(policy, rb.stage, rb.layer, rb.pos);
-    const known = resolveStage(rb.stage) !== undefined;
-    const ra = left.get(keyOf(rb));
-    if (!ra) {
-      rows.push({ stage: rb.stage, layer: rb.layer, pos: rb.pos, token: rb.token, known, status: 'missing-a', thresholds: t, violations: [] });
-      continue;
-    }
-    left.delete(keyOf(rb));
-    const v = pairVerdict(ra, rb, t);
-    rows.push(makeRow(ra, t, known, v));
-  }
-  for (const ra of left.values()) {
-    rows.push({ stage: ra.stage, layer: ra.layer, pos: ra.pos, token: ra.token, known: resolveStage(ra.stage) !== undefined, status: 'missing-b', thresholds: thresholdsFor(policy, ra.stage, ra.layer, ra.pos), violations: [] });
-  }
-  left.clear();
-  rows.sort(compareKeys);
-  return summarize(rows, labels.a ?? 'a', labels.b ?? 'b');
-}
-
-function makeRow(ra: StageRecord, t: Thresholds, known: boolean, v: ReturnType<typeof pairVerdict>): CompareRow {
-  const nearTie = v.metrics?.kind === 'f32' && v.metrics.logits?.verdict === 'near-tie' ? true : undefined;
-  return {
-    stage: ra.stage, layer: ra.layer, pos: ra.pos, token: ra.token, known,
-    status: v.violations.length ? 'fail' : 'pass',
-    metrics: v.metrics, thresholds: t, violations: v.violations,
-    worst: v.metrics ? worstMetric(v.metrics, t) ?? undefined : { ...v.violations[0], severity: Infinity },
-    nearTie, note: v.note,
-  };
-}
-
-/** Builds the per-stage and per-layer summaries, first divergence and counts from sorted rows. */
+/** Per-stage and per-layer summaries, the first failures and counts, from rows in graph order. */
 export function summarize(rows: CompareRow[], a: string, b: string, notes: string[] = []): Comparison {
   const stages = new Map<string, StageSummary>();
   const layers = new Map<number, LayerSummary>();
-  const counts = { rows: rows.length, compared: 0, failed: 0, missing: 0, nearTies: 0 };
+  const counts = { rows: rows.length, compared: 0, failed: 0, missing: 0, unjudged: 0, nearTies: 0, own: 0, ownFailed: 0 };
   for (const r of rows) {
     let s = stages.get(r.stage);
-    if (!s) stages.set(r.stage, (s = { stage: r.stage, known: r.known, rows: 0, failed: 0, missing: 0, nearTies: 0 }));
+    if (!s) stages.set(r.stage, (s = { stage: r.stage, known: r.known, rows: 0, failed: 0, missing: 0, nearTies: 0, ownFailed: 0 }));
     let l = layers.get(r.layer);
-    if (!l) layers.set(r.layer, (l = { layer: r.layer, rows: 0, failed: 0, worstSeverity: 0 }));
+    if (!l) layers.set(r.layer, (l = { layer: r.layer, rows: 0, failed: 0 }));
     s.rows++;
     l.rows++;
-    if (r.status === 'missing-a' || r.status === 'missing-b') {
+    if (r.missing) {
       s.missing++;
       counts.missing++;
-      continue;
     }
-    counts.compared++;
-    if (r.status === 'fail') {
+    if (r.free || r.own) counts.compared++;
+    if (r.status === 'unjudged') counts.unjudged++;
+    else if (r.status !== 'pass') {
       s.failed++;
       l.failed++;
-      counts.failed++;
+      if (r.status === 'fail') counts.failed++;
       s.firstFailure ??= { layer: r.layer, pos: r.pos };
     }
-    if (r.nearTie) {
-      s.nearTies++;
-      counts.nearTies++;
+    const ties = nearTiesOf(r.free) + nearTiesOf(r.own);
+    s.nearTies += ties;
+    counts.nearTies += ties;
+    if (r.own) {
+      counts.own++;
+      if (r.own.status === 'fail') {
+        counts.ownFailed++;
+        s.ownFailed++;
+      }
+      if (r.own.metrics) s.ownMetrics = s.ownMetrics && s.ownMetrics.kind === r.own.metrics.kind ? worstOf(s.ownMetrics, r.own.metrics) : (s.ownMetrics ?? r.own.metrics);
+      s.ownRatio = maxOf(s.ownRatio, ratio(r.own));
+      const before = l.ownRatio;
+      l.ownRatio = maxOf(l.ownRatio, ratio(r.own));
+      if (l.ownRatio !== before) l.worstStage = r.stage;
     }
-    if (r.metrics) s.metrics = s.metrics && s.metrics.kind === r.metrics.kind ? worstOf(s.metrics, r.metrics) : (s.metrics ?? r.metrics);
-    if (r.worst && (!s.worst || r.worst.severity > s.worst.severity)) s.worst = r.worst;
-    if (r.worst && r.worst.severity > l.worstSeverity) {
-      l.worstSeverity = r.worst.severity;
-      l.worstStage = r.stage;
+    if (r.free) {
+      if (r.free.metrics) s.metrics = s.metrics && s.metrics.kind === r.free.metrics.kind ? worstOf(s.metrics, r.free.metrics) : (s.metrics ?? r.free.metrics);
+      s.driftRatio = maxOf(s.driftRatio, ratio(r.free));
+      l.driftRatio = maxOf(l.driftRatio, ratio(r.free));
     }
-    if (r.own?.metrics) {
-      s.ownMetrics = s.ownMetrics && s.ownMetrics.kind === r.own.metrics.kind ? worstOf(s.ownMetrics, r.own.metrics) : (s.ownMetrics ?? r.own.metrics);
-      s.ownFailed = (s.ownFailed ?? 0) + (r.own.pass ? 0 : 1);
-    }
+    for (const j of [r.own, r.free]) if (j?.worst && (!s.worst || j.worst.severity > s.worst.severity)) s.worst = j.worst;
   }
-  for (const s of stages.values()) if (s.metrics) s.minTolerance = minimumTolerance(s.metrics);
-  const firstDivergence = rows.find((r) => r.status === 'fail');
-  const firstOwnDivergence = rows.find((r) => r.own && !r.own.pass);
+  const firstFailure = rows.find((r) => r.status === 'fail' || r.status === 'missing');
+  const firstOwnFailure = rows.find((r) => r.own?.status === 'fail');
+  const firstDivergence = rows.find((r) => (ratio(r.free) ?? 0) > 1 || r.free?.status === 'fail');
   return {
-    a, b, rows, firstDivergence, firstOwnDivergence,
+    a, b, rows, firstFailure, firstOwnFailure, firstDivergence,
     // graph order of the stage itself, whatever position it first appears at (emission-only stages)
     stages: [...stages.values()].sort((x, y) => {
       const kx = graphOrderKey(x.stage, 0, 0), ky = graphOrderKey(y.stage, 0, 0);
@@ -187,12 +303,12 @@ export function summarize(rows: CompareRow[], a: string, b: string, notes: strin
     }),
     layers: [...layers.values()].sort((x, y) => x.layer - y.layer),
     counts,
-    pass: counts.failed === 0,
+    pass: counts.failed === 0 && counts.missing === 0,
     notes,
   };
 }
 
-/** Notes when two dumps do not describe the same case (compared anyway; the gate refuses instead). */
+/** Notes when two dumps do not describe the same case. */
 export function metaNotes(ma: DumpMeta, mb: DumpMeta, a: string, b: string): string[] {
   const notes: string[] = [];
   if (ma.modelFingerprint !== mb.modelFingerprint) notes.push(`model fingerprints differ: ${a} ${ma.modelFingerprint}, ${b} ${mb.modelFingerprint}`);
@@ -200,44 +316,60 @@ export function metaNotes(ma: DumpMeta, mb: DumpMeta, a: string, b: string): str
   return notes;
 }
 
-/** Compares two dump files. */
-export async function compareFiles(fa: string, fb: string, policy: Policy): Promise<Comparison> {
+/** Compares two dump files: the second as a free-running candidate of the first. */
+export async function compareFiles(fa: string, fb: string, judge: Judge): Promise<Comparison> {
   const [ma, mb] = await Promise.all([readDumpMeta(fa), readDumpMeta(fb)]);
-  const c = await compareDumps(iterateDump(fa), iterateDump(fb), policy, { a: fa, b: fb });
-  c.notes.push(...metaNotes(ma, mb, fa, fb));
-  return c;
+  return compare({ reference: iterateDump(fa), free: iterateDump(fb), labels: { a: fa, b: fb }, notes: metaNotes(ma, mb, fa, fb) }, judge);
+}
+
+/** The facts of records (reference/facts.ts): `-noise` records hold the noise, `-ties` records the decisions. */
+export async function factsOf(noise: Source, ties: Source): Promise<FactsMap> {
+  const facts: FactsMap = new Map();
+  const at = (r: StageRecord): RowFacts => {
+    const k = stageKey(canonical(r.stage)?.name ?? r.stage, r.layer, r.pos);
+    let f = facts.get(k);
+    if (!f) facts.set(k, (f = {}));
+    return f;
+  };
+  for await (const r of noise as AsyncIterable<StageRecord>) at(r).noise = r.values as Float32Array;
+  for await (const r of ties as AsyncIterable<StageRecord>) {
+    const f = at(r);
+    const v = r.values as Float32Array;
+    if (r.shape.length === 2 && r.shape[0] === 2) {
+      f.tie = v.subarray(0, r.shape[1]);
+      f.step = v.subarray(r.shape[1]);
+    } else f.gap = v[0];
+  }
+  return facts;
+}
+
+/** The facts of a run's reference side (or its replay), from its `-noise` / `-ties` sides. */
+export function readFacts(noiseFile: string | undefined, tiesFile: string | undefined): Promise<FactsMap> {
+  return factsOf(noiseFile ? iterateDump(noiseFile) : [], tiesFile ? iterateDump(tiesFile) : []);
 }
 
 /**
- * Compares a run directory: reference vs device (free-running, "inherited" error). If the run also has
- * a 'device-teacher' side (each stage fed the reference's inputs), each row also carries its own error,
- * so a stage that is wrong by itself is told apart from one that only inherits an upstream error.
+ * A run directory judged: the free-running device against the reference and, where the run has one, the
+ * own error of every row — its teacher-forced pass (`device-teacher`, a `run`) or the reference replayed on
+ * the device's own inputs (`replay`, an `engine` run) — with the facts the run's reference recorded.
  */
-export async function compareRun(runDir: string, policy: Policy): Promise<Comparison> {
+export async function compareRun(runDir: string, judge: Judge): Promise<Comparison> {
   const m = readManifest(runDir);
-  const ref = sidePath(runDir, m, 'reference');
-  const dev = sidePath(runDir, m, 'device');
+  const side = (s: string) => sidePath(runDir, m, s);
+  const ref = side('reference');
+  const dev = side('device');
   if (!ref || !dev) {
     throw new Ds4DiffError(`${runDir}: the run has no ${!ref ? "'reference'" : "'device'"} dump (manifest files: ${Object.keys(m.files).join(', ') || 'none'}); nothing to compare`, EXIT.cannotEvaluate);
   }
-  await checkRunSides(runDir, m);
-  const c = await compareDumps(iterateDump(ref), iterateDump(dev), policy, { a: 'reference', b: 'device' });
-  c.notes.push(...metaNotes(await readDumpMeta(ref), await readDumpMeta(dev), 'reference', 'device'));
-  const teacher = sidePath(runDir, m, 'device-teacher');
-  if (!teacher) return c;
-  const own = await compareDumps(iterateDump(ref), iterateDump(teacher), policy, { a: 'reference', b: 'device-teacher' });
-  return withOwnErrors(c, own.rows);
-}
-
-/**
- * A comparison whose rows also carry their own (teacher-forced, or replayed) error: each row of `c` gets
- * the compared row of `own` at the same (stage, layer, pos), and the summaries are redone.
- */
-export function withOwnErrors(c: Comparison, own: CompareRow[]): Comparison {
-  const byKey = new Map(own.map((r) => [keyOf(r), r]));
-  for (const r of c.rows) {
-    const o = byKey.get(keyOf(r));
-    if (o && (o.status === 'pass' || o.status === 'fail')) r.own = { metrics: o.metrics, violations: o.violations, pass: o.status === 'pass', note: o.note };
+  const notes = metaNotes(await readDumpMeta(ref), await readDumpMeta(dev), 'reference', 'device');
+  const refFacts = await readFacts(side('reference-noise'), side('reference-ties'));
+  const teacher = side('device-teacher');
+  const replay = side('replay');
+  if (teacher) return compare({ reference: iterateDump(ref), free: iterateDump(dev), own: iterateDump(teacher), facts: refFacts, labels: { a: 'reference', b: 'device' }, notes }, judge);
+  if (replay) {
+    const facts = await readFacts(side('replay-noise'), side('replay-ties'));
+    return compare({ reference: iterateDump(ref), free: iterateDump(dev), own: iterateDump(dev), ownReference: iterateDump(replay), facts, freeFacts: refFacts, labels: { a: 'reference', b: 'device' }, notes }, judge);
   }
-  return summarize(c.rows, c.a, c.b, c.notes);
+  notes.push('the run has no own-error side (device-teacher or replay): only the free-running rows are judged');
+  return compare({ reference: iterateDump(ref), free: iterateDump(dev), facts: refFacts, labels: { a: 'reference', b: 'device' }, notes }, judge);
 }

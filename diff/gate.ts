@@ -1,164 +1,239 @@
-// The CI gate: a run directory against a baseline. Exit codes (so `git bisect run ds4-diff gate ...`
-// works): 0 pass, 1 tolerance regression, 2 host-fallback violation, 3 bad input (thrown), 125 cannot
-// evaluate. When both a fallback violation and a regression occur, 2 wins: a run that silently computed
-// on the host says nothing about the device kernels.
-//
-// Tolerances: each baseline entry (stage, layer) allows ≤ growth.factor × its recorded maxAbs / NMSE /
-// (1 - cosine), within the floor and cap; i32 stages recorded exact must stay exact; a logits top-1 flip
-// fails unless it is a near tie; a NaN/Inf where the other side is finite always fails; an entry the run
-// no longer produces fails. Rows the baseline does not list are only held to `--policy` rules if given.
+// The verdict: one judge per case (the arithmetic budgets of diff/judge.ts, tightened by a baseline, with a
+// user's policy on top) and one function that turns a judged run into the exit code and the line every
+// report prints. Exit codes (so `git bisect run ds4-diff gate ...` works): 0 pass, 1 regression, 2
+// host-fallback violation, 3 bad input (thrown), 125 cannot evaluate. A run that silently computed on the
+// host says nothing about the device kernels: 2 wins over 1.
+import type { StageId } from '../model/stages.ts';
 import { Ds4DiffError, EXIT, badInput } from '../model/errors.ts';
-import { allowedFor, baselinePolicy, caseDifferences, entryCovers, findShippedBaseline, loadBaseline, type Baseline, type BaselineEntry } from './baseline.ts';
-import { compareRun, summarize, type CompareRow, type Comparison } from './compare.ts';
+import { caseDifferences, findShippedBaseline, loadBaseline, type Baseline } from './baseline.ts';
+import { compareRun, type Comparison, type Judged } from './compare.ts';
+import { END_TO_END, F32_UNIT, NOISE_MARGIN, fmtNum, withBound, type DeviceBound, type Judge, type Role, type Tolerance } from './judge.ts';
 import { readManifest, type RunManifest } from './manifest.ts';
-import { EMPTY_POLICY, thresholdsFor, checkThresholds, worstMetric, type Policy } from './policy.ts';
+import { applyPolicy, type Policy } from './policy.ts';
 
-export interface BaselineCheck {
-  stage: string;
-  layer: number;
-  pos?: number;
-  recordedMaxAbs?: number;
-  allowedMaxAbs?: number;
-  measuredMaxAbs?: number;
-  /** measured maxAbs / the reference's noise floor for this stage */
-  noiseRatio?: number;
-  pass: boolean;
-  note?: string;
-}
-
-export interface GateResult {
-  exitCode: number;
-  verdict: 'pass' | 'regression' | 'host-fallback';
-  reasons: string[];
-  warnings: string[];
-  comparison: Comparison;
-  checks: BaselineCheck[];
-  fallbackViolations: string[];
-  baseline: string;
-  runDir: string;
-}
-
-export interface GateOptions {
-  /** extra policy rules (registry defaults included) for rows the baseline does not list */
+export interface JudgeOptions {
+  /** what the device math in use adds to each stage's own error (ascend/budgets.ts) */
+  deviceBound: (stage: StageId) => DeviceBound;
+  baseline?: { file: string; b: Baseline };
   policy?: Policy;
-  /** "today" for allowance expiry (tests) */
+  /** "today", for the expiry of deviations (tests) */
   now?: Date;
 }
 
-function fallbackViolations(b: Baseline, m: RunManifest, now: Date, warnings: string[]): string[] {
+const matches = (e: { stage: string; layer?: number; pos?: number }, stage: string, layer: number, pos: number) =>
+  e.stage === stage && (e.layer === undefined || e.layer === layer) && (e.pos === undefined || e.pos === pos);
+
+/** The judge of a case: arithmetic budgets, a baseline's tightening and known deviations, a policy's rules. */
+export function makeJudge(o: JudgeOptions): Judge & { warnings: string[] } {
+  const warnings: string[] = [];
+  const today = (o.now ?? new Date()).getTime();
+  const b = o.baseline?.b;
+  const from = o.baseline ? `baseline ${o.baseline.file}` : '';
+  if (b) {
+    for (const d of b.deviations) if (Date.parse(d.expires) < today) warnings.push(`known deviation ${d.stage}${d.layer !== undefined ? ` layer ${d.layer}` : ''} expired on ${d.expires} (${d.reason}): the arithmetic budget applies again`);
+  }
+  const own = new Map((b?.own ?? []).map((e) => [`${e.stage}@${e.layer}`, e.relRms]));
+  const sources = [`arithmetic budgets (${NOISE_MARGIN} × the reference's rounding noise + the device math's bound)`, `end-to-end budget (KL ≤ ${END_TO_END.maxKl}, Δp ≤ ${END_TO_END.maxDeltaP}, top-1 near tie ≤ ${END_TO_END.nearTieLogit})`];
+  if (o.baseline) sources.push(`baseline ${o.baseline.file}`);
+  if (o.policy) sources.push(`policy ${o.policy.file ?? ''}`.trim());
+  return {
+    warnings,
+    sources,
+    deviceBound: o.deviceBound,
+    tolerance(role: Role, stage: string, layer: number, pos: number, base: Tolerance): Tolerance {
+      let t = base;
+      if (b && role === 'own') {
+        const arith = t.bounds.find((x) => x.key === 'maxRelRms');
+        const recorded = own.get(`${stage}@${layer}`);
+        if (arith && recorded !== undefined) {
+          const limit = Math.min(arith.limit, Math.max(b.growth * recorded, NOISE_MARGIN * F32_UNIT));
+          t = withBound(t, { key: 'maxRelRms', limit, from: `${from}: ${b.growth} × recorded ${fmtNum(recorded)}` });
+        }
+        const dev = b.deviations.find((d) => matches(d, stage, layer, pos) && Date.parse(d.expires) >= today);
+        if (dev) t = withBound(t, { key: 'maxRelRms', limit: dev.maxRelRms, from: `${from}: known deviation until ${dev.expires} (${dev.reason})` });
+      }
+      if (b && role !== 'own') {
+        for (const e of b.inherited) {
+          if (!matches(e, stage, layer, pos)) continue;
+          for (const [key, limit] of Object.entries(e.bounds)) t = withBound(t, { key: key as keyof typeof e.bounds, limit: limit!, from: `${from} (free-running envelope)` });
+        }
+        if (role === 'end-to-end' && b.endToEnd) {
+          const { kl, deltaP } = b.endToEnd;
+          const cur = (key: 'maxKl' | 'maxDeltaP') => t.bounds.find((x) => x.key === key)?.limit ?? Infinity;
+          if (kl !== undefined) t = withBound(t, { key: 'maxKl', limit: Math.min(cur('maxKl'), Math.max(b.growth ** 2 * kl, 1e-9)), from: `${from}: ${b.growth}² × recorded KL ${fmtNum(kl)}` });
+          if (deltaP !== undefined) t = withBound(t, { key: 'maxDeltaP', limit: Math.min(cur('maxDeltaP'), Math.max(b.growth * deltaP, 1e-6)), from: `${from}: ${b.growth} × recorded Δp ${fmtNum(deltaP)}` });
+        }
+      }
+      return applyPolicy(o.policy, role, stage, layer, pos, t);
+    },
+  };
+}
+
+export interface Verdict {
+  exitCode: number;
+  status: 'pass' | 'regression' | 'host-fallback' | 'cannot-evaluate';
+  /** the verdict in plain words: every report prints it */
+  line: string;
+  /** why it failed, first divergence first */
+  reasons: string[];
+  warnings: string[];
+}
+
+const where = (r: { stage: string; layer: number; pos: number }) => `${r.stage} layer ${r.layer} pos ${r.pos}`;
+
+/** A judged row's decisive figure in words: "relRms 2.1e-2 vs budget 1.2e-3 (17×)". */
+export function judgedText(j: Judged | undefined): string {
+  if (!j) return '-';
+  if (j.note && j.violations.some((v) => v.key === 'dtype' || v.key === 'shape')) return j.note;
+  const w = j.violations[0] ?? j.worst;
+  if (!w) return j.status;
+  if (w.key === 'maxNonFinite') return `${w.value} non-finite values where the reference is finite`;
+  if (w.key === 'maxClearFlips') {
+    const m = j.metrics;
+    if (m?.kind === 'f32' && m.logits) return `top-1 token ${m.logits.argmaxB} instead of ${m.logits.argmaxA} (reference margin ${fmtNum(m.logits.flipMargin)} > near tie ${fmtNum(j.tolerance.tie ?? 0)})`;
+    return `${w.value} ${m?.kind === 'i32' ? 'different choice' : 'codes flipped'} away from a near tie`;
+  }
+  const budget = j.tolerance.bounds.find((x) => x.key === w.key);
+  const pastBy = w.key.startsWith('max') && w.limit > 0 ? ` (${fmtNum(w.value / w.limit)}×)` : '';
+  return `${w.key.replace(/^max|^min/, '').replace(/^./, (c) => c.toLowerCase())} ${fmtNum(w.value)} vs ${fmtNum(w.limit)}${pastBy}${budget && j.violations.length ? ` [${budget.from}]` : ''}`;
+}
+
+/** The end result of a comparison in words: "logits KL 3e-4 within 1e-2, top-1 match". */
+export function endToEndText(c: Comparison): string | undefined {
+  const rows = c.rows.filter((r) => r.free?.role === 'end-to-end');
+  if (!rows.length) return undefined;
+  let kl = 0, dp = 0, flips = 0, ties = 0;
+  let limit = Infinity;
+  for (const r of rows) {
+    const l = r.free?.metrics?.kind === 'f32' ? r.free.metrics.logits : undefined;
+    if (!l) continue;
+    kl = Math.max(kl, l.kl);
+    dp = Math.max(dp, l.deltaP);
+    if (!l.argmaxMatch) (r.free!.metrics!.nearTies ? ties++ : flips++);
+    limit = Math.min(limit, r.free!.tolerance.bounds.find((b) => b.key === 'maxKl')?.limit ?? Infinity);
+  }
+  const top1 = flips ? `${flips} top-1 flip${flips > 1 ? 's' : ''}` : ties ? `top-1 near tie${ties > 1 ? ` ×${ties}` : ''}` : 'top-1 match';
+  return `logits KL ${fmtNum(kl)} ${kl <= limit ? 'within' : 'over'} ${fmtNum(limit)}, Δp ${fmtNum(dp)}, ${top1}${rows.length > 1 ? ` over ${rows.length} positions` : ''}`;
+}
+
+/** What happened to a run besides its rows: host fallbacks, broken inputs, a producer that did not finish. */
+export interface RunProblems {
+  /** host fallbacks no baseline accepts, or the no-host-fallback gate stopping the run: exit 2 */
+  fallbacks?: string[];
+  /** evidence of a wrong result outside the rows (a dump whose size fits no stage): exit 1 */
+  regressions?: string[];
+  /** the producer did not finish (killed, timed out, an unimplemented primitive): what it wrote is judged,
+   *  but a run whose rows pass has no verdict on the rest: exit 125 */
+  unfinished?: string[];
+}
+
+/**
+ * The one verdict of a judged run: host fallbacks first (exit 2: a run that computed on the host says nothing
+ * about the device), then own errors (a kernel wrong by itself), rows on one side only, the end result, other
+ * evidence of a wrong result (exit 1), then an unfinished producer (exit 125). Every renderer prints `line`.
+ */
+export function verdictOf(c: Comparison, problems: RunProblems = {}, warnings: string[] = []): Verdict {
+  const fallbackViolations = problems.fallbacks ?? [];
+  const reasons: string[] = [...fallbackViolations];
+  const own = c.firstOwnFailure;
+  const missing = c.rows.filter((r) => r.missing);
+  const end = c.rows.filter((r) => r.free?.role === 'end-to-end' && r.free.status === 'fail');
+  const freeFails = c.rows.filter((r) => r.free?.role === 'inherited' && r.free.status === 'fail');
+  if (own) reasons.push(`${where(own)} is wrong by itself: own error ${judgedText(own.own)}; ${c.counts.ownFailed} rows fail on their own`);
+  if (missing.length) reasons.push(`${missing.length} rows on one side only (first ${where(missing[0])}: no ${missing[0].missing} row)`);
+  for (const r of end) reasons.push(`end result ${where(r)}: ${judgedText(r.free)}`);
+  if (freeFails.length) reasons.push(`${freeFails.length} free-running rows past their envelope (first ${where(freeFails[0])}: ${judgedText(freeFails[0].free)})`);
+  reasons.push(...(problems.regressions ?? []));
+  const unfinished = problems.unfinished ?? [];
+  const drift = c.firstDivergence;
+  const e2e = endToEndText(c);
+  const regression = !c.pass || (problems.regressions ?? []).length > 0;
+  const status: Verdict['status'] = fallbackViolations.length ? 'host-fallback' : regression ? 'regression' : unfinished.length ? 'cannot-evaluate' : 'pass';
+  const exitCode = { 'host-fallback': EXIT.hostFallback, regression: EXIT.regression, 'cannot-evaluate': EXIT.cannotEvaluate, pass: EXIT.ok }[status];
+  if (status !== 'cannot-evaluate') reasons.push(...unfinished);
+  else reasons.unshift(...unfinished);
+  let line: string;
+  if (status === 'pass') {
+    const worst = c.stages.filter((s) => s.ownRatio !== undefined).sort((x, y) => (y.ownRatio ?? 0) - (x.ownRatio ?? 0))[0];
+    const ownPart = c.counts.own
+      ? `every kernel within its own budget (${c.counts.own} rows${worst ? `, closest ${worst.stage} at ${fmtNum(worst.ownRatio!)}× its budget` : ''})`
+      : 'no own-error side: only the free-running rows were judged';
+    const driftPart = drift ? `; free-running drift from ${where(drift)} is accumulation` : '';
+    line = `PASS: ${ownPart}${driftPart}${e2e ? `: ${e2e}` : ''}${c.counts.nearTies ? ` (${c.counts.nearTies} near ties)` : ''}`;
+  } else if (status === 'cannot-evaluate') {
+    line = `NO VERDICT: ${unfinished[0]}; the ${c.counts.compared} rows it wrote pass, the rest was never computed`;
+  } else {
+    line = `${status === 'host-fallback' ? 'FAIL (host fallback)' : 'FAIL'}: ${reasons[0]}`;
+    if (status === 'regression' && !own && e2e) line += `; ${e2e}`;
+  }
+  return { exitCode, status, line, reasons, warnings };
+}
+
+function fallbackViolations(b: Baseline | undefined, m: RunManifest, allowHostFallback: boolean, now: Date, warnings: string[]): string[] {
   const v: string[] = [];
   const today = now.getTime();
-  const allowed = new Map(b.fallbacks.map((f) => [f.primitive, f]));
+  const allowed = new Map((b?.fallbacks ?? []).map((f) => [f.primitive, f]));
   const used = new Set<string>();
   for (const f of m.fallbackLedger) {
     used.add(f.primitive);
     const a = allowed.get(f.primitive);
-    const where = f.stage !== undefined ? ` at ${f.stage}${f.layer !== undefined ? ` layer ${f.layer}` : ''}${f.pos !== undefined ? ` pos ${f.pos}` : ''}` : '';
-    const what = `host fallback '${f.primitive}' (${f.calls} calls, ${f.bytesToHost} B to host, ${f.bytesToDevice} B to device${where})`;
-    if (!a) v.push(`${what} is not accepted by the baseline`);
-    else if (Date.parse(a.expires) < today) v.push(`${what}: its allowance expired on ${a.expires} (${a.reason})`);
+    const at = f.stage !== undefined ? ` at ${f.stage}${f.layer !== undefined ? ` layer ${f.layer}` : ''}${f.pos !== undefined ? ` pos ${f.pos}` : ''}` : '';
+    const what = `host fallback '${f.primitive}' (${f.calls} calls, ${f.bytesToHost} B to host, ${f.bytesToDevice} B to device${at})`;
+    if (a) {
+      if (Date.parse(a.expires) < today) v.push(`${what}: its allowance expired on ${a.expires} (${a.reason})`);
+    } else if (b) v.push(`${what} is not accepted by the baseline`);
+    else if (!allowHostFallback) v.push(`${what}: no baseline accepts it`);
   }
   if (m.exitCode === EXIT.hostFallback) v.push('the run itself failed the no-host-fallback gate (manifest exitCode 2)');
-  for (const a of b.fallbacks) {
+  for (const a of b?.fallbacks ?? []) {
     if (!used.has(a.primitive) && Date.parse(a.expires) < today) warnings.push(`unused allowance for '${a.primitive}' expired on ${a.expires}; remove it from the baseline`);
   }
   return v;
 }
 
-function pushTo<T>(m: Map<string, T[]>, k: string, v: T): void {
-  const list = m.get(k);
-  if (list) list.push(v);
-  else m.set(k, [v]);
-}
-
-export async function gate(runDir: string, baselinePath: string, opts: GateOptions = {}): Promise<GateResult> {
-  const b = loadBaseline(baselinePath);
-  const m = readManifest(runDir);
-  const diffs = caseDifferences(b.case, m);
-  if (diffs.length) throw badInput(`baseline ${baselinePath} is for a different case than ${runDir}: ${diffs.join('; ')}`);
-  const now = opts.now ?? new Date();
-  const warnings: string[] = [];
-  if (b.case.modelFingerprint === undefined) warnings.push(`baseline has no model fingerprint; matched by model file name '${b.case.modelFile}'`);
-
-  const policy = baselinePolicy(b);
-  const entriesByStageLayer = new Map<string, BaselineEntry[]>();
-  for (const e of b.entries) pushTo(entriesByStageLayer, `${e.stage}@${e.layer}`, e);
-  const covered = (r: CompareRow) => (entriesByStageLayer.get(`${r.stage}@${r.layer}`) ?? []).some((e) => entryCovers(e, r));
-  let comparison = await compareRun(runDir, policy);
-  if (opts.policy) {
-    // rows the baseline does not list: the user's policy (with registry defaults)
-    for (const r of comparison.rows) {
-      if (!r.metrics || covered(r)) continue;
-      r.thresholds = thresholdsFor(opts.policy, r.stage, r.layer, r.pos);
-      r.violations = checkThresholds(r.metrics, r.thresholds);
-      r.worst = worstMetric(r.metrics, r.thresholds);
-      r.status = r.violations.length ? 'fail' : 'pass';
-    }
-    comparison = summarize(comparison.rows, comparison.a, comparison.b, comparison.notes);
-  }
-
-  const rowsByStageLayer = new Map<string, CompareRow[]>();
-  for (const r of comparison.rows) pushTo(rowsByStageLayer, `${r.stage}@${r.layer}`, r);
-  const checks: BaselineCheck[] = b.entries.map((e) => {
-    const rows = (rowsByStageLayer.get(`${e.stage}@${e.layer}`) ?? []).filter((r) => entryCovers(e, r) && r.metrics);
-    const allowed = allowedFor(e, b.growth);
-    const check: BaselineCheck = { stage: e.stage, layer: e.layer, pos: e.pos, recordedMaxAbs: e.metrics.maxAbs, allowedMaxAbs: allowed.maxAbs, pass: true };
-    if (!rows.length) return { ...check, pass: false, note: 'missing from the run' };
-    let measured = -Infinity;
-    for (const r of rows) if (r.metrics?.kind === 'f32') measured = Math.max(measured, r.metrics.maxAbs);
-    if (measured > -Infinity) check.measuredMaxAbs = measured;
-    if (e.noiseFloor && measured > -Infinity) check.noiseRatio = e.noiseFloor.maxAbs > 0 ? measured / e.noiseFloor.maxAbs : measured > 0 ? Infinity : 0;
-    const failing = rows.filter((r) => r.status === 'fail');
-    if (failing.length) {
-      check.pass = false;
-      check.note = failing[0].violations.map((v) => v.threshold).join(', ');
-    }
-    if (b.growth.maxNoiseRatio !== undefined && check.noiseRatio !== undefined && check.noiseRatio > b.growth.maxNoiseRatio) {
-      check.pass = false;
-      check.note = `${check.noiseRatio.toPrecision(3)}x the reference noise floor (allowed ${b.growth.maxNoiseRatio}x)`;
-    }
-    return check;
-  });
-
-  if (comparison.counts.compared === 0) {
-    throw new Ds4DiffError(`${runDir}: no stage could be compared between reference and device; cannot evaluate`, EXIT.cannotEvaluate);
-  }
-  const fallbacks = fallbackViolations(b, m, now, warnings);
-  const failedChecks = checks.filter((c) => !c.pass);
-  const reasons: string[] = [];
-  reasons.push(...fallbacks);
-  for (const c of failedChecks) reasons.push(`${c.stage} layer ${c.layer}${c.pos !== undefined ? ` pos ${c.pos}` : ''}: ${c.note ?? 'beyond the baseline'}`);
-  const ungatedFails = comparison.rows.filter((r) => r.status === 'fail' && !covered(r));
-  for (const r of ungatedFails) reasons.push(`${r.stage} layer ${r.layer} pos ${r.pos}: ${r.violations.map((v) => v.threshold).join(', ')}`);
-  if (comparison.firstDivergence) reasons.unshift(`first divergence: ${comparison.firstDivergence.stage} layer ${comparison.firstDivergence.layer} pos ${comparison.firstDivergence.pos}`);
-
-  const regression = failedChecks.length > 0 || comparison.counts.failed > 0;
-  const exitCode = fallbacks.length ? EXIT.hostFallback : regression ? EXIT.regression : EXIT.ok;
-  const verdict = exitCode === EXIT.hostFallback ? 'host-fallback' : exitCode === EXIT.regression ? 'regression' : 'pass';
-  return { exitCode, verdict, reasons, warnings, comparison, checks, fallbackViolations: fallbacks, baseline: baselinePath, runDir };
-}
-
 export interface RunVerdict {
   comparison: Comparison;
-  gate?: GateResult;
-  exitCode: number;
+  verdict: Verdict;
+  judge: Judge;
   /** the baseline gated against, if any */
   baseline?: string;
 }
 
+export interface GateOptions {
+  deviceBound: (stage: StageId) => DeviceBound;
+  /** a baseline file; refused (exit 3) when its case is not the run's */
+  baseline?: string;
+  /** look for a shipped baseline whose case is the run's when none is given (default true) */
+  shipped?: boolean;
+  policy?: Policy;
+  allowHostFallback?: boolean;
+  /** what the caller knows happened besides the rows (an engine that died, a rejected dump) */
+  problems?: Omit<RunProblems, 'fallbacks'>;
+  now?: Date;
+}
+
 /**
- * The verdict of a finished run directory, as `run` and `engine` give it: against `baseline`, else the
- * shipped baseline whose case matches, else the registry's default tolerances (+ `policy`), where any
- * host fallback in the ledger fails (exit 2) unless the run allowed it.
+ * The verdict of a finished run directory — `run`, `engine` and `gate` alike: judged against `baseline`,
+ * else the shipped baseline whose case matches, else the arithmetic budgets alone; `policy` on top.
  */
-export async function gateRunDir(dir: string, m: RunManifest, o: { baseline?: string; policy?: Policy; allowHostFallback?: boolean } = {}): Promise<RunVerdict> {
-  const baseline = o.baseline ?? findShippedBaseline(m);
-  if (baseline) {
-    const g = await gate(dir, baseline, { policy: o.policy });
-    return { comparison: g.comparison, gate: g, exitCode: g.exitCode, baseline };
+export async function gateRunDir(dir: string, o: GateOptions): Promise<RunVerdict> {
+  const m = readManifest(dir);
+  const file = o.baseline ?? (o.shipped === false ? undefined : findShippedBaseline(m));
+  const warnings: string[] = [];
+  let baseline: { file: string; b: Baseline } | undefined;
+  if (file) {
+    const b = loadBaseline(file);
+    const diffs = caseDifferences(b.case, m);
+    if (diffs.length) throw badInput(`baseline ${file} is for a different case than ${dir}: ${diffs.join('; ')}`);
+    if (b.case.modelFingerprint === undefined) warnings.push(`baseline has no model fingerprint; matched by model file name '${b.case.modelFile}'`);
+    baseline = { file, b };
   }
-  const comparison = await compareRun(dir, o.policy ?? EMPTY_POLICY);
-  comparison.notes.push('no baseline matches this case: gated on the registry\'s default tolerances (record one with `ds4-diff baseline record`)');
-  const exitCode = m.fallbackLedger.length && !o.allowHostFallback ? EXIT.hostFallback : comparison.pass ? EXIT.ok : EXIT.regression;
-  return { comparison, exitCode };
+  const now = o.now ?? new Date();
+  const judge = makeJudge({ deviceBound: o.deviceBound, baseline, policy: o.policy, now });
+  const comparison = await compareRun(dir, judge);
+  if (comparison.counts.compared === 0) throw new Ds4DiffError(`${dir}: no stage could be compared between reference and device; cannot evaluate`, EXIT.cannotEvaluate);
+  if (!baseline) comparison.notes.push('no baseline matches this case: judged by the arithmetic budgets alone (record one with `ds4-diff baseline record`)');
+  const fallbacks = fallbackViolations(baseline?.b, m, !!o.allowHostFallback, now, warnings);
+  const verdict = verdictOf(comparison, { ...o.problems, fallbacks }, [...warnings, ...judge.warnings]);
+  return { comparison, verdict, judge, baseline: file };
 }

@@ -9,6 +9,7 @@
 //                              direction is lost entirely), so cosine is always defined
 //   nmse                       ggml test-backend-ops: sum (a-b)^2 / sum a^2; 0 if both sums are 0,
 //                              +Infinity if only the reference is zero
+//   relRms                     sqrt(nmse): the error's RMS relative to the reference's (what own budgets bound)
 //   relDiff                    SGLang: 1 - 2 sum(a b) / sum(a^2 + b^2); 0 for two zero vectors
 //   sqnrDb                     10 log10(sum a^2 / sum (a-b)^2); +Infinity when identical
 //   ulpMax / ulpMean           distance in fp32 units in the last place (ordered-integer view of
@@ -17,7 +18,10 @@
 //                              value (NaN/NaN, +Inf/+Inf) are excluded from the numeric metrics;
 //                              any other non-finite element is a `nonFiniteMismatch` and always fails.
 // i32 stages (expert ids, indexer top-k): positional exact match and set overlap.
-// Logits add argmax match, top-5/top-10 overlap, KL(softmax a || softmax b) and the near-tie call.
+// Logits add argmax match, the reference's margin between the two top-1s, top-5/top-10 overlap,
+// KL(softmax a || softmax b) and |Δp| (llama-perplexity's Δp: the change of the reference top-1's probability).
+// Decisions (a code flip, another expert, another top-1) are counted by the judge (diff/judge.ts), which
+// knows how near a tie has to be: `clearFlips` and `nearTies` are filled in there.
 export interface F32Metrics {
   kind: 'f32';
   n: number;
@@ -29,6 +33,7 @@ export interface F32Metrics {
   ratio5e3: number;
   cosine: number;
   nmse: number;
+  relRms: number;
   relDiff: number;
   sqnrDb: number;
   ulpMax: number;
@@ -40,6 +45,9 @@ export interface F32Metrics {
   nonFiniteMismatch: number;
   /** set for the logits stage */
   logits?: LogitsMetrics;
+  /** set by the judge on rows ending in a decision: differing codes / top-1 not at a near tie, and at one */
+  clearFlips?: number;
+  nearTies?: number;
 }
 
 export interface I32Metrics {
@@ -50,6 +58,9 @@ export interface I32Metrics {
   exact: boolean;
   /** |set(a) ∩ set(b)| / |set(a)| (1 for two empty sets) */
   setOverlap: number;
+  /** set by the judge: a different choice where the reference's scores were not at a near tie, or at one */
+  clearFlips?: number;
+  nearTies?: number;
 }
 
 export interface LogitsMetrics {
@@ -58,12 +69,11 @@ export interface LogitsMetrics {
   argmaxMatch: boolean;
   /** reference logit of its own top-1 minus its logit of the candidate's top-1 (0 when they agree) */
   flipMargin: number;
-  /** 'near-tie': a top-1 flip the reference itself scores within `nearTieMargin` — greedy decoding forks
-   *  on last-bit differences there, which alone must not fail CI */
-  verdict: 'match' | 'near-tie' | 'mismatch';
   top5Overlap: number;
   top10Overlap: number;
   kl: number;
+  /** |p_ref(t) − p_cand(t)| for the reference's top-1 t */
+  deltaP: number;
 }
 
 export type Metrics = F32Metrics | I32Metrics;
@@ -119,6 +129,7 @@ export function f32Metrics(a: Float32Array, b: Float32Array): F32Metrics {
     ratio5e3: n ? under5 / n : 1,
     cosine: Math.min(1, Math.max(-1, cosine)),
     nmse: sumSq === 0 ? 0 : sa === 0 ? Infinity : sumSq / sa,
+    relRms: sumSq === 0 ? 0 : sa === 0 ? Infinity : Math.sqrt(sumSq / sa),
     relDiff: sa + sb === 0 ? 0 : 1 - (2 * dot) / (sa + sb),
     sqnrDb: sumSq === 0 ? Infinity : sa === 0 ? -Infinity : 10 * Math.log10(sa / sumSq),
     ulpMax,
@@ -159,16 +170,18 @@ function overlap(x: number[], y: number[]): number {
   return x.length ? x.filter((i) => s.has(i)).length / x.length : 1;
 }
 
+/** log Σ exp(v), computed stably. */
+function logSumExp(v: Float32Array): number {
+  let m = -Infinity;
+  for (const x of v) if (x > m) m = x;
+  let s = 0;
+  for (const x of v) s += Math.exp(x - m);
+  return m + Math.log(s);
+}
+
 /** KL(P || Q) of P = softmax(a) (reference), Q = softmax(b), in nats, computed with log-sum-exp. */
 export function klSoftmax(a: Float32Array, b: Float32Array): number {
-  const lse = (v: Float32Array) => {
-    let m = -Infinity;
-    for (const x of v) if (x > m) m = x;
-    let s = 0;
-    for (const x of v) s += Math.exp(x - m);
-    return m + Math.log(s);
-  };
-  const la = lse(a), lb = lse(b);
+  const la = logSumExp(a), lb = logSumExp(b);
   let kl = 0;
   for (let i = 0; i < a.length; i++) {
     const lp = a[i] - la;
@@ -178,39 +191,36 @@ export function klSoftmax(a: Float32Array, b: Float32Array): number {
   return Math.max(0, kl);
 }
 
-export function logitsMetrics(a: Float32Array, b: Float32Array, nearTieMargin: number): LogitsMetrics {
+export function logitsMetrics(a: Float32Array, b: Float32Array): LogitsMetrics {
   const ta = topK(a, 10), tb = topK(b, 10);
   const argmaxA = ta[0] ?? -1, argmaxB = tb[0] ?? -1;
   const argmaxMatch = argmaxA === argmaxB;
-  const flipMargin = argmaxMatch ? 0 : a[argmaxA] - a[argmaxB];
+  const la = logSumExp(a), lb = logSumExp(b);
   return {
     argmaxA,
     argmaxB,
     argmaxMatch,
-    flipMargin,
-    verdict: argmaxMatch ? 'match' : flipMargin < nearTieMargin ? 'near-tie' : 'mismatch',
+    flipMargin: argmaxMatch ? 0 : a[argmaxA] - a[argmaxB],
     top5Overlap: overlap(ta.slice(0, 5), tb.slice(0, 5)),
     top10Overlap: overlap(ta, tb),
     kl: klSoftmax(a, b),
+    deltaP: argmaxA < 0 ? 0 : Math.abs(Math.exp(a[argmaxA] - la) - Math.exp(b[argmaxA] - lb)),
   };
 }
 
-/** Metrics of one record pair; logits get the extra classification. */
-export function recordMetrics(a: Float32Array | Int32Array, b: Float32Array | Int32Array, opts: { logits?: boolean; nearTieMargin?: number } = {}): Metrics {
+/** Metrics of one record pair; logits get theirs too. */
+export function recordMetrics(a: Float32Array | Int32Array, b: Float32Array | Int32Array, opts: { logits?: boolean } = {}): Metrics {
   if (a instanceof Int32Array && b instanceof Int32Array) return i32Metrics(a, b);
   if (a instanceof Float32Array && b instanceof Float32Array) {
     const m = f32Metrics(a, b);
-    if (opts.logits) m.logits = logitsMetrics(a, b, opts.nearTieMargin ?? DEFAULT_NEAR_TIE_MARGIN);
+    if (opts.logits) m.logits = logitsMetrics(a, b);
     return m;
   }
   throw new Error('recordMetrics: dtype mismatch');
 }
 
-/** Default ε for the logits near-tie call, in logit units: the registry's logits maxAbs tolerance. */
-export const DEFAULT_NEAR_TIE_MARGIN = 0.1;
-
 /** Which direction is worse for each numeric metric, used by aggregation and tolerance search. */
-export const HIGHER_IS_WORSE = new Set(['maxAbs', 'meanAbs', 'rms', 'maxRel', 'nmse', 'relDiff', 'ulpMax', 'ulpMean', 'nanA', 'infA', 'nanB', 'infB', 'nonFiniteMismatch', 'mismatches', 'kl', 'flipMargin']);
+export const HIGHER_IS_WORSE = new Set(['maxAbs', 'meanAbs', 'rms', 'maxRel', 'nmse', 'relRms', 'relDiff', 'ulpMax', 'ulpMean', 'nanA', 'infA', 'nanB', 'infB', 'nonFiniteMismatch', 'mismatches', 'kl', 'flipMargin', 'deltaP', 'clearFlips', 'nearTies']);
 export const LOWER_IS_WORSE = new Set(['cosine', 'ratio1e3', 'ratio5e3', 'sqnrDb', 'setOverlap', 'top5Overlap', 'top10Overlap']);
 
 /** Worst-case aggregate of two metric sets of the same kind (per stage / per layer summaries). */
@@ -233,16 +243,14 @@ export function worstOf<M extends Metrics>(x: M, y: M): M {
   return out as M;
 }
 
-const VERDICT_RANK = { match: 0, 'near-tie': 1, mismatch: 2 } as const;
-
 function worstLogits(x: LogitsMetrics, y: LogitsMetrics): LogitsMetrics {
-  const w = VERDICT_RANK[y.verdict] > VERDICT_RANK[x.verdict] ? y : x;
   return {
-    ...w,
+    ...(y.flipMargin > x.flipMargin ? y : x),
     argmaxMatch: x.argmaxMatch && y.argmaxMatch,
     flipMargin: Math.max(x.flipMargin, y.flipMargin),
     top5Overlap: Math.min(x.top5Overlap, y.top5Overlap),
     top10Overlap: Math.min(x.top10Overlap, y.top10Overlap),
     kl: Math.max(x.kl, y.kl),
+    deltaP: Math.max(x.deltaP, y.deltaP),
   };
 }

@@ -1,71 +1,38 @@
-// Tolerance policy: which thresholds apply to which (stage, layer). Defaults come from the stage
-// registry's `tolerance`; a policy file (JSON) adds rules, applied in order, later rules overriding
-// earlier ones key by key:
-//   { "version": 1, "rules": [ { "stage": "q_*", "layers": "0:3", "maxAbs": 0.02 },
-//                              { "stage": "/^moe_/", "minCosine": 0.995 } ] }
-// `stage` is a glob (* and ?) or a /regex/ over the canonical stage name; `layers` (and `positions`)
-// is "N", "A:B" (inclusive), "A:" or ":B". Like Polygraphy's per-output atol/rtol, plus the minimum tolerance that
-// would have passed (see minimumTolerance).
-import * as fs from 'node:fs';
+// A policy file: a user's explicit bounds on chosen rows, on top of the judge's (diff/judge.ts). Rules are
+// applied in order, a later bound on the same key replacing an earlier one:
+//   { "version": 2, "rules": [ { "stage": "q_*", "layers": "0:3", "role": "inherited", "maxAbs": 0.02 },
+//                              { "stage": "/^moe_/", "role": "own", "maxRelRms": 1e-3 },
+//                              { "stage": "logits", "role": "end-to-end", "maxKl": 1e-3 } ] }
+// `stage` is a glob (* and ?) or a /regex/ over the canonical stage name; `layers` (and `positions`) is
+// "N", "A:B" (inclusive), "A:" or ":B"; `role` (own, inherited, end-to-end) limits a rule to rows judged in
+// that role (default: every role). Keys are the judge's bound keys (BOUND_KEYS: maxRelRms, maxAbs,
+// minCosine, maxNmse, maxKl, maxDeltaP, maxClearFlips, ...) and `nearTie`, the distance from a decision
+// boundary (logit margin for the top-1) that counts as a near tie. A policy is the user's word: it may
+// loosen the arithmetic budgets as well as tighten them, and every bound it sets says it came from here.
 import { badInput } from '../model/errors.ts';
-import { resolveStage } from '../model/stages.ts';
-import { DEFAULT_NEAR_TIE_MARGIN, type F32Metrics, type Metrics } from './metrics.ts';
+import { readJsonFile } from './json.ts';
+import { BOUND_KEYS, withBound, type BoundKey, type Role, type Tolerance } from './judge.ts';
 
-export interface Thresholds {
-  maxAbs?: number;
-  meanAbs?: number;
-  maxRel?: number;
-  minCosine?: number;
-  maxNmse?: number;
-  maxRelDiff?: number;
-  minSqnrDb?: number;
-  maxUlp?: number;
-  minRatio1e3?: number;
-  minRatio5e3?: number;
-  /** i32: positional exact match required */
-  exact?: boolean;
-  /** i32: smallest allowed set overlap */
-  minSetOverlap?: number;
-  /** logits: largest allowed KL(softmax ref || softmax cand) */
-  maxKl?: number;
-  minTop5Overlap?: number;
-  /** logits: ε of the near-tie call (logit units) */
-  nearTieMargin?: number;
-}
-
-export interface PolicyRule extends Thresholds {
+export interface PolicyRule {
   stage: string;
   layers?: string;
   /** position range, same syntax as layers */
   positions?: string;
+  role?: Role;
+  nearTie?: number;
+  [key: string]: unknown;
 }
 
 export interface Policy {
   version: number;
   rules: PolicyRule[];
-  /** start from the registry's default tolerances (default true); the baseline gate turns them off */
-  registryDefaults?: boolean;
+  /** where it was read from, for the bounds' `from` */
+  file?: string;
 }
 
-export const EMPTY_POLICY: Policy = { version: 1, rules: [] };
-
-/** How each threshold reads a metric: [metric key, 'max' = metric must be <= limit, 'min' = >= limit]. */
-export const THRESHOLD_METRIC: Record<Exclude<keyof Thresholds, 'exact' | 'nearTieMargin'>, [string, 'max' | 'min']> = {
-  maxAbs: ['maxAbs', 'max'],
-  meanAbs: ['meanAbs', 'max'],
-  maxRel: ['maxRel', 'max'],
-  minCosine: ['cosine', 'min'],
-  maxNmse: ['nmse', 'max'],
-  maxRelDiff: ['relDiff', 'max'],
-  minSqnrDb: ['sqnrDb', 'min'],
-  maxUlp: ['ulpMax', 'max'],
-  minRatio1e3: ['ratio1e3', 'min'],
-  minRatio5e3: ['ratio5e3', 'min'],
-  minSetOverlap: ['setOverlap', 'min'],
-  maxKl: ['kl', 'max'],
-  minTop5Overlap: ['top5Overlap', 'min'],
-};
-const THRESHOLD_KEYS = new Set<string>([...Object.keys(THRESHOLD_METRIC), 'exact', 'nearTieMargin']);
+export const POLICY_VERSION = 2;
+const ROLES = new Set(['own', 'inherited', 'end-to-end']);
+const MAX_POLICY_BYTES = 16 << 20;
 
 function stageMatcher(file: string, pattern: string): (name: string) => boolean {
   if (pattern.length > 1 && pattern.startsWith('/') && pattern.endsWith('/')) {
@@ -81,7 +48,8 @@ function stageMatcher(file: string, pattern: string): (name: string) => boolean 
   return (n) => re.test(n);
 }
 
-function rangeMatcher(file: string, spec: string | undefined): (layer: number) => boolean {
+/** "N", "A:B", "A:" or ":B" as a predicate (undefined: everything). */
+export function rangeMatcher(file: string, spec: string | undefined): (v: number) => boolean {
   if (spec === undefined) return () => true;
   const m = /^(\d*)(:?)(\d*)$/.exec(String(spec).trim());
   if (!m || (m[2] === '' && m[1] === '') || (m[2] === '' && m[3] !== '')) throw badInput(`${file}: bad range '${spec}' (use N, A:B, A: or :B)`);
@@ -92,141 +60,68 @@ function rangeMatcher(file: string, spec: string | undefined): (layer: number) =
 }
 
 interface CompiledRule {
-  index: number;
+  from: string;
   stage: (name: string) => boolean;
   layer: (layer: number) => boolean;
   pos: (pos: number) => boolean;
-  t: Thresholds;
+  role?: Role;
+  bounds: Array<[BoundKey, number]>;
+  nearTie?: number;
 }
 
-/** Rules naming one stage literally are indexed by it (a baseline has one per stage and layer). */
-interface CompiledPolicy {
-  literal: Map<string, CompiledRule[]>;
-  patterns: CompiledRule[];
-}
+const compiled = new WeakMap<Policy, CompiledRule[]>();
 
-const isLiteral = (p: string) => !/[*?]/.test(p) && !p.startsWith('/');
-const compiled = new WeakMap<Policy, CompiledPolicy>();
-
-function compile(policy: Policy, file = 'policy'): CompiledPolicy {
+function compile(policy: Policy): CompiledRule[] {
   let c = compiled.get(policy);
   if (!c) {
-    c = { literal: new Map(), patterns: [] };
-    policy.rules.forEach((r, index) => {
-      const { stage, layers, positions, ...t } = r;
-      const rule = { index, stage: stageMatcher(file, stage), layer: rangeMatcher(file, layers), pos: rangeMatcher(file, positions), t };
-      if (isLiteral(stage)) c!.literal.set(stage, [...(c!.literal.get(stage) ?? []), rule]);
-      else c!.patterns.push(rule);
-    });
+    const file = policy.file ?? 'policy';
+    c = policy.rules.map((r, i) => ({
+      from: `policy ${file} rule ${i}`,
+      stage: stageMatcher(file, r.stage),
+      layer: rangeMatcher(file, r.layers),
+      pos: rangeMatcher(file, r.positions),
+      role: r.role,
+      bounds: Object.entries(r).filter(([k]) => k in BOUND_KEYS).map(([k, v]) => [k as BoundKey, v as number]),
+      nearTie: r.nearTie,
+    }));
     compiled.set(policy, c);
   }
   return c;
 }
 
+/** A policy file, checked rule by rule (one line naming the rule for anything wrong, exit 3). */
 export function loadPolicy(file: string): Policy {
-  let p: Policy;
-  try {
-    p = JSON.parse(fs.readFileSync(file, 'utf8')) as Policy;
-  } catch (e) {
-    const err = e as NodeJS.ErrnoException;
-    throw badInput(`${file}: ${err.code === 'ENOENT' ? 'no such file' : `not a valid policy file (${err.message})`}`);
-  }
+  const p = readJsonFile<Policy>(file, { what: 'policy file', maxBytes: MAX_POLICY_BYTES });
   if (typeof p !== 'object' || p === null || !Array.isArray(p.rules)) throw badInput(`${file}: a policy needs "rules": [...]`);
-  if (p.version !== 1) throw badInput(`${file}: policy version ${String(p.version)} is not supported (expected 1)`);
+  if (p.version !== POLICY_VERSION) throw badInput(`${file}: policy version ${String(p.version)} is not supported (expected ${POLICY_VERSION}: rules name the judge's bound keys, e.g. maxRelRms, maxAbs, maxKl)`);
   p.rules.forEach((r, i) => {
-    if (typeof r.stage !== 'string') throw badInput(`${file}: rule ${i} has no "stage"`);
+    if (typeof r !== 'object' || r === null || typeof r.stage !== 'string') throw badInput(`${file}: rule ${i} has no "stage"`);
     for (const [k, v] of Object.entries(r)) {
-      if (k === 'stage' || k === 'layers' || k === 'positions') continue;
-      if (!THRESHOLD_KEYS.has(k)) throw badInput(`${file}: rule ${i} (${r.stage}): unknown threshold '${k}'`);
-      if (k === 'exact' ? typeof v !== 'boolean' : typeof v !== 'number') throw badInput(`${file}: rule ${i} (${r.stage}): '${k}' must be a ${k === 'exact' ? 'boolean' : 'number'}`);
+      if (k === 'stage' || k === 'layers' || k === 'positions') {
+        if (k !== 'stage' && typeof v !== 'string') throw badInput(`${file}: rule ${i} (${r.stage}): '${k}' must be a string like "0:3"`);
+        continue;
+      }
+      if (k === 'role') {
+        if (!ROLES.has(v as string)) throw badInput(`${file}: rule ${i} (${r.stage}): role must be own, inherited or end-to-end, not ${JSON.stringify(v)}`);
+        continue;
+      }
+      if (!(k in BOUND_KEYS) && k !== 'nearTie') throw badInput(`${file}: rule ${i} (${r.stage}): unknown bound '${k}' (bounds: ${Object.keys(BOUND_KEYS).join(', ')}, nearTie)`);
+      if (typeof v !== 'number' || Number.isNaN(v)) throw badInput(`${file}: rule ${i} (${r.stage}): '${k}' must be a number`);
     }
   });
-  compile(p, file);
+  p.file = file;
+  compile(p);
   return p;
 }
 
-/** Registry default tolerance for the stage, then every matching rule in order. */
-export function thresholdsFor(policy: Policy, stage: string, layer: number, pos = 0): Thresholds {
-  const def = policy.registryDefaults === false ? undefined : resolveStage(stage)?.tolerance;
-  const t: Thresholds = { ...def };
-  const c = compile(policy);
-  const rules = [...(c.literal.get(stage) ?? []), ...c.patterns].sort((x, y) => x.index - y.index);
-  for (const r of rules) if (r.stage(stage) && r.layer(layer) && r.pos(pos)) Object.assign(t, r.t);
-  return t;
-}
-
-export function nearTieMargin(t: Thresholds): number {
-  return t.nearTieMargin ?? DEFAULT_NEAR_TIE_MARGIN;
-}
-
-export interface Violation {
-  /** threshold key ('maxAbs', 'minCosine', ..., 'nonFinite', 'exact', 'argmax') */
-  threshold: string;
-  value: number;
-  limit: number;
-}
-
-function metricValue(m: Metrics, key: string): number | undefined {
-  const direct = (m as unknown as Record<string, unknown>)[key];
-  if (typeof direct === 'number') return direct;
-  const l = m.kind === 'f32' ? (m.logits as unknown as Record<string, unknown> | undefined)?.[key] : undefined;
-  return typeof l === 'number' ? l : undefined;
-}
-
-/** Checks one row's metrics; non-finite mismatches and logits argmax mismatches fail regardless of thresholds. */
-export function checkThresholds(m: Metrics, t: Thresholds): Violation[] {
-  const v: Violation[] = [];
-  if (m.kind === 'f32' && m.nonFiniteMismatch > 0) v.push({ threshold: 'nonFinite', value: m.nonFiniteMismatch, limit: 0 });
-  if (m.kind === 'i32' && t.exact && !m.exact) v.push({ threshold: 'exact', value: m.mismatches, limit: 0 });
-  if (m.kind === 'f32' && m.logits?.verdict === 'mismatch') v.push({ threshold: 'argmax', value: m.logits.flipMargin, limit: nearTieMargin(t) });
-  for (const [key, [metric, dir]] of Object.entries(THRESHOLD_METRIC)) {
-    const limit = t[key as keyof typeof THRESHOLD_METRIC];
-    if (limit === undefined) continue;
-    const value = metricValue(m, metric);
-    if (value === undefined) continue;
-    if (dir === 'max' ? !(value <= limit) : !(value >= limit)) v.push({ threshold: key, value, limit });
+/** The tolerance `t` of a row in `role` with every matching rule of the policy applied in order. */
+export function applyPolicy(policy: Policy | undefined, role: Role, stage: string, layer: number, pos: number, t: Tolerance): Tolerance {
+  if (!policy) return t;
+  let out = t;
+  for (const r of compile(policy)) {
+    if ((r.role && r.role !== role) || !r.stage(stage) || !r.layer(layer) || !r.pos(pos)) continue;
+    for (const [key, limit] of r.bounds) out = withBound(out, { key, limit, from: r.from });
+    if (r.nearTie !== undefined) out = { ...out, tie: r.nearTie };
   }
-  return v;
-}
-
-/** How close a value is to its limit: > 1 fails; used to name the worst metric of a row. */
-export function severity(threshold: string, value: number, limit: number): number {
-  if (threshold === 'nonFinite' || threshold === 'exact') return value > 0 ? Infinity : 0;
-  if (threshold === 'argmax') return Infinity;
-  const dir = THRESHOLD_METRIC[threshold as keyof typeof THRESHOLD_METRIC]?.[1] ?? 'max';
-  // NMSE, rel_diff and 1 - cosine grow with the square of the error: the square root keeps their
-  // severity on the same scale as maxAbs, so the named worst metric is the one really furthest out
-  const quadratic = threshold === 'maxNmse' || threshold === 'maxRelDiff' || threshold === 'minCosine';
-  const scale = (r: number) => (quadratic ? Math.sqrt(r) : r);
-  if (dir === 'max') return limit === 0 ? (value === 0 ? 0 : Infinity) : scale(value / limit);
-  // dB: one step of severity per 10 dB short of the limit
-  if (threshold === 'minSqnrDb') return Math.max(0, 1 + (limit - value) / 10);
-  // cosine and overlaps: the shortfall from the ideal 1, relative to the allowed shortfall
-  const gapLimit = 1 - limit, gap = 1 - value;
-  return gapLimit <= 0 ? (gap <= 0 ? 0 : Infinity) : scale(Math.max(0, gap) / gapLimit);
-}
-
-/** The worst metric of a row against its thresholds: the highest severity, failing or not. */
-export function worstMetric(m: Metrics, t: Thresholds): Violation & { severity: number } | undefined {
-  let worst: (Violation & { severity: number }) | undefined;
-  const consider = (threshold: string, value: number, limit: number) => {
-    const s = severity(threshold, value, limit);
-    if (!worst || s > worst.severity) worst = { threshold, value, limit, severity: s };
-  };
-  for (const v of checkThresholds(m, t)) consider(v.threshold, v.value, v.limit);
-  for (const [key, [metric]] of Object.entries(THRESHOLD_METRIC)) {
-    const limit = t[key as keyof typeof THRESHOLD_METRIC];
-    const value = metricValue(m, metric);
-    if (limit !== undefined && value !== undefined) consider(key, value, limit);
-  }
-  return worst;
-}
-
-/** Polygraphy-style "minimum required tolerance": the tightest thresholds these metrics would pass. */
-export function minimumTolerance(m: Metrics): Thresholds {
-  if (m.kind === 'i32') return { exact: m.exact, minSetOverlap: m.setOverlap };
-  const f: F32Metrics = m;
-  const t: Thresholds = { maxAbs: f.maxAbs, minCosine: f.cosine, maxNmse: f.nmse, maxRel: f.maxRel };
-  if (f.logits) t.maxKl = f.logits.kl;
-  return t;
+  return out;
 }

@@ -18,41 +18,44 @@ import { layerKind, type Ds4Config } from '../model/config.ts';
 import { badInput } from '../model/errors.ts';
 import type { GgufModel } from '../model/gguf.ts';
 import { compressedRowCount, graphOrderKey, resolveStage, stage as stageDef, stageAt, stageInLayer, stageKey, type StageDef, type StageId, type StageRecord } from '../model/stages.ts';
+import { factRecords, stageFacts, type StageFacts } from '../reference/facts.ts';
 import { evaluate, type Graph, type Values } from '../reference/interpreter.ts';
+import { makeRecord } from '../reference/runner.ts';
 import { ModelWeights } from '../reference/weights.ts';
 import { throwIfCancelled } from './cancel.ts';
+import { compare, factsOf, type CompareRow, type Comparison } from './compare.ts';
+import type { Judge } from './judge.ts';
 import { iterateDump, readDumpMeta } from './dump.ts';
 import { MANIFEST_NAME, readManifest } from './manifest.ts';
-import { recordMetrics, type Metrics } from './metrics.ts';
-import { checkThresholds, EMPTY_POLICY, nearTieMargin, thresholdsFor, type Policy, type Thresholds, type Violation } from './policy.ts';
 
 export interface ReplayRow {
   stage: string;
   layer: number;
   pos: number;
-  status: 'pass' | 'fail' | 'skipped';
-  /** skipped: why (the missing input, by stage, layer and pos); fail: a shape or dtype disagreement */
+  status: 'replayed' | 'skipped';
+  /** skipped: why (the missing input, by stage, layer and pos) */
   reason?: string;
   /** inputs the dump does not hold that the reference derived, e.g. `raw_cache layer 0 pos 3` */
   derived?: string[];
-  /** own error: the replayed value (reference side) against the dumped one */
-  metrics?: Metrics;
-  thresholds?: Thresholds;
-  violations: Violation[];
 }
 
 export interface ReplayResult {
   file: string;
   rows: ReplayRow[];
+  /** the replayed rows judged as own errors: the dump (candidate) against the reference on its inputs */
+  comparison: Comparison;
+  /** the reference on the dump's inputs and its facts, as records (an engine run keeps them as the
+   *  `replay`, `replay-noise` and `replay-ties` sides) */
+  records: { replay: StageRecord[]; noise: StageRecord[]; ties: StageRecord[] };
   counts: { rows: number; replayed: number; passed: number; failed: number; skipped: number; derived: number };
   /** the first own-error failure in graph order: the first stage that is wrong by itself */
-  firstOwnFailure?: ReplayRow;
+  firstOwnFailure?: CompareRow;
 }
 
 export interface ReplayOptions {
   model: GgufModel;
   cfg: Ds4Config;
-  policy?: Policy;
+  judge: Judge;
   /** which dumped records to replay (default all) */
   filter?: (stage: string, layer: number, pos: number) => boolean;
   onProgress?: (m: string) => void;
@@ -140,19 +143,6 @@ function headLayerOf(file: string, records: Iterable<StageRecord>, cfg: Ds4Confi
   return last < 0 ? cfg.nLayer - 1 : last;
 }
 
-function ownError(rec: StageRecord, replayed: Values, t: Thresholds): Pick<ReplayRow, 'status' | 'reason' | 'metrics' | 'violations'> {
-  const a = replayed instanceof Int32Array ? replayed : replayed instanceof Float32Array ? replayed : Float32Array.from(replayed);
-  if ((a instanceof Int32Array) !== (rec.values instanceof Int32Array)) {
-    return { status: 'fail', reason: `dtype ${rec.dtype}, the reference produces ${a instanceof Int32Array ? 'i32' : 'f32'}`, violations: [{ threshold: 'dtype', value: 1, limit: 0 }] };
-  }
-  if (a.length !== rec.values.length) {
-    return { status: 'fail', reason: `${rec.values.length} values (shape [${rec.shape}]), the reference produces ${a.length}`, violations: [{ threshold: 'shape', value: rec.values.length, limit: a.length }] };
-  }
-  const metrics = recordMetrics(a, rec.values, { logits: rec.stage === 'logits', nearTieMargin: nearTieMargin(t) });
-  const violations = checkThresholds(metrics, t);
-  return { status: violations.length ? 'fail' : 'pass', metrics, violations };
-}
-
 /** Why a dumped record cannot be replayed at all, independent of the other records. */
 function notReplayable(rec: StageRecord, cfg: Ds4Config): string | undefined {
   const def = resolveStage(rec.stage);
@@ -167,7 +157,6 @@ function notReplayable(rec: StageRecord, cfg: Ds4Config): string | undefined {
 
 export async function replayDump(file: string, opts: ReplayOptions): Promise<ReplayResult> {
   const { model, cfg } = opts;
-  const policy = opts.policy ?? EMPTY_POLICY;
   const warn = opts.warn ?? ((m: string) => process.stderr.write(`ds4-diff: warning: ${m}\n`));
   const meta = await readDumpMeta(file);
   if (meta.modelFingerprint === 'unknown') {
@@ -197,6 +186,8 @@ export async function replayDump(file: string, opts: ReplayOptions): Promise<Rep
   });
 
   const rows: ReplayRow[] = [];
+  const out: ReplayResult['records'] = { replay: [], noise: [], ties: [] };
+  const dumped: StageRecord[] = [];
   let group = '';
   for (const [i, rec] of order.entries()) {
     await throwIfCancelled();
@@ -207,31 +198,39 @@ export async function replayDump(file: string, opts: ReplayOptions): Promise<Rep
     const base = { stage: rec.stage, layer: rec.layer, pos: rec.pos };
     const why = notReplayable(rec, cfg);
     if (why) {
-      rows.push({ ...base, status: 'skipped', reason: why, violations: [] });
+      rows.push({ ...base, status: 'skipped', reason: why });
       continue;
     }
     const stage = (resolveStage(rec.stage) as StageDef).name;
-    const t = thresholdsFor(policy, stage, rec.layer, rec.pos);
-    let replayed: Values;
+    let facts: StageFacts;
     source.derivedRead.clear();
     try {
-      replayed = evaluate(source.g, stage, rec.layer, rec.pos, P, (s, l, q) => source.read(s, l, q));
+      facts = stageFacts(source.g, stage, rec.layer, rec.pos, (s, l, q) => source.read(s, l, q));
     } catch (e) {
-      // a dumped value the step cannot use (an out-of-range expert id or row index) is an unusable input too
+      // a dumped value the step cannot use (an out-of-range row index) is an unusable input too
       if (!(e instanceof Unavailable || e instanceof RangeError || e instanceof TypeError)) throw e;
-      rows.push({ ...base, status: 'skipped', reason: e.message, violations: [] });
+      rows.push({ ...base, status: 'skipped', reason: e.message });
       continue;
     }
-    const derived = source.derivedRead.size ? { derived: [...source.derivedRead] } : {};
-    rows.push({ ...base, thresholds: t, ...derived, ...ownError(rec, replayed, t) });
+    rows.push({ ...base, status: 'replayed', ...(source.derivedRead.size ? { derived: [...source.derivedRead] } : {}) });
+    const name = { stage: rec.stage, layer: rec.layer, pos: rec.pos, token: rec.token };
+    out.replay.push(makeRecord(cfg, rec.stage, rec.layer, rec.pos, rec.token, facts.values, rec.shape.reduce((a, b) => a * b, 1) === facts.values.length ? rec.shape : undefined));
+    const f = factRecords(facts, name);
+    if (f.noise) out.noise.push(f.noise);
+    if (f.ties) out.ties.push(f.ties);
+    dumped.push(rec);
   }
-  const passed = rows.filter((r) => r.status === 'pass').length;
-  const failed = rows.filter((r) => r.status === 'fail').length;
-  const skipped = rows.length - passed - failed;
+  const comparison = await compare({ reference: [], own: dumped, ownReference: out.replay, facts: await factsOf(out.noise, out.ties), labels: { a: 'replayed', b: file } }, opts.judge);
+  const skipped = rows.filter((r) => r.status === 'skipped').length;
   return {
     file,
     rows,
-    counts: { rows: rows.length, replayed: passed + failed, passed, failed, skipped, derived: rows.filter((r) => r.derived).length },
-    firstOwnFailure: rows.find((r) => r.status === 'fail'),
+    comparison,
+    records: out,
+    counts: {
+      rows: rows.length, replayed: rows.length - skipped, passed: comparison.counts.own - comparison.counts.ownFailed, failed: comparison.counts.ownFailed,
+      skipped, derived: rows.filter((r) => r.derived).length,
+    },
+    firstOwnFailure: comparison.firstOwnFailure,
   };
 }

@@ -49,17 +49,6 @@ export type InputRef =
   | { kind: 'token' }
   | { kind: 'stage' | 'window' | 'emitted'; stage: StageId };
 
-export interface Tolerance {
-  /** largest allowed max |a-b| (absolute) */
-  maxAbs?: number;
-  /** smallest allowed cosine similarity */
-  minCosine?: number;
-  /** largest allowed NMSE (ggml test-backend-ops definition) */
-  maxNmse?: number;
-  /** i32 stages: required exact match */
-  exact?: boolean;
-}
-
 export interface StageDef {
   name: StageId;
   aliases: { graph?: string[]; test?: string[]; ascend?: string[]; cpu?: string[] };
@@ -80,7 +69,6 @@ export interface StageDef {
   kernel: string;
   /** catalog section / ds4.c function the stage follows */
   source: string;
-  tolerance: Tolerance;
 }
 
 /** One captured intermediate: the unit the reference and device taps emit, the dumps store and the diff
@@ -117,95 +105,82 @@ function st(def: Omit<StageDef, 'order'>): StageDef {
   return { ...def, order: orderCounter++ };
 }
 
-// Default tolerances are deliberately loose placeholders for "same math, different arithmetic";
-// the baselines calibrate the real ones per case against the reference's own noise floor.
-const T_EXACTISH: Tolerance = { maxAbs: 1e-4, minCosine: 0.99999 };
-// f32 stages downstream of quantized ones inherit int8 code flips (~1e-3 relative): judged by cosine, with a loose absolute cap
-const T_F32: Tolerance = { maxAbs: 2e-2, minCosine: 0.9999 };
-const T_Q8: Tolerance = { maxAbs: 5e-2, minCosine: 0.999 };
-const T_ROUTE: Tolerance = { exact: true };
-// compressed rows stored as FP8 (attention) / FP4 (indexer) codes: one code step is 12–50 % of a value, and
-// an upstream difference far below any tolerance can push one element across a rounding boundary
-// (seen in the simulator's teacher-forced clean runs: maxAbs 0.25–0.5, cosine ≥ 0.996); judged by
-// cosine and NMSE, which allow such a flip or two but not a wrong row
-const T_QROW: Tolerance = { minCosine: 0.995, maxNmse: 1e-2 };
-
 export const STAGES: StageDef[] = [
   // S0
-  st({ name: 'embed_hc', aliases: { test: ['embed_hc'] }, scope: 'embed', dtype: 'f32', shape: hcE, when: 'all', inputs: ['token'], kernel: 'embed_token_hc', source: 'S0 embed_token_f16 + hc_from_plain_embedding', tolerance: T_EXACTISH }),
+  st({ name: 'embed_hc', aliases: { test: ['embed_hc'] }, scope: 'embed', dtype: 'f32', shape: hcE, when: 'all', inputs: ['token'], kernel: 'embed_token_hc', source: 'S0 embed_token_f16 + hc_from_plain_embedding' }),
   // S1 HC pre, attention side
-  st({ name: 'hc_attn_mix', aliases: { graph: ['hc_attn_pre_mixes'] }, scope: 'layer', dtype: 'f32', shape: mixN, when: 'all', inputs: ['hc_in'], kernel: 'matmul_f16', source: 'S1 hc_pre_from_state_one (rmsnorm_noweight + hc_attn_fn matvec)', tolerance: T_F32 }),
-  st({ name: 'hc_attn_pre_w', aliases: { graph: ['hc_attn_pre_weights'] }, scope: 'layer', dtype: 'f32', shape: (c) => [c.nHc], when: 'all', inputs: ['hc_attn_mix'], kernel: 'hc_split_sinkhorn4', source: 'S1 hc_split_sinkhorn_one (pre = sigmoid + eps)', tolerance: T_F32 }),
-  st({ name: 'hc_attn_post_w', aliases: { graph: ['hc_attn_pre_post_weights'], ascend: ['hc_post_w'] }, scope: 'layer', dtype: 'f32', shape: (c) => [c.nHc], when: 'all', inputs: ['hc_attn_mix'], kernel: 'hc_split_sinkhorn4', source: 'S1 hc_split_sinkhorn_one (post = 2 sigmoid)', tolerance: T_F32 }),
+  st({ name: 'hc_attn_mix', aliases: { graph: ['hc_attn_pre_mixes'] }, scope: 'layer', dtype: 'f32', shape: mixN, when: 'all', inputs: ['hc_in'], kernel: 'matmul_f16', source: 'S1 hc_pre_from_state_one (rmsnorm_noweight + hc_attn_fn matvec)' }),
+  st({ name: 'hc_attn_pre_w', aliases: { graph: ['hc_attn_pre_weights'] }, scope: 'layer', dtype: 'f32', shape: (c) => [c.nHc], when: 'all', inputs: ['hc_attn_mix'], kernel: 'hc_split_sinkhorn4', source: 'S1 hc_split_sinkhorn_one (pre = sigmoid + eps)' }),
+  st({ name: 'hc_attn_post_w', aliases: { graph: ['hc_attn_pre_post_weights'], ascend: ['hc_post_w'] }, scope: 'layer', dtype: 'f32', shape: (c) => [c.nHc], when: 'all', inputs: ['hc_attn_mix'], kernel: 'hc_split_sinkhorn4', source: 'S1 hc_split_sinkhorn_one (post = 2 sigmoid)' }),
   // comb is stored [source b][output a]: element a + nHc*b (catalog S1, hc_post_one)
-  st({ name: 'hc_attn_comb', aliases: { graph: ['hc_attn_pre_comb'], ascend: ['hc_comb'] }, scope: 'layer', dtype: 'f32', shape: (c) => [c.nHc, c.nHc], when: 'all', inputs: ['hc_attn_mix'], kernel: 'hc_split_sinkhorn4', source: 'S1 hc_split_sinkhorn_one (Sinkhorn comb)', tolerance: T_F32 }),
-  st({ name: 'attn_cur', aliases: { graph: ['hc_attn_pre'], test: ['hc_pre'], cpu: ['attn_pre'] }, scope: 'layer', dtype: 'f32', shape: E, when: 'all', inputs: ['hc_in', 'hc_attn_pre_w'], kernel: 'hc_weighted_sum4', source: 'S1 hc_weighted_sum_one', tolerance: T_F32 }),
+  st({ name: 'hc_attn_comb', aliases: { graph: ['hc_attn_pre_comb'], ascend: ['hc_comb'] }, scope: 'layer', dtype: 'f32', shape: (c) => [c.nHc, c.nHc], when: 'all', inputs: ['hc_attn_mix'], kernel: 'hc_split_sinkhorn4', source: 'S1 hc_split_sinkhorn_one (Sinkhorn comb)' }),
+  st({ name: 'attn_cur', aliases: { graph: ['hc_attn_pre'], test: ['hc_pre'], cpu: ['attn_pre'] }, scope: 'layer', dtype: 'f32', shape: E, when: 'all', inputs: ['hc_in', 'hc_attn_pre_w'], kernel: 'hc_weighted_sum4', source: 'S1 hc_weighted_sum_one' }),
   // S2
-  st({ name: 'attn_norm', aliases: { graph: ['attn_norm'], test: ['attn_norm'] }, scope: 'layer', dtype: 'f32', shape: E, when: 'all', inputs: ['attn_cur'], kernel: 'rms_norm', source: 'S2 layer_attn_norm_one', tolerance: T_F32 }),
+  st({ name: 'attn_norm', aliases: { graph: ['attn_norm'], test: ['attn_norm'] }, scope: 'layer', dtype: 'f32', shape: E, when: 'all', inputs: ['attn_cur'], kernel: 'rms_norm', source: 'S2 layer_attn_norm_one' }),
   // S3
-  st({ name: 'q_lora', aliases: { graph: ['q_lora'], ascend: ['q_lora'] }, scope: 'layer', dtype: 'f32', shape: (c) => [c.qLoraRank], when: 'all', inputs: ['attn_norm'], kernel: 'matmul_q8_0', source: 'S3 attn_q_a (Q8_0)', tolerance: T_Q8 }),
-  st({ name: 'q_lora_norm', aliases: { graph: ['q_lora_norm'], ascend: ['q_lora_norm'] }, scope: 'layer', dtype: 'f32', shape: (c) => [c.qLoraRank], when: 'all', inputs: ['q_lora'], kernel: 'rms_norm', source: 'S3 rmsnorm * attn_q_a_norm', tolerance: T_Q8 }),
-  st({ name: 'q_raw', aliases: { graph: ['Qraw'], ascend: ['Qraw'] }, scope: 'layer', dtype: 'f32', shape: (c) => [c.nHead, c.headDim], when: 'all', inputs: ['q_lora_norm'], kernel: 'matmul_q8_0', source: 'S3 attn_q_b (Q8_0)', tolerance: T_Q8 }),
-  st({ name: 'q_norm', aliases: { graph: ['Qnorm'], ascend: ['Qnorm'] }, scope: 'layer', dtype: 'f32', shape: (c) => [c.nHead, c.headDim], when: 'all', inputs: ['q_raw'], kernel: 'rms_norm', source: 'S3 head_rms_norm_inplace (no weight)', tolerance: T_Q8 }),
+  st({ name: 'q_lora', aliases: { graph: ['q_lora'], ascend: ['q_lora'] }, scope: 'layer', dtype: 'f32', shape: (c) => [c.qLoraRank], when: 'all', inputs: ['attn_norm'], kernel: 'matmul_q8_0', source: 'S3 attn_q_a (Q8_0)' }),
+  st({ name: 'q_lora_norm', aliases: { graph: ['q_lora_norm'], ascend: ['q_lora_norm'] }, scope: 'layer', dtype: 'f32', shape: (c) => [c.qLoraRank], when: 'all', inputs: ['q_lora'], kernel: 'rms_norm', source: 'S3 rmsnorm * attn_q_a_norm' }),
+  st({ name: 'q_raw', aliases: { graph: ['Qraw'], ascend: ['Qraw'] }, scope: 'layer', dtype: 'f32', shape: (c) => [c.nHead, c.headDim], when: 'all', inputs: ['q_lora_norm'], kernel: 'matmul_q8_0', source: 'S3 attn_q_b (Q8_0)' }),
+  st({ name: 'q_norm', aliases: { graph: ['Qnorm'], ascend: ['Qnorm'] }, scope: 'layer', dtype: 'f32', shape: (c) => [c.nHead, c.headDim], when: 'all', inputs: ['q_raw'], kernel: 'rms_norm', source: 'S3 head_rms_norm_inplace (no weight)' }),
   // S4
-  st({ name: 'kv_raw', aliases: { graph: ['KVraw'], ascend: ['KVraw'] }, scope: 'layer', dtype: 'f32', shape: (c) => [c.headDim], when: 'all', inputs: ['attn_norm'], kernel: 'matmul_q8_0', source: 'S4 attn_kv (Q8_0)', tolerance: T_Q8 }),
-  st({ name: 'kv_norm', aliases: { graph: ['KVnorm'], ascend: ['KVnorm'] }, scope: 'layer', dtype: 'f32', shape: (c) => [c.headDim], when: 'all', inputs: ['kv_raw'], kernel: 'rms_norm', source: 'S4 rmsnorm * attn_kv_a_norm', tolerance: T_Q8 }),
+  st({ name: 'kv_raw', aliases: { graph: ['KVraw'], ascend: ['KVraw'] }, scope: 'layer', dtype: 'f32', shape: (c) => [c.headDim], when: 'all', inputs: ['attn_norm'], kernel: 'matmul_q8_0', source: 'S4 attn_kv (Q8_0)' }),
+  st({ name: 'kv_norm', aliases: { graph: ['KVnorm'], ascend: ['KVnorm'] }, scope: 'layer', dtype: 'f32', shape: (c) => [c.headDim], when: 'all', inputs: ['kv_raw'], kernel: 'rms_norm', source: 'S4 rmsnorm * attn_kv_a_norm' }),
   // S5
-  st({ name: 'q_rope', aliases: { graph: ['Qcur'], test: ['q_rope'] }, scope: 'layer', dtype: 'f32', shape: (c) => [c.nHead, c.headDim], when: 'all', inputs: ['q_norm'], kernel: 'rope_tail', source: 'S5 rope_tail_layer_inplace', tolerance: T_Q8 }),
-  st({ name: 'kv_rope', aliases: { graph: ['KVrope'] }, scope: 'layer', dtype: 'f32', shape: (c) => [c.headDim], when: 'all', inputs: ['kv_norm'], kernel: 'rope_tail', source: 'S5 rope_tail_layer_inplace', tolerance: T_Q8 }),
+  st({ name: 'q_rope', aliases: { graph: ['Qcur'], test: ['q_rope'] }, scope: 'layer', dtype: 'f32', shape: (c) => [c.nHead, c.headDim], when: 'all', inputs: ['q_norm'], kernel: 'rope_tail', source: 'S5 rope_tail_layer_inplace' }),
+  st({ name: 'kv_rope', aliases: { graph: ['KVrope'] }, scope: 'layer', dtype: 'f32', shape: (c) => [c.headDim], when: 'all', inputs: ['kv_norm'], kernel: 'rope_tail', source: 'S5 rope_tail_layer_inplace' }),
   // S6
   // ds4's graph-test line calls this row `kv_rope` (it compares the cached row after RoPE + FP8 + f16),
   // which is our canonical kv_rope's name; canonical names win, so that test field maps to kv_rope.
-  st({ name: 'kv_cur', decision: 'rounding', aliases: { graph: ['KVcur'] }, scope: 'layer', dtype: 'f32', shape: (c) => [c.headDim], when: 'all', inputs: ['kv_rope'], kernel: 'fp8_kv_quantize', source: 'S6 dsv4_fp8_kv_quantize_row_inplace_cpu + f16 round', tolerance: T_Q8 }),
-  st({ name: 'raw_cache', aliases: { graph: ['raw_cache'], test: ['raw_cache'] }, scope: 'layer', dtype: 'f32', shape: (c, at) => [at?.n ?? c.slidingWindow, c.headDim], when: 'all', inputs: ['kv_cur@window'], kernel: 'store_raw_kv', source: 'S6 kv_cache_push_raw (sliding window rows, chronological)', tolerance: T_Q8 }),
+  st({ name: 'kv_cur', decision: 'rounding', aliases: { graph: ['KVcur'] }, scope: 'layer', dtype: 'f32', shape: (c) => [c.headDim], when: 'all', inputs: ['kv_rope'], kernel: 'fp8_kv_quantize', source: 'S6 dsv4_fp8_kv_quantize_row_inplace_cpu + f16 round' }),
+  st({ name: 'raw_cache', aliases: { graph: ['raw_cache'], test: ['raw_cache'] }, scope: 'layer', dtype: 'f32', shape: (c, at) => [at?.n ?? c.slidingWindow, c.headDim], when: 'all', inputs: ['kv_cur@window'], kernel: 'store_raw_kv', source: 'S6 kv_cache_push_raw (sliding window rows, chronological)' }),
   // S7 compressor, attention lane
-  st({ name: 'attn_comp_kv', aliases: { graph: ['attn_comp_kv_raw'] }, scope: 'layer', dtype: 'f32', shape: compWidth, when: 'compressed', inputs: ['attn_norm'], kernel: 'matmul_f16', source: 'S7 compressor_decode_one kv_cur (width = coff*headDim)', tolerance: T_F32 }),
-  st({ name: 'attn_comp_score', aliases: { graph: ['attn_comp_score_raw'] }, scope: 'layer', dtype: 'f32', shape: compWidth, when: 'compressed', inputs: ['attn_norm'], kernel: 'matmul_f16', source: 'S7 compressor_decode_one sc_cur + ape', tolerance: T_F32 }),
-  st({ name: 'attn_comp_row', decision: 'rounding', aliases: { graph: ['KVcompress'] }, scope: 'layer', dtype: 'f32', shape: (c) => [c.headDim], when: 'emit', inputs: ['attn_comp_kv@window', 'attn_comp_score@window'], kernel: 'compressor_pool', source: 'S7 compressor_pool_decode_state + norm + rope + fp8 + f16', tolerance: T_QROW }),
+  st({ name: 'attn_comp_kv', aliases: { graph: ['attn_comp_kv_raw'] }, scope: 'layer', dtype: 'f32', shape: compWidth, when: 'compressed', inputs: ['attn_norm'], kernel: 'matmul_f16', source: 'S7 compressor_decode_one kv_cur (width = coff*headDim)' }),
+  st({ name: 'attn_comp_score', aliases: { graph: ['attn_comp_score_raw'] }, scope: 'layer', dtype: 'f32', shape: compWidth, when: 'compressed', inputs: ['attn_norm'], kernel: 'matmul_f16', source: 'S7 compressor_decode_one sc_cur + ape' }),
+  st({ name: 'attn_comp_row', decision: 'rounding', aliases: { graph: ['KVcompress'] }, scope: 'layer', dtype: 'f32', shape: (c) => [c.headDim], when: 'emit', inputs: ['attn_comp_kv@window', 'attn_comp_score@window'], kernel: 'compressor_pool', source: 'S7 compressor_pool_decode_state + norm + rope + fp8 + f16' }),
   // S8 indexer (ratio-4 layers)
-  st({ name: 'index_comp_kv', aliases: { graph: ['indexer_comp_kv_raw'] }, scope: 'layer', dtype: 'f32', shape: (c) => [2 * c.indexerHeadDim], when: 'ratio4', inputs: ['attn_norm'], kernel: 'matmul_f16', source: 'S8 indexer compressor kv', tolerance: T_F32 }),
-  st({ name: 'index_comp_score', aliases: { graph: ['indexer_comp_score_raw'] }, scope: 'layer', dtype: 'f32', shape: (c) => [2 * c.indexerHeadDim], when: 'ratio4', inputs: ['attn_norm'], kernel: 'matmul_f16', source: 'S8 indexer compressor score + ape', tolerance: T_F32 }),
-  st({ name: 'index_comp_row', decision: 'rounding', aliases: { graph: ['indexer_KVcompress'] }, scope: 'layer', dtype: 'f32', shape: (c) => [c.indexerHeadDim], when: 'index-emit', inputs: ['index_comp_kv@window', 'index_comp_score@window'], kernel: 'compressor_pool', source: 'S8 pool + norm + rope + hadamard128 + fp4 + f16', tolerance: T_QROW }),
-  st({ name: 'index_q', decision: 'rounding', aliases: {}, scope: 'layer', dtype: 'f32', shape: (c) => [c.indexerHeads, c.indexerHeadDim], when: 'index-select', inputs: ['q_lora_norm'], kernel: 'indexer_scores', source: 'S8 indexer.attn_q_b + rope + hadamard + fp4', tolerance: T_Q8 }),
-  st({ name: 'index_w', aliases: {}, scope: 'layer', dtype: 'f32', shape: (c) => [c.indexerHeads], when: 'index-select', inputs: ['attn_norm'], kernel: 'indexer_scores', source: 'S8 indexer.proj * 1/sqrt(ID*IH)', tolerance: T_F32 }),
-  st({ name: 'index_scores', aliases: { graph: ['indexer_scores'] }, scope: 'layer', dtype: 'f32', shape: (_c, at) => [at?.n ?? 0], when: 'index-select', inputs: ['index_q', 'index_w', 'index_comp_row@emitted'], kernel: 'indexer_scores', source: 'S8 sum_h relu(q_h.k) w_h', tolerance: T_Q8 }),
-  st({ name: 'index_topk', decision: 'selection', aliases: { graph: ['indexer_topk'] }, scope: 'layer', dtype: 'i32', shape: (c) => [c.indexerTopK], when: 'index-select', inputs: ['index_scores'], kernel: 'indexer_topk', source: 'S8 repeated arg-max, ties to lowest index', tolerance: T_ROUTE }),
+  st({ name: 'index_comp_kv', aliases: { graph: ['indexer_comp_kv_raw'] }, scope: 'layer', dtype: 'f32', shape: (c) => [2 * c.indexerHeadDim], when: 'ratio4', inputs: ['attn_norm'], kernel: 'matmul_f16', source: 'S8 indexer compressor kv' }),
+  st({ name: 'index_comp_score', aliases: { graph: ['indexer_comp_score_raw'] }, scope: 'layer', dtype: 'f32', shape: (c) => [2 * c.indexerHeadDim], when: 'ratio4', inputs: ['attn_norm'], kernel: 'matmul_f16', source: 'S8 indexer compressor score + ape' }),
+  st({ name: 'index_comp_row', decision: 'rounding', aliases: { graph: ['indexer_KVcompress'] }, scope: 'layer', dtype: 'f32', shape: (c) => [c.indexerHeadDim], when: 'index-emit', inputs: ['index_comp_kv@window', 'index_comp_score@window'], kernel: 'compressor_pool', source: 'S8 pool + norm + rope + hadamard128 + fp4 + f16' }),
+  st({ name: 'index_q', decision: 'rounding', aliases: {}, scope: 'layer', dtype: 'f32', shape: (c) => [c.indexerHeads, c.indexerHeadDim], when: 'index-select', inputs: ['q_lora_norm'], kernel: 'indexer_scores', source: 'S8 indexer.attn_q_b + rope + hadamard + fp4' }),
+  st({ name: 'index_w', aliases: {}, scope: 'layer', dtype: 'f32', shape: (c) => [c.indexerHeads], when: 'index-select', inputs: ['attn_norm'], kernel: 'indexer_scores', source: 'S8 indexer.proj * 1/sqrt(ID*IH)' }),
+  st({ name: 'index_scores', aliases: { graph: ['indexer_scores'] }, scope: 'layer', dtype: 'f32', shape: (_c, at) => [at?.n ?? 0], when: 'index-select', inputs: ['index_q', 'index_w', 'index_comp_row@emitted'], kernel: 'indexer_scores', source: 'S8 sum_h relu(q_h.k) w_h' }),
+  st({ name: 'index_topk', decision: 'selection', aliases: { graph: ['indexer_topk'] }, scope: 'layer', dtype: 'i32', shape: (c) => [c.indexerTopK], when: 'index-select', inputs: ['index_scores'], kernel: 'indexer_topk', source: 'S8 repeated arg-max, ties to lowest index' }),
   // S9..S12
-  st({ name: 'attn_heads', aliases: { graph: ['kqv_out'], cpu: ['attn_heads'] }, scope: 'layer', dtype: 'f32', shape: (c) => [c.nHead, c.headDim], when: 'all', inputs: ['q_rope', 'raw_cache', 'attn_comp_row@emitted', 'index_topk'], kernel: 'attention', source: 'S9 layer_attention_rows_one / mixed (sinks in the denominator)', tolerance: T_Q8 }),
-  st({ name: 'attn_heads_back', aliases: { graph: ['kqv_back'] }, scope: 'layer', dtype: 'f32', shape: (c) => [c.nHead, c.headDim], when: 'all', inputs: ['attn_heads'], kernel: 'rope_tail', source: 'S10 inverse rope_tail_layer_inplace', tolerance: T_Q8 }),
-  st({ name: 'attn_low', aliases: { graph: ['attn_low'] }, scope: 'layer', dtype: 'f32', shape: (c) => [c.oGroups * c.oLoraRank], when: 'all', inputs: ['attn_heads_back'], kernel: 'attention_output_low_q8', source: 'S11 layer_grouped_out_one (per-group Q8_0)', tolerance: T_Q8 }),
-  st({ name: 'attn_out', aliases: { graph: ['attn_out'], test: ['attn_out'], cpu: ['attn_out'] }, scope: 'layer', dtype: 'f32', shape: E, when: 'all', inputs: ['attn_low'], kernel: 'matmul_q8_0', source: 'S11 attn_output_b (Q8_0)', tolerance: T_Q8 }),
-  st({ name: 'after_attn_hc', aliases: { graph: ['hc_attn_post'], test: ['after_attn_hc'], ascend: ['after_attn_hc'], cpu: ['after_attn_hc'] }, scope: 'layer', dtype: 'f32', shape: hcE, when: 'all', inputs: ['attn_out', 'hc_attn_post_w', 'hc_attn_comb', 'hc_in'], kernel: 'hc_expand', source: 'S12 hc_post_one', tolerance: T_Q8 }),
+  st({ name: 'attn_heads', aliases: { graph: ['kqv_out'], cpu: ['attn_heads'] }, scope: 'layer', dtype: 'f32', shape: (c) => [c.nHead, c.headDim], when: 'all', inputs: ['q_rope', 'raw_cache', 'attn_comp_row@emitted', 'index_topk'], kernel: 'attention', source: 'S9 layer_attention_rows_one / mixed (sinks in the denominator)' }),
+  st({ name: 'attn_heads_back', aliases: { graph: ['kqv_back'] }, scope: 'layer', dtype: 'f32', shape: (c) => [c.nHead, c.headDim], when: 'all', inputs: ['attn_heads'], kernel: 'rope_tail', source: 'S10 inverse rope_tail_layer_inplace' }),
+  st({ name: 'attn_low', aliases: { graph: ['attn_low'] }, scope: 'layer', dtype: 'f32', shape: (c) => [c.oGroups * c.oLoraRank], when: 'all', inputs: ['attn_heads_back'], kernel: 'attention_output_low_q8', source: 'S11 layer_grouped_out_one (per-group Q8_0)' }),
+  st({ name: 'attn_out', aliases: { graph: ['attn_out'], test: ['attn_out'], cpu: ['attn_out'] }, scope: 'layer', dtype: 'f32', shape: E, when: 'all', inputs: ['attn_low'], kernel: 'matmul_q8_0', source: 'S11 attn_output_b (Q8_0)' }),
+  st({ name: 'after_attn_hc', aliases: { graph: ['hc_attn_post'], test: ['after_attn_hc'], ascend: ['after_attn_hc'], cpu: ['after_attn_hc'] }, scope: 'layer', dtype: 'f32', shape: hcE, when: 'all', inputs: ['attn_out', 'hc_attn_post_w', 'hc_attn_comb', 'hc_in'], kernel: 'hc_expand', source: 'S12 hc_post_one' }),
   // S13 HC pre, FFN side
-  st({ name: 'hc_ffn_mix', aliases: { graph: ['hc_ffn_pre_mixes'] }, scope: 'layer', dtype: 'f32', shape: mixN, when: 'all', inputs: ['after_attn_hc'], kernel: 'matmul_f16', source: 'S13 hc_pre_from_state_one (ffn)', tolerance: T_F32 }),
-  st({ name: 'hc_ffn_pre_w', aliases: { graph: ['hc_ffn_pre_weights'] }, scope: 'layer', dtype: 'f32', shape: (c) => [c.nHc], when: 'all', inputs: ['hc_ffn_mix'], kernel: 'hc_split_sinkhorn4', source: 'S13 hc_split_sinkhorn_one', tolerance: T_F32 }),
-  st({ name: 'hc_ffn_post_w', aliases: { graph: ['hc_ffn_pre_post_weights'] }, scope: 'layer', dtype: 'f32', shape: (c) => [c.nHc], when: 'all', inputs: ['hc_ffn_mix'], kernel: 'hc_split_sinkhorn4', source: 'S13 hc_split_sinkhorn_one', tolerance: T_F32 }),
-  st({ name: 'hc_ffn_comb', aliases: { graph: ['hc_ffn_pre_comb'] }, scope: 'layer', dtype: 'f32', shape: (c) => [c.nHc, c.nHc], when: 'all', inputs: ['hc_ffn_mix'], kernel: 'hc_split_sinkhorn4', source: 'S13 hc_split_sinkhorn_one', tolerance: T_F32 }),
-  st({ name: 'ffn_cur', aliases: { graph: ['hc_ffn_pre'], test: ['ffn_cur'], cpu: ['ffn_cur'] }, scope: 'layer', dtype: 'f32', shape: E, when: 'all', inputs: ['after_attn_hc', 'hc_ffn_pre_w'], kernel: 'hc_weighted_sum4', source: 'S13 hc_weighted_sum_one', tolerance: T_Q8 }),
-  st({ name: 'ffn_norm', aliases: { graph: ['ffn_norm'], test: ['ffn_norm'], cpu: ['ffn_norm'] }, scope: 'layer', dtype: 'f32', shape: E, when: 'all', inputs: ['ffn_cur'], kernel: 'rms_norm', source: 'S13 rmsnorm * ffn_norm', tolerance: T_Q8 }),
+  st({ name: 'hc_ffn_mix', aliases: { graph: ['hc_ffn_pre_mixes'] }, scope: 'layer', dtype: 'f32', shape: mixN, when: 'all', inputs: ['after_attn_hc'], kernel: 'matmul_f16', source: 'S13 hc_pre_from_state_one (ffn)' }),
+  st({ name: 'hc_ffn_pre_w', aliases: { graph: ['hc_ffn_pre_weights'] }, scope: 'layer', dtype: 'f32', shape: (c) => [c.nHc], when: 'all', inputs: ['hc_ffn_mix'], kernel: 'hc_split_sinkhorn4', source: 'S13 hc_split_sinkhorn_one' }),
+  st({ name: 'hc_ffn_post_w', aliases: { graph: ['hc_ffn_pre_post_weights'] }, scope: 'layer', dtype: 'f32', shape: (c) => [c.nHc], when: 'all', inputs: ['hc_ffn_mix'], kernel: 'hc_split_sinkhorn4', source: 'S13 hc_split_sinkhorn_one' }),
+  st({ name: 'hc_ffn_comb', aliases: { graph: ['hc_ffn_pre_comb'] }, scope: 'layer', dtype: 'f32', shape: (c) => [c.nHc, c.nHc], when: 'all', inputs: ['hc_ffn_mix'], kernel: 'hc_split_sinkhorn4', source: 'S13 hc_split_sinkhorn_one' }),
+  st({ name: 'ffn_cur', aliases: { graph: ['hc_ffn_pre'], test: ['ffn_cur'], cpu: ['ffn_cur'] }, scope: 'layer', dtype: 'f32', shape: E, when: 'all', inputs: ['after_attn_hc', 'hc_ffn_pre_w'], kernel: 'hc_weighted_sum4', source: 'S13 hc_weighted_sum_one' }),
+  st({ name: 'ffn_norm', aliases: { graph: ['ffn_norm'], test: ['ffn_norm'], cpu: ['ffn_norm'] }, scope: 'layer', dtype: 'f32', shape: E, when: 'all', inputs: ['ffn_cur'], kernel: 'rms_norm', source: 'S13 rmsnorm * ffn_norm' }),
   // S14 router
-  st({ name: 'router_logits', aliases: { graph: ['ffn_moe_logits'] }, scope: 'layer', dtype: 'f32', shape: (c) => [c.nExpert], when: 'all', inputs: ['ffn_norm'], kernel: 'matmul_f16', source: 'S14 ffn_gate_inp (F16)', tolerance: T_Q8 }),
-  st({ name: 'router_probs', aliases: { graph: ['ffn_moe_probs'] }, scope: 'layer', dtype: 'f32', shape: (c) => [c.nExpert], when: 'all', inputs: ['router_logits'], kernel: 'router_select', source: 'S14 sqrt(softplus(logit))', tolerance: T_Q8 }),
-  st({ name: 'router_topk', decision: 'selection', aliases: { graph: ['ffn_moe_topk'] }, scope: 'layer', dtype: 'i32', shape: (c) => [c.nExpertUsed], when: 'all', inputs: ['router_probs', 'token'], kernel: 'router_select', source: 'S14 hash (tid2eid) or top-k of probs + bias', tolerance: T_ROUTE }),
-  st({ name: 'router_w', aliases: { graph: ['ffn_moe_weights_scaled'], test: ['router_w'] }, scope: 'layer', dtype: 'f32', shape: (c) => [c.nExpertUsed], when: 'all', inputs: ['router_probs', 'router_topk'], kernel: 'router_select', source: 'S14 p/sum(p) * expert_weights_scale', tolerance: T_Q8 }),
+  st({ name: 'router_logits', aliases: { graph: ['ffn_moe_logits'] }, scope: 'layer', dtype: 'f32', shape: (c) => [c.nExpert], when: 'all', inputs: ['ffn_norm'], kernel: 'matmul_f16', source: 'S14 ffn_gate_inp (F16)' }),
+  st({ name: 'router_probs', aliases: { graph: ['ffn_moe_probs'] }, scope: 'layer', dtype: 'f32', shape: (c) => [c.nExpert], when: 'all', inputs: ['router_logits'], kernel: 'router_select', source: 'S14 sqrt(softplus(logit))' }),
+  st({ name: 'router_topk', decision: 'selection', aliases: { graph: ['ffn_moe_topk'] }, scope: 'layer', dtype: 'i32', shape: (c) => [c.nExpertUsed], when: 'all', inputs: ['router_probs', 'token'], kernel: 'router_select', source: 'S14 hash (tid2eid) or top-k of probs + bias' }),
+  st({ name: 'router_w', aliases: { graph: ['ffn_moe_weights_scaled'], test: ['router_w'] }, scope: 'layer', dtype: 'f32', shape: (c) => [c.nExpertUsed], when: 'all', inputs: ['router_probs', 'router_topk'], kernel: 'router_select', source: 'S14 p/sum(p) * expert_weights_scale' }),
   // S15 routed experts
-  st({ name: 'moe_gate', aliases: { graph: ['ffn_moe_gate_clamped'] }, scope: 'layer', dtype: 'f32', shape: (c) => [c.nExpertUsed, c.nFfExp], when: 'all', inputs: ['ffn_norm', 'router_topk'], kernel: 'moe_gate_up_mid_iq2_q8', source: 'S15 IQ2_XXS gate . Q8_K, min(g, clamp)', tolerance: T_Q8 }),
-  st({ name: 'moe_up', aliases: { graph: ['ffn_moe_up_clamped'] }, scope: 'layer', dtype: 'f32', shape: (c) => [c.nExpertUsed, c.nFfExp], when: 'all', inputs: ['ffn_norm', 'router_topk'], kernel: 'moe_gate_up_mid_iq2_q8', source: 'S15 IQ2_XXS up . Q8_K, clamp +-', tolerance: T_Q8 }),
-  st({ name: 'moe_mid', aliases: { graph: ['ffn_moe_weighted_swiglu'] }, scope: 'layer', dtype: 'f32', shape: (c) => [c.nExpertUsed, c.nFfExp], when: 'all', inputs: ['moe_gate', 'moe_up', 'router_w'], kernel: 'moe_gate_up_mid_iq2_q8', source: 'S15 silu(g) u w_k', tolerance: T_Q8 }),
-  st({ name: 'moe_down', aliases: { graph: ['ffn_moe_down'] }, scope: 'layer', dtype: 'f32', shape: (c) => [c.nExpertUsed, c.nEmbd], when: 'all', inputs: ['moe_mid', 'router_topk'], kernel: 'moe_down_q2_q8', source: 'S15 Q2_K down . Q8_K(mid)', tolerance: T_Q8 }),
-  st({ name: 'moe_out', aliases: { graph: ['ffn_moe_out'], test: ['routed'], cpu: ['routed_moe'] }, scope: 'layer', dtype: 'f32', shape: E, when: 'all', inputs: ['moe_down'], kernel: 'moe_sum_experts', source: 'S15 sum over experts in slot order', tolerance: T_Q8 }),
+  st({ name: 'moe_gate', aliases: { graph: ['ffn_moe_gate_clamped'] }, scope: 'layer', dtype: 'f32', shape: (c) => [c.nExpertUsed, c.nFfExp], when: 'all', inputs: ['ffn_norm', 'router_topk'], kernel: 'moe_gate_up_mid_iq2_q8', source: 'S15 IQ2_XXS gate . Q8_K, min(g, clamp)' }),
+  st({ name: 'moe_up', aliases: { graph: ['ffn_moe_up_clamped'] }, scope: 'layer', dtype: 'f32', shape: (c) => [c.nExpertUsed, c.nFfExp], when: 'all', inputs: ['ffn_norm', 'router_topk'], kernel: 'moe_gate_up_mid_iq2_q8', source: 'S15 IQ2_XXS up . Q8_K, clamp +-' }),
+  st({ name: 'moe_mid', aliases: { graph: ['ffn_moe_weighted_swiglu'] }, scope: 'layer', dtype: 'f32', shape: (c) => [c.nExpertUsed, c.nFfExp], when: 'all', inputs: ['moe_gate', 'moe_up', 'router_w'], kernel: 'moe_gate_up_mid_iq2_q8', source: 'S15 silu(g) u w_k' }),
+  st({ name: 'moe_down', aliases: { graph: ['ffn_moe_down'] }, scope: 'layer', dtype: 'f32', shape: (c) => [c.nExpertUsed, c.nEmbd], when: 'all', inputs: ['moe_mid', 'router_topk'], kernel: 'moe_down_q2_q8', source: 'S15 Q2_K down . Q8_K(mid)' }),
+  st({ name: 'moe_out', aliases: { graph: ['ffn_moe_out'], test: ['routed'], cpu: ['routed_moe'] }, scope: 'layer', dtype: 'f32', shape: E, when: 'all', inputs: ['moe_down'], kernel: 'moe_sum_experts', source: 'S15 sum over experts in slot order' }),
   // S16 shared expert
-  st({ name: 'shared_mid', aliases: {}, scope: 'layer', dtype: 'f32', shape: (c) => [c.nFfExp], when: 'all', inputs: ['ffn_norm'], kernel: 'swiglu', source: 'S16 silu(min(gate,clamp)) clamp(up)', tolerance: T_Q8 }),
-  st({ name: 'shared_out', aliases: { graph: ['ffn_shexp'], test: ['shared'], cpu: ['shared_ffn'] }, scope: 'layer', dtype: 'f32', shape: E, when: 'all', inputs: ['shared_mid'], kernel: 'matmul_q8_0', source: 'S16 ffn_down_shexp (Q8_0)', tolerance: T_Q8 }),
+  st({ name: 'shared_mid', aliases: {}, scope: 'layer', dtype: 'f32', shape: (c) => [c.nFfExp], when: 'all', inputs: ['ffn_norm'], kernel: 'swiglu', source: 'S16 silu(min(gate,clamp)) clamp(up)' }),
+  st({ name: 'shared_out', aliases: { graph: ['ffn_shexp'], test: ['shared'], cpu: ['shared_ffn'] }, scope: 'layer', dtype: 'f32', shape: E, when: 'all', inputs: ['shared_mid'], kernel: 'matmul_q8_0', source: 'S16 ffn_down_shexp (Q8_0)' }),
   // S17
-  st({ name: 'ffn_out', aliases: { graph: ['ffn_out'], test: ['ffn_out'], cpu: ['ffn_out'] }, scope: 'layer', dtype: 'f32', shape: E, when: 'all', inputs: ['moe_out', 'shared_out'], kernel: 'add', source: 'S17 moe + shared', tolerance: T_Q8 }),
-  st({ name: 'after_ffn_hc', aliases: { graph: ['hc_ffn_post'], test: ['after_ffn_hc'], cpu: ['ffn_post_hc', 'after_ffn_hc'] }, scope: 'layer', dtype: 'f32', shape: hcE, when: 'all', inputs: ['ffn_out', 'hc_ffn_post_w', 'hc_ffn_comb', 'after_attn_hc'], kernel: 'hc_expand', source: 'S17 hc_post_one (ffn)', tolerance: T_Q8 }),
+  st({ name: 'ffn_out', aliases: { graph: ['ffn_out'], test: ['ffn_out'], cpu: ['ffn_out'] }, scope: 'layer', dtype: 'f32', shape: E, when: 'all', inputs: ['moe_out', 'shared_out'], kernel: 'add', source: 'S17 moe + shared' }),
+  st({ name: 'after_ffn_hc', aliases: { graph: ['hc_ffn_post'], test: ['after_ffn_hc'], cpu: ['ffn_post_hc', 'after_ffn_hc'] }, scope: 'layer', dtype: 'f32', shape: hcE, when: 'all', inputs: ['ffn_out', 'hc_ffn_post_w', 'hc_ffn_comb', 'after_attn_hc'], kernel: 'hc_expand', source: 'S17 hc_post_one (ffn)' }),
   // S18 output head (dumped with layer = n_layer, as ds4's result_* dumps use layer id 43)
-  st({ name: 'out_hc_pre', aliases: { graph: ['result_hc_pre'] }, scope: 'head', dtype: 'f32', shape: (c) => [c.nHc], when: 'all', inputs: ['hc_in'], kernel: 'matmul_f16', source: 'S18 output_hc_head_one (output_hc_fn)', tolerance: T_F32 }),
-  st({ name: 'out_hc_w', aliases: { graph: ['result_hc_weights'] }, scope: 'head', dtype: 'f32', shape: (c) => [c.nHc], when: 'all', inputs: ['out_hc_pre'], kernel: 'output_hc_weights', source: 'S18 sigmoid + eps', tolerance: T_F32 }),
-  st({ name: 'out_embd', aliases: { graph: ['result_hc'] }, scope: 'head', dtype: 'f32', shape: E, when: 'all', inputs: ['hc_in', 'out_hc_w'], kernel: 'hc_weighted_sum4', source: 'S18 weighted sum', tolerance: T_Q8 }),
-  st({ name: 'out_norm', aliases: { graph: ['result_norm'] }, scope: 'head', dtype: 'f32', shape: E, when: 'all', inputs: ['out_embd'], kernel: 'rms_norm', source: 'S18 rmsnorm * output_norm', tolerance: T_Q8 }),
-  st({ name: 'logits', aliases: { graph: ['result_output'], test: ['logits'], cpu: ['logits'] }, scope: 'head', dtype: 'f32', shape: (c) => [c.nVocab], when: 'all', inputs: ['out_norm'], kernel: 'matmul_q8_0', source: 'S18 output (Q8_0)', tolerance: { maxAbs: 1e-1, minCosine: 0.999 } }),
+  st({ name: 'out_hc_pre', aliases: { graph: ['result_hc_pre'] }, scope: 'head', dtype: 'f32', shape: (c) => [c.nHc], when: 'all', inputs: ['hc_in'], kernel: 'matmul_f16', source: 'S18 output_hc_head_one (output_hc_fn)' }),
+  st({ name: 'out_hc_w', aliases: { graph: ['result_hc_weights'] }, scope: 'head', dtype: 'f32', shape: (c) => [c.nHc], when: 'all', inputs: ['out_hc_pre'], kernel: 'output_hc_weights', source: 'S18 sigmoid + eps' }),
+  st({ name: 'out_embd', aliases: { graph: ['result_hc'] }, scope: 'head', dtype: 'f32', shape: E, when: 'all', inputs: ['hc_in', 'out_hc_w'], kernel: 'hc_weighted_sum4', source: 'S18 weighted sum' }),
+  st({ name: 'out_norm', aliases: { graph: ['result_norm'] }, scope: 'head', dtype: 'f32', shape: E, when: 'all', inputs: ['out_embd'], kernel: 'rms_norm', source: 'S18 rmsnorm * output_norm' }),
+  st({ name: 'logits', aliases: { graph: ['result_output'], test: ['logits'], cpu: ['logits'] }, scope: 'head', dtype: 'f32', shape: (c) => [c.nVocab], when: 'all', inputs: ['out_norm'], kernel: 'matmul_q8_0', source: 'S18 output (Q8_0)' }),
 ];
 
 const byName = new Map<string, StageDef>();

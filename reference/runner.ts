@@ -11,6 +11,7 @@ import { badInput } from '../model/errors.ts';
 import { STAGES, resolveStage, stageAt, stageKey, type StageDef, type StageRecord, type Tap } from '../model/stages.ts';
 import { throwIfCancelled } from '../diff/cancel.ts';
 import { compileFilter, type CaptureFilter } from './capture.ts';
+import { factRecords, stageFacts } from './facts.ts';
 import { evaluate, type Graph, type Values } from './interpreter.ts';
 import type { Precision, Vec } from './types.ts';
 import { ModelWeights } from './weights.ts';
@@ -26,6 +27,8 @@ export interface ReferenceOptions {
   headPositions?: number[];
   precision?: Precision;
   tap?: Tap;
+  /** also capture each kept stage's facts for the judge (reference/facts.ts): its rounding noise and decisions (ds4 precision only) */
+  facts?: { noise: Tap; ties: Tap };
   filter?: CaptureFilter;
   mode?: 'prefill' | 'decode';
   onProgress?: (msg: string) => void;
@@ -89,11 +92,19 @@ export async function runReference(opts: ReferenceOptions): Promise<ReferenceRes
     if (!v) throw new Error(`reference: ${s} layer ${l} pos ${q} read before it was computed`);
     return v;
   };
+  if (opts.facts && p !== 'ds4') throw new Error('runReference: facts are the ds4 reference\'s');
   const run = (s: StageDef, layer: number, q: number): void => {
     if (!stageAt(cfg, s, layer, q)) return;
-    const v = evaluate(g, s.name, layer, q, p, read);
+    const kept = keep(s.name, layer, q);
+    const f = opts.facts && kept ? stageFacts(g, s.name, layer, q, read) : undefined;
+    const v = f ? f.values : evaluate(g, s.name, layer, q, p, read);
     store.set(stageKey(s.name, layer, q), v);
-    if (opts.tap && keep(s.name, layer, q)) opts.tap(makeRecord(cfg, s.name, layer, q, tokens[q], v));
+    if (opts.tap && kept) opts.tap(makeRecord(cfg, s.name, layer, q, tokens[q], v));
+    if (f) {
+      const r = factRecords(f, { stage: s.name, layer, pos: q, token: tokens[q] });
+      if (r.noise) opts.facts!.noise(r.noise);
+      if (r.ties) opts.facts!.ties(r.ties);
+    }
   };
   /** after layer il, only its after_ffn_hc is read again (by layer il + 1 or the head) */
   const forgetBelow = (il: number): void => {

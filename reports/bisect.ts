@@ -2,7 +2,7 @@
 // rows that inherit), the swap trials made, in terminal, Markdown and JSON — one view, three renderers.
 import type { BisectResult, EvidenceRow } from '../diff/bisect.ts';
 import { stringifyJson } from '../diff/json.ts';
-import type { Violation } from '../diff/policy.ts';
+import type { Violation } from '../diff/judge.ts';
 import { mdTable } from './markdown.ts';
 import { colors, drawTable } from './terminal.ts';
 import { fmt, metricCells, type Table } from './view.ts';
@@ -10,20 +10,20 @@ import { fmt, metricCells, type Table } from './view.ts';
 export interface BisectReportInput {
   title: string;
   result: BisectResult;
-  /** where the tolerances came from (baseline file, policy, registry defaults) */
+  /** where the tolerances came from (Judge.sources) */
   tolerances: string;
 }
 
-const violationText = (v: Violation | undefined) => (v ? `${v.threshold} ${fmt(v.value)} ${v.threshold.startsWith('min') ? '<' : '>'} ${fmt(v.limit)}` : '-');
+const violationText = (v: Violation | undefined) => (v ? `${v.key} ${fmt(v.value)} ${v.key.startsWith('min') ? '<' : '>'} ${fmt(v.limit)}` : '-');
 
 function evidenceTable(rows: EvidenceRow[]): Table {
   return {
-    columns: ['role', 'stage', 'layer', 'pos', 'kernels', 'inherited max_abs', 'inherited cos', 'own max_abs', 'own cos', 'own verdict', 'note'],
+    columns: ['role', 'stage', 'layer', 'pos', 'kernels', 'inherited max_abs', 'inherited relRms', 'own max_abs', 'own relRms', 'own verdict', 'note'],
     rows: rows.map((r) => {
-      const [im, ic] = metricCells(r.inherited);
-      const [om, oc] = metricCells(r.own);
+      const [im, , ir] = metricCells(r.inherited);
+      const [om, , or] = metricCells(r.own);
       return {
-        cells: [r.role, r.stage, String(r.layer), String(r.pos), r.kernels.join(',') || '-', im, ic, om, oc, r.ownWorst ? violationText(r.ownWorst) : r.own ? 'within tolerance' : '-', r.note ?? ''],
+        cells: [r.role, r.stage, String(r.layer), String(r.pos), r.kernels.join(',') || '-', im, ir, om, or, r.ownWorst ? violationText(r.ownWorst) : r.own ? 'within its budget' : '-', r.note ?? ''],
         fail: r.role !== 'inherits',
         first: r.role.includes('culprit'),
       };
@@ -41,7 +41,7 @@ function trialsTable(r: BisectResult): Table {
   return {
     columns: ['purpose', 'kernels swapped', 'end result', 'failure'],
     rows: r.trials.map((t) => ({
-      cells: [t.purpose, t.deviceOnly ? deviceText(t.deviceOnly) : `${t.hostKernels.join(',') || '(none)'} on the host`, t.pass ? 'within tolerance' : 'diverges', t.detail ?? ''],
+      cells: [t.purpose, t.deviceOnly ? deviceText(t.deviceOnly) : `${t.hostKernels.join(',') || '(none)'} on the host`, t.pass ? 'within its budget' : 'diverges', t.detail ?? ''],
       fail: !t.pass,
     })),
   };
@@ -51,7 +51,7 @@ function summaryLines(i: BisectReportInput): string[] {
   const r = i.result;
   const out = [`tolerances: ${i.tolerances}`];
   if (r.firstDivergence) out.push(`first divergence (free-running): ${r.firstDivergence.stage} layer ${r.firstDivergence.layer} pos ${r.firstDivergence.pos}`);
-  out.push(`rows compared: ${r.comparison.counts.compared}, failing free-running: ${r.comparison.counts.failed}, device passes: ${r.devicePasses}`);
+  out.push(`rows judged: ${r.comparison.counts.compared}, failing: ${r.comparison.counts.failed}, device passes: ${r.devicePasses}`);
   return out;
 }
 

@@ -11,10 +11,9 @@ export function mdTable(t: Table): string[] {
 
 export function renderMarkdown(input: ReportInput): string {
   const v = buildView(input);
-  const out = [`## ${v.title}: ${v.pass ? '✅' : '❌'} ${v.verdict}`, '', ...v.summary.map((s) => `- ${s}`), '', '### Stages (graph order; `>>` = first divergence)', '', ...mdTable(v.stages)];
-  if (v.layers.rows.length) out.push('', '### Layers with failures', '', ...mdTable(v.layers));
+  const out = [`## ${v.title}`, '', `**${v.pass ? '✅' : '❌'} ${v.verdict}**`, '', ...v.summary.map((s) => `- ${s}`), '', '### Stages (graph order; `>>` = the first stage wrong by itself)', '', ...mdTable(v.stages)];
+  if (v.layers.rows.length > 1) out.push('', '### By layer', '', ...mdTable(v.layers));
   if (v.failures.rows.length) out.push('', '### Failing rows', '', ...mdTable(v.failures));
-  if (v.checks?.rows.length) out.push('', '### Baseline checks', '', ...mdTable(v.checks));
   if (v.notes.length) out.push('', ...v.notes.map((n) => `> ${n}`));
   return out.join('\n') + '\n';
 }

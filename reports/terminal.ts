@@ -21,12 +21,13 @@ export function drawTable(t: Table, c: ChalkInstance): string[] {
 export function renderTerminal(input: ReportInput): string {
   const c = colors();
   const v = buildView(input);
-  const out: string[] = [c.bold(`${v.title}: `) + (v.pass ? c.green.bold(v.verdict) : c.red.bold(v.verdict))];
+  const out: string[] = [c.bold(v.title)];
   out.push(...v.summary.map((s) => `  ${s}`), '');
   out.push(...drawTable(v.stages, c));
-  if (v.layers.rows.length) out.push('', c.bold('layers with failures:'), ...drawTable(v.layers, c));
+  if (v.layers.rows.length > 1) out.push('', c.bold('by layer (error growth with depth):'), ...drawTable(v.layers, c));
   if (v.failures.rows.length) out.push('', c.bold('failing rows (graph order):'), ...drawTable(v.failures, c));
-  if (v.checks?.rows.length) out.push('', c.bold('baseline checks:'), ...drawTable(v.checks, c));
   if (v.notes.length) out.push('', ...v.notes.map((n) => c.yellow(n)));
+  // the verdict last, where the eye lands
+  out.push('', v.pass ? c.green.bold(v.verdict) : c.red.bold(v.verdict));
   return out.join('\n') + '\n';
 }

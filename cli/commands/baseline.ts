@@ -1,8 +1,12 @@
 // `ds4-diff baseline record RUN_DIR --out FILE` and `ds4-diff baseline diff OLD NEW`.
 import * as fs from 'node:fs';
 import type { Command } from 'commander';
+import { deviceBounds } from '../../ascend/budgets.ts';
+import { kernelMathOf } from '../../ascend/pipeline.ts';
 import { diffBaselines, formatBaselineDiff, loadBaseline, recordBaseline } from '../../diff/baseline.ts';
+import { makeJudge } from '../../diff/gate.ts';
 import { stringifyJson } from '../../diff/json.ts';
+import { readManifest } from '../../diff/manifest.ts';
 import { badInput } from '../../model/errors.ts';
 
 function positive(name: string) {
@@ -17,18 +21,19 @@ export function register(program: Command): void {
   const cmd = program.command('baseline').description('record a baseline from a run, or review a baseline change');
   cmd
     .command('record')
-    .description('record the per-stage metrics of a run as a baseline')
+    .description('record a passing run as a baseline: its worst own error per (stage, layer) and its end result; a run that fails its budgets is refused')
     .argument('<run-dir>', 'run directory (manifest.json + dumps)')
     .requiredOption('--out <file>', 'baseline JSON to write')
-    .option('--growth <factor>', 'allowed growth over the recorded values', positive('growth'), 2)
-    .option('--cap <maxAbs>', 'absolute cap on the allowed max_abs of any stage', positive('cap'))
+    .option('--growth <factor>', 'allowed growth of a recorded error (× relative RMS and Δp, ×² KL); at least 1', positive('growth'), 2)
     .option('--accept-fallbacks <days>', "accept the run's host fallbacks for this many days (default: none accepted)", positive('accept-fallbacks'))
-    .action(async (runDir: string, opts: { out: string; growth: number; cap?: number; acceptFallbacks?: number }) => {
-      const b = await recordBaseline(runDir, { growth: opts.growth, cap: opts.cap, acceptFallbackDays: opts.acceptFallbacks });
+    .action(async (runDir: string, opts: { out: string; growth: number; acceptFallbacks?: number }) => {
+      if (opts.growth < 1) throw badInput(`--growth ${opts.growth}: a baseline can only tighten, so growth is at least 1`);
+      const judge = makeJudge({ deviceBound: deviceBounds(kernelMathOf(readManifest(runDir))) });
+      const b = await recordBaseline(runDir, judge, { growth: opts.growth, acceptFallbackDays: opts.acceptFallbacks });
       const tmp = `${opts.out}.tmp-${process.pid}`;
       fs.writeFileSync(tmp, stringifyJson(b));
       fs.renameSync(tmp, opts.out);
-      process.stdout.write(`wrote ${opts.out}: ${b.entries.length} (stage, layer) entries, growth x${b.growth.factor}, ${b.fallbacks.length} accepted fallback(s)\n`);
+      process.stdout.write(`wrote ${opts.out}: ${b.own.length} own-error envelopes, end result ${b.endToEnd ? `KL ${b.endToEnd.kl} Δp ${b.endToEnd.deltaP}` : 'none'}, growth ×${b.growth}, ${b.fallbacks.length} accepted fallback(s)\n`);
     });
   cmd
     .command('diff')

@@ -5,12 +5,15 @@
 // but no culprit could be found.
 import type { Command } from 'commander';
 import { writeFileSync } from 'node:fs';
-import { baselinePolicy, findShippedBaseline, loadBaseline } from '../../diff/baseline.ts';
+import { deviceBounds, type KernelMath } from '../../ascend/budgets.ts';
+import { kernelMathOf } from '../../ascend/pipeline.ts';
+import { caseDifferences, findShippedBaseline, loadBaseline } from '../../diff/baseline.ts';
 import { bisect, bisectFromReplay } from '../../diff/bisect.ts';
-import { compareRun } from '../../diff/compare.ts';
-import { replayDump } from '../../diff/replay.ts';
+import { compareRun, factsOf } from '../../diff/compare.ts';
+import { makeJudge } from '../../diff/gate.ts';
+import type { Judge } from '../../diff/judge.ts';
 import { readManifest, sidePath, type RunManifest } from '../../diff/manifest.ts';
-import { EMPTY_POLICY, loadPolicy, type Policy } from '../../diff/policy.ts';
+import { loadPolicy } from '../../diff/policy.ts';
 import type { StageRecord } from '../../model/stages.ts';
 import { badInput } from '../../model/errors.ts';
 import { runReference } from '../../reference/runner.ts';
@@ -37,9 +40,9 @@ export function register(program: Command): void {
     .option('--inject <spec>', 'plant a fault in a simulator kernel: KERNEL:FAULT[=ARG] (repeatable; see `ds4-diff run --help`)', (v: string, prev: string[]) => [...prev, v], [])
     .option('--disable-kernel <names>', 'remove device kernels as in `run` (repeatable, comma-separated)', collectList, [])
     .option('--allow-host-fallback', 'let disabled kernels run on the host')
-    .option('--baseline <file>', 'judge rows by this baseline\'s tolerances (default: the shipped baseline matching the case, else the registry\'s)')
-    .option('--no-baseline', 'judge rows by the registry\'s tolerances even when a shipped baseline matches the case')
-    .option('--policy <file>', 'tolerance rules (on top of the baseline\'s or the registry\'s)')
+    .option('--baseline <file>', 'a baseline of the case: tightens the budgets (default: the shipped baseline matching the case)')
+    .option('--no-baseline', 'judge by the arithmetic budgets alone even when a shipped baseline matches the case')
+    .option('--policy <file>', 'your bounds on chosen rows, on top of the judge\'s')
     .option('--max-trials <n>', 'most device passes the kernel-swap search may make', '64')
     .option('--json', 'print the result as JSON (verdict object: kernel, stage, layer, pos, own_error, tolerance)')
     .option('--markdown <file>', 'also write the report as Markdown')
@@ -89,27 +92,28 @@ async function runOfManifest(m: RunManifest, modelPath = m.model.path): Promise<
   return { modelPath, model, cfg, tokens: m.promptTokens, prompt: m.prompt, lastLayer: m.layers.last, allLayers: m.layers.all };
 }
 
-/** Tolerances: an explicit baseline, else the shipped one matching the case (as `run` gates), else the registry's. */
-function tolerancesFor(m: RunManifest, opts: BisectCliOptions): { policy: Policy; text: string } {
-  const baselineFile = opts.baseline === false ? undefined : (opts.baseline ?? findShippedBaseline(m));
-  const extra: Policy | undefined = opts.policy ? loadPolicy(opts.policy) : undefined;
-  if (!baselineFile) return { policy: extra ?? EMPTY_POLICY, text: opts.policy ? `registry defaults + ${opts.policy}` : 'registry defaults' };
-  const b = baselinePolicy(loadBaseline(baselineFile));
-  return { policy: { ...b, rules: [...b.rules, ...(extra?.rules ?? [])] }, text: `baseline ${baselineFile}${opts.policy ? ` + ${opts.policy}` : ''} (rows it does not list: unchecked)` };
+/** The judge of a case, as `run` and `gate` build it: arithmetic budgets, the baseline (explicit or shipped), the policy. */
+function judgeFor(m: RunManifest, math: KernelMath, opts: BisectCliOptions): { judge: Judge; text: string } {
+  const file = opts.baseline === false ? undefined : (opts.baseline ?? findShippedBaseline(m));
+  let baseline;
+  if (file) {
+    const b = loadBaseline(file);
+    const diffs = caseDifferences(b.case, m);
+    if (diffs.length) throw badInput(`baseline ${file} is for a different case: ${diffs.join('; ')}`);
+    baseline = { file, b };
+  }
+  const judge = makeJudge({ deviceBound: deviceBounds(math), baseline, policy: opts.policy ? loadPolicy(opts.policy) : undefined });
+  for (const w of judge.warnings) process.stderr.write(`ds4-diff: warning: ${w}\n`);
+  return { judge, text: judge.sources.join('; ') };
 }
 
-/** An engine's run directory: its dumps as they are, own errors by replay (no device to re-run). */
+/** An engine's run directory: its dumps as they are, own errors from the replay it holds (no device to re-run). */
 async function bisectEngineRun(dir: string, m: RunManifest, opts: BisectCliOptions): Promise<number> {
   if (opts.inject.length || opts.disableKernel.length || opts.kernelMath) throw badInput(`${dir}: --inject, --disable-kernel and --kernel-math need the simulator; this run's backend is '${m.backend}'`);
-  const device = sidePath(dir, m, 'device');
-  if (!device) throw badInput(`${dir}: the run has no device dump`);
+  if (!sidePath(dir, m, 'replay')) throw badInput(`${dir}: the run holds no replay of the engine's dump (its replay failed: see the manifest's notes); without own errors there is no culprit to name`);
   const run = await runOfManifest(m, opts.model);
-  const { policy, text } = tolerancesFor(m, opts);
-  const prog = progress('bisect');
-  const comparison = await compareRun(dir, policy);
-  const replay = await replayDump(device, { model: run.model, cfg: run.cfg, policy, onProgress: (x) => prog.tick(`replay ${x}`), warn: (x) => process.stderr.write(`ds4-diff: warning: ${x}\n`) });
-  prog.done();
-  const result = bisectFromReplay(comparison, replay);
+  const { judge, text } = judgeFor(m, kernelMathOf(m), opts);
+  const result = bisectFromReplay(await compareRun(dir, judge));
   return report({ title: `ds4-diff bisect: ${m.backend} run ${dir}, ${run.tokens.length} tokens, layers 0..${run.lastLayer}`, result, tolerances: text }, opts);
 }
 
@@ -136,19 +140,25 @@ async function bisectCommand(runDir: string | undefined, opts: BisectCliOptions)
   const { parseInjects } = await import('../../ascend/faults.ts');
   const { simProbe } = await import('../../ascend/probe.ts');
   const inject = parseInjects(c.inject, 'sim');
-  const { policy, text: tolerances } = tolerancesFor(newManifest(c.run, 'sim', {}, c.kernelMath), opts);
+  const { judge, text: tolerances } = judgeFor(newManifest(c.run, 'sim', {}, c.kernelMath), c.kernelMath, opts);
 
   const prog = progress('bisect');
   const reference: StageRecord[] = [];
+  const noise: StageRecord[] = [];
+  const ties: StageRecord[] = [];
   const { run } = c;
-  await runReference({ model: run.model, cfg: run.cfg, weights: new ModelWeights(run.model, run.cfg), tokens: run.tokens, lastLayer: run.lastLayer, tap: (r) => reference.push(r), onProgress: (m) => prog.tick(`reference ${m}`) });
+  await runReference({
+    model: run.model, cfg: run.cfg, weights: new ModelWeights(run.model, run.cfg), tokens: run.tokens, lastLayer: run.lastLayer,
+    tap: (r) => reference.push(r), facts: { noise: (r) => noise.push(r), ties: (r) => ties.push(r) }, onProgress: (m) => prog.tick(`reference ${m}`),
+  });
+  const facts = await factsOf(noise, ties);
   const probe = simProbe({
     model: run.model, cfg: run.cfg, tokens: run.tokens, lastLayer: run.lastLayer, reference,
     kernelMath: c.kernelMath, inject, disabledKernels: c.disabledKernels, allowHostFallback: c.allowHostFallback,
   });
   let result;
   try {
-    result = await bisect(reference, probe, policy, { maxTrials, onProgress: (m) => prog.tick(m) });
+    result = await bisect(reference, facts, probe, judge, { maxTrials, onProgress: (m) => prog.tick(m) });
   } finally {
     probe.close();
   }

@@ -1,28 +1,33 @@
-// `ds4-diff compare A.arrow B.arrow`: the stage table for any two dumps (A is the reference side).
-// Exit 0 when every compared row is within tolerance, 1 otherwise.
+// `ds4-diff compare A.arrow B.arrow`: any two dumps, B judged as a free-running candidate of A (the
+// reference side): metrics per row, the end result (logits) by its end-to-end budget, rows on one side only
+// and non-finite values as failures, and any --policy bounds. Own errors need a run directory (`gate`) or a
+// replay (`replay B -m MODEL`): two bare dumps cannot say which kernel erred.
 import type { Command } from 'commander';
+import { deviceBounds } from '../../ascend/budgets.ts';
 import { compareFiles } from '../../diff/compare.ts';
-import { EMPTY_POLICY, loadPolicy } from '../../diff/policy.ts';
+import { makeJudge, verdictOf } from '../../diff/gate.ts';
+import { loadPolicy } from '../../diff/policy.ts';
 import { checkDumpRunComplete } from '../../diff/rundir.ts';
-import { EXIT } from '../../model/errors.ts';
 import { emitReports, type ReportOutputs } from '../../reports/write.ts';
 
 export function register(program: Command): void {
   program
     .command('compare')
-    .description('compare two Arrow dumps stage by stage (A = reference): metrics, first divergence, tolerances')
+    .description('compare two Arrow dumps stage by stage (A = reference): metrics, drift, the end result, your policy')
     .argument('<a>', 'reference dump (.arrow)')
     .argument('<b>', 'candidate dump (.arrow)')
-    .option('--policy <file>', 'tolerance policy (JSON rules; default: the registry tolerances)')
+    .option('--policy <file>', 'bounds on chosen rows (JSON rules, see the README)')
     .option('--json', 'print the report as JSON instead of the table')
     .option('--markdown <file>', 'also write a Markdown report')
     .option('--junit <file>', 'also write a JUnit XML report (one test case per stage)')
     .option('--html <file>', 'also write a static HTML report')
     .action(async (a: string, b: string, opts: ReportOutputs & { policy?: string }) => {
-      const policy = opts.policy ? loadPolicy(opts.policy) : EMPTY_POLICY;
       for (const f of [a, b]) checkDumpRunComplete(f);
-      const comparison = await compareFiles(a, b, policy);
-      emitReports({ title: 'ds4-diff compare', comparison }, opts);
-      process.exitCode = comparison.pass ? EXIT.ok : EXIT.regression;
+      // without the reference's facts no own budget exists: the device bound is never consulted
+      const judge = makeJudge({ deviceBound: deviceBounds('exact'), policy: opts.policy ? loadPolicy(opts.policy) : undefined });
+      const comparison = await compareFiles(a, b, judge);
+      const verdict = verdictOf(comparison);
+      emitReports({ title: 'ds4-diff compare', comparison, verdict, sources: judge.sources }, opts);
+      process.exitCode = verdict.exitCode;
     });
 }

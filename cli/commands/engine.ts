@@ -11,7 +11,7 @@
 //   125 the engine died, timed out or hit an unimplemented primitive and what it wrote passes: no
 //       verdict on the rest (`git bisect skip`); also when it wrote nothing comparable
 //   3   bad input: options, model, prompt, an engine that cannot be started, or every dump rejected
-//   0   the engine finished and every compared stage is within tolerance
+//   0   the engine finished, every replayed stage is within its own budget and the end result within its budget
 import type { Command } from 'commander';
 import * as fs from 'node:fs';
 import { basename, dirname, join, resolve } from 'node:path';
@@ -20,21 +20,22 @@ import {
   describeExit, dumpNameFilter, engineBackend, engineEnvironment, engineFailed, engineFallbackLedger, engineGraphTest, enginePromptArgs, envFlagOn, feedEngineLine, newEngineReport, runEngine,
   type EngineExit, type EngineReport,
 } from '../../ascend/engine.ts';
+import { deviceBounds } from '../../ascend/budgets.ts';
+import { judgeRun, kernelMathOf, referencePass } from '../../ascend/pipeline.ts';
 import { stringifyJson } from '../../diff/json.ts';
 import { replayDump } from '../../diff/replay.ts';
-import { gateRunDir, type RunVerdict } from '../../diff/gate.ts';
+import { makeJudge, type RunVerdict } from '../../diff/gate.ts';
 import { importDs4Dumps, listDs4Dumps, type DumpFile, type ImportSummary } from '../../diff/import.ts';
 import type { RunManifest } from '../../diff/manifest.ts';
 import { defaultRunDir, withRunDir } from '../../diff/rundir.ts';
 import { loadPolicy, type Policy } from '../../diff/policy.ts';
 import { iterateDump } from '../../diff/dump.ts';
-import type { Tap } from '../../model/stages.ts';
+import { recordKey } from '../../model/stages.ts';
 import { openCapture } from '../../diff/sink.ts';
 import type { Ds4Config } from '../../model/config.ts';
 import { Ds4DiffError, EXIT, badInput } from '../../model/errors.ts';
-import { runReference } from '../../reference/runner.ts';
 import { ModelWeights } from '../../reference/weights.ts';
-import { emitRunReports, type ReportOutputs } from '../../reports/write.ts';
+import type { ReportOutputs } from '../../reports/write.ts';
 import { addModelPromptOptions, addRunDirOptions, collectList, loadModelAndPrompt, newManifest, progress, type LoadedRun, type ModelPromptOptions } from '../common.ts';
 import { VERSION } from '../version.ts';
 
@@ -48,8 +49,6 @@ interface EngineOptions extends ModelPromptOptions, ReportOutputs {
   baseline?: string;
   policy?: string;
   timeout?: string;
-  noiseFloor: boolean;
-  replay: boolean;
 }
 
 export function register(program: Command): void {
@@ -61,8 +60,6 @@ export function register(program: Command): void {
     .option('--pos <n>', 'dump only this position → DS4_METAL_GRAPH_DUMP_POS (ds4 takes one; the head is dumped as pos 0)')
     .option('--backend <name>', 'the backend the engine runs, for the manifest and baseline matching (default: from the engine\'s --ascend/--cuda/--metal/--cpu/--backend X, else "ds4")')
     .option('--timeout <s>', 'kill the engine after this many seconds')
-    .option('--no-noise-floor', 'skip the f64 reference (the per-stage quantization noise floor, used by `baseline record`)')
-    .option('--no-replay', 'skip the replay of the engine\'s dump (each stage recomputed from the dump\'s own inputs: its own error)')
     .addHelpText('after', [
       '',
       'The engine runs with DS4_METAL_GRAPH_DUMP_PREFIX=<run dir>/dumps/ds4, DS4_ASCEND_NO_HOST_FALLBACK=1 and',
@@ -293,90 +290,77 @@ async function engineCommand(engine: string[], rawOpts: EngineOptions, command: 
       throw new Ds4DiffError(`${exitText} and wrote no dumps to compare${prefix ? ` (under ${prefix}_*)` : ''}; is it a ds4 build that honours ${DUMP_PREFIX}? see ${join(dir, 'engine.log')}`, EXIT.cannotEvaluate);
     }
 
-    // 3. the reference on the same model and tokens, captured exactly where the engine dumped (a
-    // filtered or unfinished engine run is compared on what it wrote, not drowned in missing rows)
+    // 3. the reference on the same model and tokens, with its facts, captured exactly where the engine
+    // dumped (a filtered or unfinished engine run is judged on what it wrote, not drowned in missing rows)
     const keys = new Set<string>();
     const stages = new Set<string>();
     const layers = new Set<number>();
     for await (const rec of iterateDump(join(dir, 'device.arrow'))) {
-      keys.add(`${rec.stage}/${rec.layer}/${rec.pos}`);
+      keys.add(recordKey(rec));
       stages.add(rec.stage);
       layers.add(rec.layer);
     }
     const filter = { stages: [...stages], layers: [...layers], pos: 'all' as const };
-    const onlyDumped = (tap: Tap): Tap => (rec) => {
-      if (keys.has(`${rec.stage}/${rec.layer}/${rec.pos}`)) tap(rec);
-    };
-    const meta = (extra: Record<string, unknown>) => ({ modelFingerprint: run.model.fingerprint, promptTokens: tokens, producer: { backend: 'reference', version: VERSION, ...extra } });
     const weights = new ModelWeights(run.model, run.cfg);
     const refProg = progress('reference');
-    const ref = await openCapture(dir, 'reference', meta({ precision: 'ds4' }));
-    const result = await runReference({ model: run.model, cfg: run.cfg, weights, tokens, lastLayer: run.lastLayer, filter, tap: onlyDumped(ref.tap), onProgress: (m) => refProg.tick(m) });
-    await ref.close();
-    manifest.files.reference = ref.file;
-    if (opts.noiseFloor) {
-      const f64 = await openCapture(dir, 'reference-f64', meta({ precision: 'f64' }));
-      await runReference({ model: run.model, cfg: run.cfg, weights, tokens, lastLayer: run.lastLayer, precision: 'f64', filter, tap: onlyDumped(f64.tap), onProgress: (m) => refProg.tick(`f64 ${m}`) });
-      await f64.close();
-      manifest.files['reference-f64'] = f64.file;
-    }
+    const { result } = await referencePass(rd, { ...run, tokens }, { version: VERSION, weights, filter, keep: (r) => keys.has(recordKey(r)), onProgress: (m) => refProg.tick(m) });
     refProg.done();
+
+    // 4. replay: every dumped stage recomputed by the reference from the engine's own inputs, with its facts:
+    // the own error of each of the engine's kernels, whatever came before it
+    const math = kernelMathOf(manifest);
+    const rprog = progress('replay');
+    try {
+      const judge = makeJudge({ deviceBound: deviceBounds(math), policy });
+      const rp = await replayDump(join(dir, 'device.arrow'), { model: run.model, cfg: run.cfg, judge, warn, onProgress: (m) => rprog.tick(m) });
+      const replayMeta = { modelFingerprint: run.model.fingerprint, promptTokens: tokens, producer: { backend: 'reference', version: VERSION, replayOf: 'device.arrow' } };
+      for (const [side, recs] of [['replay', rp.records.replay], ['replay-noise', rp.records.noise], ['replay-ties', rp.records.ties]] as const) {
+        const sink = await openCapture(dir, side, replayMeta);
+        for (const r of recs) sink.tap(r);
+        await sink.close();
+        manifest.files[side] = sink.file;
+      }
+      const { records: _, comparison: __, ...rest } = rp;
+      fs.writeFileSync(join(dir, 'replay.json'), stringifyJson(rest));
+      const first = rp.firstOwnFailure;
+      engineInfo.replay = { file: 'replay.json', kernelMath: math, counts: rp.counts, firstOwnFailure: first && { stage: first.stage, layer: first.layer, pos: first.pos } };
+      if (rp.counts.skipped) notes.push(`replay: ${rp.counts.skipped} dumped rows could not be recomputed from the dump (replay.json says why): their own error is unknown`);
+    } catch (e) {
+      if (!(e instanceof Ds4DiffError)) throw e;
+      warn(`replay of ${join(dir, 'device.arrow')} failed: ${e.message}; only the free-running rows are judged`);
+    } finally {
+      rprog.done();
+    }
     engineInfo.notes = notes;
     rd.save();
 
-    // 4. compare and gate (as `run`)
-    let verdict: RunVerdict;
+    // 5. the verdict (as `run`), with what an unfinished engine or a broken dump means (see the file comment)
+    const unfinished: string[] = [];
+    if (failed) unfinished.push(`${exitText}: only the ${listed} dumps written before are judged`);
+    for (const p of report.unimplemented) unfinished.push(`engine primitive not implemented yet: ${p}`);
+    const regressions = imported.rejected.map((r) => `rejected dump ${r.file}: ${r.reason}`);
+    if (report.fallbackDisabled.length) manifest.exitCode = EXIT.hostFallback;
+    // `node double.mjs`, `nohup ./ds4_ascend`: name the program, not its launcher
+    const program = /^(node|python3?|sh|bash|env|nohup|timeout)$/.test(basename(engine[0])) && engine[1] ? basename(engine[1]) : basename(engine[0]);
+    let v: RunVerdict;
     try {
-      verdict = await gateRunDir(dir, manifest, { baseline: opts.baseline, policy });
-      if (!verdict.baseline && verdict.comparison.counts.compared === 0) throw new Ds4DiffError(`${dir}: no dumped stage of the engine matches a reference stage (layers 0..${run.lastLayer}); cannot evaluate`, EXIT.cannotEvaluate);
+      v = await judgeRun(rd, {
+        title: (baseline) => `ds4-diff engine: ${program}, ${tokens.length} tokens, layers 0..${run.lastLayer}, ${backend}/${math}${baseline ? `, baseline ${baseline}` : ''}`,
+        baseline: opts.baseline, policy, problems: { regressions, unfinished }, notes: [`prompt tokens: ${source}`, ...notes], reports: opts,
+      });
     } catch (e) {
       finish(e instanceof Ds4DiffError ? e.exitCode : EXIT.cannotEvaluate);
       throw e;
     }
-    const { comparison, gate: g, baseline } = verdict;
-    let code = verdict.exitCode;
-
-    // 5. replay: every dumped stage recomputed from the engine's own inputs (its own error, whatever came
-    // before it) — which of the engine's kernels is wrong by itself. Diagnostic: it does not change the exit.
-    if (opts.replay) {
-      const rprog = progress('replay');
-      try {
-        const rp = await replayDump(join(dir, 'device.arrow'), { model: run.model, cfg: run.cfg, policy, warn, onProgress: (m) => rprog.tick(m) });
-        fs.writeFileSync(join(dir, 'replay.json'), stringifyJson(rp) + '\n');
-        const first = rp.firstOwnFailure;
-        const summary = `replay (each dumped stage from the engine's own inputs): ${rp.counts.replayed} replayed, ${rp.counts.failed} failing on their own, ${rp.counts.skipped} skipped${first ? `; first own failure ${first.stage} layer ${first.layer} pos ${first.pos}` : ''} (replay.json)`;
-        engineInfo.replay = { file: 'replay.json', counts: rp.counts, firstOwnFailure: first && { stage: first.stage, layer: first.layer, pos: first.pos } };
-        notes.push(summary);
-      } catch (e) {
-        if (!(e instanceof Ds4DiffError)) throw e;
-        warn(`replay of ${join(dir, 'device.arrow')} failed: ${e.message}`);
-      } finally {
-        rprog.done();
-      }
-    }
-
-    // 6. what an unfinished engine or a broken dump does to the verdict (see the file comment)
-    // definite evidence first: a host fallback (2), a broken dump (1); only then "no verdict" (125)
-    if (report.fallbackDisabled.length) code = EXIT.hostFallback;
-    else if (imported.rejected.length && code === EXIT.ok) code = EXIT.regression;
-    else if ((failed || report.unimplemented.length) && code === EXIT.ok) code = EXIT.cannotEvaluate;
-    const why: string[] = [];
-    if (failed) why.push(`${exitText}: only the ${listed} dumps written before compared`);
-    for (const p of report.unimplemented) why.push(`engine primitive not implemented yet: ${p}`);
-    for (const p of report.fallbackDisabled) why.push(`host fallback disabled: ${p} (the engine stopped there)`);
-    for (const r of imported.rejected) why.push(`rejected dump ${r.file}: ${r.reason}`);
-    comparison.notes.unshift(...why, `prompt tokens: ${source}`, ...notes);
-
+    const code = v.verdict.exitCode;
+    for (const p of report.fallbackDisabled) v.verdict.reasons.unshift(`host fallback disabled: ${p} (the engine stopped there)`);
     // `node double.mjs`, `nohup ./ds4_ascend`: name the program, not its launcher
-    const program = /^(node|python3?|sh|bash|env|nohup|timeout)$/.test(basename(engine[0])) && engine[1] ? basename(engine[1]) : basename(engine[0]);
-    const title = `ds4-diff engine: ${program}, ${tokens.length} tokens, layers 0..${run.lastLayer}, ${backend}${baseline ? `, baseline ${baseline}` : ''}`;
-    emitRunReports(dir, { title, comparison, gate: g }, opts);
     if (!opts.json) {
       const top = result.top.map((t) => `${t.id}:${t.logit.toFixed(3)}`).join(' ');
       process.stdout.write(`${exitText}; ${listed} dumps imported${imported.rejected.length ? `, ${imported.rejected.length} rejected` : ''}\nreference top-5: ${top}\nrun directory: ${dir}\n`);
       if (code === EXIT.regression) process.stdout.write(`which kernel: ds4-diff bisect ${dir} -m ${run.modelPath}\n`);
     }
-    if (code !== EXIT.ok && why.length) process.stderr.write(`ds4-diff: exit ${code}: ${why[0]}\n`);
+    if (code !== EXIT.ok) process.stderr.write(`ds4-diff: exit ${code}: ${v.verdict.reasons[0] ?? v.verdict.line}\n`);
     return finish(code);
   });
 }

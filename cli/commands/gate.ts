@@ -1,24 +1,35 @@
-// `ds4-diff gate RUN_DIR --baseline FILE`: the CI verdict. Exit 0 pass, 1 tolerance regression,
+// `ds4-diff gate RUN_DIR [--baseline FILE]`: the CI verdict of a run directory. Exit 0 pass, 1 regression,
 // 2 host-fallback violation, 3 bad input or usage, 125 cannot evaluate (git bisect run skips).
 import type { Command } from 'commander';
-import { gate } from '../../diff/gate.ts';
+import { deviceBounds } from '../../ascend/budgets.ts';
+import { kernelMathOf } from '../../ascend/pipeline.ts';
+import { gateRunDir } from '../../diff/gate.ts';
+import { readManifest } from '../../diff/manifest.ts';
 import { loadPolicy } from '../../diff/policy.ts';
 import { emitReports, type ReportOutputs } from '../../reports/write.ts';
 
 export function register(program: Command): void {
   program
     .command('gate')
-    .description('gate a run directory against a baseline (exit 0 pass, 1 regression, 2 host fallback, 3 bad input, 125 cannot evaluate)')
+    .description('judge a run directory: every stage by its own error, the end result by KL / top-1 / Δp (exit 0 pass, 1 regression, 2 host fallback, 3 bad input, 125 cannot evaluate)')
     .argument('<run-dir>', 'run directory (manifest.json + dumps)')
-    .requiredOption('--baseline <file>', 'baseline JSON (ds4-diff baseline record)')
-    .option('--policy <file>', 'extra tolerance rules for stages the baseline does not list')
+    .option('--baseline <file>', 'a baseline of this case: tightens the budgets, names known deviations and accepted fallbacks (default: the shipped baseline whose case matches)')
+    .option('--no-baseline', 'judge by the arithmetic budgets alone, even when a shipped baseline matches the case')
+    .option('--policy <file>', 'your bounds on chosen rows, on top of the judge\'s')
     .option('--json', 'print the report as JSON instead of the table')
     .option('--markdown <file>', 'also write a Markdown report (CI job summary)')
     .option('--junit <file>', 'also write a JUnit XML report')
     .option('--html <file>', 'also write a static HTML report')
-    .action(async (runDir: string, opts: ReportOutputs & { baseline: string; policy?: string }) => {
-      const result = await gate(runDir, opts.baseline, { policy: opts.policy ? loadPolicy(opts.policy) : undefined });
-      emitReports({ title: 'ds4-diff gate', comparison: result.comparison, gate: result }, opts);
-      process.exitCode = result.exitCode;
+    .action(async (runDir: string, opts: ReportOutputs & { baseline?: string | false; policy?: string }) => {
+      const m = readManifest(runDir);
+      const r = await gateRunDir(runDir, {
+        deviceBound: deviceBounds(kernelMathOf(m)),
+        baseline: opts.baseline || undefined,
+        shipped: opts.baseline !== false,
+        policy: opts.policy ? loadPolicy(opts.policy) : undefined,
+        allowHostFallback: m.options.allowHostFallback === true,
+      });
+      emitReports({ title: `ds4-diff gate ${runDir}${r.baseline ? ` (baseline ${r.baseline})` : ''}`, comparison: r.comparison, verdict: r.verdict, sources: r.judge.sources }, opts);
+      process.exitCode = r.verdict.exitCode;
     });
 }

@@ -1,20 +1,13 @@
-// `ds4-diff run -p TEXT`: the main job. Runs the reference and the device path on the same tokens,
-// captures both — the device in two modes in the same run: free-running (it consumes its own outputs:
-// accumulated error) and teacher-forced (each stage consumes the reference's inputs: its own error) —
-// plus the reference at f64 (each stage's quantization noise floor), writes the run directory, prints
-// the stage table and gates it (against --baseline, or the shipped baseline whose case matches).
+// `ds4-diff run -p TEXT`: the main job. Runs the reference (with the facts its judge needs: each stage's
+// own rounding noise and decisions) and the simulated device on the same tokens — free-running (it consumes
+// its own outputs: accumulated error) and teacher-forced (each stage consumes the reference's inputs: its
+// own error) — writes the run directory, judges it (ascend/pipeline.ts, diff/gate.ts) and prints the report.
 import type { Command } from 'commander';
-import { Cancelled } from '../../diff/cancel.ts';
-import { gateRunDir } from '../../diff/gate.ts';
-import type { FallbackEntry } from '../../diff/manifest.ts';
 import { loadPolicy, type Policy } from '../../diff/policy.ts';
-import type { StageRecord } from '../../model/stages.ts';
 import { withRunDir } from '../../diff/rundir.ts';
-import { openCapture, type CaptureSink } from '../../diff/sink.ts';
-import { Ds4DiffError, EXIT, badInput } from '../../model/errors.ts';
-import { runReference } from '../../reference/runner.ts';
+import { EXIT, badInput } from '../../model/errors.ts';
 import { ModelWeights } from '../../reference/weights.ts';
-import { emitRunReports, type ReportOutputs } from '../../reports/write.ts';
+import type { ReportOutputs } from '../../reports/write.ts';
 import { addModelPromptOptions, addRunDirOptions, collectList, loadModelAndPrompt, newManifest, progress, type ModelPromptOptions } from '../common.ts';
 import { VERSION } from '../version.ts';
 
@@ -28,7 +21,6 @@ interface RunOptions extends ModelPromptOptions, ReportOutputs {
   force?: boolean;
   baseline?: string;
   policy?: string;
-  noiseFloor: boolean;
   teacher: boolean;
 }
 
@@ -39,11 +31,11 @@ export function register(program: Command): void {
     .option('--allow-host-fallback', 'let primitives without a device kernel run on the host (recorded in the manifest\'s fallback ledger)')
     .option('--disable-kernel <names>', 'remove device kernels, as an unported primitive would be missing (repeatable, comma-separated)', collectList, [])
     .option('--inject <spec>', 'plant a fault in a simulator kernel: KERNEL:FAULT[=ARG][@LAYER|@A:B] (repeatable; the head is layer n_layer; faults: bias=X scale=X nan=I pairs-halves transpose-comb expert-off-by-one stale-buffer round-half-away coarse-exp emit-pos)', (v: string, prev: string[]) => [...prev, v], [])
-    .option('--no-noise-floor', 'skip the f64 reference (the per-stage quantization noise floor)')
-    .option('--no-teacher', 'skip the teacher-forced device pass (no own-vs-inherited split)')
+    .option('--no-teacher', 'skip the teacher-forced device pass: no own errors, only the end result is judged')
     .addHelpText('after', [
       '',
-      'Exit codes: 0 pass, 1 tolerance regression, 2 host-fallback violation, 3 bad input, 125 cannot evaluate.',
+      'Exit codes: 0 pass, 1 regression (a stage wrong by itself, a row on one side only, the end result out of its budget),',
+      '2 host-fallback violation, 3 bad input, 125 cannot evaluate.',
       'The no-host-fallback gate is on unless --allow-host-fallback is given (DS4_ASCEND_NO_HOST_FALLBACK=1 forces it on).',
       '',
       'Examples:',
@@ -67,108 +59,35 @@ async function runCommand(opts: RunOptions): Promise<number> {
   if (forced && opts.allowHostFallback) throw badInput('--allow-host-fallback contradicts DS4_ASCEND_NO_HOST_FALLBACK=1 in the environment');
   const policy: Policy | undefined = opts.policy ? loadPolicy(opts.policy) : undefined;
 
-  const { openDeviceSession, runDevice } = await import('../../ascend/orchestrator.ts');
+  const { devicePasses, judgeRun, referencePass } = await import('../../ascend/pipeline.ts');
   const { parseInjects } = await import('../../ascend/faults.ts');
   const inject = parseInjects(opts.inject, opts.backend);
   const run = await loadModelAndPrompt(opts);
-  const manifest = newManifest(run, opts.backend, { disabledKernels: opts.disableKernel, inject: opts.inject, allowHostFallback: !!opts.allowHostFallback, teacher: opts.teacher, noiseFloor: opts.noiseFloor }, opts.kernelMath);
+  const manifest = newManifest(run, opts.backend, { disabledKernels: opts.disableKernel, inject: opts.inject, allowHostFallback: !!opts.allowHostFallback, teacher: opts.teacher }, opts.kernelMath);
   manifest.noHostFallback = !opts.allowHostFallback;
   return withRunDir({ out: opts.out, force: opts.force, manifest }, async (rd) => {
-    const dir = rd.dir;
-    const meta = (backend: string, extra: Record<string, unknown> = {}) => ({
-      modelFingerprint: run.model.fingerprint,
-      promptTokens: run.tokens,
-      producer: { backend, version: VERSION, ...extra },
-    });
     const prog = progress('run');
     const weights = new ModelWeights(run.model, run.cfg);
-
-    // 1. reference (kept in memory too: the teacher-forced pass feeds it to the device stage by stage)
-    const refSink = await openCapture(dir, 'reference', meta('reference', { precision: 'ds4' }));
-    const refByKey = new Map<string, StageRecord>();
-    const result = await runReference({
-      model: run.model, cfg: run.cfg, weights, tokens: run.tokens, lastLayer: run.lastLayer,
-      onProgress: (m) => prog.tick(`reference ${m}`),
-      tap: (rec) => {
-        refSink.tap(rec);
-        if (opts.teacher) refByKey.set(`${rec.stage}/${rec.layer}/${rec.pos}`, rec);
-      },
-    });
-    await refSink.close();
-    manifest.files.reference = refSink.file;
-
-    // 2. the reference at f64: its distance to the ds4-precision reference is each stage's noise floor
-    if (opts.noiseFloor) {
-      const f64 = await openCapture(dir, 'reference-f64', meta('reference', { precision: 'f64' }));
-      await runReference({ model: run.model, cfg: run.cfg, weights, tokens: run.tokens, lastLayer: run.lastLayer, precision: 'f64', tap: f64.tap, onProgress: (m) => prog.tick(`reference f64 ${m}`) });
-      await f64.close();
-      manifest.files['reference-f64'] = f64.file;
-    }
-    rd.save();
-
-    // 3. the device: free-running, then teacher-forced
-    const passes: Array<{ side: string; teacher: boolean }> = [{ side: 'device', teacher: false }];
-    if (opts.teacher) passes.push({ side: 'device-teacher', teacher: true });
-    const ledger = new Map<string, FallbackEntry>();
-    let violation: Ds4DiffError | undefined;
-    // one device for both passes: the second reuses the weights the first uploaded
-    const session = openDeviceSession(run.model, opts.backend);
-    try {
-      for (const pass of passes) {
-        const sink: CaptureSink = await openCapture(dir, pass.side, meta(opts.backend, { kernelMath: opts.kernelMath, options: { teacherForced: pass.teacher } }));
-        try {
-          const dev = await runDevice({
-            session, model: run.model, cfg: run.cfg, tokens: run.tokens, lastLayer: run.lastLayer,
-            kernelMath: opts.kernelMath as 'ascend' | 'exact',
-            allowHostFallback: !!opts.allowHostFallback,
-            disabledKernels: opts.disableKernel,
-            inject,
-            tap: sink.tap,
-            teacher: pass.teacher ? (stage: string, layer: number, pos: number) => refByKey.get(`${stage}/${layer}/${pos}`)?.values : undefined,
-            onProgress: (m: string) => prog.tick(`${pass.side} ${m}`),
-          });
-          for (const e of dev.ledger) {
-            const prev = ledger.get(e.primitive);
-            if (!prev || pass.side === 'device') ledger.set(e.primitive, { ...e });
-          }
-        } catch (err) {
-          // a signal: the sink is already aborted (no partial dump), the run directory stays incomplete
-          if (err instanceof Cancelled) throw err;
-          // keep what was captured up to the failure: the dump is closed (valid, partial), never dropped
-          await sink.close();
-          manifest.files[pass.side] = sink.file;
-          if (err instanceof Ds4DiffError && err.exitCode === EXIT.hostFallback) {
-            violation = err;
-            const m = /host fallback disabled: (\S+)(?: \(layer (\d+), pos (\d+), stage (\S+)\))?/.exec(err.message);
-            manifest.fallbackLedger = [{ primitive: m?.[1] ?? 'unknown', calls: 0, bytesToHost: 0, bytesToDevice: 0, reason: 'host fallback disabled (no-host-fallback gate)', layer: m?.[2] ? Number(m[2]) : undefined, pos: m?.[3] ? Number(m[3]) : undefined, stage: m?.[4] }];
-            break;
-          }
-          throw err;
-        }
-        await sink.close();
-        manifest.files[pass.side] = sink.file;
-      }
-    } finally {
-      session.close();
-    }
+    const { result, records } = await referencePass(rd, run, { version: VERSION, weights, onProgress: (m) => prog.tick(`reference ${m}`) });
+    const { violation } = await devicePasses(rd, run, {
+      kernelMath: opts.kernelMath as 'ascend' | 'exact', inject, disabledKernels: opts.disableKernel,
+      allowHostFallback: !!opts.allowHostFallback, teacher: opts.teacher, backend: opts.backend,
+    }, records, { version: VERSION, onProgress: prog.tick });
     prog.done();
     if (violation) {
       process.stderr.write(`ds4-diff: ${violation.message}\n`);
-      process.stderr.write(`ds4-diff: run directory ${dir} keeps the reference and the device stages captured before the stop\n`);
+      process.stderr.write(`ds4-diff: run directory ${rd.dir} keeps the reference and the device stages captured before the stop\n`);
       return rd.finish(EXIT.hostFallback);
     }
-    manifest.fallbackLedger = [...ledger.values()];
-    rd.save();
-
-    // 4. compare and gate; the reports are written before the manifest says complete
-    const { comparison, gate: g, exitCode: exit, baseline } = await gateRunDir(dir, manifest, { baseline: opts.baseline, policy, allowHostFallback: opts.allowHostFallback });
-    const title = `ds4-diff run: ${run.tokens.length} tokens, layers 0..${run.lastLayer}, ${opts.backend}/${opts.kernelMath}${baseline ? `, baseline ${baseline}` : ''}`;
-    emitRunReports(dir, { title, comparison, gate: g }, opts);
+    const { verdict } = await judgeRun(rd, {
+      title: (baseline) => `ds4-diff run: ${run.tokens.length} tokens, layers 0..${run.lastLayer}, ${opts.backend}/${opts.kernelMath}${baseline ? `, baseline ${baseline}` : ''}`,
+      baseline: opts.baseline, policy, allowHostFallback: opts.allowHostFallback, reports: opts,
+    });
     if (!opts.json) {
       const top = result.top.map((t) => `${t.id}:${t.logit.toFixed(3)}`).join(' ');
-      process.stdout.write(`reference top-5: ${top}\nrun directory: ${dir}\n`);
-      if (exit === EXIT.regression) process.stdout.write(`which kernel: ds4-diff bisect ${dir}\n`);
+      process.stdout.write(`reference top-5: ${top}\nrun directory: ${rd.dir}\n`);
+      if (verdict.exitCode === EXIT.regression) process.stdout.write(`which kernel: ds4-diff bisect ${rd.dir}\n`);
     }
-    return rd.finish(exit);
+    return rd.finish(verdict.exitCode);
   });
 }

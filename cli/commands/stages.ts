@@ -7,7 +7,7 @@ import { loadModel } from '../common.ts';
 export function register(program: Command): void {
   program
     .command('stages')
-    .description('list every stage of the DS4 forward pass: canonical name, ds4 aliases, shape, dtype, inputs, kernel, tolerance')
+    .description('list every stage of the DS4 forward pass: canonical name, ds4 aliases, shape, dtype, inputs, decision, kernel')
     .option('-m, --model <gguf>', 'evaluate shapes with this model\'s config (default: the bundled tiny model)')
     .option('--json', 'print as JSON')
     .addHelpText('after', '\nExamples:\n  ds4-diff stages\n  ds4-diff stages -m flash.gguf --json')
@@ -25,7 +25,7 @@ export function register(program: Command): void {
         dtype: s.dtype,
         inputs: s.inputs,
         kernel: s.kernel,
-        tolerance: s.tolerance,
+        decision: s.decision,
         source: s.source,
       }));
       if (opts.json) {

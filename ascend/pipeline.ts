@@ -1,0 +1,172 @@
+// The run pipeline, as a library: a case → its passes → the run directory → the judgement. `run` and
+// `engine` call these steps instead of wiring passes by hand:
+//   referencePass  the reference on the case's tokens with the facts the judge needs (its rounding noise and
+//                  decisions, reference/facts.ts): sides `reference`, `reference-noise`, `reference-ties`;
+//   devicePasses   the simulated device free-running (`device`) and teacher-forced (`device-teacher`: its
+//                  own error), with the no-host-fallback gate and the ledger;
+//   judgeRun       the verdict (diff/gate.ts) and the reports, written into the run directory before its
+//                  manifest says complete.
+import type { FallbackEntry } from '../diff/manifest.ts';
+import { Cancelled } from '../diff/cancel.ts';
+import { gateRunDir, type RunProblems, type RunVerdict } from '../diff/gate.ts';
+import type { Policy } from '../diff/policy.ts';
+import type { RunDir } from '../diff/rundir.ts';
+import { openCapture, type CaptureSink } from '../diff/sink.ts';
+import type { Ds4Config } from '../model/config.ts';
+import { Ds4DiffError, EXIT } from '../model/errors.ts';
+import type { GgufModel } from '../model/gguf.ts';
+import { recordKey, stageKey, type StageRecord, type Tap } from '../model/stages.ts';
+import type { CaptureFilter } from '../reference/capture.ts';
+import { runReference, type ReferenceResult } from '../reference/runner.ts';
+import { ModelWeights } from '../reference/weights.ts';
+import { emitRunReports, type ReportOutputs } from '../reports/write.ts';
+import { deviceBounds, type KernelMath } from './budgets.ts';
+import type { Injection } from './faults.ts';
+
+/** What a run is about: the model, the tokens, the layers. */
+export interface RunCase {
+  modelPath: string;
+  model: GgufModel;
+  cfg: Ds4Config;
+  tokens: number[];
+  lastLayer: number;
+  /** head positions (default: the last token) */
+  headPositions?: number[];
+}
+
+const meta = (c: RunCase, version: string, backend: string, extra: Record<string, unknown> = {}) => ({
+  modelFingerprint: c.model.fingerprint,
+  promptTokens: c.tokens,
+  producer: { backend, version, ...extra },
+});
+
+/**
+ * The reference pass into the run directory: `reference` and its facts (`reference-noise`, `reference-ties`).
+ * `keep` (default: everything) selects the rows captured, e.g. where an engine dumped.
+ */
+export async function referencePass(rd: RunDir, c: RunCase, o: { version: string; weights?: ModelWeights; filter?: CaptureFilter; keep?: (r: StageRecord) => boolean; onProgress?: (m: string) => void }): Promise<{ result: ReferenceResult; records: Map<string, StageRecord> }> {
+  const sinks = {
+    reference: await openCapture(rd.dir, 'reference', meta(c, o.version, 'reference', { precision: 'ds4' })),
+    noise: await openCapture(rd.dir, 'reference-noise', meta(c, o.version, 'reference', { facts: 'noise' })),
+    ties: await openCapture(rd.dir, 'reference-ties', meta(c, o.version, 'reference', { facts: 'ties' })),
+  };
+  const records = new Map<string, StageRecord>();
+  const keep = o.keep ?? (() => true);
+  const kept = (sink: CaptureSink, into?: Map<string, StageRecord>): Tap => (r) => {
+    if (!keep(r)) return;
+    sink.tap(r);
+    into?.set(recordKey(r), r);
+  };
+  const result = await runReference({
+    model: c.model, cfg: c.cfg, weights: o.weights ?? new ModelWeights(c.model, c.cfg), tokens: c.tokens, lastLayer: c.lastLayer,
+    headPositions: c.headPositions, filter: o.filter,
+    tap: kept(sinks.reference, records),
+    facts: { noise: kept(sinks.noise), ties: kept(sinks.ties) },
+    onProgress: o.onProgress,
+  });
+  for (const [side, sink] of [['reference', sinks.reference], ['reference-noise', sinks.noise], ['reference-ties', sinks.ties]] as const) {
+    await sink.close();
+    rd.manifest.files[side] = sink.file;
+  }
+  rd.save();
+  return { result, records };
+}
+
+export interface DeviceCase {
+  kernelMath: KernelMath;
+  inject: Injection[];
+  disabledKernels: string[];
+  allowHostFallback: boolean;
+  /** also the teacher-forced pass (the own error of every stage) */
+  teacher: boolean;
+  backend: string;
+}
+
+/**
+ * The device passes into the run directory: `device` (free-running), then `device-teacher` (each stage fed
+ * the reference's inputs). A primitive the gate refuses stops the pass with exit 2; what was captured is kept.
+ */
+export async function devicePasses(rd: RunDir, c: RunCase, d: DeviceCase, reference: Map<string, StageRecord>, o: { version: string; onProgress?: (m: string) => void }): Promise<{ violation?: Ds4DiffError }> {
+  const { openDeviceSession, runDevice } = await import('./orchestrator.ts');
+  const passes: Array<{ side: string; teacher: boolean }> = [{ side: 'device', teacher: false }];
+  if (d.teacher) passes.push({ side: 'device-teacher', teacher: true });
+  const ledger = new Map<string, FallbackEntry>();
+  // one device for both passes: the second reuses the weights the first uploaded
+  const session = openDeviceSession(c.model, d.backend);
+  try {
+    for (const pass of passes) {
+      const sink = await openCapture(rd.dir, pass.side, meta(c, o.version, d.backend, { kernelMath: d.kernelMath, options: { teacherForced: pass.teacher } }));
+      try {
+        const dev = await runDevice({
+          session, model: c.model, cfg: c.cfg, tokens: c.tokens, lastLayer: c.lastLayer,
+          kernelMath: d.kernelMath, allowHostFallback: d.allowHostFallback, disabledKernels: d.disabledKernels, inject: d.inject,
+          tap: sink.tap,
+          teacher: pass.teacher ? (stage, layer, pos) => reference.get(stageKey(stage, layer, pos))?.values : undefined,
+          onProgress: (m) => o.onProgress?.(`${pass.side} ${m}`),
+        });
+        for (const e of dev.ledger) if (!ledger.has(e.primitive) || pass.side === 'device') ledger.set(e.primitive, { ...e });
+      } catch (err) {
+        // a signal: the sink is already aborted (no partial dump), the run directory stays incomplete
+        if (err instanceof Cancelled) throw err;
+        // keep what was captured up to the failure: the dump is closed (valid, partial), never dropped
+        await sink.close();
+        rd.manifest.files[pass.side] = sink.file;
+        if (err instanceof Ds4DiffError && err.exitCode === EXIT.hostFallback) {
+          const m = /host fallback disabled: (\S+)(?: \(layer (\d+), pos (\d+), stage (\S+)\))?/.exec(err.message);
+          rd.manifest.fallbackLedger = [{ primitive: m?.[1] ?? 'unknown', calls: 0, bytesToHost: 0, bytesToDevice: 0, reason: 'host fallback disabled (no-host-fallback gate)', layer: m?.[2] ? Number(m[2]) : undefined, pos: m?.[3] ? Number(m[3]) : undefined, stage: m?.[4] }];
+          rd.save();
+          return { violation: err };
+        }
+        throw err;
+      }
+      await sink.close();
+      rd.manifest.files[pass.side] = sink.file;
+    }
+  } finally {
+    session.close();
+  }
+  rd.manifest.fallbackLedger = [...ledger.values()];
+  rd.save();
+  return {};
+}
+
+/** The kernel math a run's own errors are judged under: the run's, else its backend's (the ds4-ascend fork's
+ *  kernels carry the Ascend approximations; any other engine is held to exact f32 arithmetic). */
+export function kernelMathOf(m: { kernelMath?: string; backend: string }): KernelMath {
+  return m.kernelMath === 'ascend' || m.kernelMath === 'exact' ? m.kernelMath : m.backend === 'ascend' ? 'ascend' : 'exact';
+}
+
+/** The verdict of the run directory and its reports, written before the manifest says complete. */
+export async function judgeRun(rd: RunDir, o: { title: (baseline?: string) => string; baseline?: string; policy?: Policy; allowHostFallback?: boolean; problems?: Omit<RunProblems, 'fallbacks'>; notes?: string[]; reports: ReportOutputs }): Promise<RunVerdict> {
+  rd.save();
+  const v = await gateRunDir(rd.dir, { deviceBound: deviceBounds(kernelMathOf(rd.manifest)), baseline: o.baseline, policy: o.policy, allowHostFallback: o.allowHostFallback, problems: o.problems });
+  v.comparison.notes.unshift(...(o.notes ?? []));
+  emitRunReports(rd.dir, { title: o.title(v.baseline), comparison: v.comparison, verdict: v.verdict, sources: v.judge.sources }, o.reports);
+  return v;
+}
+
+/** A case judged in memory, without a run directory (calibrate's many runs): the same passes, the same judge. */
+export async function judgeCase(c: RunCase, d: DeviceCase, o: { judge: import('../diff/judge.ts').Judge; weights?: ModelWeights; session?: import('./orchestrator.ts').DeviceSession }): Promise<{ comparison: import('../diff/compare.ts').Comparison; verdict: import('../diff/gate.ts').Verdict }> {
+  const { runDevice } = await import('./orchestrator.ts');
+  const { compare, factsOf } = await import('../diff/compare.ts');
+  const { verdictOf } = await import('../diff/gate.ts');
+  const reference: StageRecord[] = [], noise: StageRecord[] = [], ties: StageRecord[] = [];
+  await runReference({
+    model: c.model, cfg: c.cfg, weights: o.weights, tokens: c.tokens, lastLayer: c.lastLayer, headPositions: c.headPositions,
+    tap: (r) => reference.push(r), facts: { noise: (r) => noise.push(r), ties: (r) => ties.push(r) },
+  });
+  const byKey = new Map(reference.map((r) => [recordKey(r), r]));
+  const pass = async (teacher: boolean): Promise<StageRecord[]> => {
+    const out: StageRecord[] = [];
+    await runDevice({
+      session: o.session, model: c.model, cfg: c.cfg, tokens: c.tokens, lastLayer: c.lastLayer, kernelMath: d.kernelMath, inject: d.inject,
+      disabledKernels: d.disabledKernels, allowHostFallback: d.allowHostFallback, tap: (r) => out.push(r),
+      teacher: teacher ? (s, l, p) => byKey.get(stageKey(s, l, p))?.values : undefined,
+    });
+    return out;
+  };
+  const free = await pass(false);
+  const own = d.teacher ? await pass(true) : undefined;
+  const comparison = await compare({ reference, free, own, facts: await factsOf(noise, ties), labels: { a: 'reference', b: 'device' } }, o.judge);
+  return { comparison, verdict: verdictOf(comparison) };
+}
