@@ -12,6 +12,7 @@ import { compressorPool, indexerQat, type CompressorState } from '../reference/c
 import { routerProbs, routerWeights, topkDesc } from '../reference/ffn.ts';
 import { embedHc, hcPost, hcSplitSinkhorn, hcWeightedSum, outputHcWeights } from '../reference/hc.ts';
 import { NEG_INF, dot, headRmsNormInplace, rmsNorm, silu } from '../reference/math.ts';
+import { cacheStore } from '../reference/kvcache.ts';
 import { ropeTailInplace } from '../reference/rope.ts';
 
 export interface HostContext {
@@ -340,8 +341,8 @@ export const HOST_KERNELS: Record<string, HostKernel> = {
     inputs: ([, , nTok, D]) => [[1, nTok * D * 4]],
     compute: ([kv], [cap, pos0, nTok, D]) => {
       const X = f32(kv);
-      // ring rows pos0..pos0+nTok-1 mod cap; contiguous unless the ring wraps
-      return Array.from({ length: nTok }, (_, t) => [0, X.slice(t * D, (t + 1) * D), ((pos0 + t) % cap) * D * 4] as WriteSpan);
+      // ring rows pos0..pos0+nTok-1 mod cap, stored f16 as ds4's cache keeps them; contiguous unless the ring wraps
+      return Array.from({ length: nTok }, (_, t) => [0, cacheStore(X.subarray(t * D, (t + 1) * D), 'ds4'), ((pos0 + t) % cap) * D * 4] as WriteSpan);
     },
   },
 };

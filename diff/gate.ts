@@ -85,7 +85,12 @@ const where = (r: { stage: string; layer: number; pos: number }) => `${r.stage} 
 export function judgedText(j: Judged | undefined): string {
   if (!j) return '-';
   if (j.note && j.violations.some((v) => v.key === 'dtype' || v.key === 'shape')) return j.note;
-  const w = j.violations[0] ?? j.worst;
+  // the most telling violation first: a non-finite value, a flipped code or choice, then the figures
+  const rank = (k: string) => (k === 'maxNonFinite' ? 0 : k === 'maxClearFlips' ? 1 : 2);
+  const failing = [...j.violations].sort((a, b) => rank(a.key) - rank(b.key))[0];
+  // a passing row with an own budget: its error against that budget (a free-running row's drift)
+  if (!failing && j.budget !== undefined && j.metrics?.kind === 'f32') return `relRms ${fmtNum(j.metrics.relRms)} (${fmtNum(j.metrics.relRms / j.budget)}× its own budget)`;
+  const w = failing ?? j.worst;
   if (!w) return j.status;
   if (w.key === 'maxNonFinite') return `${w.value} non-finite values where the reference is finite`;
   if (w.key === 'maxClearFlips') {

@@ -1,6 +1,6 @@
 // Host implementations of every device primitive (ascend/host.ts): disabling any kernel with host
-// fallback allowed keeps the teacher-forced run within each stage's registry tolerance of the TS
-// reference, and the ledger records the primitive with the bytes moved. Also: bisect's kernel swap
+// fallback allowed keeps every stage of the teacher-forced run within its own budget (the judge), and the
+// ledger records the primitive with the bytes moved. Also: bisect's kernel swap
 // (runDevice hostKernels) runs on the host with the gate on and says so in the ledger.
 import { describe, expect, it } from 'vitest';
 
@@ -11,35 +11,34 @@ import { Ds4DiffError } from '../model/errors.ts';
 const ready = loadNative(process.env.DS4_SIM_ADDON).ok;
 
 describe.skipIf(!ready)('host fallback for every primitive (tiny fixture, layers 0..2, 12 tokens, teacher-forced)', async () => {
-  const { tinyCase, key, toleranceViolation } = await import('./tiny-case.ts');
+  const { tinyCase, ownFailures } = await import('./tiny-case.ts');
   const { runDevice } = await import('../ascend/orchestrator.ts');
   const { openBackend } = await import('../ascend/backend.ts');
   type Rec = import('../model/stages.ts').StageRecord;
   // layer 2 is ratio 4: 12 tokens close 3 windows, so the indexer selects 2 of 3 compressed rows
-  const { model, cfg, tokens, lastLayer, addonPath, ref, teacher } = await tinyCase([1, 5, 9, 12, 40, 41, 7, 8, 100, 200, 300, 17], 2);
-  const violation = (d: Rec) => toleranceViolation(ref, d);
+  const tc = await tinyCase([1, 5, 9, 12, 40, 41, 7, 8, 100, 200, 300, 17], 2);
+  const { model, cfg, tokens, lastLayer, addonPath, ref, teacher } = tc;
 
   const used = new Set<string>();
   const cleanRecs: Rec[] = [];
   const clean = await runDevice({ model, cfg, tokens, lastLayer, addonPath, tap: (x) => cleanRecs.push(x), teacher });
-  // stages the unmodified device already misses (an FP4 code flip in index_comp_row: one quantum is 0.25)
-  const cleanMisses = new Set(cleanRecs.filter((r) => violation(r)).map(key));
+  const cleanFailures = await ownFailures(tc, cleanRecs);
   for (const [k, st] of Object.entries(clean.stats)) if (st.calls > 0) used.add(k);
   const swappable = Object.keys(HOST_KERNELS).filter((k) => used.has(k)).sort();
 
-  it('every kernel the graph launches has a host implementation; the plain device run misses at most a few FP4 rows', () => {
-    expect([...cleanMisses].every((k) => k.startsWith('index_comp_row/') || k.startsWith('index_q/'))).toBe(true);
+  it('every kernel the graph launches has a host implementation; the plain device run is within every own budget', () => {
+    expect(cleanFailures).toEqual([]);
     expect([...used].filter((k) => !HOST_KERNELS[k])).toEqual([]);
     expect(swappable.length).toBeGreaterThan(25);
   });
 
   for (const kernel of swappable) {
-    it(`--disable-kernel ${kernel} --allow-host-fallback: every stage within tolerance, ledger has bytes`, async () => {
+    it(`--disable-kernel ${kernel} --allow-host-fallback: every stage within its own budget, ledger has bytes`, async () => {
       const dev: Rec[] = [];
       const r = await runDevice({ model, cfg, tokens, lastLayer, addonPath, disabledKernels: [kernel], allowHostFallback: true,
         tap: (x) => dev.push(x), teacher });
       expect(dev.length).toBe(ref.size);
-      expect(dev.filter((d) => !cleanMisses.has(key(d))).map(violation).filter(Boolean)).toEqual([]);
+      expect(await ownFailures(tc, dev)).toEqual([]);
       expect(r.ledger.length).toBeGreaterThan(0);
       for (const e of r.ledger) {
         expect(e.reason).toBe('no device kernel (host fallback allowed)');

@@ -7,7 +7,8 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { compareFiles } from '../diff/compare.ts';
 import { DumpWriter, readDump } from '../diff/dump.ts';
 import { importDs4Dumps, listDs4Dumps } from '../diff/import.ts';
-import { EMPTY_POLICY } from '../diff/policy.ts';
+import { makeJudge } from '../diff/gate.ts';
+import type { Policy } from '../diff/policy.ts';
 import type { StageRecord } from '../model/stages.ts';
 import type { Ds4Config } from '../model/config.ts';
 import { Ds4DiffError } from '../model/errors.ts';
@@ -141,18 +142,19 @@ describe('ds4 dump import', () => {
     const ref = path.join(root, 'cmp-ref.arrow');
     const w = await DumpWriter.open(ref, { formatVersion: 1, modelFingerprint: 'unknown', promptTokens: [0], producer: { backend: 'reference', version: 'test' }, side: 'reference' });
     const q = ramp(512, 1);
-    q[7] += 0.2; // beyond q_rope's default maxAbs 0.05
+    q[7] += 0.2; // beyond the policy's maxAbs 0.05 below
     const recs: StageRecord[] = [
       { stage: 'q_rope', layer: 0, pos: 0, token: 0, dtype: 'f32', shape: [4, 128], values: q },
       { stage: 'router_topk', layer: 0, pos: 0, token: 0, dtype: 'i32', shape: [2], values: Int32Array.of(1, 4) },
     ];
     recs.forEach((r) => w.write(r));
     await w.close();
-    const c = await compareFiles(ref, imported, EMPTY_POLICY);
+    const policy: Policy = { version: 2, rules: [{ stage: 'q_rope', role: 'inherited', maxAbs: 0.05 }] };
+    const c = await compareFiles(ref, imported, makeJudge({ deviceBound: () => ({ rel: 0, from: 'none' }), policy }));
     expect(c.counts).toMatchObject({ compared: 2, failed: 1, missing: 0 });
-    expect(c.firstDivergence).toMatchObject({ stage: 'q_rope', layer: 0, pos: 0 });
-    expect(c.firstDivergence!.worst!.threshold).toBe('maxAbs');
-    expect(c.firstDivergence!.metrics!.kind === 'f32' && c.firstDivergence!.metrics!.maxAbs).toBeCloseTo(0.2, 6);
+    expect(c.firstFailure).toMatchObject({ stage: 'q_rope', layer: 0, pos: 0 });
+    expect(c.firstFailure!.free!.violations.map((v) => v.key)).toEqual(['maxAbs']);
+    expect(c.firstFailure!.free!.metrics!.kind === 'f32' && c.firstFailure!.free!.metrics!.maxAbs).toBeCloseTo(0.2, 6);
     expect(c.rows.find((r) => r.stage === 'router_topk')!.status).toBe('pass');
   });
 });

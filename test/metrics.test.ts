@@ -1,12 +1,11 @@
 // Every metric against values computed by hand from its definition (diff/metrics.ts header).
-import { stage } from '../model/stages.ts';
 import { describe, expect, it } from 'vitest';
+import { ALWAYS, check, severity, worstBound, type Tolerance } from '../diff/judge.ts';
 import { f32Metrics, i32Metrics, klSoftmax, logitsMetrics, topK, worstOf, type F32Metrics } from '../diff/metrics.ts';
-import { checkThresholds, EMPTY_POLICY, minimumTolerance, severity, thresholdsFor, worstMetric, type Policy } from '../diff/policy.ts';
+import { applyPolicy, loadPolicy, type Policy } from '../diff/policy.ts';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { loadPolicy } from '../diff/policy.ts';
 
 const f = (...v: number[]) => Float32Array.from(v);
 const DENORM_MIN = 2 ** -149;
@@ -80,8 +79,9 @@ describe('f32 metrics', () => {
     expect(bad.nanB).toBe(1);
     expect(bad.infA).toBe(1);
     expect(bad.maxAbs).toBe(0);
-    // fails even with no thresholds at all
-    expect(checkThresholds(bad, {}).map((v) => v.threshold)).toEqual(['nonFinite']);
+    // the judge's standing bound on every row reads it
+    expect(check(bad, { bounds: ALWAYS }).map((v) => v.key)).toEqual(['maxNonFinite']);
+    expect(check(m, { bounds: ALWAYS })).toEqual([]);
   });
 });
 
@@ -93,8 +93,8 @@ describe('i32 metrics', () => {
     expect(one.mismatches).toBe(1);
     expect(one.setOverlap).toBeCloseTo(2 / 3, 15);
     expect(i32Metrics(Int32Array.of(7, 8), Int32Array.of(7, 8)).exact).toBe(true);
-    expect(checkThresholds(perm, { exact: true }).map((v) => v.threshold)).toEqual(['exact']);
-    expect(checkThresholds(perm, { minSetOverlap: 1 })).toEqual([]);
+    expect(check(perm, { bounds: [{ key: 'minSetOverlap', limit: 1, from: 'test' }] })).toEqual([]);
+    expect(check(one, { bounds: [{ key: 'minSetOverlap', limit: 1, from: 'test' }] }).map((v) => v.key)).toEqual(['minSetOverlap']);
   });
 });
 
@@ -110,23 +110,20 @@ describe('logits metrics', () => {
     expect(klSoftmax(f(1, 2, 3), f(1, 2, 3))).toBe(0);
   });
 
-  it('a top-1 flip within the near-tie margin is a near tie, a larger one a mismatch', () => {
-    const tie = logitsMetrics(f(1, 3, 2.95, 0), f(1, 2.9, 2.96, 0), 0.1);
+  it('the reference margin of a top-1 flip, overlaps, and |Δp| of the reference top-1', () => {
+    const tie = logitsMetrics(f(1, 3, 2.95, 0), f(1, 2.9, 2.96, 0));
     expect(tie.argmaxA).toBe(1);
     expect(tie.argmaxB).toBe(2);
+    expect(tie.argmaxMatch).toBe(false);
     expect(tie.flipMargin).toBeCloseTo(0.05, 6);
-    expect(tie.verdict).toBe('near-tie');
-    const flip = logitsMetrics(f(1, 3, 2, 0), f(1, 2, 2.5, 0), 0.1);
-    expect(flip.verdict).toBe('mismatch');
+    const flip = logitsMetrics(f(1, 3, 2, 0), f(1, 2, 2.5, 0));
     expect(flip.flipMargin).toBe(1);
-    const same = logitsMetrics(f(0, 1, 2, 3, 4, 5, 6), f(0, 1, 2, 3, 4, 6, 5), 0.1);
-    expect(same.verdict).toBe('mismatch');
+    const same = logitsMetrics(f(0, 1, 2, 3, 4, 5, 6), f(0, 1, 2, 3, 4, 6, 5));
     expect(same.top5Overlap).toBe(1); // same five tokens, different order
-    const m = f32Metrics(f(1, 3, 2.95, 0), f(1, 2.9, 2.96, 0));
-    m.logits = tie;
-    expect(checkThresholds(m, {})).toEqual([]);
-    m.logits = flip;
-    expect(checkThresholds(m, {}).map((v) => v.threshold)).toEqual(['argmax']);
+    // Δp: softmax(0, ln 3) = (1/4, 3/4) against (1/2, 1/2): the reference top-1 (token 1) drops from 3/4 to 1/2
+    expect(logitsMetrics(f(0, Math.log(3)), f(0, 0)).deltaP).toBeCloseTo(0.25, 6);
+    expect(logitsMetrics(f(0, 0), f(0, Math.log(3))).deltaP).toBeCloseTo(0.25, 6); // |Δp|: a rise counts too
+    expect(logitsMetrics(f(1, 2), f(1, 2)).deltaP).toBe(0);
   });
 });
 
@@ -141,45 +138,53 @@ describe('aggregation and tolerances', () => {
     expect(w.ratio1e3).toBe(0.5);
   });
 
-  it('thresholds: registry defaults, then policy rules in order by glob, regex and layer range', () => {
-    // with no rules, a stage's thresholds are exactly its registry default
-    expect(thresholdsFor(EMPTY_POLICY, 'attn_norm', 0)).toEqual(stage('attn_norm').tolerance);
-    const p: Policy = { version: 1, rules: [{ stage: 'q_*', layers: '0:3', maxAbs: 0.5 }, { stage: '/^q_r/', minCosine: 0.9 }, { stage: 'q_rope', layers: '2', maxAbs: 0.7 }] };
-    expect(thresholdsFor(p, 'q_rope', 0).maxAbs).toBe(0.5);
-    expect(thresholdsFor(p, 'q_rope', 2).maxAbs).toBe(0.7);
-    expect(thresholdsFor(p, 'q_rope', 4).maxAbs).toBe(5e-2); // outside 0:3, registry T_Q8
-    expect(thresholdsFor(p, 'q_rope', 4).minCosine).toBe(0.9);
-    expect(thresholdsFor(p, 'q_lora', 1).minCosine).toBe(0.999);
-    expect(thresholdsFor({ version: 1, rules: [], registryDefaults: false }, 'attn_norm', 0)).toEqual({});
-    expect(thresholdsFor(EMPTY_POLICY, 'not_a_stage', 0)).toEqual({});
+  it('policy rules apply in order by glob, regex, layer range and role; later bounds replace earlier ones', () => {
+    const base: Tolerance = { bounds: [{ key: 'maxRelRms', limit: 1e-5, from: 'arithmetic' }] };
+    const p: Policy = { version: 2, file: 'p.json', rules: [{ stage: 'q_*', layers: '0:3', maxAbs: 0.5 }, { stage: '/^q_r/', minCosine: 0.9 }, { stage: 'q_rope', layers: '2', maxAbs: 0.7 }, { stage: 'q_rope', role: 'own', maxRelRms: 1e-3 }] };
+    const bound = (t: Tolerance, key: string) => t.bounds.find((b) => b.key === key);
+    expect(bound(applyPolicy(p, 'inherited', 'q_rope', 0, 0, base), 'maxAbs')!.limit).toBe(0.5);
+    expect(bound(applyPolicy(p, 'inherited', 'q_rope', 2, 0, base), 'maxAbs')).toEqual({ key: 'maxAbs', limit: 0.7, from: 'policy p.json rule 2' });
+    expect(bound(applyPolicy(p, 'inherited', 'q_rope', 4, 0, base), 'maxAbs')).toBeUndefined(); // outside 0:3
+    expect(bound(applyPolicy(p, 'inherited', 'q_rope', 4, 0, base), 'minCosine')!.limit).toBe(0.9);
+    expect(bound(applyPolicy(p, 'inherited', 'q_lora', 1, 0, base), 'minCosine')).toBeUndefined();
+    // the own-only rule replaces the arithmetic bound on own rows and leaves other roles alone
+    expect(bound(applyPolicy(p, 'own', 'q_rope', 5, 0, base), 'maxRelRms')).toEqual({ key: 'maxRelRms', limit: 1e-3, from: 'policy p.json rule 3' });
+    expect(bound(applyPolicy(p, 'inherited', 'q_rope', 5, 0, base), 'maxRelRms')!.limit).toBe(1e-5);
+    expect(applyPolicy(undefined, 'own', 'q_rope', 0, 0, base)).toBe(base);
   });
 
   it('policy files are validated with a one-line error', () => {
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ds4-policy-'));
     const file = path.join(dir, 'p.json');
-    fs.writeFileSync(file, JSON.stringify({ version: 1, rules: [{ stage: 'x', maxAbz: 1 }] }));
-    expect(() => loadPolicy(file)).toThrow(/unknown threshold 'maxAbz'/);
-    fs.writeFileSync(file, JSON.stringify({ version: 1, rules: [{ stage: 'x', layers: '3:a' }] }));
+    const write = (rules: unknown, version = 2) => fs.writeFileSync(file, JSON.stringify({ version, rules }));
+    write([{ stage: 'x', maxAbz: 1 }]);
+    expect(() => loadPolicy(file)).toThrow(/unknown bound 'maxAbz'/);
+    write([{ stage: 'x', layers: '3:a' }]);
     expect(() => loadPolicy(file)).toThrow(/bad range/);
-    fs.writeFileSync(file, JSON.stringify({ version: 1, rules: [{ stage: 'attn_*', maxAbs: 2 }] }));
-    expect(thresholdsFor(loadPolicy(file), 'attn_norm', 0).maxAbs).toBe(2);
+    write([{ stage: 'x', role: 'free' }]);
+    expect(() => loadPolicy(file)).toThrow(/role must be own, inherited or end-to-end/);
+    write([{ stage: 'x', maxAbs: 1 }], 1);
+    expect(() => loadPolicy(file)).toThrow(/policy version 1 is not supported/);
+    write([{ stage: 'attn_*', maxAbs: 2 }]);
+    expect(applyPolicy(loadPolicy(file), 'inherited', 'attn_norm', 0, 0, { bounds: [] }).bounds[0].limit).toBe(2);
     fs.rmSync(dir, { recursive: true });
   });
 
-  it('minimum tolerance to pass is the measured value; severity and worst metric name the closest limit', () => {
+  it('bounds check the metric they name; severity and the worst bound name the closest limit', () => {
     const m = f32Metrics(f(1, 2, 3, 4), f(1, 2, 3, 5));
-    const t = minimumTolerance(m);
-    expect(t.maxAbs).toBe(1);
-    expect(checkThresholds(m, t)).toEqual([]);
-    expect(checkThresholds(m, { ...t, maxAbs: 0.999 }).map((v) => v.threshold)).toEqual(['maxAbs']);
+    const t = (bounds: Array<[string, number]>): Tolerance => ({ bounds: bounds.map(([key, limit]) => ({ key: key as never, limit, from: 'test' })) });
+    expect(check(m, t([['maxAbs', 1], ['maxRelRms', Math.sqrt(1 / 30)]]))).toEqual([]);
+    expect(check(m, t([['maxAbs', 0.999]])).map((v) => v.key)).toEqual(['maxAbs']);
+    expect(m.relRms).toBeCloseTo(Math.sqrt(1 / 30), 15);
     expect(severity('maxAbs', 0.5, 1)).toBe(0.5);
-    // quadratic metrics (1 - cosine, NMSE) are compared on the error's scale: the square root of the ratio
+    // quadratic metrics (1 - cosine, NMSE, KL) are compared on the error's scale: the square root of the ratio
     expect(severity('minCosine', 0.998, 0.999)).toBeCloseTo(Math.SQRT2, 9); // gap 0.002 of an allowed 0.001
     expect(severity('maxNmse', 4e-6, 1e-6)).toBeCloseTo(2, 12);
+    expect(severity('maxKl', 4e-2, 1e-2)).toBeCloseTo(2, 12);
     // maxAbs uses 1/2 of its limit; cosine 34/sqrt(1170) = 0.99400 uses 0.600 of the allowed 0.01 gap: sqrt = 0.775
-    const w = worstMetric(m, { maxAbs: 2, minCosine: 0.99 })!;
-    expect(w.threshold).toBe('minCosine');
+    const w = worstBound(m, t([['maxAbs', 2], ['minCosine', 0.99]]))!;
+    expect(w.key).toBe('minCosine');
     expect(w.severity).toBeCloseTo(Math.sqrt((1 - 34 / Math.sqrt(1170)) / 0.01), 9);
-    expect(worstMetric(m, { maxAbs: 1.2, minCosine: 0.99 })!.threshold).toBe('maxAbs'); // 0.833 > 0.775
+    expect(worstBound(m, t([['maxAbs', 1.2], ['minCosine', 0.99]]))!.key).toBe('maxAbs'); // 0.833 > 0.775
   });
 });

@@ -1,23 +1,27 @@
-// Report renderers: the same content (stages in graph order, failing stages, first divergence, worst
-// metric) in terminal, Markdown, JUnit, JSON and HTML.
+// Report renderers: the same content (stages in graph order, own errors against their budgets, drift, the
+// first stage wrong by itself, the one verdict) in terminal, Markdown, JUnit, JSON and HTML.
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { compareDumps } from '../diff/compare.ts';
+import { compare } from '../diff/compare.ts';
+import { makeJudge, verdictOf } from '../diff/gate.ts';
 import { parseJson } from '../diff/json.ts';
-import { EMPTY_POLICY } from '../diff/policy.ts';
-import type { StageRecord } from '../model/stages.ts';
+import type { RowFacts } from '../diff/judge.ts';
+import { stageKey, type StageRecord } from '../model/stages.ts';
 import { renderHtml } from '../reports/html.ts';
 import { renderJson } from '../reports/json.ts';
 import { renderJunit } from '../reports/junit.ts';
 import { renderMarkdown } from '../reports/markdown.ts';
 import { renderTerminal } from '../reports/terminal.ts';
-import { buildView, fmt, type ReportView } from '../reports/view.ts';
+import { buildView, fmt, type ReportInput, type ReportView } from '../reports/view.ts';
 
-const rec = (stage: string, layer: number, values: number[]): StageRecord => ({ stage, layer, pos: 0, token: 5, dtype: 'f32', shape: [values.length], values: Float32Array.from(values) });
+const rec = (stage: string, layer: number, values: number[], pos = 0): StageRecord => ({ stage, layer, pos, token: 5, dtype: 'f32', shape: [values.length], values: Float32Array.from(values) });
 
-// given out of graph order on purpose; ffn_norm (layer 0) is the first failing stage in graph order
-// kv_norm appears only at pos 1 (like an emission-only stage) and must still sort before q_rope
-const REF = [{ ...rec('kv_norm', 0, [1]), pos: 1 }, rec('q_rope', 1, [1, 2, 3]), rec('ffn_norm', 0, [1, 2, 3]), rec('attn_norm', 0, [1, 2, 3]), rec('my_probe', 0, [1]), rec('embed_hc', 0, [4, 4])];
-const DEV = [{ ...rec('kv_norm', 0, [1]), pos: 1 }, rec('q_rope', 1, [1, 2, 3.5]), rec('ffn_norm', 0, [1, 2.2, 3]), rec('attn_norm', 0, [1, 2, 3]), rec('my_probe', 0, [1])];
+// given out of graph order on purpose; kv_norm appears only at pos 1 (like an emission-only stage) and must
+// still sort before q_rope; embed_hc has no candidate row; my_probe is a name the registry does not know
+const REF = [rec('kv_norm', 0, [1], 1), rec('q_rope', 1, [1, 2, 3]), rec('ffn_norm', 0, [1, 2, 3]), rec('attn_norm', 0, [1, 2, 3]), rec('my_probe', 0, [1]), rec('embed_hc', 0, [4, 4])];
+// the teacher-forced pass: ffn_norm is 10 % off by itself
+const OWN = [rec('kv_norm', 0, [1], 1), rec('q_rope', 1, [1, 2, 3]), rec('ffn_norm', 0, [1, 2.2, 3]), rec('attn_norm', 0, [1, 2, 3]), rec('my_probe', 0, [1])];
+// free-running: q_rope drifts (inherited), ffn_norm carries its own error
+const FREE = [rec('kv_norm', 0, [1], 1), rec('q_rope', 1, [1, 2, 3.5]), rec('ffn_norm', 0, [1, 2.2, 3]), rec('attn_norm', 0, [1, 2, 3]), rec('my_probe', 0, [1])];
 
 let saved: string | undefined;
 beforeEach(() => {
@@ -29,67 +33,82 @@ afterEach(() => {
   else process.env.NO_COLOR = saved;
 });
 
-async function input() {
-  return { title: 'test report', comparison: await compareDumps(REF, DEV, EMPTY_POLICY, { a: 'ref', b: 'dev' }) };
+async function input(): Promise<ReportInput> {
+  const facts = new Map<string, RowFacts>(REF.map((r) => [stageKey(r.stage, r.layer, r.pos), { noise: (r.values as Float32Array).map((v) => 1e-7 * Math.abs(v)) }]));
+  const judge = makeJudge({ deviceBound: () => ({ rel: 1e-5, from: 'test 1e-5' }) });
+  const comparison = await compare({ reference: REF, free: FREE, own: OWN, facts, labels: { a: 'ref', b: 'dev' } }, judge);
+  return { title: 'test report', comparison, verdict: verdictOf(comparison), sources: judge.sources };
 }
 
 describe('reports', () => {
-  it('the view lists stages in graph order, unknown stages last, and marks the first divergence', async () => {
+  it('the view lists stages in graph order, unknown stages last, marks the first stage wrong by itself, and carries the verdict', async () => {
     const v = buildView(await input());
     expect(v.stages.rows.map((r) => r.cells[1])).toEqual(['embed_hc', 'attn_norm', 'kv_norm', 'q_rope', 'ffn_norm', 'my_probe (unknown)']);
-    expect(v.stages.rows.map((r) => r.cells[0])).toEqual(['?', '', '', 'x', '>>', '']);
-    expect(v.stages.rows.map((r) => r.fail)).toEqual([false, false, false, true, true, false]);
-    // ffn_norm's registry tolerance is maxAbs 0.05: 0.2 is 4x over (f32 of 2.2 is 2.2000000477)
-    expect(v.stages.rows[4].cells[7]).toMatch(/^maxAbs 0\.2 \/ 0\.05$/);
-    expect(v.summary.join('\n')).toMatch(/first divergence: ffn_norm layer 0 pos 0 \(token 5\)/);
-    expect(v.summary[0]).toMatch(/5 rows compared, 2 failed, 1 missing/);
+    expect(v.stages.rows.map((r) => r.cells[0])).toEqual(['x', '', '', '', '>>', '']);
+    expect(v.stages.rows.map((r) => r.fail)).toEqual([true, false, false, false, true, false]);
+    // ffn_norm's own error: 0.2 in sqrt(14) → relRms 0.2/sqrt(14) = 0.0535, its budget 10 × 1e-7 + 1e-5
+    const ffn = v.stages.rows[4].cells;
+    expect(ffn[4]).toBe(fmt(Math.fround(2.2) - 2 === 0 ? 0 : Math.abs(Math.fround(2.2) - 2) / Math.sqrt(14)));
+    expect(Number(ffn[5].replace('×', ''))).toBeGreaterThan(4000);
+    // q_rope drifts free-running past its own budget without failing
+    expect(Number(v.stages.rows[3].cells[6].replace('×', ''))).toBeGreaterThan(1);
+    expect(v.stages.rows[3].fail).toBe(false);
+    expect(v.summary[0]).toMatch(/5 rows judged \(5 by their own error\), 1 failed, 1 on one side only/);
+    expect(v.summary[1]).toMatch(/^first stage wrong by itself: ffn_norm layer 0 pos 0 \(token 5\): relRms 0\.0535 vs 1\.1e-5/);
+    expect(v.verdict).toMatch(/^FAIL: ffn_norm layer 0 pos 0 is wrong by itself/);
+    expect(v.exitCode).toBe(1);
     expect(v.pass).toBe(false);
-    // per-layer aggregation: layer 0 (ffn_norm, 4x) and layer 1 (q_rope, 0.5/0.05 = 10x) both fail
-    expect(v.layers.rows.map((r) => r.cells.slice(0, 4))).toEqual([['0', '5', '1', 'ffn_norm'], ['1', '1', '1', 'q_rope']]);
+    expect(v.layers.rows.map((r) => r.cells.slice(0, 3))).toEqual([['0', '5', '2'], ['1', '1', '0']]);
   });
 
-  it('terminal: no colour codes under NO_COLOR, same rows', async () => {
-    const t = renderTerminal(await input());
+  it('terminal: no colour codes under NO_COLOR, same rows, the verdict last', async () => {
+    const i = await input();
+    const t = renderTerminal(i);
     expect(t).not.toMatch(/\u001b\[/);
-    expect(t).toMatch(/test report: FAIL/);
     expect(t.split('\n').find((l) => l.startsWith('>>'))).toMatch(/ffn_norm/);
     expect(t).toMatch(/failing rows \(graph order\)/);
+    expect(t.trimEnd().split('\n').at(-1)).toBe(i.verdict.line);
   });
 
-  it('markdown carries the same stage table', async () => {
+  it('markdown carries the verdict and the same stage table', async () => {
     const i = await input();
     const md = renderMarkdown(i);
-    const rows = md.split('\n').filter((l) => l.startsWith('| ') && !l.startsWith('|  | stage'));
-    expect(md).toMatch(/^## test report: ❌ FAIL/);
+    expect(md).toContain(`**❌ ${i.verdict.line}**`);
+    const rows = md.split('\n').filter((l) => l.startsWith('| '));
     expect(rows.some((l) => l.includes('**ffn_norm**') && l.startsWith('| >> '))).toBe(true);
-    expect(md).toMatch(/\| embed_hc \| 1 \| 1 missing \|/);
+    expect(md).toMatch(/\| \*\*embed_hc\*\* \| 1 \| 1 \(1 missing\) \|/);
+    expect(md).toMatch(/\| >> \| \*\*ffn_norm\*\* \| 0 \| 0 \| 5 \| FAIL relRms 0\.0535 .* \| pass relRms 0\.0535 \(4860× its own budget\) \|/);
   });
 
-  it('JUnit: one test case per stage, failures counted', async () => {
+  it('JUnit: one test case per stage and one for the verdict, failing exactly when the exit code is not 0', async () => {
     const x = renderJunit(await input());
-    expect(x.match(/<testcase /g)!.length).toBe(6);
-    expect(x).toMatch(/<testsuites name="ds4-diff" tests="6" failures="2">/);
-    expect(x).toMatch(/<testcase classname="ds4-diff.stages" name="ffn_norm"><failure message="maxAbs 0.2 \/ 0.05">/);
+    expect(x.match(/<testcase /g)!.length).toBe(7);
+    expect(x).toMatch(/<testsuites name="ds4-diff" tests="7" failures="3">/);
+    expect(x).toMatch(/<testcase classname="ds4-diff.stages" name="ffn_norm"><failure message="maxRelRms 0\.0535 \/ 1\.1e-5">/);
     expect(x).toMatch(/<testcase classname="ds4-diff.stages" name="attn_norm"\/>/);
+    expect(x).toMatch(/<testcase classname="ds4-diff.verdict" name="verdict \(exit 1\)"><failure message="FAIL: ffn_norm/);
   });
 
-  it('JSON: the view plus the structured comparison, non-finite numbers preserved', async () => {
+  it('JSON: the verdict, the view and the judged comparison, non-finite numbers preserved', async () => {
     const i = await input();
-    const j = parseJson<{ view: ReportView; comparison: { firstDivergence: { stage: string }; rows: Array<{ stage: string; metrics?: { sqnrDb: number } }> } }>(renderJson(i));
+    const j = parseJson<{ verdict: { exitCode: number; line: string }; view: ReportView; comparison: { firstOwnFailure: { stage: string }; rows: Array<{ stage: string; own?: { metrics?: { sqnrDb: number } } }> } }>(renderJson(i));
+    expect(j.verdict).toMatchObject({ exitCode: 1, line: i.verdict.line });
     expect(j.view).toEqual(buildView(i));
-    expect(j.comparison.firstDivergence.stage).toBe('ffn_norm');
+    expect(j.comparison.firstOwnFailure.stage).toBe('ffn_norm');
     // attn_norm is identical: SQNR is +Infinity and survives the JSON round trip
-    expect(j.comparison.rows.find((r) => r.stage === 'attn_norm')!.metrics!.sqnrDb).toBe(Infinity);
+    expect(j.comparison.rows.find((r) => r.stage === 'attn_norm')!.own!.metrics!.sqnrDb).toBe(Infinity);
   });
 
-  it('HTML: a static page with the same tables, escaped', async () => {
-    const h = renderHtml(await input());
+  it('HTML: a static page with the verdict and the same tables, escaped', async () => {
+    const i = await input();
+    const h = renderHtml(i);
     expect(h).toMatch(/^<!doctype html>/);
     expect(h).toMatch(/<tr class="first"><td>&gt;&gt;<\/td><td>ffn_norm<\/td>/);
+    expect(h).toContain('<p class="verdict bad">FAIL: ffn_norm layer 0 pos 0 is wrong by itself');
     expect(h).not.toMatch(/<script/);
   });
 
   it('numbers are formatted readably', () => {
-    expect([fmt(0), fmt(0.25), fmt(1e-7), fmt(Infinity), fmt(NaN), fmt(undefined), fmt(123456)]).toEqual(['0', '0.25', '1.00e-7', 'inf', 'NaN', '-', '1.23e+5']);
+    expect([fmt(0), fmt(0.25), fmt(1e-7), fmt(Infinity), fmt(NaN), fmt(undefined), fmt(123456)]).toEqual(['0', '0.25', '1.0e-7', 'inf', 'NaN', '-', '1.2e+5']);
   });
 });

@@ -1,11 +1,13 @@
 // The tiny-fixture case the device tests share: the bundled model, the reference's captures of a token
-// list through layers 0..lastLayer (+ head), a teacher for runDevice, and the registry-tolerance check
-// of a device record against the reference. Imported lazily by tests that skip without the addon.
-import type { StageRecord } from '../model/stages.ts';
+// list through layers 0..lastLayer (+ head) with their facts, a teacher for runDevice, and the judge's
+// own-error verdict on teacher-forced device records. Imported lazily by tests that skip without the addon.
+import { deviceBounds } from '../ascend/budgets.ts';
+import { compare, factsOf, type FactsMap } from '../diff/compare.ts';
+import { judgedText, makeJudge } from '../diff/gate.ts';
 import { configFromGguf, type Ds4Config } from '../model/config.ts';
 import { defaultModelPath } from '../model/default-model.ts';
 import { openGguf, type GgufModel } from '../model/gguf.ts';
-import { resolveStage } from '../model/stages.ts';
+import { recordKey, type StageRecord } from '../model/stages.ts';
 import { runReference } from '../reference/runner.ts';
 
 export interface TinyCase {
@@ -18,40 +20,27 @@ export interface TinyCase {
   /** reference records in capture order, and by key */
   reference: StageRecord[];
   ref: Map<string, StageRecord>;
+  /** the reference's facts (its rounding noise and decisions), for the judge */
+  facts: FactsMap;
   teacher: (stage: string, layer: number, pos: number) => Float32Array | Int32Array | undefined;
 }
 
-export const key = (r: { stage: string; layer: number; pos: number }) => `${r.stage}/${r.layer}/${r.pos}`;
+export const key = recordKey;
 
 export async function tinyCase(tokens: number[], lastLayer: number): Promise<TinyCase> {
   const model = await openGguf(await defaultModelPath());
   const cfg = configFromGguf(model);
-  const reference: StageRecord[] = [];
-  await runReference({ model, cfg, tokens, lastLayer, tap: (r) => reference.push(r) });
+  const reference: StageRecord[] = [], noise: StageRecord[] = [], ties: StageRecord[] = [];
+  await runReference({ model, cfg, tokens, lastLayer, tap: (r) => reference.push(r), facts: { noise: (r) => noise.push(r), ties: (r) => ties.push(r) } });
   const ref = new Map(reference.map((r) => [key(r), r]));
-  return { model, cfg, tokens, lastLayer, addonPath: process.env.DS4_SIM_ADDON, reference, ref, teacher: (s, l, p) => ref.get(`${s}/${l}/${p}`)?.values };
+  return { model, cfg, tokens, lastLayer, addonPath: process.env.DS4_SIM_ADDON, reference, ref, facts: await factsOf(noise, ties), teacher: (s, l, p) => ref.get(`${s}/${l}/${p}`)?.values };
 }
 
 /**
- * Why a device record misses its stage's registry tolerance against the reference (maxAbs, cosine,
- * NMSE computed here from their definitions, independently of diff/metrics.ts), or '' when it passes.
+ * The own-error failures of teacher-forced device records under the judge (diff/judge.ts: each stage against
+ * its arithmetic budget, codes and choices at near ties), as `key: reason` lines; [] when every row passes.
  */
-export function toleranceViolation(ref: Map<string, StageRecord>, d: StageRecord): string {
-  const r = ref.get(key(d));
-  if (!r) return `${key(d)}: no reference record`;
-  const t = resolveStage(d.stage)?.tolerance ?? {};
-  if (d.dtype === 'i32') return d.values.some((v, i) => v !== r.values[i]) ? `${key(d)}: ids differ` : '';
-  let md = 0, ab = 0, aa = 0, bb = 0, se = 0;
-  for (let i = 0; i < r.values.length; i++) {
-    const e = d.values[i] - r.values[i];
-    md = Math.max(md, Math.abs(e));
-    se += e * e;
-    ab += d.values[i] * r.values[i]; aa += d.values[i] ** 2; bb += r.values[i] ** 2;
-  }
-  const cos = aa * bb === 0 ? (aa === bb ? 1 : 0) : ab / Math.sqrt(aa * bb);
-  const nmse = bb === 0 ? (se === 0 ? 0 : Infinity) : se / bb;
-  if (t.maxAbs !== undefined && md > t.maxAbs) return `${key(d)}: maxAbs ${md} > ${t.maxAbs}`;
-  if (t.minCosine !== undefined && cos < t.minCosine) return `${key(d)}: cosine ${cos} < ${t.minCosine}`;
-  if (t.maxNmse !== undefined && nmse > t.maxNmse) return `${key(d)}: nmse ${nmse} > ${t.maxNmse}`;
-  return '';
+export async function ownFailures(c: TinyCase, records: StageRecord[], math: 'ascend' | 'exact' = 'ascend'): Promise<string[]> {
+  const cmp = await compare({ reference: c.reference, own: records, facts: c.facts }, makeJudge({ deviceBound: deviceBounds(math) }));
+  return cmp.rows.filter((r) => r.status !== 'pass').map((r) => `${key(r)}: ${r.missing ? `no ${r.missing} row` : judgedText(r.own)}`);
 }
