@@ -92,7 +92,7 @@ describe('bisect on a synthetic probe (no device)', () => {
 describe.skipIf(!ready)('bisect on the simulated device (tiny fixture)', async () => {
   const { tinyCase } = await import('./tiny-case.ts');
   const { runReference } = await import('../reference/runner.ts');
-  const { parseInjects, requantHalfAway } = await import('../ascend/faults.ts');
+  const { parseInjects } = await import('../ascend/faults.ts');
   const { simProbe } = await import('../ascend/probe.ts');
   const { loadModelAndPrompt } = await import('../cli/common.ts');
   const { DEFAULT_SYSTEM } = await import('../model/chat.ts');
@@ -111,7 +111,8 @@ describe.skipIf(!ready)('bisect on the simulated device (tiny fixture)', async (
   // layers 0..2 (raw, raw, ratio 4 with the indexer), 5 tokens (a ratio-4 window closes at pos 3)
   const TOKENS = [1, 5, 9, 12, 40];
   // at these tokens the attention output of layer 1 pos 0 (one cached fp8/f16 row) lands on Q8_0 rounding ties
-  const TIE_TOKENS = [11, 48, 85, 122, 159];
+  // k + ½ with k even, where half-away and half-even round differently
+  const TIE_TOKENS = [5, 48, 85, 122, 159];
   const TIGHT: Policy = { version: 1, rules: [{ stage: 'attn_low', maxAbs: 1e-3 }] };
   // fault → the kernel bisect must name → the stages its verdict may point at
   const TABLE: Array<{ spec: string; kernel: string; stages: string[]; method?: string; tokens?: number[]; kernelMath?: 'exact'; policy?: Policy }> = [
@@ -148,22 +149,22 @@ describe.skipIf(!ready)('bisect on the simulated device (tiny fixture)', async (
     });
   }
 
-  it('the round-half-away row has rounding ties to act on: the reference attn_heads_back of layer 1 pos 0 re-quantizes differently half-away', async () => {
+  it('the round-half-away row has rounding ties to act on: the reference attn_heads_back of layer 1 pos 0 has Q8_0 codes at an even k + ½', async () => {
     const reference: StageRecord[] = [];
     await runReference({ model, cfg, tokens: TIE_TOKENS, lastLayer: 1, tap: (r) => reference.push(r) });
     const x = reference.find((r) => r.stage === 'attn_heads_back' && r.layer === 1 && r.pos === 0)!.values as Float32Array;
-    const away = requantHalfAway(x, 32, false);
-    // half-even on the same grid: the only disagreements can be exact .5 ties
+    // x·(1/d) of the kernel's Q8_0 blocks (d = amax/127): half-even and half-away disagree exactly at k + ½ with
+    // k even, where half-away rounds up in magnitude and half-even down
     let ties = 0;
     for (let b = 0; b < x.length; b += 32) {
       let amax = 0;
       for (let i = b; i < b + 32; i++) amax = Math.max(amax, Math.abs(x[i]));
-      const id = Math.fround(127 / amax);
+      const id = Math.fround(1 / Math.fround(amax / 127));
       for (let i = b; i < b + 32; i++) {
         const v = Math.fround(x[i] * id);
-        if (Math.abs(v - Math.trunc(v)) === 0.5) {
+        if (Math.abs(v - Math.trunc(v)) === 0.5 && Math.trunc(v) % 2 === 0) {
           ties++;
-          expect(Math.abs(away[i])).toBeGreaterThan(Math.abs(x[i]));
+          expect(Math.abs(Math.sign(v) * Math.floor(Math.abs(v) + 0.5))).toBeGreaterThan(Math.abs(v));
         }
       }
     }

@@ -3,16 +3,18 @@
 // pass, and every stage captured before it is bit-identical to the unfaulted run.
 import { describe, expect, it } from 'vitest';
 
+import { FAULT_KINDS, kernelFaults, parseInject, type Injection } from '../ascend/faults.ts';
+import { KernelCatalog, kernelCatalog } from '../ascend/kernels.ts';
 import { loadNative } from '../ascend/native.ts';
-import { coarseExp, parseInject, requantHalfAway, roundHalfAway, type Injection } from '../ascend/faults.ts';
 import { Ds4DiffError } from '../model/errors.ts';
 
-const ready = loadNative(process.env.DS4_SIM_ADDON).ok;
-const KERNELS = ['rope_tail', 'matmul_q8_0', 'hc_expand_split', 'moe_down_q2_q8', 'swiglu', 'quantize_q8_0', 'compressor_update_pool', 'rms_norm_plain', 'copy', 'indexer_topk'];
+const load = loadNative(process.env.DS4_SIM_ADDON);
+const ready = load.ok;
+const catalog = (): KernelCatalog => kernelCatalog(process.env.DS4_SIM_ADDON);
 
 function refusal(spec: string): string {
   try {
-    parseInject(spec, KERNELS);
+    parseInject(spec, catalog());
   } catch (e) {
     expect(e).toBeInstanceOf(Ds4DiffError);
     expect((e as Ds4DiffError).exitCode).toBe(3);
@@ -21,58 +23,97 @@ function refusal(spec: string): string {
   throw new Error(`${spec} was accepted`);
 }
 
-describe('parseInject', () => {
-  it('parses KERNEL:FAULT[=ARG]', () => {
-    expect(parseInject('matmul_q8_0:bias=0.25', KERNELS)).toEqual({ kernel: 'matmul_q8_0', fault: 'bias', arg: 0.25, spec: 'matmul_q8_0:bias=0.25' });
-    expect(parseInject('rope_tail:nan=7', KERNELS)).toMatchObject({ fault: 'nan', arg: 7 });
-    expect(parseInject('rope_tail:pairs-halves', KERNELS)).toMatchObject({ kernel: 'rope_tail', fault: 'pairs-halves', arg: undefined });
+describe.skipIf(!ready)('parseInject', () => {
+  it('parses KERNEL[.BUFFER]:FAULT[=ARG][@LAYERS]', () => {
+    expect(parseInject('matmul_q8_0:bias=0.25', catalog())).toEqual({ kernel: 'matmul_q8_0', fault: 'bias', arg: 0.25, spec: 'matmul_q8_0:bias=0.25' });
+    expect(parseInject('rope_tail:nan=7', catalog())).toMatchObject({ fault: 'nan', arg: 7 });
+    expect(parseInject('rope_tail:pairs-halves', catalog())).toMatchObject({ kernel: 'rope_tail', fault: 'pairs-halves', arg: undefined });
+    expect(parseInject('moe_gate_up_mid_iq2_q8.mid:scale=1.001@2:3', catalog())).toMatchObject({ buffer: 'mid', fault: 'scale', arg: 1.001, layers: [2, 3] });
   });
 
-  it('refuses unknown kernels and faults, bad arguments, and faults that make no sense for the kernel', () => {
+  it('refuses unknown kernels, buffers and faults, bad arguments, and faults that make no sense for the kernel', () => {
     expect(refusal('nope:bias=1')).toMatch(/no kernel nope/);
     expect(refusal('rope_tail:melt')).toMatch(/unknown fault melt/);
     expect(refusal('rope_tail:bias')).toMatch(/needs a number/);
     expect(refusal('rope_tail:nan=-1')).toMatch(/index/);
     expect(refusal('rope_tail:pairs-halves=2')).toMatch(/takes no argument/);
-    expect(refusal('rms_norm_plain:pairs-halves')).toMatch(/pairs-halves makes no sense for rms_norm_plain: only RoPE/);
-    expect(refusal('rope_tail:transpose-comb')).toMatch(/rope_tail.*comb/);
+    expect(refusal('rms_norm_plain:pairs-halves')).toMatch(/pairs-halves makes no sense for rms_norm_plain: it rotates no RoPE pairs/);
+    expect(refusal('rope_tail:transpose-comb')).toMatch(/rope_tail.*square matrix/);
     expect(refusal('swiglu:expert-off-by-one')).toMatch(/expert-off-by-one makes no sense for swiglu/);
     expect(refusal('rope_tail:round-half-away')).toMatch(/round-half-away makes no sense for rope_tail/);
     expect(refusal('matmul_q8_0:coarse-exp')).toMatch(/coarse-exp makes no sense for matmul_q8_0/);
     expect(refusal('rope_tail:emit-pos')).toMatch(/emit-pos makes no sense for rope_tail: only the compressor/);
     expect(refusal('copy:bias=1')).toMatch(/copy has no float output/);
-    expect(refusal('indexer_topk:stale-buffer')).toMatch(/stale-buffer makes no sense for indexer_topk/);
+    expect(refusal('embed_token_hc:stale-buffer')).toMatch(/stale-buffer makes no sense for embed_token_hc: it reads no activation/);
+    // a kernel whose launches produce no stage could never be named by bisect
+    expect(refusal('fill:bias=1')).toMatch(/fill produces no stage of the graph/);
+    expect(refusal('matmul_f16.w:bias=1')).toMatch(/cannot target matmul_f16\.w \(it can target out\)/);
+    expect(refusal('matmul_f16.nope:bias=1')).toMatch(/matmul_f16 has no buffer nope/);
   });
 
-  it('coarse exp is (1 + x/16)^16 and round-half-away differs from half-even only at ties', () => {
-    expect(coarseExp(0)).toBe(1);
-    expect(coarseExp(1)).toBeCloseTo(1.0625 ** 16, 12);
-    expect(coarseExp(-20)).toBe(0);
-    expect(coarseExp(-3)).toBeCloseTo(0.8125 ** 16, 12); // 0.036 where e^-3 = 0.0498
-    expect([roundHalfAway(2.5), roundHalfAway(-2.5), roundHalfAway(0.5), roundHalfAway(2.4)]).toEqual([3, -3, 1, 2]);
+  it('every fault class applies wherever the signature makes it meaningful, with no per-kernel table', () => {
+    const kinds = (k: string) => kernelFaults(catalog().get(k));
+    // the comb is a square matrix the Sinkhorn kernel writes and the expand kernels read
+    expect(kinds('hc_split_sinkhorn4')).toEqual(expect.arrayContaining(['bias', 'scale', 'nan', 'stale-buffer', 'transpose-comb', 'coarse-exp']));
+    expect(kinds('hc_expand_split')).toContain('transpose-comb');
+    expect(kinds('rope_tail')).toEqual(['bias', 'scale', 'nan', 'pairs-halves', 'stale-buffer']);
+    expect(kinds('matmul_q8_0')).toEqual(['bias', 'scale', 'nan', 'stale-buffer', 'round-half-away']);
+    expect(kinds('moe_down_q2_q8')).toEqual(['bias', 'scale', 'nan', 'expert-off-by-one', 'stale-buffer']);
+    expect(kinds('compressor_update_pool')).toEqual(['bias', 'scale', 'nan', 'stale-buffer', 'coarse-exp', 'emit-pos']);
+    // every kernel the graph launches for a stage takes bias and scale (what calibrate plants everywhere)
+    for (const k of catalog().kernels.values()) if (k.stages.length && k.buffers.some((b) => b.dtype === 'f32' && b.role !== 'in' && b.role !== 'weight')) {
+      expect(kernelFaults(k), k.name).toEqual(expect.arrayContaining(['bias', 'scale']));
+    }
+    expect(FAULT_KINDS.length).toBe(10);
+  });
+});
+
+describe.skipIf(!ready)('faults planted inside a kernel (device launch option)', () => {
+  if (!load.ok) return;
+  const dev = load.dev;
+  const f32 = (h: number) => { const b = dev.download(h); return new Float32Array(b.buffer, b.byteOffset, b.byteLength / 4); };
+  const upload = (a: Float32Array) => { const h = dev.alloc(a.byteLength, 'x'); dev.upload(h, a); return h; };
+
+  it('coarse-exp: the kernel\'s exp is (1 + x/16)^16, 0 at or below −16', () => {
+    const xs = Float32Array.from([0, 1, -3, -20, 2.5]);
+    const out = dev.alloc(xs.byteLength, 'out');
+    catalog().launch(dev, 'math_probe', { out, x: upload(xs) }, { fn: 0, n: xs.length }, { faults: ['coarse-exp'] });
+    const f = Math.fround, coarse = (x: number) => { if (x <= -16) return 0; let y = f(1 + f(x * f(1 / 16))); for (let k = 0; k < 4; k++) y = f(y * y); return y; };
+    expect(Array.from(f32(out))).toEqual(Array.from(xs, coarse));
+    expect(f32(out)[2]).toBeCloseTo(0.8125 ** 16, 6); // 0.036 where e^-3 = 0.0498
   });
 
-  it('round-half-away requantization: a Q8_0 block with amax 127 has d = 1, so 2.5 → 3 and −4.5 → −5 (half-even: 2, −4)', () => {
+  it('round-half-away: a Q8_0 block with amax 127 has d = 1, so 2.5 → 3 and −4.5 → −5 (half-even: 2, −4); Q8_K likewise', () => {
     const x = new Float32Array(32);
     x[0] = 127; x[1] = 2.5; x[2] = -4.5; x[3] = 1.25;
-    const y = requantHalfAway(x, 32, false);
-    expect(Array.from(y.subarray(0, 5))).toEqual([127, 3, -5, 1, 0]);
-    // Q8_K: iscale = −127/signed max (−127 here → iscale 1, d 1)
+    const codes = (faults: string[]) => {
+      const xq = dev.alloc(32, 'xq'), xs = dev.alloc(4, 'xscale');
+      catalog().launch(dev, 'quantize_q8_0', { xq, xscale: xs, x: upload(x) }, { in_dim: 32, n_tok: 1 }, { faults });
+      const b = dev.download(xq);
+      return Array.from(new Int8Array(b.buffer, b.byteOffset, 4));
+    };
+    expect(codes(['round-half-away'])).toEqual([127, 3, -5, 1]);
+    expect(codes([])).toEqual([127, 2, -4, 1]);
     const z = new Float32Array(256);
     z[0] = -127; z[9] = 6.5;
-    const w = requantHalfAway(z, 256, true);
-    expect([w[0], w[9]]).toEqual([-127, 7]);
+    const q = dev.alloc(256, 'q');
+    catalog().launch(dev, 'quantize_q8_k', { q, d: dev.alloc(4, 'd'), bsums: dev.alloc(64, 'bs'), x: upload(z) }, { n: 256 }, { faults: ['round-half-away'] });
+    const b = dev.download(q);
+    expect([b[0] << 24 >> 24, b[9]]).toEqual([-127, 7]);
+  });
+
+  it('the device refuses a fault it cannot plant', () => {
+    expect(() => dev.launch('add', [1, 1, 1], [1], { faults: ['melt'] })).toThrow(/no in-kernel fault 'melt'/);
   });
 });
 
 describe.skipIf(!ready)('injected faults on the tiny fixture (teacher-forced, layers 0..2, 5 tokens)', async () => {
   const { tinyCase, key, toleranceViolation } = await import('./tiny-case.ts');
   const { runDevice } = await import('../ascend/orchestrator.ts');
-  const { openBackend } = await import('../ascend/backend.ts');
   type Rec = import('../diff/record.ts').StageRecord;
   // layer 2 is ratio 4: one compressed window closes at pos 3
   const { model, cfg, tokens, lastLayer, addonPath, ref, teacher } = await tinyCase([1, 5, 9, 12, 40], 2);
-  const names = openBackend('sim', addonPath).kernels().map((k) => k.name);
+  const names = catalog();
 
   async function teacherRun(inject: Injection[]): Promise<Rec[]> {
     const out: Rec[] = [];
