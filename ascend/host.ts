@@ -191,6 +191,8 @@ function rowsOf(x: Float32Array, n: number, rows: number, f: (row: Float32Array)
 /** Attention of every (token, head) over the rows `visible(t)` lists (raw rows first), by the reference op. */
 function attendHost(x: HostInputs, s: Scalars, nTok: number, visible: (t: number) => { raw: Float32Array; nRaw: number; comp: Float32Array | null; nComp: number; allowed: Uint8Array | null }): Float32Array {
   const D = s.head_dim, NH = s.n_head, q = x.f32('q'), out = new Float32Array(nTok * NH * D);
+  // the reference scales the scores by 1/√D itself (ds4.c): a launch with another scale has no twin
+  if (Math.fround(s.scale) !== Math.fround(1 / Math.fround(Math.sqrt(D)))) throw new Error(`attention host twin: scale ${s.scale} is not 1/√${D}`);
   for (let t = 0; t < nTok; t++) {
     const v = visible(t);
     out.set(attentionWithSinks(q.subarray(t * NH * D, (t + 1) * NH * D), NH, D, x.f32('sinks'), v.raw, v.nRaw, v.comp, v.nComp, v.allowed, 'ds4') as Float32Array, t * NH * D);

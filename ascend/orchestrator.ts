@@ -685,6 +685,7 @@ function forward(g: DeviceGraph, last: number): Buf {
  * Refuse (exit 3, one line naming the spec and why) an injected fault that cannot plant anything in this
  * run: its kernel is not launched in its layers, its layer is outside the model, its nan index is beyond
  * every output, nothing it reads can be stale. Walks the pass's launches on a backend that runs nothing.
+ * Commands call it before any work; runDevice does not (bisect's shorter passes legitimately plant less).
  */
 export function refuseUnlandedFaults(o: Pick<DeviceRunOptions, 'model' | 'cfg' | 'tokens' | 'lastLayer' | 'inject' | 'addonPath'>): void {
   if (!o.inject?.length) return;
@@ -714,7 +715,6 @@ export async function runDevice(opts: DeviceRunOptions): Promise<DeviceRunResult
   if (tokens.length === 0) throw badInput('device run: no tokens');
   const last = opts.lastLayer ?? cfg.nLayer - 1;
   if (!(last >= 0 && last < cfg.nLayer)) throw badInput(`device run: layer ${last} is outside 0..${cfg.nLayer - 1}`);
-  refuseUnlandedFaults(opts);
   const dev = opts.session?.dev ?? openBackend(opts.backend ?? 'sim', opts.addonPath);
   dev.resetStats();
   dev.setMathMode(opts.kernelMath ?? 'ascend');

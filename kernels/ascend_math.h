@@ -233,12 +233,13 @@ constexpr double ln_const(double n) {
   for (int i = 1; i < 40; i += 2) { sum += term / i; term *= z2; }
   return k * 0.6931471805599453 + 2 * sum;
 }
-// A softmax over n terms e^{x_i} (x_i ≤ 0, one term at 0): each term is low by x²/4096, so the normalized
-// weights move by the weight-averaged x²/4096, whose worst over n terms is at most (ln n)²/4096 (n − 1
-// terms near x = −ln n); numerator and denominator both carry it.
+// A softmax over n terms e^{x_i} (x_i ≤ 0, one term at 0): every term is low by x_i²/4096, so a normalized
+// weight moves by its own x²/4096 minus the weight-averaged one, at most the latter, whose worst over n
+// terms is (ln n)²/4096 (n − 1 terms near x = −ln n); the f32 rounding part has either sign and enters
+// through the numerator and the denominator.
 constexpr double softmax_rel(double n) {
   const double l = n > 7.389 ? ln_const(n) : 2;  // below e² the worst term is at x = −2
-  return 2 * (l * l / 4096 + kExpRound);
+  return l * l / 4096 + 2 * kExpRound;
 }
 // A sigmoid (or silu = x·σ) over arguments x ≥ −4: σ(x) = e^x/(1 + e^x) below 0 carries exp's relative
 // error, ≤ exp_rel(4); above 0, e^{−x}·exp_rel(x)/(1 + e^{−x}) is smaller.

@@ -1,6 +1,8 @@
 // Fault injection (issue 6, ascend/faults.ts): each fault class, planted in one kernel on the bundled
 // tiny fixture, makes a stage that kernel produces fail its registry tolerance in the teacher-forced
 // pass, and every stage captured before it is bit-identical to the unfaulted run.
+import { existsSync } from 'node:fs';
+
 import { describe, expect, it } from 'vitest';
 
 import { FAULT_KINDS, kernelFaults, parseInject, type Injection } from '../ascend/faults.ts';
@@ -162,5 +164,48 @@ describe.skipIf(!ready)('injected faults on the tiny fixture (teacher-forced, la
     const faulty = await teacherRun([parseInject('quantize_q8_0:round-half-away', names)]);
     const first = faulty.findIndex((r, i) => r.values.some((v, j) => !Object.is(v, clean[i].values[j])));
     if (first >= 0) expect(['shared_mid']).toContain(faulty[first].stage);
+  });
+});
+
+describe.skipIf(!ready)('a fault that cannot land in the run is refused before it (exit 3, one line)', async () => {
+  const { spawnSync } = await import('node:child_process');
+  const { join } = await import('node:path');
+  const { tinyCase } = await import('./tiny-case.ts');
+  const { refuseUnlandedFaults } = await import('../ascend/orchestrator.ts');
+  const { model, cfg } = await tinyCase([1], 0);
+  const refused = (spec: string, tokens: number[], lastLayer: number): string => {
+    try {
+      refuseUnlandedFaults({ model, cfg, tokens, lastLayer, inject: [parseInject(spec, catalog())], addonPath: process.env.DS4_SIM_ADDON });
+    } catch (e) {
+      expect((e as Ds4DiffError).exitCode).toBe(3);
+      return (e as Error).message;
+    }
+    return '';
+  };
+
+  it('names the spec and why: layer outside the model or the run, kernel not launched, nan index beyond every output, nothing stale', () => {
+    expect(refused('matmul_q8_0:bias=1@99999999999', [1, 5], 0)).toBe('--inject matmul_q8_0:bias=1@99999999999: layer 99999999999 is outside the model (layers 0..5, output head 6)');
+    expect(refused('compressor_update_pool:emit-pos', [1, 5, 9, 12], 0)).toMatch(/^--inject compressor_update_pool:emit-pos: compressor_update_pool is not launched by this run \(layers 0\.\.0 and the output head 6\)$/);
+    expect(refused('matmul_q8_0:bias=1@3', [1], 1)).toMatch(/matmul_q8_0 is not launched in layer 3 of this run \(it runs in layers 0,1,6; /);
+    expect(refused('rope_tail:nan=100000', [1], 0)).toMatch(/element 100000 is beyond every output of rope_tail in this run \(at most \d+ values\)/);
+    expect(refused('swiglu:stale-buffer', [1], 0)).toMatch(/swiglu never runs again at the same place at a later position/);
+    // a ratio-4 window closes one token late only if a later token exists: emit-pos in a 4-token run plants nothing
+    expect(refused('compressor_update_pool:emit-pos@2', [1, 5, 9, 12], 2)).toMatch(/compressor_update_pool is not launched by this run/);
+    // and what can land is accepted: the output head is layer n_layer, a stale input needs a second position
+    for (const [spec, toks, last] of [['rms_norm_weight:bias=0.02@6', [1], 0], ['swiglu:stale-buffer', [1, 5], 0], ['rope_tail:nan=511', [1], 0], ['compressor_update_pool:emit-pos@2', [1, 5, 9, 12, 40], 2]] as const) {
+      expect(refused(spec, [...toks], last), spec).toBe('');
+    }
+  });
+
+  it('CLI: run refuses before any work, and writes no run directory', () => {
+    const CLI = join(import.meta.dirname, '..', 'cli', 'ds4-diff.js');
+    for (const args of [['--inject', 'matmul_q8_0:bias=1@99999999999'], ['--inject', 'compressor_update_pool:emit-pos']]) {
+      const out = join(import.meta.dirname, '..', '.cache', `refused-${process.pid}`);
+      const r = spawnSync(process.execPath, [CLI, 'run', '--layer', '0', '-p', 'Hello', '--out', out, ...args], { encoding: 'utf8', env: { ...process.env, NO_COLOR: '1' } });
+      expect(r.status, r.stderr).toBe(3);
+      expect(r.stderr.trim().split('\n')).toHaveLength(1);
+      expect(r.stderr).toMatch(new RegExp(`--inject ${args[1].replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}: `));
+      expect(existsSync(out)).toBe(false);
+    }
   });
 });

@@ -135,7 +135,9 @@ async function bisectCommand(runDir: string | undefined, opts: BisectCliOptions)
   }
   const { parseInjects } = await import('../../ascend/faults.ts');
   const { simProbe } = await import('../../ascend/probe.ts');
+  const { refuseUnlandedFaults } = await import('../../ascend/orchestrator.ts');
   const inject = parseInjects(c.inject, 'sim');
+  refuseUnlandedFaults({ model: c.run.model, cfg: c.run.cfg, tokens: c.run.tokens, lastLayer: c.run.lastLayer, inject });
   const { policy, text: tolerances } = tolerancesFor(newManifest(c.run, 'sim', {}, c.kernelMath), opts);
 
   const prog = progress('bisect');

@@ -66,10 +66,11 @@ async function runCommand(opts: RunOptions): Promise<number> {
   if (forced && opts.allowHostFallback) throw badInput('--allow-host-fallback contradicts DS4_ASCEND_NO_HOST_FALLBACK=1 in the environment');
   const policy: Policy | undefined = opts.policy ? loadPolicy(opts.policy) : undefined;
 
-  const { openDeviceSession, runDevice } = await import('../../ascend/orchestrator.ts');
+  const { openDeviceSession, refuseUnlandedFaults, runDevice } = await import('../../ascend/orchestrator.ts');
   const { parseInjects } = await import('../../ascend/faults.ts');
   const inject = parseInjects(opts.inject, opts.backend);
   const run = await loadModelAndPrompt(opts);
+  refuseUnlandedFaults({ model: run.model, cfg: run.cfg, tokens: run.tokens, lastLayer: run.lastLayer, inject });
   const dir = resolve(opts.out ?? join('runs', new Date().toISOString().replace(/[:.]/g, '-')));
   mkdirSync(dir, { recursive: true });
   const manifest = newManifest(run, opts.backend, { disabledKernels: opts.disableKernel, inject: opts.inject, allowHostFallback: !!opts.allowHostFallback, teacher: opts.teacher, noiseFloor: opts.noiseFloor }, opts.kernelMath);
