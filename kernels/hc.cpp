@@ -33,27 +33,20 @@ static void split_sinkhorn_row(const Math &m, float *out, const float *mix, cons
     for (int a = 0; a < kHc; a++) c[a + kHc * b] = c[a + kHc * b] * inv + eps;
   }
   // Normalise the sums over b (one per a), then iters−1 rounds of (sums over a, sums over b): the last
-  // step makes Σ_b comb[a + 4b] ≈ 1 for every output stream a (catalog S1 step 5).
-  auto sums_over_b_to_one = [&] {
-    for (int a = 0; a < kHc; a++) {
+  // step makes Σ_b comb[a + 4b] ≈ 1 for every output stream a (catalog S1 step 5). sums_to_one(o, i):
+  // for each of the 4 lines at stride o, scale its 4 elements at stride i to sum to 1 (+eps).
+  auto sums_to_one = [&](int outer, int inner) {
+    for (int l = 0; l < kHc; l++) {
       float sum = 0.0f;
-      for (int b = 0; b < kHc; b++) sum += c[a + kHc * b];
+      for (int e = 0; e < kHc; e++) sum += c[l * outer + e * inner];
       const float inv = 1.0f / (sum + eps);
-      for (int b = 0; b < kHc; b++) c[a + kHc * b] *= inv;
+      for (int e = 0; e < kHc; e++) c[l * outer + e * inner] *= inv;
     }
   };
-  auto sums_over_a_to_one = [&] {
-    for (int b = 0; b < kHc; b++) {
-      float sum = 0.0f;
-      for (int a = 0; a < kHc; a++) sum += c[a + kHc * b];
-      const float inv = 1.0f / (sum + eps);
-      for (int a = 0; a < kHc; a++) c[a + kHc * b] *= inv;
-    }
-  };
-  sums_over_b_to_one();
+  sums_to_one(1, kHc);  // over b, for each a
   for (int64_t it = 1; it < iters; it++) {
-    sums_over_a_to_one();
-    sums_over_b_to_one();
+    sums_to_one(kHc, 1);  // over a, for each b
+    sums_to_one(1, kHc);
   }
   for (int k = 0; k < 16; k++) out[8 + k] = c[k];
 }

@@ -76,3 +76,24 @@ describe.skipIf(!load.ok)('which kernels produce each stage', async () => {
     for (const s of STAGES) expect(stageKernels(s.name, c.addonPath).some((k) => inFamily(s.kernel, k)), `${s.name}: ${s.kernel}`).toBe(true);
   });
 });
+
+describe.skipIf(!load.ok)('ds4-diff kernels', async () => {
+  const { spawnSync } = await import('node:child_process');
+  const { join } = await import('node:path');
+  const cli = (args: string[]) => spawnSync(process.execPath, [join(import.meta.dirname, '..', 'cli', 'ds4-diff.js'), 'kernels', ...args], { encoding: 'utf8', env: { ...process.env, NO_COLOR: '1' } });
+
+  it('lists each kernel\'s signature, and --test runs the suite with one line per case', () => {
+    const list = cli(['--kernel', 'swiglu']);
+    expect(list.status).toBe(0);
+    expect(list.stdout).toMatch(/^swiglu\(n, clamp\) {2}shared expert/m);
+    expect(list.stdout).toMatch(/^ {4}out {4}out f32\[n\]$/m);
+    expect(list.stdout).toMatch(/stages shared_mid; approx exp; max NMSE ascend 1\.72e-5, exact 8\.88e-14; faults bias scale nan stale-buffer coarse-exp/);
+    const t = cli(['--test', '--kernel', 'swiglu', '--math', 'ascend']);
+    expect(t.status).toBe(0);
+    const lines = t.stdout.trim().split('\n');
+    expect(lines.slice(0, -1).every((l) => /^\[swiglu\] n=\d+ clamp=\S+ \(.*\) ascend NMSE = \S+ < 1\.72e-5 OK$/.test(l))).toBe(true);
+    expect(lines.at(-1)).toBe('3/3 cases OK (1 kernels, 3 shapes)');
+    expect(cli(['--test', '--kernel', 'nope']).status).toBe(3);
+    expect(cli(['--test', '--math', 'f64']).stderr).toMatch(/--math must be ascend or exact/);
+  });
+});
