@@ -292,14 +292,6 @@ export const HOST_KERNELS: Record<string, HostTwin> = {
     }
     return { out };
   },
-  hc_expand: (x, s) => {
-    const { n_embd: E, n_hc: H } = s, out = new Float32Array(s.rows * H * E), y = x.f32('block_out'), res = x.f32('residual');
-    for (let r = 0; r < s.rows; r++) {
-      const post = x.f32('post').subarray(r * H, (r + 1) * H), comb = x.f32('comb').subarray(r * H * H, (r + 1) * H * H);
-      out.set(hcPost({ nEmbd: E, nHc: H } as Ds4Config, y.subarray(r * E, (r + 1) * E), res.subarray(r * H * E, (r + 1) * H * E), post, comb, 'ds4'), r * H * E);
-    }
-    return { out };
-  },
   hc_expand_split: (x, s) => {
     const { n_embd: E, n_hc: H } = s, M = 2 * H + H * H, out = new Float32Array(s.rows * H * E);
     const y = x.f32('block_out'), add = s.has_add ? x.f32('block_add') : undefined, res = x.f32('residual'), split = x.f32('split');

@@ -1,6 +1,6 @@
 // The device path (issue 5): the DS4 graph run on the (simulated) Ascend device from device kernels
 // only. Tokens go through in position order (decode semantics, what ds4's prefill computes too),
-// layers 0..lastLayer, then the output head. Every intermediate stays in device buffers; the only
+// layers 0..lastLayer, then the output head — or, `prefill`, as ds4-ascend's batched prefill (forward()). Every intermediate stays in device buffers; the only
 // readbacks are the stage captures (counted in readbackBytes) and the 6 selected expert ids per
 // layer/token, which the host needs to stage those experts' weight slices (ds4-ascend's expert
 // cache does the same; counted in selectionReadbackBytes).
@@ -53,6 +53,11 @@ export interface DeviceRunOptions {
   producers?: (stage: string, layer: number, pos: number, kernels: readonly string[]) => void;
   /** run on this session's device, reusing the weights earlier passes uploaded (openDeviceSession) */
   session?: DeviceSession;
+  /**
+   * Run the prompt as ds4-ascend's batched prefill (layer by layer, every position in one launch where
+   * its kernels batch) instead of in decode order, one token at a time (the default).
+   */
+  prefill?: boolean;
 }
 
 /** A capture holds NaN: the run stops here; `kernels` are the launches that produced the stage. */
@@ -446,123 +451,190 @@ function indexerMask(g: DeviceGraph, il: number, pos: number, norm: Buf, qrn: Bu
   return mask;
 }
 
+/**
+ * The positions a step of the graph runs at once: one token (decode order) or the whole prompt (the
+ * batched prefill); buffers hold one row per position and every position's stage is captured from its row.
+ */
+type Rows = readonly number[];
+
+/** Capture stage `stage` of every position from its row (`n` values, rows `stride` apart, from `off`). */
+function captureRows(g: DeviceGraph, stage: string, il: number, rows: Rows, b: Buf, n: number, off = 0, stride = n, i32 = false): void {
+  rows.forEach((pos, r) => g.capture(stage, il, pos, b, n, off + r * stride, i32));
+}
+
+/** Row r of a [rows × width] buffer as a buffer of its own (the buffer itself when it holds one row). */
+function rowOf(g: DeviceGraph, b: Buf, r: number, width: number, name: string, site: GraphSite): Buf {
+  if (b.n === width) return b;
+  const row = g.buf(name, width);
+  g.launch('copy', { dst: row, src: b }, { dst_offset: 0, src_offset: r * width * 4, bytes: width * 4 }, site);
+  return row;
+}
+
+/** Write a one-row buffer into row r of a [rows × width] buffer (nothing when they are the same buffer). */
+function setRow(g: DeviceGraph, b: Buf, r: number, row: Buf, width: number, site: GraphSite): void {
+  if (b.h !== row.h) g.launch('copy', { dst: b, src: row }, { dst_offset: r * width * 4, src_offset: 0, bytes: width * 4 }, site);
+}
+
 /** S1/S13: HC pre of `hc` with the side's fn/scale/base; returns cur and the split (pre|post|comb). */
-function hcPre(g: DeviceGraph, side: 'attn' | 'ffn', il: number, pos: number, hc: Buf): { cur: Buf; split: Buf } {
+function hcPre(g: DeviceGraph, side: 'attn' | 'ffn', il: number, rows: Rows, hc: Buf): { cur: Buf; split: Buf } {
   const { cfg } = g.o;
-  const E = cfg.nEmbd, H = cfg.nHc, M = 2 * H + H * H;
+  const E = cfg.nEmbd, H = cfg.nHc, M = 2 * H + H * H, T = rows.length;
   const p = `blk.${il}.hc_${side}_`;
-  const site = (stage: string): GraphSite => ({ layer: il, pos, stage });
-  const flat = g.buf('hc_flat', H * E), mix = g.buf(`hc_${side}_mix`, M), split = g.buf(`hc_${side}_split`, M), cur = g.buf(`${side}_cur`, E);
-  g.launch('rms_norm_plain', { out: flat, x: hc }, { n: H * E, rows: 1, eps: cfg.rmsEps }, site(`hc_${side}_mix`));
-  g.launch('matmul_f16', { out: mix, w: g.weight(`${p}fn.weight`, GGMLType.F16), x: flat }, { in_dim: H * E, out_dim: M, n_tok: 1 }, site(`hc_${side}_mix`));
-  g.capture(`hc_${side}_mix`, il, pos, mix);
-  if (H !== 4) throw new Ds4DiffError(`host fallback disabled: hc_split_sinkhorn (layer ${il}, pos ${pos}, stage hc_${side}_pre_w); the device kernel needs n_hc = 4, got ${H}`, EXIT.hostFallback);
+  const site = (stage: string): GraphSite => ({ layer: il, pos: rows[0], stage });
+  const flat = g.buf('hc_flat', T * H * E), mix = g.buf(`hc_${side}_mix`, T * M), split = g.buf(`hc_${side}_split`, T * M), cur = g.buf(`${side}_cur`, T * E);
+  g.launch('rms_norm_plain', { out: flat, x: hc }, { n: H * E, rows: T, eps: cfg.rmsEps }, site(`hc_${side}_mix`));
+  g.launch('matmul_f16', { out: mix, w: g.weight(`${p}fn.weight`, GGMLType.F16), x: flat }, { in_dim: H * E, out_dim: M, n_tok: T }, site(`hc_${side}_mix`));
+  captureRows(g, `hc_${side}_mix`, il, rows, mix, M);
+  if (H !== 4) throw new Ds4DiffError(`host fallback disabled: hc_split_sinkhorn (layer ${il}, pos ${rows[0]}, stage hc_${side}_pre_w); the device kernel needs n_hc = 4, got ${H}`, EXIT.hostFallback);
   g.launch('hc_split_sinkhorn4', { out: split, mix, scale: g.weight(`${p}scale.weight`, GGMLType.F32), base: g.weight(`${p}base.weight`, GGMLType.F32) },
-    { rows: 1, sinkhorn_iters: cfg.sinkhornIters, eps: cfg.hcEps }, site(`hc_${side}_pre_w`), 'hc_split_sinkhorn');
-  g.capture(`hc_${side}_pre_w`, il, pos, split, H, 0);
-  g.capture(`hc_${side}_post_w`, il, pos, split, H, H);
-  g.capture(`hc_${side}_comb`, il, pos, split, H * H, 2 * H);
-  g.launch('hc_weighted_sum4', { out: cur, residual: hc, weights: split }, { n_embd: E, rows: 1, weight_stride: M }, site(`${side}_cur`), 'hc_weighted_sum');
-  g.capture(`${side}_cur`, il, pos, cur);
+    { rows: T, sinkhorn_iters: cfg.sinkhornIters, eps: cfg.hcEps }, site(`hc_${side}_pre_w`), 'hc_split_sinkhorn');
+  rows.forEach((pos, r) => {
+    g.capture(`hc_${side}_pre_w`, il, pos, split, H, r * M);
+    g.capture(`hc_${side}_post_w`, il, pos, split, H, r * M + H);
+    g.capture(`hc_${side}_comb`, il, pos, split, H * H, r * M + 2 * H);
+  });
+  g.launch('hc_weighted_sum4', { out: cur, residual: hc, weights: split }, { n_embd: E, rows: T, weight_stride: M }, site(`${side}_cur`), 'hc_weighted_sum');
+  captureRows(g, `${side}_cur`, il, rows, cur, E);
   return { cur, split };
 }
 
-/** S12/S17 HC post: the sublayer's output y (+ y2) expanded back into the streams of `hc` with the split's post and comb. */
-function hcPost(g: DeviceGraph, out: Buf, y: Buf, hc: Buf, split: Buf, site: GraphSite): void {
+/** S12/S17 HC post: the sublayer's output y expanded back into the streams of `hc` with the split's post and comb. */
+function hcPost(g: DeviceGraph, out: Buf, y: Buf, hc: Buf, split: Buf, rows: number, site: GraphSite): void {
   const { cfg } = g.o;
-  g.launch('hc_expand_split', { out, block_out: y, block_add: y, residual: hc, split }, { n_embd: cfg.nEmbd, n_hc: cfg.nHc, rows: 1, has_add: 0 }, site);
+  g.launch('hc_expand_split', { out, block_out: y, block_add: y, residual: hc, split }, { n_embd: cfg.nEmbd, n_hc: cfg.nHc, rows, has_add: 0 }, site);
 }
 
-/** S2–S12 for one token of layer il; returns after_attn_hc. */
-function attention(g: DeviceGraph, il: number, pos: number, hc: Buf, st: LayerState): Buf {
+/**
+ * RoPE on the tails of `heads` heads of every row at its position. Decode: rope_tail (table in the
+ * kernel's scratch); prefill: ds4-ascend's path, a table for the batch's positions (rope_table, which
+ * ds4-ascend builds on the host) then rope_tail_table.
+ */
+function rope(g: DeviceGraph, x: Buf, il: number, rows: Rows, heads: number, headDim: number, inverse: boolean, site: GraphSite): void {
+  const shape = { n_tok: rows.length, n_head: heads, head_dim: headDim };
+  const table = ropeScalars(g.o.cfg, il, rows[0], inverse);
+  if (!g.o.prefill) return g.launch('rope_tail', { x }, { ...shape, ...table }, site);
+  const t = g.buf(inverse ? 'rope_table_inverse' : 'rope_table', rows.length * g.o.cfg.nRot);
+  g.launch('rope_table', { table: t }, { n_tok: rows.length, ...table }, site);
+  g.launch('rope_tail_table', { x, table: t }, { ...shape, n_rot: g.o.cfg.nRot }, site);
+}
+
+/** S2–S12 for the rows of layer il; returns after_attn_hc. */
+function attention(g: DeviceGraph, il: number, rows: Rows, hc: Buf, st: LayerState): Buf {
   const raw = st.raw;
   const { cfg } = g.o;
-  const E = cfg.nEmbd, D = cfg.headDim, NH = cfg.nHead, H = cfg.nHc;
+  const E = cfg.nEmbd, D = cfg.headDim, NH = cfg.nHead, H = cfg.nHc, T = rows.length;
   const p = `blk.${il}.`;
-  const site = (stage: string): GraphSite => ({ layer: il, pos, stage });
-  const { cur, split } = hcPre(g, 'attn', il, pos, hc);
-  const norm = g.buf('attn_norm', E);
-  g.launch('rms_norm_weight', { out: norm, x: cur, w: g.weight(`${p}attn_norm.weight`, GGMLType.F32) }, { n: E, rows: 1, eps: cfg.rmsEps }, site('attn_norm'));
-  g.capture('attn_norm', il, pos, norm);
+  const site = (stage: string, pos = rows[0]): GraphSite => ({ layer: il, pos, stage });
+  const { cur, split } = hcPre(g, 'attn', il, rows, hc);
+  const norm = g.buf('attn_norm', T * E);
+  g.launch('rms_norm_weight', { out: norm, x: cur, w: g.weight(`${p}attn_norm.weight`, GGMLType.F32) }, { n: E, rows: T, eps: cfg.rmsEps }, site('attn_norm'));
+  captureRows(g, 'attn_norm', il, rows, norm, E);
 
-  const qr = g.buf('q_lora', cfg.qLoraRank), qrn = g.buf('q_lora_norm', cfg.qLoraRank), q = g.buf('q', NH * D);
-  g.launch('matmul_q8_0', { out: qr, w: g.weight(`${p}attn_q_a.weight`, GGMLType.Q8_0), x: norm }, { in_dim: E, out_dim: cfg.qLoraRank, n_tok: 1 }, site('q_lora'));
-  g.capture('q_lora', il, pos, qr);
-  g.launch('rms_norm_weight', { out: qrn, x: qr, w: g.weight(`${p}attn_q_a_norm.weight`, GGMLType.F32) }, { n: cfg.qLoraRank, rows: 1, eps: cfg.rmsEps }, site('q_lora_norm'));
-  g.capture('q_lora_norm', il, pos, qrn);
-  g.launch('matmul_q8_0', { out: q, w: g.weight(`${p}attn_q_b.weight`, GGMLType.Q8_0), x: qrn }, { in_dim: cfg.qLoraRank, out_dim: NH * D, n_tok: 1 }, site('q_raw'));
-  g.capture('q_raw', il, pos, q);
-  g.launch('rms_norm_inplace', { x: q }, { n: D, rows: NH, eps: cfg.rmsEps }, site('q_norm'));
-  g.capture('q_norm', il, pos, q);
+  const R = cfg.qLoraRank, qr = g.buf('q_lora', T * R), qrn = g.buf('q_lora_norm', T * R), q = g.buf('q', T * NH * D);
+  g.launch('matmul_q8_0', { out: qr, w: g.weight(`${p}attn_q_a.weight`, GGMLType.Q8_0), x: norm }, { in_dim: E, out_dim: R, n_tok: T }, site('q_lora'));
+  captureRows(g, 'q_lora', il, rows, qr, R);
+  g.launch('rms_norm_weight', { out: qrn, x: qr, w: g.weight(`${p}attn_q_a_norm.weight`, GGMLType.F32) }, { n: R, rows: T, eps: cfg.rmsEps }, site('q_lora_norm'));
+  captureRows(g, 'q_lora_norm', il, rows, qrn, R);
+  g.launch('matmul_q8_0', { out: q, w: g.weight(`${p}attn_q_b.weight`, GGMLType.Q8_0), x: qrn }, { in_dim: R, out_dim: NH * D, n_tok: T }, site('q_raw'));
+  captureRows(g, 'q_raw', il, rows, q, NH * D);
+  g.launch('rms_norm_inplace', { x: q }, { n: D, rows: T * NH, eps: cfg.rmsEps }, site('q_norm'));
+  captureRows(g, 'q_norm', il, rows, q, NH * D);
 
-  const kvr = g.buf('kv_raw', D), kv = g.buf('kv', D);
-  g.launch('matmul_q8_0', { out: kvr, w: g.weight(`${p}attn_kv.weight`, GGMLType.Q8_0), x: norm }, { in_dim: E, out_dim: D, n_tok: 1 }, site('kv_raw'));
-  g.capture('kv_raw', il, pos, kvr);
-  g.launch('rms_norm_weight', { out: kv, x: kvr, w: g.weight(`${p}attn_kv_a_norm.weight`, GGMLType.F32) }, { n: D, rows: 1, eps: cfg.rmsEps }, site('kv_norm'));
-  g.capture('kv_norm', il, pos, kv);
+  const kvr = g.buf('kv_raw', T * D), kv = g.buf('kv', T * D);
+  g.launch('matmul_q8_0', { out: kvr, w: g.weight(`${p}attn_kv.weight`, GGMLType.Q8_0), x: norm }, { in_dim: E, out_dim: D, n_tok: T }, site('kv_raw'));
+  captureRows(g, 'kv_raw', il, rows, kvr, D);
+  g.launch('rms_norm_weight', { out: kv, x: kvr, w: g.weight(`${p}attn_kv_a_norm.weight`, GGMLType.F32) }, { n: D, rows: T, eps: cfg.rmsEps }, site('kv_norm'));
+  captureRows(g, 'kv_norm', il, rows, kv, D);
 
-  g.launch('rope_tail', { x: q }, { n_tok: 1, n_head: NH, head_dim: D, ...ropeScalars(cfg, il, pos, false) }, site('q_rope'));
-  g.capture('q_rope', il, pos, q);
-  g.launch('rope_tail', { x: kv }, { n_tok: 1, n_head: cfg.nHeadKv, head_dim: D, ...ropeScalars(cfg, il, pos, false) }, site('kv_rope'));
-  g.capture('kv_rope', il, pos, kv);
-  g.launch('fp8_kv_quantize', { x: kv }, { n_tok: 1, head_dim: D, n_rot: cfg.nRot }, site('kv_cur'));
+  rope(g, q, il, rows, NH, D, false, site('q_rope'));
+  captureRows(g, 'q_rope', il, rows, q, NH * D);
+  rope(g, kv, il, rows, cfg.nHeadKv, D, false, site('kv_rope'));
+  captureRows(g, 'kv_rope', il, rows, kv, D);
+  g.launch('fp8_kv_quantize', { x: kv }, { n_tok: T, head_dim: D, n_rot: cfg.nRot }, site('kv_cur'));
 
-  // the raw (sliding-window) cache is a ring of `cap` rows; row pos lives at pos mod cap
+  // decode: the raw (sliding-window) cache is a ring of `cap` rows, row pos at pos mod cap; prefill: the
+  // batch's own rows, f16-rounded as the cache stores them, are what every token attends to
   const cap = cfg.slidingWindow;
-  g.launch('store_raw_kv', { raw, kv }, { raw_cap: cap, pos0: pos, n_tok: 1, head_dim: D }, site('raw_cache'));
-  const slot = pos % cap, nRaw = Math.min(pos + 1, cap), start = pos + 1 > cap ? (pos + 1) % cap : 0;
-  g.capture('kv_cur', il, pos, raw, D, slot * D);
-  if (g.o.tap && (!g.o.filter || g.o.filter('raw_cache', il, pos))) {
+  const kvRows = g.o.prefill ? g.buf('kv_rows', T * D) : raw;
+  g.launch('store_raw_kv', { raw: kvRows, kv }, { raw_cap: g.o.prefill ? T : cap, pos0: g.o.prefill ? 0 : rows[0], n_tok: T, head_dim: D }, site('raw_cache'));
+  const nRawAt = (pos: number) => Math.min(pos + 1, cap);
+  if (g.o.prefill) captureRows(g, 'kv_cur', il, rows, kvRows, D);
+  else g.capture('kv_cur', il, rows[0], raw, D, (rows[0] % cap) * D);
+  for (const pos of rows) {
+    if (!g.o.tap || (g.o.filter && !g.o.filter('raw_cache', il, pos))) continue;
+    const nRaw = nRawAt(pos), start = pos + 1 - nRaw;
+    if (g.o.prefill) {
+      g.capture('raw_cache', il, pos, kvRows, nRaw * D, start * D, false, [nRaw, D]);
+      continue;
+    }
     // oldest-first view of the ring, gathered on the device into one buffer for the capture
     const view = g.buf('raw_view', nRaw * D);
     for (let i = 0; i < nRaw; i++) g.launch('copy', { dst: view, src: raw }, { dst_offset: i * D * 4, src_offset: ((start + i) % cap) * D * 4, bytes: D * 4 }, site('raw_cache'));
     g.capture('raw_cache', il, pos, view, nRaw * D, 0, false, [nRaw, D]);
   }
 
-  // S7/S8: the compressors (and on ratio-4 layers the indexer's row selection)
+  // S7/S8: the compressors (and on ratio-4 layers the indexer's row selection), token by token. Prefill
+  // attends to the cache's rows as token t has seen them emitted ((t+1)/ratio of its cap rows), each
+  // token's selection a row of 0/−1e30 (0: no selection) in one mask.
+  const none = g.buf('none', 1), nComp = st.attn?.cap ?? 0;
+  const maskRows = g.o.prefill && st.index ? g.buf('index_mask_rows', T * nComp) : undefined;
+  if (maskRows) g.launch('fill', { out: maskRows }, { value: 0, count: T * nComp }, site('attn_heads'));
   let mask: Buf | undefined;
   if (st.attn) {
-    compressorStep(g, il, pos, norm, st.attn);
-    if (st.index) {
-      compressorStep(g, il, pos, norm, st.index);
-      mask = indexerMask(g, il, pos, norm, qrn, st.index);
+    for (const [r, pos] of rows.entries()) {
+      const norm1 = rowOf(g, norm, r, E, 'attn_norm_row', site('attn_comp_kv', pos));
+      compressorStep(g, il, pos, norm1, st.attn);
+      if (!st.index) continue;
+      compressorStep(g, il, pos, norm1, st.index);
+      const m = indexerMask(g, il, pos, norm1, rowOf(g, qrn, r, R, 'q_lora_norm_row', site('index_q', pos)), st.index);
+      if (m && maskRows) g.launch('copy', { dst: maskRows, src: m }, { dst_offset: r * nComp * 4, src_offset: 0, bytes: m.n * 4 }, site('attn_heads', pos));
+      if (m) mask = maskRows ?? m;
     }
   }
-  const heads = g.buf('attn_heads', NH * D), none = g.buf('none', 1);
-  const nComp = st.attn ? st.attn.n : 0;
-  g.launch('attention_decode', { heads, sinks: g.weight(`${p}attn_sinks.weight`, GGMLType.F32), q, raw, comp: st.attn ? st.attn.cache : none, mask: mask ?? none },
-    { use_mask: mask ? 1 : 0, n_raw: nRaw, raw_cap: cap, raw_start: start, n_comp: nComp, n_head: NH, head_dim: D, scale: Math.fround(1 / Math.fround(Math.sqrt(D))) },
-    site('attn_heads'), nComp ? 'attention_decode_mixed' : 'attention_decode');
-  g.capture('attn_heads', il, pos, heads);
-  g.launch('rope_tail', { x: heads }, { n_tok: 1, n_head: NH, head_dim: D, ...ropeScalars(cfg, il, pos, true) }, site('attn_heads_back'));
-  g.capture('attn_heads_back', il, pos, heads);
+  const heads = g.buf('attn_heads', T * NH * D);
+  const sinks = g.weight(`${p}attn_sinks.weight`, GGMLType.F32), scale = Math.fround(1 / Math.fround(Math.sqrt(D)));
+  const attend = { heads, sinks, q, mask: mask ?? none }, common = { use_mask: mask ? 1 : 0, n_head: NH, head_dim: D, scale };
+  if (!g.o.prefill) {
+    const n = st.attn ? st.attn.n : 0, nRaw = nRawAt(rows[0]);
+    g.launch('attention_decode', { ...attend, raw, comp: st.attn ? st.attn.cache : none },
+      { ...common, n_raw: nRaw, raw_cap: cap, raw_start: (rows[0] + 1 - nRaw) % cap, n_comp: n }, site('attn_heads'), n ? 'attention_decode_mixed' : 'attention_decode');
+  } else if (!st.attn) {
+    g.launch('attention_prefill_raw', { heads, sinks, q, kv: kvRows }, { n_tok: T, window: cap, n_head: NH, head_dim: D, scale }, site('attn_heads'));
+  } else {
+    g.launch('attention_prefill_mixed', { ...attend, kv: kvRows, comp: st.attn.cache }, { ...common, n_tok: T, n_comp: nComp, window: cap, ratio: st.attn.ratio },
+      site('attn_heads'), mask ? 'attention_prefill_masked_mixed' : 'attention_prefill_static_mixed');
+  }
+  captureRows(g, 'attn_heads', il, rows, heads, NH * D);
+  rope(g, heads, il, rows, NH, D, true, site('attn_heads_back'));
+  captureRows(g, 'attn_heads_back', il, rows, heads, NH * D);
 
-  const G = cfg.oGroups, groupDim = (NH / G) * D;
-  const low = g.buf('attn_low', G * cfg.oLoraRank), out = g.buf('attn_out', E);
-  g.launch('attention_output_low_q8', { low, w_a: g.weight(`${p}attn_output_a.weight`, GGMLType.Q8_0), heads }, { group_dim: groupDim, rank: cfg.oLoraRank, n_groups: G, n_tok: 1 }, site('attn_low'));
-  g.capture('attn_low', il, pos, low);
-  g.launch('matmul_q8_0', { out, w: g.weight(`${p}attn_output_b.weight`, GGMLType.Q8_0), x: low }, { in_dim: G * cfg.oLoraRank, out_dim: E, n_tok: 1 }, site('attn_out'));
-  g.capture('attn_out', il, pos, out);
+  const G = cfg.oGroups, groupDim = (NH / G) * D, LR = cfg.oLoraRank;
+  const low = g.buf('attn_low', T * G * LR), out = g.buf('attn_out', T * E), wa = g.weight(`${p}attn_output_a.weight`, GGMLType.Q8_0);
+  const lowShape = { group_dim: groupDim, rank: LR, n_groups: G, n_tok: T };
+  if (g.o.prefill) {
+    // ds4-ascend quantizes the heads once (every group of every token) and projects from the codes
+    const xq = g.buf('heads_q8', (T * NH * D) / 4), xs = g.buf('heads_q8_scale', (T * NH * D) / 32);
+    g.launch('quantize_q8_0', { xq, xscale: xs, x: heads }, { in_dim: groupDim, n_tok: T * G }, site('attn_low'));
+    g.launch('attention_output_low_q8_prequant', { low, w_a: wa, xq, xscale: xs }, lowShape, site('attn_low'));
+  } else {
+    g.launch('attention_output_low_q8', { low, w_a: wa, heads }, lowShape, site('attn_low'));
+  }
+  captureRows(g, 'attn_low', il, rows, low, G * LR);
+  g.launch('matmul_q8_0', { out, w: g.weight(`${p}attn_output_b.weight`, GGMLType.Q8_0), x: low }, { in_dim: G * LR, out_dim: E, n_tok: T }, site('attn_out'));
+  captureRows(g, 'attn_out', il, rows, out, E);
 
-  const after = g.buf('after_attn_hc', H * E);
-  hcPost(g, after, out, hc, split, site('after_attn_hc'));
-  g.capture('after_attn_hc', il, pos, after);
+  const after = g.buf('after_attn_hc', T * H * E);
+  hcPost(g, after, out, hc, split, T, site('after_attn_hc'));
+  captureRows(g, 'after_attn_hc', il, rows, after, H * E);
   return after;
 }
 
-/** S13–S17 for one token; returns after_ffn_hc (written into `next`). */
-function ffn(g: DeviceGraph, il: number, pos: number, hc: Buf, next: Buf): void {
+/** S14–S15 for one token: router, then its selected experts (staged into K-slot slabs); returns moe_out. */
+function routedExperts(g: DeviceGraph, il: number, pos: number, norm: Buf): Buf {
   const { cfg, tokens } = g.o;
   const E = cfg.nEmbd, K = cfg.nExpertUsed, F = cfg.nFfExp, NE = cfg.nExpert;
   const p = `blk.${il}.`;
   const site = (stage: string): GraphSite => ({ layer: il, pos, stage });
-  const clamp = cfg.swigluClamp[il];
-  const { cur, split } = hcPre(g, 'ffn', il, pos, hc);
-  const norm = g.buf('ffn_norm', E);
-  g.launch('rms_norm_weight', { out: norm, x: cur, w: g.weight(`${p}ffn_norm.weight`, GGMLType.F32) }, { n: E, rows: 1, eps: cfg.rmsEps }, site('ffn_norm'));
-  g.capture('ffn_norm', il, pos, norm);
-
-  // S14 router
   const logits = g.buf('router_logits', NE), probs = g.buf('router_probs', NE), sel = g.buf('router_topk', K), w = g.buf('router_w', K);
   g.launch('matmul_f16', { out: logits, w: g.weight(`${p}ffn_gate_inp.weight`, GGMLType.F16), x: norm }, { in_dim: E, out_dim: NE, n_tok: 1 }, site('router_logits'));
   g.capture('router_logits', il, pos, logits);
@@ -576,7 +648,7 @@ function ffn(g: DeviceGraph, il: number, pos: number, hc: Buf, next: Buf): void 
   g.capture('router_topk', il, pos, sel, K, 0, true);
   g.capture('router_w', il, pos, w);
 
-  // S15 routed experts: stage the selected experts' slices into K-slot slabs (device-to-device copies)
+  // the selected experts' slices staged into K-slot slabs (device-to-device copies)
   const ids = new Int32Array(K);
   new Uint8Array(ids.buffer).set(g.dev.download(sel.h, K * 4).subarray(0, K * 4));
   g.selectionReadbackBytes += K * 4;
@@ -599,34 +671,51 @@ function ffn(g: DeviceGraph, il: number, pos: number, hc: Buf, next: Buf): void 
   g.launch('quantize_q8_k', { q: xq, d: xd, bsums: xbs, x: norm }, { n: E }, site('moe_gate'), 'routed_moe_iq2_q2');
   const gate = g.buf('moe_gate', K * F), up = g.buf('moe_up', K * F), mid = g.buf('moe_mid', K * F);
   g.launch('moe_gate_up_mid_iq2_q8', { gate, up, mid, gate_w: slabs[0], up_w: slabs[1], xq, xd, router_w: w, slot: slots },
-    { in_dim: E, n_ff: F, k: K, clamp, n_expert: K }, site('moe_mid'), 'routed_moe_iq2_q2');
+    { in_dim: E, n_ff: F, k: K, clamp: cfg.swigluClamp[il], n_expert: K }, site('moe_mid'), 'routed_moe_iq2_q2');
   g.capture('moe_gate', il, pos, gate);
   g.capture('moe_up', il, pos, up);
   g.capture('moe_mid', il, pos, mid);
   const mq = g.buf('mq_k', (K * F) / 4), md = g.buf('md_k', (K * F) / 256), mbs = g.buf('mbs_k', (K * F) / 16);
   g.launch('quantize_q8_k', { q: mq, d: md, bsums: mbs, x: mid }, { n: K * F }, site('moe_down'), 'routed_moe_iq2_q2');
-  const down = g.buf('moe_down', K * E), moe = g.buf('moe_out', E);
+  const down = g.buf('moe_down', K * E), moe = g.buf('moe_out_row', E);
   g.launch('moe_down_q2_q8', { down, down_w: slabs[2], midq: mq, midd: md, midbs: mbs, slot: slots }, { n_ff: F, n_embd: E, k: K, n_expert: K }, site('moe_down'), 'routed_moe_iq2_q2');
   g.capture('moe_down', il, pos, down);
   g.launch('moe_sum_experts', { out: moe, down }, { n_embd: E, k: K }, site('moe_out'), 'routed_moe_iq2_q2');
   g.capture('moe_out', il, pos, moe);
+  return moe;
+}
+
+/** S13–S17 for the rows of layer il; after_ffn_hc is written into `next`. */
+function ffn(g: DeviceGraph, il: number, rows: Rows, hc: Buf, next: Buf): void {
+  const { cfg } = g.o;
+  const E = cfg.nEmbd, H = cfg.nHc, F = cfg.nFfExp, T = rows.length;
+  const p = `blk.${il}.`;
+  const site = (stage: string, pos = rows[0]): GraphSite => ({ layer: il, pos, stage });
+  const { cur, split } = hcPre(g, 'ffn', il, rows, hc);
+  const norm = g.buf('ffn_norm', T * E);
+  g.launch('rms_norm_weight', { out: norm, x: cur, w: g.weight(`${p}ffn_norm.weight`, GGMLType.F32) }, { n: E, rows: T, eps: cfg.rmsEps }, site('ffn_norm'));
+  captureRows(g, 'ffn_norm', il, rows, norm, E);
+
+  // S14/S15 token by token (the host stages each token's experts)
+  const moe = g.buf('moe_out', T * E);
+  for (const [r, pos] of rows.entries()) setRow(g, moe, r, routedExperts(g, il, pos, rowOf(g, norm, r, E, 'ffn_norm_row', site('router_logits', pos))), E, site('moe_out', pos));
 
   // S16 shared expert (Q8_0 gate/up from one quantization of ffn_norm)
-  const sq = g.buf('sq', E / 4), sd = g.buf('sd', E / 32), sg = g.buf('sh_gate', F), su = g.buf('sh_up', F), sm = g.buf('shared_mid', F), so = g.buf('shared_out', E);
-  g.launch('quantize_q8_0', { xq: sq, xscale: sd, x: norm }, { in_dim: E, n_tok: 1 }, site('shared_mid'));
-  g.launch('matmul_q8_0_prequant', { out: sg, w: g.weight(`${p}ffn_gate_shexp.weight`, GGMLType.Q8_0), xq: sq, xscale: sd }, { in_dim: E, out_dim: F, n_tok: 1 }, site('shared_mid'));
-  g.launch('matmul_q8_0_prequant', { out: su, w: g.weight(`${p}ffn_up_shexp.weight`, GGMLType.Q8_0), xq: sq, xscale: sd }, { in_dim: E, out_dim: F, n_tok: 1 }, site('shared_mid'));
-  g.launch('swiglu', { out: sm, gate: sg, up: su }, { n: F, clamp }, site('shared_mid'));
-  g.capture('shared_mid', il, pos, sm);
-  g.launch('matmul_q8_0', { out: so, w: g.weight(`${p}ffn_down_shexp.weight`, GGMLType.Q8_0), x: sm }, { in_dim: F, out_dim: E, n_tok: 1 }, site('shared_out'));
-  g.capture('shared_out', il, pos, so);
+  const sq = g.buf('sq', (T * E) / 4), sd = g.buf('sd', (T * E) / 32), sg = g.buf('sh_gate', T * F), su = g.buf('sh_up', T * F), sm = g.buf('shared_mid', T * F), so = g.buf('shared_out', T * E);
+  g.launch('quantize_q8_0', { xq: sq, xscale: sd, x: norm }, { in_dim: E, n_tok: T }, site('shared_mid'));
+  g.launch('matmul_q8_0_prequant', { out: sg, w: g.weight(`${p}ffn_gate_shexp.weight`, GGMLType.Q8_0), xq: sq, xscale: sd }, { in_dim: E, out_dim: F, n_tok: T }, site('shared_mid'));
+  g.launch('matmul_q8_0_prequant', { out: su, w: g.weight(`${p}ffn_up_shexp.weight`, GGMLType.Q8_0), xq: sq, xscale: sd }, { in_dim: E, out_dim: F, n_tok: T }, site('shared_mid'));
+  g.launch('swiglu', { out: sm, gate: sg, up: su }, { n: T * F, clamp: cfg.swigluClamp[il] }, site('shared_mid'));
+  captureRows(g, 'shared_mid', il, rows, sm, F);
+  g.launch('matmul_q8_0', { out: so, w: g.weight(`${p}ffn_down_shexp.weight`, GGMLType.Q8_0), x: sm }, { in_dim: F, out_dim: E, n_tok: T }, site('shared_out'));
+  captureRows(g, 'shared_out', il, rows, so, E);
 
   // S17
-  const out = g.buf('ffn_out', E);
-  g.launch('add', { out, a: moe, b: so }, { n: E }, site('ffn_out'));
-  g.capture('ffn_out', il, pos, out);
-  hcPost(g, next, out, hc, split, site('after_ffn_hc'));
-  g.capture('after_ffn_hc', il, pos, next);
+  const out = g.buf('ffn_out', T * E);
+  g.launch('add', { out, a: moe, b: so }, { n: T * E }, site('ffn_out'));
+  captureRows(g, 'ffn_out', il, rows, out, E);
+  hcPost(g, next, out, hc, split, T, site('after_ffn_hc'));
+  captureRows(g, 'after_ffn_hc', il, rows, next, H * E);
 }
 
 /** S18 for the last token: HC collapse with sigmoid weights, output norm, vocabulary projection. */
@@ -651,34 +740,51 @@ function head(g: DeviceGraph, pos: number, hc: Buf): Buf {
   return logits;
 }
 
-/** The pass: every token through layers 0..last in position order, then the output head of the last token. */
+/**
+ * The pass, then the output head of the last token. Decode order: every token through layers 0..last in
+ * position order. Prefill (ds4's prompt path, as ds4-ascend runs it): the whole prompt embedded at once,
+ * then layer by layer, every batched kernel over all positions, the compressor, indexer and router
+ * token by token; the same arithmetic, so the captures are the same.
+ */
 function forward(g: DeviceGraph, last: number): Buf {
   const { cfg, tokens } = g.o;
-  const E = cfg.nEmbd, H = cfg.nHc, D = cfg.headDim;
+  const E = cfg.nEmbd, H = cfg.nHc, D = cfg.headDim, T = tokens.length;
+  for (const tok of tokens) if (!Number.isInteger(tok) || tok < 0 || tok >= cfg.nVocab) throw badInput(`token id ${tok} is outside the vocabulary (0..${cfg.nVocab - 1})`);
   // per-layer state: the raw KV ring; per-token state: the HC stream, ping-ponged between layers
   const layers: LayerState[] = Array.from({ length: last + 1 }, (_, il) => {
     const ratio = cfg.compressRatios[il];
     if (ratio !== 0 && ratio !== 4 && ratio !== 128) throw badInput(`layer ${il}: compress ratio ${ratio} is not 0, 4 or 128`);
     return {
       raw: g.buf(`raw_kv_${il}`, cfg.slidingWindow * D),
-      attn: ratio ? newLane(g, il, 'attn', ratio, D, tokens.length) : undefined,
-      index: ratio === 4 ? newLane(g, il, 'indexer', ratio, cfg.indexerHeadDim, tokens.length) : undefined,
+      attn: ratio ? newLane(g, il, 'attn', ratio, D, T) : undefined,
+      index: ratio === 4 ? newLane(g, il, 'indexer', ratio, cfg.indexerHeadDim, T) : undefined,
     };
   });
+  const embd = g.weight('token_embd.weight', GGMLType.F16);
+  if (g.o.prefill) {
+    const all = tokens.map((_, pos) => pos), hcA = g.buf('hc_a', T * H * E), hcB = g.buf('hc_b', T * H * E), ids = g.buf('token_ids', T);
+    g.dev.upload(ids.h, Int32Array.from(tokens));
+    g.launch('embed_tokens_hc', { out: hcA, tokens: ids, token_embd: embd }, { n_vocab: cfg.nVocab, n_tok: T, n_embd: E, n_hc: H }, { layer: 0, pos: 0, stage: 'embed_hc' });
+    captureRows(g, 'embed_hc', 0, all, hcA, H * E);
+    for (let il = 0; il <= last; il++) {
+      g.o.onProgress?.(`layer ${il + 1}/${last + 1}`);
+      ffn(g, il, all, attention(g, il, all, hcA, layers[il]), hcB);
+      g.launch('copy', { dst: hcA, src: hcB }, { dst_offset: 0, src_offset: 0, bytes: T * H * E * 4 }, { layer: il, pos: 0, stage: 'after_ffn_hc' });
+    }
+    return head(g, T - 1, rowOf(g, hcA, T - 1, H * E, 'hc_last', { layer: cfg.nLayer, pos: T - 1, stage: 'out_hc_pre' }));
+  }
   const hcA = g.buf('hc_a', H * E), hcB = g.buf('hc_b', H * E);
-  for (let pos = 0; pos < tokens.length; pos++) {
-    g.o.onProgress?.(`token ${pos + 1}/${tokens.length}`);
-    const tok = tokens[pos];
-    if (!Number.isInteger(tok) || tok < 0 || tok >= cfg.nVocab) throw badInput(`token id ${tok} is outside the vocabulary (0..${cfg.nVocab - 1})`);
-    g.launch('embed_token_hc', { out: hcA, token_embd: g.weight('token_embd.weight', GGMLType.F16) }, { token: tok, n_embd: E, n_hc: H }, { layer: 0, pos, stage: 'embed_hc' });
+  for (let pos = 0; pos < T; pos++) {
+    g.o.onProgress?.(`token ${pos + 1}/${T}`);
+    g.launch('embed_token_hc', { out: hcA, token_embd: embd }, { token: tokens[pos], n_embd: E, n_hc: H }, { layer: 0, pos, stage: 'embed_hc' });
     g.capture('embed_hc', 0, pos, hcA);
     for (let il = 0; il <= last; il++) {
-      const afterAttn = attention(g, il, pos, hcA, layers[il]);
-      ffn(g, il, pos, afterAttn, hcB);
+      const afterAttn = attention(g, il, [pos], hcA, layers[il]);
+      ffn(g, il, [pos], afterAttn, hcB);
       g.launch('copy', { dst: hcA, src: hcB }, { dst_offset: 0, src_offset: 0, bytes: H * E * 4 }, { layer: il, pos, stage: 'after_ffn_hc' });
     }
   }
-  return head(g, tokens.length - 1, hcA);
+  return head(g, T - 1, hcA);
 }
 
 /**
@@ -687,7 +793,7 @@ function forward(g: DeviceGraph, last: number): Buf {
  * every output, nothing it reads can be stale. Walks the pass's launches on a backend that runs nothing.
  * Commands call it before any work; runDevice does not (bisect's shorter passes legitimately plant less).
  */
-export function refuseUnlandedFaults(o: Pick<DeviceRunOptions, 'model' | 'cfg' | 'tokens' | 'lastLayer' | 'inject' | 'addonPath'>): void {
+export function refuseUnlandedFaults(o: Pick<DeviceRunOptions, 'model' | 'cfg' | 'tokens' | 'lastLayer' | 'inject' | 'addonPath' | 'prefill'>): void {
   if (!o.inject?.length) return;
   const last = o.lastLayer ?? o.cfg.nLayer - 1;
   const faults = new FaultPlugin(o.inject, new Set(), true);
@@ -699,7 +805,7 @@ export function refuseUnlandedFaults(o: Pick<DeviceRunOptions, 'model' | 'cfg' |
       layers.set(l.kernel, at);
     },
   };
-  const g = new DeviceGraph(planBackend(o.addonPath), { model: o.model, cfg: o.cfg, tokens: o.tokens, lastLayer: last }, [seen, faults], faults, true);
+  const g = new DeviceGraph(planBackend(o.addonPath), { model: o.model, cfg: o.cfg, tokens: o.tokens, lastLayer: last, prefill: o.prefill }, [seen, faults], faults, true);
   try {
     forward(g, last);
   } finally {

@@ -115,11 +115,11 @@ static void attention_prefill_raw(const KernelCall &c) {
   });
 }
 DS4_KERNEL("attention_prefill_raw", attention_prefill_raw)
-    .describe("batched prefill attention over the batch's own rows, causal window (0 = unlimited, ≤ 512 rows); "
-              "ds4-ascend's prefill path, not launched by the simulated decode-order graph")
+    .describe("batched prefill attention over the batch's own rows, causal window (0 = unlimited, ≤ 512 rows)")
     .takes("n_tok, window, n_head, head_dim, scale")
     .buffers("out heads f32[n_tok*n_head*head_dim]; weight sinks f32[n_head]; in q f32[n_tok*n_head*head_dim]; "
              "in kv f32[n_tok*head_dim]")
+    .produces("attn_heads")
     .uses("exp")
     .max_nmse(rel_nmse(kAttnRel + softmax_rel(513)), rel_nmse(kAttnRel));
 
@@ -143,10 +143,11 @@ static void attention_prefill_mixed(const KernelCall &c) {
 }
 DS4_KERNEL("attention_prefill_mixed", attention_prefill_mixed)
     .describe("batched prefill attention: the raw window, then the compressed rows token t has seen emitted, "
-              "per-(token, row) additive mask; ds4-ascend's prefill path, not launched by the simulated decode-order graph")
+              "per-(token, row) additive mask")
     .takes("use_mask, n_tok, n_comp, window, ratio, n_head, head_dim, scale")
     .buffers("out heads f32[n_tok*n_head*head_dim]; weight sinks f32[n_head]; in q f32[n_tok*n_head*head_dim]; "
              "in kv f32[n_tok*head_dim]; in comp f32[n_comp*head_dim]; in mask f32[use_mask*n_tok*n_comp]")
+    .produces("attn_heads")
     .uses("exp")
     .max_nmse(rel_nmse(kAttnRel + softmax_rel(1025)), rel_nmse(kAttnRel));
 
@@ -180,11 +181,11 @@ static void attention_output_low_q8_prequant(const KernelCall &c) {
   attention_output_low(c, c.in<int8_t>("xq"), c.in<float>("xscale"));
 }
 DS4_KERNEL("attention_output_low_q8_prequant", attention_output_low_q8_prequant)
-    .describe("grouped low projection from heads quantized by quantize_q8_0 (ds4-ascend's batched path; "
-              "not launched by the simulated decode-order graph)")
+    .describe("grouped low projection from heads quantized by quantize_q8_0 (ds4-ascend's path; the prefill pass)")
     .takes("group_dim, rank, n_groups, n_tok")
     .buffers("out low f32[n_tok*n_groups*rank]; weight w_a q8_0[n_groups*rank*group_dim]; "
              "in xq i8[n_tok*n_groups*group_dim]; in xscale f32[n_tok*n_groups*group_dim/32]")
+    .produces("attn_low")
     .max_nmse(sum_nmse(3 * 128), sum_nmse(3 * 128));
 
 }  // namespace ds4

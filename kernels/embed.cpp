@@ -40,10 +40,10 @@ static void embed_tokens_hc(const KernelCall &c) {
   embed_rows_hc(c, c.in<uint16_t>("token_embd"), c.in<int32_t>("tokens"), c.i("n_tok"), c.i("n_vocab"));
 }
 DS4_KERNEL("embed_tokens_hc", embed_tokens_hc)
-    .describe("a batch of tokens' F16 embedding rows, widened to f32, in every HC stream (ds4-ascend's prefill "
-              "path; the simulated decode-order graph embeds one token a launch)")
+    .describe("a batch of tokens' F16 embedding rows, widened to f32, in every HC stream (the prefill pass)")
     .takes("n_vocab, n_tok, n_embd, n_hc")
     .buffers("out out f32[n_tok*n_hc*n_embd]; in tokens i32[n_tok]; weight token_embd f16[n_vocab*n_embd]")
+    .produces("embed_hc")
     .max_nmse(0, 0);
 
 }  // namespace ds4

@@ -1,6 +1,7 @@
 // Hyper-connection kernels (catalog §4 S1, S12, S18): ds4_hc_split_sinkhorn4, ds4_hc_weighted_sum4,
-// ds4_hc_expand, ds4_hc_expand_split, ds4_output_hc_weights. The *4 kernels are fixed to n_hc = 4 as on
-// the device; the others take n_hc as a scalar. Argument order follows the ds4-ascend launch wrappers.
+// ds4_hc_expand_split, ds4_output_hc_weights (ds4-ascend's ds4_hc_expand, separate post and comb, serves
+// only ds4's unfused decode, which the simulated graph does not take). The *4 kernels are fixed to n_hc = 4
+// as on the device; the others take n_hc as a scalar. Argument order follows the ds4-ascend launch wrappers.
 // The split row is 24 floats: pre[4] | post[4] | comb[16] with comb[a + 4·b], a = output stream (ds4.c hc_post_one).
 #include "ascend_math.h"
 
@@ -90,45 +91,25 @@ DS4_KERNEL("hc_weighted_sum4", hc_weighted_sum4)
     .produces("attn_cur,ffn_cur,out_embd")
     .max_nmse(sum_nmse(7), sum_nmse(7));
 
-// out[r][a][d] = (y[r][d] (+ y2[r][d]))·post[a] + Σ_b comb[a + n_hc·b]·x[r][b][d], b in order (ds4.c
-// hc_post_one; ds4_hc_expand[_split]). y2 is the split variant's optional block_add (FFN: routed +
-// shared expert outputs summed before the post weight).
-static void hc_expand_rows(const KernelCall &c, const float *y, const float *y2, const float *post, const float *comb,
-                           int64_t post_stride, int64_t comb_stride) {
-  const int64_t n_embd = c.i("n_embd"), n_hc = c.i("n_hc");
-  const float *res = c.in<float>("residual");
+// out[r][a][d] = (y[r][d] (+ y2[r][d]))·post[r][a] + Σ_b comb[r][a + n_hc·b]·x[r][b][d], b in order (ds4.c
+// hc_post_one; ds4_hc_expand_split), post and comb read from the split row pre | post | comb. y2 is the
+// optional block_add (ds4-ascend's FFN: routed + shared expert outputs summed before the post weight).
+static void hc_expand_split(const KernelCall &c) {
+  const int64_t n_embd = c.i("n_embd"), n_hc = c.i("n_hc"), mix = 2 * n_hc + n_hc * n_hc;
+  const float *y = c.in<float>("block_out"), *y2 = c.flag("has_add") ? c.in<float>("block_add") : nullptr;
+  const float *res = c.in<float>("residual"), *split = c.in<float>("split");
   float *out = c.out<float>("out");
   c.for_each_index(c.i("rows") * n_hc * n_embd, [&](int64_t gid) {
     const int64_t d = gid % n_embd, a = (gid / n_embd) % n_hc, r = gid / (n_hc * n_embd);
-    const float *x = res + r * n_hc * n_embd + d;
-    const float *cm = comb + r * comb_stride;
+    const float *x = res + r * n_hc * n_embd + d, *post = split + r * mix + n_hc, *comb = split + r * mix + 2 * n_hc;
     float yv = y[r * n_embd + d];
     if (y2) yv += y2[r * n_embd + d];
-    float acc = yv * post[r * post_stride + a];
-    for (int64_t b = 0; b < n_hc; b++) acc += cm[a + n_hc * b] * x[b * n_embd];
+    float acc = yv * post[a];
+    for (int64_t b = 0; b < n_hc; b++) acc += comb[a + n_hc * b] * x[b * n_embd];
     out[gid] = acc;
   });
 }
-
-static void hc_expand(const KernelCall &c) {
-  const int64_t n_hc = c.i("n_hc");
-  hc_expand_rows(c, c.in<float>("block_out"), nullptr, c.in<float>("post"), c.in<float>("comb"), n_hc, n_hc * n_hc);
-}
-// budgets (both expands): y·post plus n_hc = 4 products and adds, and the block_add, per output
-DS4_KERNEL("hc_expand", hc_expand)
-    .describe("HC post with separate post and comb: out[r][a] = block_out[r]·post[r][a] + Σ_b comb[r][a + n_hc·b]·"
-              "residual[r][b] (ds4's unfused decode path; the simulated graph reads them from the split row: hc_expand_split)")
-    .takes("n_embd, n_hc, rows")
-    .buffers("out out f32[rows*n_hc*n_embd]; in block_out f32[rows*n_embd]; in residual f32[rows*n_hc*n_embd]; "
-             "in post f32[rows*n_hc]; in comb f32[rows*n_hc*n_hc] mat(n_hc, 0, n_hc*n_hc)")
-    .max_nmse(sum_nmse(11), sum_nmse(11));
-
-static void hc_expand_split(const KernelCall &c) {
-  const int64_t n_hc = c.i("n_hc"), mix = 2 * n_hc + n_hc * n_hc;  // split row: pre | post | comb
-  const float *split = c.in<float>("split");
-  hc_expand_rows(c, c.in<float>("block_out"), c.flag("has_add") ? c.in<float>("block_add") : nullptr, split + n_hc,
-                 split + 2 * n_hc, mix, mix);
-}
+// budget: y·post plus n_hc = 4 products and adds, and the block_add, per output
 DS4_KERNEL("hc_expand_split", hc_expand_split)
     .describe("HC post reading post and comb from the split row (pre | post | comb), block_add added to block_out if has_add")
     .takes("n_embd, n_hc, rows, has_add")

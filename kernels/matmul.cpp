@@ -103,7 +103,7 @@ DS4_KERNEL("quantize_q8_0", quantize_q8_0)
     .describe("Q8_0 activations: per 32-block d = amax/127, q = round-half-even(x/d), clamped")
     .takes("in_dim, n_tok")
     .buffers("out xq i8[n_tok*in_dim]; out xscale f32[n_tok*in_dim/32]; in x f32[n_tok*in_dim] q8_0")
-    .produces("shared_mid")
+    .produces("shared_mid,attn_low")
     .uses("round")
     .max_nmse(0, 0);
 

@@ -89,9 +89,10 @@ static void rope_table(const KernelCall &c) {
 }
 DS4_KERNEL("rope_table", rope_table)
     .describe("the RoPE cos/sin table of n_tok positions from pos0 (ds4-ascend builds it on the host for rope_tail_table; "
-              "the simulated graph uses rope_tail, which keeps it in the kernel's scratch)")
+              "the prefill pass)")
     .takes("n_tok, n_rot, " DS4_ROPE_TABLE_SCALARS)
     .buffers("out table f32[n_tok*n_rot]")
+    .produces("q_rope,kv_rope,attn_heads_back")
     .max_nmse(rel_nmse(kRopeTheta + 4 * kU), rel_nmse(kRopeTheta + 4 * kU));
 
 static void rope_tail_table(const KernelCall &c) {
@@ -101,9 +102,10 @@ static void rope_tail_table(const KernelCall &c) {
 // budget: the rotation itself, four roundings a pair, as the host's
 DS4_KERNEL("rope_tail_table", rope_tail_table)
     .describe("rotate the last n_rot dims of every head by adjacent pairs with a rope_table table, in place "
-              "(ds4-ascend's RoPE; the simulated graph uses rope_tail)")
+              "(ds4-ascend's RoPE; the prefill pass)")
     .takes("n_tok, n_head, head_dim, n_rot")
     .buffers("inout x f32[n_tok*n_head*head_dim]; in table f32[n_tok*n_rot]")
+    .produces("q_rope,kv_rope,attn_heads_back")
     .uses("rope")
     .max_nmse(sum_nmse(4), sum_nmse(4));
 

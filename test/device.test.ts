@@ -340,3 +340,40 @@ describe.skipIf(!ready)('runDevice on the tiny fixture', async () => {
     expect(session.cache.weights.size + session.cache.experts.size).toBe(0);
   });
 });
+
+// The prefill pass (runDevice prefill): the prompt through ds4-ascend's batched kernels layer by layer
+// (embed_tokens_hc, rope_table + rope_tail_table, attention_prefill_raw/_mixed, quantize_q8_0 +
+// attention_output_low_q8_prequant, every matmul/norm/HC kernel over all positions). The arithmetic per
+// output is the decode pass's, so every capture must be bit-identical to it, teacher-forced or not.
+describe.skipIf(!ready)('the prefill pass on the tiny fixture', async () => {
+  const { tinyCase } = await import('./tiny-case.ts');
+  const { runDevice } = await import('../ascend/orchestrator.ts');
+  type Rec = import('../diff/record.ts').StageRecord;
+  const toks = [1, 5, 9, 12, 40, 41, 7, 8, 100, 200, 300, 17, 19]; // 3 ratio-4 windows: the indexer selects
+  const c = await tinyCase(toks, 5);
+  const pass = async (prefill: boolean, o: { kernelMath?: 'ascend' | 'exact'; teacher?: boolean } = {}) => {
+    const out = new Map<string, Rec>();
+    const launched = new Set<string>();
+    const r = await runDevice({ model: c.model, cfg: c.cfg, tokens: toks, addonPath: c.addonPath, prefill, kernelMath: o.kernelMath,
+      teacher: o.teacher ? c.teacher : undefined, tap: (x) => out.set(`${x.stage}/${x.layer}/${x.pos}`, x) });
+    for (const [k, st] of Object.entries(r.stats)) if (st.calls > 0) launched.add(k);
+    return { out, launched, logits: r.logits };
+  };
+
+  for (const teacher of [false, true]) {
+    it(`every capture is bit-identical to the decode pass (ascend math${teacher ? ', teacher-forced' : ''})`, async () => {
+      const [dec, pre] = [await pass(false, { teacher }), await pass(true, { teacher })];
+      expect([...pre.out.keys()].sort()).toEqual([...dec.out.keys()].sort());
+      expect(pre.out.size).toBe(c.ref.size);
+      for (const [k, d] of dec.out) {
+        const p = pre.out.get(k) as Rec;
+        expect(p.shape, k).toEqual(d.shape);
+        expect(Array.from(p.values), k).toEqual(Array.from(d.values));
+      }
+      expect(Array.from(pre.logits)).toEqual(Array.from(dec.logits));
+      // ds4-ascend's prefill kernels are what ran
+      for (const k of ['embed_tokens_hc', 'rope_table', 'rope_tail_table', 'attention_prefill_raw', 'attention_prefill_mixed', 'attention_output_low_q8_prequant']) expect(pre.launched, k).toContain(k);
+      for (const k of ['embed_token_hc', 'attention_decode', 'attention_output_low_q8']) expect(pre.launched, k).not.toContain(k);
+    });
+  }
+});

@@ -105,7 +105,8 @@ describe.skipIf(!ready)('faults planted inside a kernel (device launch option)',
   });
 
   it('the device refuses a fault it cannot plant', () => {
-    expect(() => dev.launch('add', [1, 1, 1], [1], { faults: ['melt'] })).toThrow(/no in-kernel fault 'melt'/);
+    const h = dev.alloc(4, 'h');
+    expect(() => catalog().launch(dev, 'add', { out: h, a: h, b: h }, { n: 1 }, { faults: ['melt'] })).toThrow(/no in-kernel fault 'melt'/);
   });
 });
 
@@ -141,6 +142,10 @@ describe.skipIf(!ready)('injected faults on the tiny fixture (teacher-forced, la
     ['router_select:coarse-exp', ['router_probs', 'router_topk', 'router_w'], false],
     ['moe_gate_up_mid_iq2_q8:coarse-exp', ['moe_mid']],
     ['compressor_update_pool:emit-pos', ['attn_comp_row', 'index_comp_row']],
+    // by signature, no per-kernel table: the Sinkhorn kernel writing its comb transposed, a named buffer, a tiny scale
+    ['hc_split_sinkhorn4:transpose-comb', ['hc_attn_comb']],
+    ['compressor_set_rows.score:bias=0.5', ['attn_comp_score', 'index_comp_score']],
+    ['router_select.weights:scale=1.001', ['router_w'], false],
   ];
   for (const [spec, stages, mustFail = true] of TABLE) {
     it(`${spec} → ${stages.join('/')}`, async () => {

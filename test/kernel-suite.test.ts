@@ -5,7 +5,7 @@
 import { describe, expect, it } from 'vitest';
 
 import { runCase, runKernelSuite, SUITE } from '../ascend/kernel-suite.ts';
-import { KernelCatalog, kernelBudget, stageKernels } from '../ascend/kernels.ts';
+import { KernelCatalog, kernelBudget, kernelCatalog, stageKernels } from '../ascend/kernels.ts';
 import { loadNative } from '../ascend/native.ts';
 import { STAGES } from '../reference/registry.ts';
 
@@ -57,14 +57,19 @@ describe.skipIf(!load.ok)('which kernels produce each stage', async () => {
   // all six layer kinds of the tiny model, 13 tokens: ratio-4 windows close, the indexer selects
   const toks = [1, 5, 9, 12, 40, 41, 7, 8, 100, 200, 300, 17, 19];
   const c = await tinyCase([1], 0);
+  // both passes: decode order and ds4-ascend's batched prefill
   const seen = new Map<string, Set<string>>();
-  await runDevice({ model: c.model, cfg: c.cfg, tokens: toks, addonPath: c.addonPath, tap: () => undefined, producers: (stage, _l, _p, ks) => {
-    const at = seen.get(stage) ?? new Set<string>();
-    for (const k of ks) at.add(k);
-    seen.set(stage, at);
-  } });
+  for (const prefill of [false, true]) {
+    await runDevice({ model: c.model, cfg: c.cfg, tokens: toks, addonPath: c.addonPath, prefill, tap: () => undefined, producers: (stage, _l, _p, ks) => {
+      const at = seen.get(stage) ?? new Set<string>();
+      for (const k of ks) at.add(k);
+      seen.set(stage, at);
+    } });
+  }
 
-  it('the graph launches exactly the kernels that declare each stage', () => {
+  it('the graph launches exactly the kernels that declare each stage, and every kernel but the diagnostic and data movement', () => {
+    const launched = new Set([...seen.values()].flatMap((ks) => [...ks]));
+    expect([...(kernelCatalog(c.addonPath).kernels.keys())].filter((k) => !launched.has(k)).sort()).toEqual(['copy', 'fill', 'math_probe']);
     for (const s of STAGES) {
       expect([...(seen.get(s.name) ?? [])].sort(), s.name).toEqual(stageKernels(s.name, c.addonPath));
     }

@@ -108,7 +108,7 @@ describe('device', () => {
     const names = dev.kernels().map((k) => k.name);
     for (const k of ['fill', 'add', 'embed_token_hc', 'matmul_f16', 'quantize_q8_0', 'matmul_q8_0_prequant',
       'matmul_q8_0', 'rms_norm_plain', 'rms_norm_weight', 'rms_norm_inplace', 'hc_split_sinkhorn4',
-      'hc_weighted_sum4', 'hc_expand', 'hc_expand_split', 'output_hc_weights', 'rope_table', 'rope_tail_table',
+      'hc_weighted_sum4', 'hc_expand_split', 'output_hc_weights', 'rope_table', 'rope_tail_table',
       'rope_tail', 'fp8_kv_quantize', 'store_raw_kv', 'attention_decode', 'attention_prefill_raw',
       'attention_prefill_mixed', 'attention_output_low_q8'])
       expect(names).toContain(k);
@@ -532,7 +532,7 @@ describe('kernels', () => {
     expect(results.ascend).not.toEqual(results.exact);
   });
 
-  it('hc_weighted_sum4, hc_expand, hc_expand_split, output_hc_weights', () => {
+  it('hc_weighted_sum4, hc_expand_split, output_hc_weights', () => {
     const n_embd = 5;
     const res = randomArray(4 * n_embd, 9), y = randomArray(n_embd, 10);
     const split = randomArray(24, 12, 1);
@@ -550,15 +550,13 @@ describe('kernels', () => {
         for (let b = 0; b < 4; b++) acc += comb[a + 4 * b] * res[b * n_embd + d];
         expand.push(acc);
       }
-    const e1 = outF32(4 * n_embd), e2 = outF32(4 * n_embd), e3 = outF32(4 * n_embd);
+    const e2 = outF32(4 * n_embd), e3 = outF32(4 * n_embd);
     const yb = bufF32(y), resb = bufF32(res), splitb = bufF32(split);
-    launch('hc_expand', { out: e1, block_out: yb, residual: resb, post: bufF32(post), comb: bufF32(comb) }, { n_embd, n_hc: 4, rows: 1 });
     launch('hc_expand_split', { out: e2, block_out: yb, block_add: yb, residual: resb, split: splitb }, { n_embd, n_hc: 4, rows: 1, has_add: 0 });
     // has_add: block_out + block_add is the value scaled by post (y/2 + y/2 = y exactly).
     run('hc_expand_split', { out: e3, block_out: bufF32(y.map((v) => v / 2)), block_add: bufF32(y.map((v) => v / 2)), residual: resb, split: splitb }, { n_embd, n_hc: 4, rows: 1, has_add: 1 });
-    expectClose(readF32(e1), expand, 1e-6, 1e-6);
-    expect([...readF32(e2)]).toEqual([...readF32(e1)]);
-    expect([...readF32(e3)]).toEqual([...readF32(e1)]);
+    expectClose(readF32(e2), expand, 1e-6, 1e-6);
+    expect([...readF32(e3)]).toEqual([...readF32(e2)]);
 
     const hcPre = [0.3, -2, 1.5, 0], hcBase = [0.1, 0.2, -0.3, 0.4];
     const hw = hcPre.map((p, h) => 1 / (1 + Math.exp(-(p * 0.5 + hcBase[h]))) + 1e-6);

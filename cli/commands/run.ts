@@ -29,6 +29,7 @@ interface RunOptions extends ModelPromptOptions, ReportOutputs {
   policy?: string;
   noiseFloor: boolean;
   teacher: boolean;
+  devicePrefill?: boolean;
 }
 
 export function register(program: Command): void {
@@ -37,7 +38,8 @@ export function register(program: Command): void {
     .option('--kernel-math <m>', 'ascend (the AscendC kernels\' approximations) or exact', 'ascend')
     .option('--allow-host-fallback', 'let primitives without a device kernel run on the host (recorded in the manifest\'s fallback ledger)')
     .option('--disable-kernel <names>', 'remove device kernels, as an unported primitive would be missing (repeatable, comma-separated)', collectList, [])
-    .option('--inject <spec>', 'plant a fault in a simulator kernel: KERNEL:FAULT[=ARG][@LAYER|@A:B] (repeatable; the head is layer n_layer; faults: bias=X scale=X nan=I pairs-halves transpose-comb expert-off-by-one stale-buffer round-half-away coarse-exp emit-pos)', (v: string, prev: string[]) => [...prev, v], [])
+    .option('--inject <spec>', 'plant a fault in a simulator kernel: KERNEL[.BUFFER]:FAULT[=ARG][@LAYER|@A:B] (repeatable; the head is layer n_layer; faults: bias=X scale=X nan=I pairs-halves transpose-comb expert-off-by-one stale-buffer round-half-away coarse-exp emit-pos; `ds4-diff kernels` lists which a kernel takes)', (v: string, prev: string[]) => [...prev, v], [])
+    .option('--device-prefill', 'run the prompt on the device as ds4-ascend\'s batched prefill (layer by layer, its prefill kernels) instead of token by token')
     .option('--no-noise-floor', 'skip the f64 reference (the per-stage quantization noise floor)')
     .option('--no-teacher', 'skip the teacher-forced device pass (no own-vs-inherited split)')
     .addHelpText('after', [
@@ -49,6 +51,7 @@ export function register(program: Command): void {
       '  ds4-diff run --layer 0 -p Hello',
       '  ds4-diff run --layers all -p Hello --kernel-math exact',
       '  ds4-diff run --layer 0 -p Hello --disable-kernel router_select --allow-host-fallback',
+      '  ds4-diff run --layers all -p Hello --device-prefill',
     ].join('\n'))
     .action(async (opts: RunOptions) => {
       process.exitCode = await runCommand(opts);
@@ -70,10 +73,10 @@ async function runCommand(opts: RunOptions): Promise<number> {
   const { parseInjects } = await import('../../ascend/faults.ts');
   const inject = parseInjects(opts.inject, opts.backend);
   const run = await loadModelAndPrompt(opts);
-  refuseUnlandedFaults({ model: run.model, cfg: run.cfg, tokens: run.tokens, lastLayer: run.lastLayer, inject });
+  refuseUnlandedFaults({ model: run.model, cfg: run.cfg, tokens: run.tokens, lastLayer: run.lastLayer, inject, prefill: opts.devicePrefill });
   const dir = resolve(opts.out ?? join('runs', new Date().toISOString().replace(/[:.]/g, '-')));
   mkdirSync(dir, { recursive: true });
-  const manifest = newManifest(run, opts.backend, { disabledKernels: opts.disableKernel, inject: opts.inject, allowHostFallback: !!opts.allowHostFallback, teacher: opts.teacher, noiseFloor: opts.noiseFloor }, opts.kernelMath);
+  const manifest = newManifest(run, opts.backend, { disabledKernels: opts.disableKernel, inject: opts.inject, allowHostFallback: !!opts.allowHostFallback, teacher: opts.teacher, noiseFloor: opts.noiseFloor, devicePrefill: !!opts.devicePrefill }, opts.kernelMath);
   manifest.noHostFallback = !opts.allowHostFallback;
   writeManifest(dir, manifest);
   const meta = (backend: string, extra: Record<string, unknown> = {}) => ({
@@ -121,6 +124,7 @@ async function runCommand(opts: RunOptions): Promise<number> {
         const dev = await runDevice({
           session, model: run.model, cfg: run.cfg, tokens: run.tokens, lastLayer: run.lastLayer,
           kernelMath: opts.kernelMath as 'ascend' | 'exact',
+          prefill: opts.devicePrefill,
           allowHostFallback: !!opts.allowHostFallback,
           disabledKernels: opts.disableKernel,
           inject,
