@@ -475,8 +475,11 @@ function setRow(g: DeviceGraph, b: Buf, r: number, row: Buf, width: number, site
   if (b.h !== row.h) g.launch('copy', { dst: b, src: row }, { dst_offset: r * width * 4, src_offset: 0, bytes: width * 4 }, site);
 }
 
-/** S1/S13: HC pre of `hc` with the side's fn/scale/base; returns cur and the split (pre|post|comb). */
-function hcPre(g: DeviceGraph, side: 'attn' | 'ffn', il: number, rows: Rows, hc: Buf): { cur: Buf; split: Buf } {
+/**
+ * S1+S2 / S13: the sublayer's input: HC pre of `hc` with the side's fn/scale/base (the weighted sum of
+ * the streams, attn_cur/ffn_cur) and its RMS norm (attn_norm/ffn_norm); returns it and the split (pre|post|comb).
+ */
+function sublayerInput(g: DeviceGraph, side: 'attn' | 'ffn', il: number, rows: Rows, hc: Buf): { norm: Buf; split: Buf } {
   const { cfg } = g.o;
   const E = cfg.nEmbd, H = cfg.nHc, M = 2 * H + H * H, T = rows.length;
   const p = `blk.${il}.hc_${side}_`;
@@ -495,7 +498,10 @@ function hcPre(g: DeviceGraph, side: 'attn' | 'ffn', il: number, rows: Rows, hc:
   });
   g.launch('hc_weighted_sum4', { out: cur, residual: hc, weights: split }, { n_embd: E, rows: T, weight_stride: M }, site(`${side}_cur`), 'hc_weighted_sum');
   captureRows(g, `${side}_cur`, il, rows, cur, E);
-  return { cur, split };
+  const norm = g.buf(`${side}_norm`, T * E);
+  g.launch('rms_norm_weight', { out: norm, x: cur, w: g.weight(`blk.${il}.${side}_norm.weight`, GGMLType.F32) }, { n: E, rows: T, eps: cfg.rmsEps }, site(`${side}_norm`));
+  captureRows(g, `${side}_norm`, il, rows, norm, E);
+  return { norm, split };
 }
 
 /** S12/S17 HC post: the sublayer's output y expanded back into the streams of `hc` with the split's post and comb. */
@@ -525,10 +531,7 @@ function attention(g: DeviceGraph, il: number, rows: Rows, hc: Buf, st: LayerSta
   const E = cfg.nEmbd, D = cfg.headDim, NH = cfg.nHead, H = cfg.nHc, T = rows.length;
   const p = `blk.${il}.`;
   const site = (stage: string, pos = rows[0]): GraphSite => ({ layer: il, pos, stage });
-  const { cur, split } = hcPre(g, 'attn', il, rows, hc);
-  const norm = g.buf('attn_norm', T * E);
-  g.launch('rms_norm_weight', { out: norm, x: cur, w: g.weight(`${p}attn_norm.weight`, GGMLType.F32) }, { n: E, rows: T, eps: cfg.rmsEps }, site('attn_norm'));
-  captureRows(g, 'attn_norm', il, rows, norm, E);
+  const { norm, split } = sublayerInput(g, 'attn', il, rows, hc);
 
   const R = cfg.qLoraRank, qr = g.buf('q_lora', T * R), qrn = g.buf('q_lora_norm', T * R), q = g.buf('q', T * NH * D);
   g.launch('matmul_q8_0', { out: qr, w: g.weight(`${p}attn_q_a.weight`, GGMLType.Q8_0), x: norm }, { in_dim: E, out_dim: R, n_tok: T }, site('q_lora'));
@@ -691,10 +694,7 @@ function ffn(g: DeviceGraph, il: number, rows: Rows, hc: Buf, next: Buf): void {
   const E = cfg.nEmbd, H = cfg.nHc, F = cfg.nFfExp, T = rows.length;
   const p = `blk.${il}.`;
   const site = (stage: string, pos = rows[0]): GraphSite => ({ layer: il, pos, stage });
-  const { cur, split } = hcPre(g, 'ffn', il, rows, hc);
-  const norm = g.buf('ffn_norm', T * E);
-  g.launch('rms_norm_weight', { out: norm, x: cur, w: g.weight(`${p}ffn_norm.weight`, GGMLType.F32) }, { n: E, rows: T, eps: cfg.rmsEps }, site('ffn_norm'));
-  captureRows(g, 'ffn_norm', il, rows, norm, E);
+  const { norm, split } = sublayerInput(g, 'ffn', il, rows, hc);
 
   // S14/S15 token by token (the host stages each token's experts)
   const moe = g.buf('moe_out', T * E);
