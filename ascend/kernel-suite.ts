@@ -138,6 +138,10 @@ export const SUITE: SuiteCase[] = [
   { kernel: 'output_hc_weights', label: 'one token', scalars: { n_hc: 4, n_tok: 1, eps: 1e-6 }, range: 2, data: { scale: (n, r) => uniform(r, n, 0.5, 1), base: (n, r) => uniform(r, n, -2, 2) } },
   { kernel: 'output_hc_weights', label: '5 tokens', scalars: { n_hc: 4, n_tok: 5, eps: 1e-6 }, range: 2, data: { scale: (n, r) => uniform(r, n, 0.5, 1), base: (n, r) => uniform(r, n, -2, 2) } },
   { kernel: 'output_hc_weights', label: 'one stream', scalars: { n_hc: 1, n_tok: 1, eps: 1e-6 }, range: 2, data: { scale: (n, r) => uniform(r, n, 0.5, 1), base: (n, r) => uniform(r, n, -2, 2) } },
+  {
+    kernel: 'output_hc_weights', label: 'arguments at −4, the budget\'s edge', scalars: { n_hc: 4, n_tok: 8, eps: 1e-6 },
+    data: { pre: (n, r) => uniform(r, n, -2.001, -2), scale: () => Float32Array.from([1]), base: (n) => new Float32Array(n).fill(-2) },
+  },
   { kernel: 'rope_tail', label: 'tiny dense', scalars: { n_tok: 1, n_head: 2, head_dim: 8, n_rot: 4, ...dense(3) } },
   { kernel: 'rope_tail', label: 'q_rope: 64 heads of 512, dense, pos 100', scalars: { n_tok: 1, n_head: 64, head_dim: 512, n_rot: 64, ...dense(100) } },
   { kernel: 'rope_tail', label: 'compressed row, YaRN, positions 4093..4095', scalars: { n_tok: 3, n_head: 1, head_dim: 512, n_rot: 64, ...yarn(4093) } },
@@ -223,6 +227,7 @@ export const SUITE: SuiteCase[] = [
   { kernel: 'swiglu', label: 'shared_mid: 2048, clamp 10', scalars: { n: 2048, clamp: 10 }, data: { gate: (n, r) => uniform(r, n, -4, 12), up: (n, r) => uniform(r, n, -12, 12) } },
   { kernel: 'swiglu', label: 'clamp 0.6', scalars: { n: 7, clamp: 0.6 }, data: { gate: (n, r) => uniform(r, n, -4, 4), up: (n, r) => uniform(r, n, -4, 4) } },
   { kernel: 'swiglu', label: 'one', scalars: { n: 1, clamp: 10 }, range: 3 },
+  { kernel: 'swiglu', label: 'gates at −4, the budget\'s edge', scalars: { n: 256, clamp: 10 }, data: { gate: (n, r) => uniform(r, n, -4, -3.99) } },
   ...[
     { label: 'ratio 4, width 1024, pos 6, F16 ape', s: { width: 1024, ratio: 4, pos: 6, ape_is_f16: 1 } },
     { label: 'ratio 128, width 512, pos 130, F32 ape', s: { width: 512, ratio: 128, pos: 130, ape_is_f16: 0 } },
@@ -239,6 +244,10 @@ export const SUITE: SuiteCase[] = [
     const coff = s.ratio === 4 ? 2 : 1;
     return { kernel: 'compressor_update_pool', label, scalars: s, data: { state_score: stateScores(coff * s.ratio, coff * s.dim, empty) } };
   }),
+  {
+    kernel: 'compressor_update_pool', label: 'softmax worst case: row 0 at score 0, 127 rows at 1 − ln 128', scalars: { dim: 64, ratio: 128 },
+    data: { state_score: (n) => Float32Array.from({ length: n }, (_, i) => (i < 64 ? 0 : 1 - Math.log(128))) },
+  },
   { kernel: 'compressor_shift_ratio4', label: 'tiny', scalars: { width: 2 } },
   { kernel: 'compressor_shift_ratio4', label: 'attention lane: width 1024', scalars: { width: 1024 } },
   { kernel: 'compressor_shift_ratio4', label: 'odd width', scalars: { width: 7 } },

@@ -247,10 +247,11 @@ constexpr double kSigmoid = 16.0 / 4096 + kExpRound;
 constexpr double kRsqrt = 4e-7;     // rsqrt bit trick + 3 Newton steps (and sqrt = x·rsqrt)
 constexpr double kLogAbs = 2.5e-7;  // the atanh series' truncation, absolute
 constexpr double kF16Ulp = 1.0 / 1024;  // round-half-up vs RNE: one f16 ulp (≤ 2^-10 relative), ties only
-// RoPE: the device builds θ = pos·base^(−2j/n_rot) with powf, the host (ds4.c) by repeated
-// multiplication; θ_j differs by ≲ (2j + 12 ulp of powf's exponent)·2^-24 relative, at most ≈ 11·2^-24·pos
-// over the pairs (j = 1 dominates), so the budget holds for positions below kRopeMaxPos.
+// RoPE: the device builds θ_j = pos·base^(−2j/n_rot) with powf (one ulp; the exponent is exact for n_rot a
+// power of two), the host (ds4.c) by j rounded products, and YaRN's blend rounds 3 more times: θ_j differs
+// by ≤ (j + 4)·2^-24·θ_j, whose largest over j ≥ 1 (θ_0 = pos is exact in both) is ≤ 4·2^-24·pos (j = 1, 2 of
+// base 10000); it moves the rotated pair as much, so the budget holds for positions below kRopeMaxPos.
 constexpr double kRopeMaxPos = 4096;
-constexpr double kRopeTheta = 11 * kU * kRopeMaxPos;
+constexpr double kRopeTheta = 4 * kU * kRopeMaxPos;
 
 }  // namespace ds4
