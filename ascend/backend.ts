@@ -1,20 +1,24 @@
 // The device backend interface the orchestrator drives (issue 5). `sim` is the simulated Ascend device
 // (native addon, ascend/native.ts); a real CANN/AscendCL backend would implement the same interface
 // with aclrtMalloc/aclrtMemcpyAsync/kernel launches. No such runtime exists here, so `ascend` fails
-// plainly instead of pretending.
+// plainly instead of pretending. `planBackend` runs nothing: it lets the orchestrator walk a pass's
+// launches before the pass (what an injected fault will land on).
 import { Ds4DiffError, EXIT, badInput } from '../model/errors.ts';
-import { loadNative, type KernelDoc, type KernelStat, type MathModeName, type NativeDevice } from './native.ts';
+import { KernelCatalog, kernelCatalog } from './kernels.ts';
+import { loadNative, type KernelStat, type LaunchOptions, type MathModeName, type NativeDevice } from './native.ts';
 
 /** What the orchestrator needs from a device: memory, an in-order stream of named kernels, stats. */
 export interface DeviceBackend {
   readonly name: string;
+  /** the kernels' signatures (ascend/kernels.ts): launches are named through it */
+  readonly catalog: KernelCatalog;
   alloc(bytes: number, tag: string): number;
   free(handle: number): void;
   upload(handle: number, data: ArrayBufferView, offset?: number): void;
   download(handle: number, bytes?: number, offset?: number): Uint8Array;
-  launch(kernel: string, bufs: number[], scalars: number[]): void;
+  /** buffers and scalars in signature order (KernelCatalog.bufferArgs/scalarArgs) */
+  launch(kernel: string, bufs: number[], scalars: number[], opts?: Pick<LaunchOptions, 'faults'>): void;
   synchronize(): void;
-  kernels(): KernelDoc[];
   stats(): Record<string, KernelStat>;
   resetStats(): void;
   setMathMode(mode: MathModeName): void;
@@ -22,16 +26,16 @@ export interface DeviceBackend {
 
 export type BackendName = 'sim' | 'ascend';
 
-function simBackend(dev: NativeDevice): DeviceBackend {
+function simBackend(dev: NativeDevice, catalog: KernelCatalog): DeviceBackend {
   return {
     name: 'sim',
+    catalog,
     alloc: (b, t) => dev.alloc(b, t),
     free: (h) => dev.free(h),
     upload: (h, d, o) => dev.upload(h, d, o),
     download: (h, b, o) => dev.download(h, b, o),
-    launch: (k, b, s) => dev.launch(k, b, s),
+    launch: (k, b, s, o) => dev.launch(k, b, s, o),
     synchronize: () => dev.synchronize(),
-    kernels: () => dev.kernels(),
     stats: () => dev.stats(),
     resetStats: () => dev.resetStats(),
     setMathMode: (m) => dev.setMathMode(m),
@@ -49,5 +53,27 @@ export function openBackend(name: string, addonPath?: string): DeviceBackend {
   if (name !== 'sim') throw badInput(`unknown backend '${name}' (expected sim or ascend)`);
   const load = loadNative(addonPath);
   if (!load.ok) throw new Ds4DiffError(load.reason, EXIT.cannotEvaluate);
-  return simBackend(load.dev);
+  return simBackend(load.dev, kernelCatalog(addonPath));
+}
+
+/**
+ * A backend that runs nothing: allocations are numbered, downloads read zeros, launches are only
+ * checked against the signatures. The orchestrator walks a pass on it to see which launches it makes.
+ */
+export function planBackend(addonPath?: string): DeviceBackend {
+  const catalog = kernelCatalog(addonPath);
+  let next = 1;
+  return {
+    name: 'plan',
+    catalog,
+    alloc: () => next++,
+    free: () => undefined,
+    upload: () => undefined,
+    download: (_h, bytes = 0) => new Uint8Array(bytes),
+    launch: (k) => void catalog.get(k),
+    synchronize: () => undefined,
+    stats: () => ({}),
+    resetStats: () => undefined,
+    setMathMode: () => undefined,
+  };
 }

@@ -1,42 +1,78 @@
-// What the device math in use may add to a stage's own error (diff/judge.ts DeviceBound): the stated error
-// bounds of the kernels that produce the stage, summed (relative errors of a chain add to first order).
-// PROVISIONAL: per kernel family from kernels/ascend_math.h's stated bounds, until every kernel declares its
-// own budget with its signature.
+// What the device math in use may add to a stage's own error (diff/judge.ts DeviceBound): the declared
+// budgets (max NMSE per kernel math, kernels/*.cpp `max_nmse`) of the kernels that produce the stage,
+// as relative RMS errors summed along the chain (relative errors of a chain add to first order).
+// The declarations are also kept in kernels/budgets.json, so a run can be judged where the simulator
+// addon is not built (an engine on an Atlas host); a test keeps that file equal to the addon's
+// declarations (`ds4-diff kernels --budgets > kernels/budgets.json` rewrites it).
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { fileURLToPath } from 'node:url';
 import type { DeviceBound } from '../diff/judge.ts';
-import { stage as stageDef, type StageId } from '../model/stages.ts';
+import { badInput } from '../model/errors.ts';
+import type { KernelCatalog } from './kernels.ts';
 
 export type KernelMath = 'ascend' | 'exact';
 
-// f32 reductions in another order than the reference's: ≤ √n · 2^-24 for n up to 16384 (the flattened HC state)
-const REDUCTION = 1e-5;
-// one or two f32 roundings per element
-const ELEMENTWISE = 1e-6;
-// ascend_math.h exp ≈ (1 + x/2048)^2048: relative error x²/4096, ≤ 2e-3 for the |x| ≤ 2.9 that carry the
-// weight of a softmax, sigmoid or SiLU
-const ASCEND_EXP = 2e-3;
+export interface BudgetTable {
+  /** per kernel, its max NMSE against its exact host twin per kernel math */
+  kernels: Record<string, Record<KernelMath, number>>;
+  /** per registry stage, every kernel that declares it produces it (the decode and the prefill pass's) */
+  stages: Record<string, string[]>;
+}
 
-const FAMILY: Record<string, { exact: number; ascend: number }> = {
-  matmul_f16: { exact: REDUCTION, ascend: REDUCTION },
-  matmul_q8_0: { exact: REDUCTION, ascend: REDUCTION },
-  attention_output_low_q8: { exact: REDUCTION, ascend: REDUCTION },
-  moe_down_q2_q8: { exact: REDUCTION, ascend: REDUCTION },
-  indexer_scores: { exact: REDUCTION, ascend: REDUCTION },
-  rms_norm: { exact: REDUCTION, ascend: REDUCTION },
-  rope_tail: { exact: REDUCTION, ascend: REDUCTION },
-  attention: { exact: REDUCTION, ascend: ASCEND_EXP },
-  compressor_pool: { exact: REDUCTION, ascend: ASCEND_EXP },
-  hc_split_sinkhorn4: { exact: REDUCTION, ascend: ASCEND_EXP },
-  output_hc_weights: { exact: ELEMENTWISE, ascend: ASCEND_EXP },
-  router_select: { exact: ELEMENTWISE, ascend: ASCEND_EXP },
-  moe_gate_up_mid_iq2_q8: { exact: REDUCTION, ascend: ASCEND_EXP },
-  swiglu: { exact: ELEMENTWISE, ascend: ASCEND_EXP },
-};
+export const BUDGETS_FILE = path.resolve(fileURLToPath(import.meta.url), '..', '..', 'kernels', 'budgets.json');
 
-/** The device bound of every stage under one kernel math. */
-export function deviceBounds(math: KernelMath): (stage: StageId) => DeviceBound {
+/** The table of a catalog (what `ds4-diff kernels --budgets` prints). */
+export function budgetTable(catalog: KernelCatalog): BudgetTable {
+  const kernels: BudgetTable['kernels'] = {};
+  const stages: BudgetTable['stages'] = {};
+  for (const k of [...catalog.kernels.values()].sort((a, b) => a.name.localeCompare(b.name))) {
+    kernels[k.name] = { ascend: k.budget.ascend, exact: k.budget.exact };
+    for (const s of k.stages) (stages[s] ??= []).push(k.name);
+  }
+  return { kernels, stages };
+}
+
+let shipped: BudgetTable | undefined;
+
+function shippedTable(): BudgetTable {
+  if (!shipped) {
+    try {
+      shipped = JSON.parse(fs.readFileSync(BUDGETS_FILE, 'utf8')) as BudgetTable;
+    } catch (e) {
+      throw badInput(`${BUDGETS_FILE}: the kernels' declared budgets cannot be read (${(e as Error).message.split('\n')[0]}); reinstall ds4-diff`);
+    }
+  }
+  return shipped;
+}
+
+/** The kernel math a run's own errors are judged under: the run's, else its backend's (the ds4-ascend fork's
+ *  kernels carry the Ascend approximations; any other engine is held to exact f32 arithmetic). */
+export function kernelMathOf(m: { kernelMath?: string; backend: string }): KernelMath {
+  return m.kernelMath === 'ascend' || m.kernelMath === 'exact' ? m.kernelMath : m.backend === 'ascend' ? 'ascend' : 'exact';
+}
+
+/** The device bounds of a run (its manifest): its kernel math, and the kernels its device passes launched when it recorded them. */
+export function runDeviceBounds(m: { kernelMath?: string; backend: string; producers?: Record<string, string[]> }): (stage: string) => DeviceBound {
+  return deviceBounds(kernelMathOf(m), m.producers);
+}
+
+/**
+ * The device bound of every stage under one kernel math. `producers` (stage → the kernels a device pass
+ * launched for it, recorded by the run) narrows the chain to what really ran; without it (an engine, whose
+ * kernels are its own), every kernel that declares the stage counts.
+ */
+export function deviceBounds(math: KernelMath, producers?: Record<string, string[]>, table: BudgetTable = shippedTable()): (stage: string) => DeviceBound {
   return (stage) => {
-    const family = stageDef(stage).kernel;
-    const rel = FAMILY[family]?.[math] ?? ELEMENTWISE;
-    return { rel, from: `${family} ${math} ${rel.toExponential(0)}` };
+    const chain = producers?.[stage] ?? table.stages[stage] ?? [];
+    let rel = 0;
+    const parts: string[] = [];
+    for (const k of chain) {
+      const nmse = table.kernels[k]?.[math];
+      if (nmse === undefined) continue;
+      rel += Math.sqrt(nmse);
+      parts.push(`${k} ${Math.sqrt(nmse).toExponential(1)}`);
+    }
+    return { rel, from: `${math} device math: ${parts.join(' + ') || 'no kernel declares it'}` };
   };
 }

@@ -22,13 +22,50 @@ export interface KernelStat {
   ns: number;
 }
 
-export interface KernelDoc {
+/** A buffer of a kernel signature (kernels/kernel_api.h): sizes are expressions of the named scalars. */
+export interface BufferSignature {
+  name: string;
+  /** in: activation read; weight: model tensor read; out: written; inout: read and written */
+  role: 'in' | 'weight' | 'out' | 'inout';
+  dtype: 'f32' | 'f16' | 'i8' | 'i32' | 'u8' | 'q8_0' | 'q2_k' | 'iq2_xxs';
+  /** element count and first element of the span the kernel touches */
+  count: string;
+  offset: string;
+  /** the span wraps modulo this many elements (the raw KV ring) */
+  ring?: string;
+  /** [N, OFF, STRIDE]: the span holds one N×N matrix at OFF of every STRIDE elements */
+  mat?: [string, string, string];
+  /** the kernel quantizes this f32 input to int8 in blocks of 32 (q8_0) or 256 (q8_k) */
+  quant?: 'q8_0' | 'q8_k';
+  /** whole expert slices, picked by the kernel's `slot` buffer */
+  experts?: boolean;
+}
+
+/** A registered kernel's one declaration (kernels/*.cpp DS4_KERNEL): everything the TS side derives from. */
+export interface KernelSignature {
   /** Launch name (the AscendC kernel is ds4_<name>). */
   name: string;
-  /** Buffer and scalar arguments, in launch order, and what it computes. */
+  /** What it computes. */
   doc: string;
-  /** Registry stage names this kernel produces. */
+  /** Scalar names, in launch order. */
+  scalars: string[];
+  /** Buffers, in launch order. */
+  buffers: BufferSignature[];
+  /** Registry stage names the graph's launches of it produce. */
   stages: string[];
+  /** Named device operations it applies (exp rsqrt sqrt log round f16 rope; kernels/ascend_math.h). */
+  approx: string[];
+  /** Largest NMSE of its outputs against its exact host twin on identical inputs, per kernel math. */
+  budget: Record<MathModeName, number>;
+}
+
+/** One buffer's span for a launch's scalars, in bytes (ring: wrap length, 0 = none). */
+export interface SpanBytes {
+  offset: number;
+  bytes: number;
+  ring: number;
+  /** [N, OFF, STRIDE] in elements */
+  mat?: [number, number, number];
 }
 
 export interface LaunchOptions {
@@ -36,6 +73,8 @@ export interface LaunchOptions {
   math?: MathModeName;
   /** Override the parts count (1..64) for this launch. */
   parts?: number;
+  /** Bugs planted in the kernel's own arithmetic: 'coarse-exp', 'round-half-away', 'pairs-halves'. */
+  faults?: string[];
 }
 
 export interface NativeDevice {
@@ -49,7 +88,7 @@ export interface NativeDevice {
   upload(handle: number, data: ArrayBufferView, offset?: number): void;
   /** Synchronize, then copy `bytes` (default: to the end) from `offset` device → host. */
   download(handle: number, bytes?: number, offset?: number): Buffer;
-  /** Queue kernel `kernel` with buffer handles and scalar arguments (see kernels() for each signature). */
+  /** Queue kernel `kernel` with buffer handles and scalar arguments in signature order (ascend/kernels.ts names them). */
   launch(kernel: string, bufs: number[], scalars: number[], opts?: LaunchOptions): void;
   /** Wait for the stream; throws the first kernel/sanitizer error since the last synchronize. */
   synchronize(): void;
@@ -68,11 +107,18 @@ export interface NativeDevice {
   /** Per-kernel statistics since the last resetStats(). */
   stats(): Record<string, KernelStat>;
   resetStats(): void;
-  /** The registered kernels. */
-  kernels(): KernelDoc[];
+  /** The registered kernels' signatures. */
+  kernels(): KernelSignature[];
 }
 
-export type NativeLoad = { ok: true; dev: NativeDevice } | { ok: false; reason: string };
+/** The addon module: the device class, and the signature table without a device. */
+export interface NativeAddon {
+  Device: new () => NativeDevice;
+  kernels(): KernelSignature[];
+  spans(kernel: string, scalars: number[]): SpanBytes[];
+}
+
+export type NativeLoad = { ok: true; dev: NativeDevice; addon: NativeAddon } | { ok: false; reason: string };
 
 const nativeDir = resolve(dirname(fileURLToPath(import.meta.url)), '..', 'native');
 
@@ -91,10 +137,16 @@ function missingReason(addonPath: string): string {
  * one-line reason that device commands print.
  */
 export function loadNative(addonPath: string = defaultAddonPath): NativeLoad {
+  const m = loadAddon(addonPath);
+  if (!m.ok) return m;
+  return { ok: true, dev: new m.addon.Device(), addon: m.addon };
+}
+
+/** The addon module alone (signatures and spans need no device). */
+export function loadAddon(addonPath: string = defaultAddonPath): { ok: true; addon: NativeAddon } | { ok: false; reason: string } {
   if (!existsSync(addonPath)) return { ok: false, reason: missingReason(addonPath) };
   try {
-    const addon = createRequire(import.meta.url)(addonPath) as { Device: new () => NativeDevice };
-    return { ok: true, dev: new addon.Device() };
+    return { ok: true, addon: createRequire(import.meta.url)(addonPath) as NativeAddon };
   } catch (e) {
     return { ok: false, reason: `simulated device addon at ${addonPath} failed to load: ${(e as Error).message.split('\n')[0]}` };
   }

@@ -8,7 +8,8 @@
 //                  manifest says complete.
 import type { FallbackEntry } from '../diff/manifest.ts';
 import { Cancelled } from '../diff/cancel.ts';
-import { gateRunDir, type RunProblems, type RunVerdict } from '../diff/gate.ts';
+import { compare, factsOf, type Comparison } from '../diff/compare.ts';
+import { gateRunDir, makeJudge, verdictOf, type JudgeOptions, type RunProblems, type RunVerdict, type Verdict } from '../diff/gate.ts';
 import type { Policy } from '../diff/policy.ts';
 import type { RunDir } from '../diff/rundir.ts';
 import { openCapture, type CaptureSink } from '../diff/sink.ts';
@@ -20,8 +21,9 @@ import type { CaptureFilter } from '../reference/capture.ts';
 import { runReference, type ReferenceResult } from '../reference/runner.ts';
 import { ModelWeights } from '../reference/weights.ts';
 import { emitRunReports, type ReportOutputs } from '../reports/write.ts';
-import { deviceBounds, type KernelMath } from './budgets.ts';
+import { deviceBounds, runDeviceBounds, type KernelMath } from './budgets.ts';
 import type { Injection } from './faults.ts';
+import type { DeviceSession } from './orchestrator.ts';
 
 /** What a run is about: the model, the tokens, the layers. */
 export interface RunCase {
@@ -80,6 +82,21 @@ export interface DeviceCase {
   /** also the teacher-forced pass (the own error of every stage) */
   teacher: boolean;
   backend: string;
+  /** the prompt as ds4-ascend's batched prefill (runDevice `prefill`) */
+  prefill?: boolean;
+}
+
+/** The kernels device passes launched for each stage (what a stage's device bound sums over). */
+class Producers {
+  private readonly at = new Map<string, Set<string>>();
+  note = (stage: string, _layer: number, _pos: number, kernels: readonly string[]): void => {
+    const s = this.at.get(stage) ?? new Set<string>();
+    for (const k of kernels) s.add(k);
+    this.at.set(stage, s);
+  };
+  table(): Record<string, string[]> {
+    return Object.fromEntries([...this.at].map(([s, ks]) => [s, [...ks].sort()]));
+  }
 }
 
 /**
@@ -91,6 +108,7 @@ export async function devicePasses(rd: RunDir, c: RunCase, d: DeviceCase, refere
   const passes: Array<{ side: string; teacher: boolean }> = [{ side: 'device', teacher: false }];
   if (d.teacher) passes.push({ side: 'device-teacher', teacher: true });
   const ledger = new Map<string, FallbackEntry>();
+  const producers = new Producers();
   // one device for both passes: the second reuses the weights the first uploaded
   const session = openDeviceSession(c.model, d.backend);
   try {
@@ -99,8 +117,8 @@ export async function devicePasses(rd: RunDir, c: RunCase, d: DeviceCase, refere
       try {
         const dev = await runDevice({
           session, model: c.model, cfg: c.cfg, tokens: c.tokens, lastLayer: c.lastLayer,
-          kernelMath: d.kernelMath, allowHostFallback: d.allowHostFallback, disabledKernels: d.disabledKernels, inject: d.inject,
-          tap: sink.tap,
+          kernelMath: d.kernelMath, allowHostFallback: d.allowHostFallback, disabledKernels: d.disabledKernels, inject: d.inject, prefill: d.prefill,
+          tap: sink.tap, producers: producers.note,
           teacher: pass.teacher ? (stage, layer, pos) => reference.get(stageKey(stage, layer, pos))?.values : undefined,
           onProgress: (m) => o.onProgress?.(`${pass.side} ${m}`),
         });
@@ -126,47 +144,42 @@ export async function devicePasses(rd: RunDir, c: RunCase, d: DeviceCase, refere
     session.close();
   }
   rd.manifest.fallbackLedger = [...ledger.values()];
+  rd.manifest.producers = producers.table();
   rd.save();
   return {};
 }
 
-/** The kernel math a run's own errors are judged under: the run's, else its backend's (the ds4-ascend fork's
- *  kernels carry the Ascend approximations; any other engine is held to exact f32 arithmetic). */
-export function kernelMathOf(m: { kernelMath?: string; backend: string }): KernelMath {
-  return m.kernelMath === 'ascend' || m.kernelMath === 'exact' ? m.kernelMath : m.backend === 'ascend' ? 'ascend' : 'exact';
-}
-
 /** The verdict of the run directory and its reports, written before the manifest says complete. */
-export async function judgeRun(rd: RunDir, o: { title: (baseline?: string) => string; baseline?: string; policy?: Policy; allowHostFallback?: boolean; problems?: Omit<RunProblems, 'fallbacks'>; notes?: string[]; reports: ReportOutputs }): Promise<RunVerdict> {
+export async function judgeRun(rd: RunDir, o: { title: (baseline?: string) => string; baseline?: string | false; policy?: Policy; allowHostFallback?: boolean; problems?: Omit<RunProblems, 'fallbacks'>; notes?: string[]; reports: ReportOutputs }): Promise<RunVerdict> {
   rd.save();
-  const v = await gateRunDir(rd.dir, { deviceBound: deviceBounds(kernelMathOf(rd.manifest)), baseline: o.baseline, policy: o.policy, allowHostFallback: o.allowHostFallback, problems: o.problems });
+  const v = await gateRunDir(rd.dir, { deviceBound: runDeviceBounds(rd.manifest), baseline: o.baseline || undefined, shipped: o.baseline !== false, policy: o.policy, allowHostFallback: o.allowHostFallback, problems: o.problems });
   v.comparison.notes.unshift(...(o.notes ?? []));
   emitRunReports(rd.dir, { title: o.title(v.baseline), comparison: v.comparison, verdict: v.verdict, sources: v.judge.sources }, o.reports);
   return v;
 }
 
 /** A case judged in memory, without a run directory (calibrate's many runs): the same passes, the same judge. */
-export async function judgeCase(c: RunCase, d: DeviceCase, o: { judge: import('../diff/judge.ts').Judge; weights?: ModelWeights; session?: import('./orchestrator.ts').DeviceSession }): Promise<{ comparison: import('../diff/compare.ts').Comparison; verdict: import('../diff/gate.ts').Verdict }> {
+export async function judgeCase(c: RunCase, d: DeviceCase, o: { judge?: Omit<JudgeOptions, 'deviceBound'>; weights?: ModelWeights; session?: DeviceSession }): Promise<{ comparison: Comparison; verdict: Verdict }> {
   const { runDevice } = await import('./orchestrator.ts');
-  const { compare, factsOf } = await import('../diff/compare.ts');
-  const { verdictOf } = await import('../diff/gate.ts');
   const reference: StageRecord[] = [], noise: StageRecord[] = [], ties: StageRecord[] = [];
   await runReference({
     model: c.model, cfg: c.cfg, weights: o.weights, tokens: c.tokens, lastLayer: c.lastLayer, headPositions: c.headPositions,
     tap: (r) => reference.push(r), facts: { noise: (r) => noise.push(r), ties: (r) => ties.push(r) },
   });
   const byKey = new Map(reference.map((r) => [recordKey(r), r]));
+  const producers = new Producers();
   const pass = async (teacher: boolean): Promise<StageRecord[]> => {
     const out: StageRecord[] = [];
     await runDevice({
-      session: o.session, model: c.model, cfg: c.cfg, tokens: c.tokens, lastLayer: c.lastLayer, kernelMath: d.kernelMath, inject: d.inject,
-      disabledKernels: d.disabledKernels, allowHostFallback: d.allowHostFallback, tap: (r) => out.push(r),
+      session: o.session, model: c.model, cfg: c.cfg, tokens: c.tokens, lastLayer: c.lastLayer, kernelMath: d.kernelMath, inject: d.inject, prefill: d.prefill,
+      disabledKernels: d.disabledKernels, allowHostFallback: d.allowHostFallback, tap: (r) => out.push(r), producers: producers.note,
       teacher: teacher ? (s, l, p) => byKey.get(stageKey(s, l, p))?.values : undefined,
     });
     return out;
   };
   const free = await pass(false);
   const own = d.teacher ? await pass(true) : undefined;
-  const comparison = await compare({ reference, free, own, facts: await factsOf(noise, ties), labels: { a: 'reference', b: 'device' } }, o.judge);
+  const judge = makeJudge({ ...o.judge, deviceBound: deviceBounds(d.kernelMath, producers.table()) });
+  const comparison = await compare({ reference, free, own, facts: await factsOf(noise, ties), labels: { a: 'reference', b: 'device' } }, judge);
   return { comparison, verdict: verdictOf(comparison) };
 }

@@ -43,8 +43,9 @@ export function addRunDirOptions(cmd: Command): Command {
   return cmd
     .option('--out <dir>', 'run directory (default: runs/<time>): new or empty, or an old run directory with --force')
     .option('--force', 'replace the run directory --out names if it holds an earlier run (a directory that holds no run is never cleared)')
-    .option('--baseline <file>', 'gate against this baseline (default: the shipped baseline matching the case, if any)')
-    .option('--policy <file>', 'tolerance rules for stages the baseline does not list (or for the whole run without a baseline)')
+    .option('--baseline <file>', 'a baseline of this case: tightens the budgets, names known deviations and accepted fallbacks (default: the shipped baseline whose case matches)')
+    .option('--no-baseline', 'judge by the arithmetic budgets alone, even when a shipped baseline matches the case')
+    .option('--policy <file>', 'your bounds on chosen rows, on top of the judge\'s (JSON rules, see the README)')
     .option('--json', 'print the report as JSON')
     .option('--markdown <file>', 'also write the Markdown report here (always written into the run directory)')
     .option('--junit <file>', 'also write the JUnit XML report here')

@@ -4,8 +4,10 @@
 //   own         the worst own error (relative RMS) of each (stage, layer): a later run may reach at most
 //               `growth` × that (never below NOISE_MARGIN f32 units), and never more than its arithmetic budget;
 //   endToEnd    the free-running end result (KL, Δp): a later run may reach `growth`² × KL, growth × Δp;
-//   inherited   envelopes of free-running rows (max |a−b|, ...), for cases where only free-running figures
-//               exist — the ds4-ascend fork's published graph-test diffs;
+//   inherited   limits on free-running rows by the judge's bound keys: recorded, growth × the run's worst drift
+//               (relative RMS) of each (stage, layer) — a device whose own errors pass but whose drift grew
+//               (state carried across positions: caches, the compressor) is caught here; transcribed, the
+//               ds4-ascend fork's published graph-test max |a−b|;
 //   deviations  known deviations: a (stage, layer) allowed past its arithmetic budget, with a reason and an
 //               expiry date after which the arithmetic budget rules again;
 //   fallbacks   host fallbacks accepted, each with a reason and an expiry.
@@ -16,7 +18,7 @@ import { fileURLToPath } from 'node:url';
 import { badInput } from '../model/errors.ts';
 import { compareRun, type Comparison } from './compare.ts';
 import { readJsonFile } from './json.ts';
-import { BOUND_KEYS, type BoundKey, type Judge } from './judge.ts';
+import { BOUND_KEYS, F32_UNIT, NOISE_MARGIN, type BoundKey, type Judge } from './judge.ts';
 import { readManifest, type RunManifest } from './manifest.ts';
 
 export const BASELINE_FORMAT_VERSION = 2;
@@ -163,20 +165,25 @@ export interface RecordOptions {
 }
 
 /** The worst own error per (stage, layer), and the end-to-end figures, of a judged run. */
-function envelopes(c: Comparison): { own: OwnEnvelope[]; endToEnd?: Baseline['endToEnd'] } {
+function envelopes(c: Comparison, growth: number): { own: OwnEnvelope[]; endToEnd?: Baseline['endToEnd']; inherited: InheritedEnvelope[] } {
   const own = new Map<string, OwnEnvelope>();
+  const free = new Map<string, { stage: string; layer: number; relRms: number }>();
   let endToEnd: Baseline['endToEnd'];
   for (const r of c.rows) {
+    const k = `${r.stage}@${r.layer}`;
     const m = r.own?.metrics;
     if (m?.kind === 'f32') {
-      const k = `${r.stage}@${r.layer}`;
       const e = own.get(k);
       if (!e || m.relRms > e.relRms) own.set(k, { stage: r.stage, layer: r.layer, relRms: m.relRms });
     }
+    const f = r.free?.role === 'inherited' ? r.free.metrics : undefined;
+    if (f?.kind === 'f32' && f.relRms > (free.get(k)?.relRms ?? -1)) free.set(k, { stage: r.stage, layer: r.layer, relRms: f.relRms });
     const l = r.free?.role === 'end-to-end' && r.free.metrics?.kind === 'f32' ? r.free.metrics.logits : undefined;
     if (l) endToEnd = { kl: Math.max(endToEnd?.kl ?? 0, l.kl), deltaP: Math.max(endToEnd?.deltaP ?? 0, l.deltaP) };
   }
-  return { own: [...own.values()], endToEnd };
+  // the free-running drift of this case, recorded as limits: a later run's drift may reach growth × it
+  const inherited = [...free.values()].map((e) => ({ stage: e.stage, layer: e.layer, bounds: { maxRelRms: Math.max(growth * e.relRms, NOISE_MARGIN * F32_UNIT) } }));
+  return { own: [...own.values()], endToEnd, inherited };
 }
 
 /**
@@ -214,8 +221,7 @@ export async function recordBaseline(runDir: string, judge: Judge, opts: RecordO
       kernelMath: m.kernelMath,
     },
     growth: opts.growth ?? DEFAULT_GROWTH,
-    ...envelopes(c),
-    inherited: [],
+    ...envelopes(c, opts.growth ?? DEFAULT_GROWTH),
     deviations: [],
     fallbacks,
   };

@@ -4,11 +4,11 @@
 // (the free-running logits) — and summarize in graph order: the first row that fails on its own (the
 // kernel to blame), the first free-running row past its own budget (where drift starts), the end result.
 // The reference side is always `a`: relative errors, NMSE and KL are taken relative to it.
-import { Ds4DiffError, EXIT } from '../model/errors.ts';
+import { Ds4DiffError, EXIT, badInput } from '../model/errors.ts';
 import { graphOrderKey, recordKey, resolveStage, stageKey, type StageDef, type StageId, type StageRecord } from '../model/stages.ts';
 import { iterateDump, readDumpMeta, type DumpMeta } from './dump.ts';
 import {
-  ALWAYS, check, codeFlips, endToEndTolerance, ownBudget, relRmsExcept, SELECTION_SCORES, worstBound,
+  ALWAYS, chainBound, check, codeFlips, endToEndTolerance, ownBudget, relRmsExcept, SELECTION_SCORES, worstBound,
   type Judge, type Role, type RowFacts, type Tolerance, type Violation,
 } from './judge.ts';
 import { readManifest, sidePath } from './manifest.ts';
@@ -23,7 +23,8 @@ export interface Judged {
   violations: Violation[];
   /** the bound the row is closest to (or furthest past) */
   worst?: Violation & { severity: number };
-  /** the row's own budget (relative RMS): what its error is measured against, for own and inherited rows */
+  /** relative RMS: an own row's bound (its arithmetic budget, or tighter from a baseline or policy); an
+   *  inherited row's arithmetic own budget, the yardstick of its drift */
   budget?: number;
   note?: string;
 }
@@ -110,7 +111,13 @@ export interface Pairing {
   freeFacts?: FactsMap;
   labels?: { a?: string; b?: string };
   notes?: string[];
+  /** replay: per stage, the inputs it read derived by the reference (the dump lacks them); their device
+   *  error is inside the stage's own error, so its device bound includes theirs */
+  derivedInputs?: DerivedInputs;
 }
+
+/** stage → the input stages a replay derived for it (diff/replay.ts) */
+export type DerivedInputs = Record<string, string[]>;
 
 async function collect(src: Source): Promise<Map<string, StageRecord>> {
   const m = new Map<string, StageRecord>();
@@ -132,7 +139,7 @@ function rms(v: ArrayLike<number>): number {
  */
 function judgePair(
   role: Role, ra: StageRecord, rb: StageRecord, facts: RowFacts | undefined, judge: Judge,
-  lookup: (stage: StageId) => { rec?: StageRecord; facts?: RowFacts },
+  lookup: (stage: StageId) => { rec?: StageRecord; facts?: RowFacts }, derived: readonly string[] = [],
 ): Judged {
   const def = canonical(ra.stage);
   const base = (tolerance: Tolerance): Judged => ({ role, status: 'fail', tolerance, violations: [] });
@@ -155,7 +162,7 @@ function judgePair(
     }
   } else {
     // the own budget of the row (also the yardstick of a free-running row's drift)
-    const device = def ? judge.deviceBound(def.name) : undefined;
+    const device = def ? chainBound([def.name, ...(role === 'own' ? derived : [])].map((s) => judge.deviceBound(s as StageId))) : undefined;
     let tie: number | undefined;
     if (def && device && metrics.kind === 'f32' && facts) {
       const b = ownBudget(ra.values, facts, device);
@@ -190,6 +197,9 @@ function judgePair(
     }
   }
   const violations = check(metrics, tolerance);
+  // an own row is measured against the bound it is held to (a baseline or policy may have tightened the
+  // arithmetic budget); a free row's drift against the arithmetic budget
+  if (role === 'own' && budget !== undefined) budget = tolerance.bounds.find((b) => b.key === 'maxRelRms')?.limit ?? budget;
   return { role, status: violations.length ? 'fail' : 'pass', metrics, tolerance, violations, worst: worstBound(metrics, tolerance), budget, note };
 }
 
@@ -222,7 +232,7 @@ export async function compare(p: Pairing, judge: Judge): Promise<Comparison> {
         continue;
       }
       const lookup = (s: StageId) => ({ rec: refs.get(stageKey(s, ra.layer, ra.pos)), facts: facts.get(stageKey(s, ra.layer, ra.pos)) });
-      row[slot] = judgePair(roleOf(ra), ra, rb, facts.get(k), judge, lookup);
+      row[slot] = judgePair(roleOf(ra), ra, rb, facts.get(k), judge, lookup, slot === 'own' ? p.derivedInputs?.[canonical(ra.stage)?.name ?? ''] : undefined);
     }
     for (const [k, ra] of refs) if (!seen.has(k)) rowOf(ra).missing ??= 'candidate';
   };
@@ -319,7 +329,21 @@ export function metaNotes(ma: DumpMeta, mb: DumpMeta, a: string, b: string): str
 /** Compares two dump files: the second as a free-running candidate of the first. */
 export async function compareFiles(fa: string, fb: string, judge: Judge): Promise<Comparison> {
   const [ma, mb] = await Promise.all([readDumpMeta(fa), readDumpMeta(fb)]);
-  return compare({ reference: iterateDump(fa), free: iterateDump(fb), labels: { a: fa, b: fb }, notes: metaNotes(ma, mb, fa, fb) }, judge);
+  const notes = metaNotes(ma, mb, fa, fb);
+  // a stage the candidate holds nowhere is one its producer does not dump (ds4 has no hook for it), not a
+  // missing row: the reference's rows of it are left out, and said so; a gap inside a stage it does dump is missing
+  const held = new Set<string>();
+  for await (const r of iterateDump(fb)) held.add(canonical(r.stage)?.name ?? r.stage);
+  const notHeld = new Set<string>();
+  async function* reference(): AsyncGenerator<StageRecord> {
+    for await (const r of iterateDump(fa)) {
+      if (held.has(canonical(r.stage)?.name ?? r.stage)) yield r;
+      else notHeld.add(r.stage);
+    }
+  }
+  const c = await compare({ reference: reference(), free: iterateDump(fb), labels: { a: fa, b: fb }, notes }, judge);
+  if (notHeld.size) c.notes.push(`${notHeld.size} stages of ${fa} that ${fb} holds nowhere were not compared: ${[...notHeld].join(', ')}`);
+  return c;
 }
 
 /** The facts of records (reference/facts.ts): `-noise` records hold the noise, `-ties` records the decisions. */
@@ -341,6 +365,16 @@ export async function factsOf(noise: Source, ties: Source): Promise<FactsMap> {
     } else f.gap = v[0];
   }
   return facts;
+}
+
+/** The inputs a replay side derived (its producer says so, diff/replay.ts), checked. */
+function derivedInputsOf(meta: DumpMeta, file: string): DerivedInputs | undefined {
+  const d = meta.producer.derivedInputs;
+  if (d === undefined) return undefined;
+  if (typeof d !== 'object' || d === null || Array.isArray(d) || Object.values(d).some((v) => !Array.isArray(v) || v.some((s) => !resolveStage(String(s))))) {
+    throw badInput(`${file}: producer.derivedInputs must map stages to lists of registry stages`);
+  }
+  return d as DerivedInputs;
 }
 
 /** The facts of a run's reference side (or its replay), from its `-noise` / `-ties` sides. */
@@ -368,7 +402,8 @@ export async function compareRun(runDir: string, judge: Judge): Promise<Comparis
   if (teacher) return compare({ reference: iterateDump(ref), free: iterateDump(dev), own: iterateDump(teacher), facts: refFacts, labels: { a: 'reference', b: 'device' }, notes }, judge);
   if (replay) {
     const facts = await readFacts(side('replay-noise'), side('replay-ties'));
-    return compare({ reference: iterateDump(ref), free: iterateDump(dev), own: iterateDump(dev), ownReference: iterateDump(replay), facts, freeFacts: refFacts, labels: { a: 'reference', b: 'device' }, notes }, judge);
+    const derivedInputs = derivedInputsOf(await readDumpMeta(replay), replay);
+    return compare({ reference: iterateDump(ref), free: iterateDump(dev), own: iterateDump(dev), ownReference: iterateDump(replay), facts, freeFacts: refFacts, derivedInputs, labels: { a: 'reference', b: 'device' }, notes }, judge);
   }
   notes.push('the run has no own-error side (device-teacher or replay): only the free-running rows are judged');
   return compare({ reference: iterateDump(ref), free: iterateDump(dev), facts: refFacts, labels: { a: 'reference', b: 'device' }, notes }, judge);

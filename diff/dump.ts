@@ -32,7 +32,7 @@ export interface DumpMeta {
   formatVersion: number;
   modelFingerprint: string;
   promptTokens: number[];
-  producer: { backend: string; precision?: string; kernelMath?: string; options?: Record<string, unknown>; version: string };
+  producer: { backend: string; precision?: string; kernelMath?: string; options?: Record<string, unknown>; version: string; replayOf?: string; derivedInputs?: Record<string, string[]> };
   createdAt?: string;
   /** 'reference' | 'reference-f64' | 'device' | 'device-teacher' | 'ds4-import' | ... */
   side: string;

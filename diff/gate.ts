@@ -149,10 +149,18 @@ export function verdictOf(c: Comparison, problems: RunProblems = {}, warnings: s
   for (const r of end) reasons.push(`end result ${where(r)}: ${judgedText(r.free)}`);
   if (freeFails.length) reasons.push(`${freeFails.length} free-running rows past their envelope (first ${where(freeFails[0])}: ${judgedText(freeFails[0].free)})`);
   reasons.push(...(problems.regressions ?? []));
-  const unfinished = problems.unfinished ?? [];
+  const unfinished = [...(problems.unfinished ?? [])];
   const drift = c.firstDivergence;
   const e2e = endToEndText(c);
   const regression = !c.pass || (problems.regressions ?? []).length > 0;
+  // rows judged free-running only, by nothing but non-finite values: no evidence either way on their kernels
+  const ownUnknown = c.rows.filter((r) => !r.own && r.free?.role === 'inherited').length;
+  const freeBounded = c.rows.some((r) => r.free && (r.free.role === 'end-to-end' || r.free.tolerance.bounds.some((b) => b.key !== 'maxNonFinite')));
+  // bit-identical rows need no budget
+  const identical = c.counts.compared > 0 && c.rows.every((r) => !r.free?.metrics || (r.free.metrics.kind === 'f32' ? r.free.metrics.maxAbs === 0 : r.free.metrics.exact));
+  if (!regression && !fallbackViolations.length && c.counts.own === 0 && !freeBounded && !identical) {
+    unfinished.unshift(`no row was judged by its own error or by the end result (${c.counts.compared} free-running rows, checked only for non-finite values${c.counts.unjudged ? `; ${c.counts.unjudged} unjudged` : ''}): dump the inputs of these stages too, or the logits`);
+  }
   const status: Verdict['status'] = fallbackViolations.length ? 'host-fallback' : regression ? 'regression' : unfinished.length ? 'cannot-evaluate' : 'pass';
   const exitCode = { 'host-fallback': EXIT.hostFallback, regression: EXIT.regression, 'cannot-evaluate': EXIT.cannotEvaluate, pass: EXIT.ok }[status];
   if (status !== 'cannot-evaluate') reasons.push(...unfinished);
@@ -161,12 +169,14 @@ export function verdictOf(c: Comparison, problems: RunProblems = {}, warnings: s
   if (status === 'pass') {
     const worst = c.stages.filter((s) => s.ownRatio !== undefined).sort((x, y) => (y.ownRatio ?? 0) - (x.ownRatio ?? 0))[0];
     const ownPart = c.counts.own
-      ? `every kernel within its own budget (${c.counts.own} rows${worst ? `, closest ${worst.stage} at ${fmtNum(worst.ownRatio!)}× its budget` : ''})`
-      : 'no own-error side: only the free-running rows were judged';
+      ? `every kernel within its own budget (${c.counts.own} rows${worst ? `, closest ${worst.stage} at ${fmtNum(worst.ownRatio!)}× its budget` : ''}${ownUnknown ? `; ${ownUnknown} rows' own error unknown` : ''})`
+      : identical
+        ? `all ${c.counts.compared} rows bit-identical`
+        : 'no own-error side: the free-running rows and the end result were judged';
     const driftPart = drift ? `; free-running drift from ${where(drift)} is accumulation` : '';
     line = `PASS: ${ownPart}${driftPart}${e2e ? `: ${e2e}` : ''}${c.counts.nearTies ? ` (${c.counts.nearTies} near ties)` : ''}`;
   } else if (status === 'cannot-evaluate') {
-    line = `NO VERDICT: ${unfinished[0]}; the ${c.counts.compared} rows it wrote pass, the rest was never computed`;
+    line = c.counts.own === 0 && !freeBounded ? `NO VERDICT: ${unfinished[0]}` : `NO VERDICT: ${unfinished[0]}; the ${c.counts.compared} rows it wrote pass, the rest was never computed`;
   } else {
     line = `${status === 'host-fallback' ? 'FAIL (host fallback)' : 'FAIL'}: ${reasons[0]}`;
     if (status === 'regression' && !own && e2e) line += `; ${e2e}`;

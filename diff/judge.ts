@@ -158,6 +158,11 @@ export interface DeviceBound {
   from: string;
 }
 
+/** The bound of a chain of stages (a replayed stage and the inputs the replay derived): relative errors add. */
+export function chainBound(bounds: DeviceBound[]): DeviceBound {
+  return bounds.length === 1 ? bounds[0] : { rel: bounds.reduce((a, b) => a + b.rel, 0), from: bounds.map((b) => b.from).join(' + ') };
+}
+
 /** The judge of one case (diff/gate.ts makeJudge): device bounds, and each row's tolerance in its role. */
 export interface Judge {
   deviceBound(stage: StageId): DeviceBound;

@@ -33,6 +33,8 @@ export interface RunManifest {
   backend: string;
   kernelMath?: string;
   options: Record<string, unknown>;
+  /** the kernels the device passes launched for each stage (the judge's device bound counts these, ascend/budgets.ts) */
+  producers?: Record<string, string[]>;
   /** side ('reference', 'device', 'device-teacher', 'reference-f64', ...) -> file name in the run dir */
   files: Record<string, string>;
   noHostFallback: boolean;
@@ -104,6 +106,7 @@ function manifestShapeProblem(m: RunManifest): string | undefined {
   if (typeof m.files !== 'object' || Array.isArray(m.files) || Object.values(m.files).some((f) => typeof f !== 'string')) return "field 'files' must map sides to file names";
   if (!Array.isArray(m.fallbackLedger) || m.fallbackLedger.some((f) => typeof f !== 'object' || f === null || typeof f.primitive !== 'string')) return "field 'fallbackLedger' must be a list of {primitive, ...} entries";
   if (m.options !== undefined && (typeof m.options !== 'object' || m.options === null)) return "field 'options' must be an object";
+  if (m.producers !== undefined && (typeof m.producers !== 'object' || m.producers === null || Array.isArray(m.producers) || Object.values(m.producers).some((ks) => !Array.isArray(ks) || ks.some((k) => typeof k !== 'string')))) return "field 'producers' must map stages to lists of kernel names";
   return undefined;
 }
 

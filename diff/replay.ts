@@ -23,7 +23,7 @@ import { evaluate, type Graph, type Values } from '../reference/interpreter.ts';
 import { makeRecord } from '../reference/runner.ts';
 import { ModelWeights } from '../reference/weights.ts';
 import { throwIfCancelled } from './cancel.ts';
-import { compare, factsOf, type CompareRow, type Comparison } from './compare.ts';
+import { compare, factsOf, type CompareRow, type Comparison, type DerivedInputs } from './compare.ts';
 import type { Judge } from './judge.ts';
 import { iterateDump, readDumpMeta } from './dump.ts';
 import { MANIFEST_NAME, readManifest } from './manifest.ts';
@@ -48,6 +48,8 @@ export interface ReplayResult {
    *  `replay`, `replay-noise` and `replay-ties` sides) */
   records: { replay: StageRecord[]; noise: StageRecord[]; ties: StageRecord[] };
   counts: { rows: number; replayed: number; passed: number; failed: number; skipped: number; derived: number };
+  /** per stage, the input stages derived for it: part of its own error (their device bound is added to its own) */
+  derivedInputs: DerivedInputs;
   /** the first own-error failure in graph order: the first stage that is wrong by itself */
   firstOwnFailure?: CompareRow;
 }
@@ -78,8 +80,9 @@ class DumpSource {
   /** stages the dump holds at some (layer, pos): the producer dumps them, so a gap is a gap, not a derivation */
   private readonly dumped = new Set<string>();
   private readonly derivedValues = new Map<string, Values>();
-  /** derived inputs read by the evaluation in progress */
+  /** derived inputs read by the evaluation in progress, and their stages */
   readonly derivedRead = new Set<string>();
+  readonly derivedStages = new Set<StageId>();
 
   constructor(
     readonly g: Graph,
@@ -106,6 +109,7 @@ class DumpSource {
       this.derivedValues.set(k, v);
     }
     this.derivedRead.add(where);
+    this.derivedStages.add(stage);
     return v;
   }
 
@@ -186,6 +190,7 @@ export async function replayDump(file: string, opts: ReplayOptions): Promise<Rep
   });
 
   const rows: ReplayRow[] = [];
+  const derivedInputs: DerivedInputs = {};
   const out: ReplayResult['records'] = { replay: [], noise: [], ties: [] };
   const dumped: StageRecord[] = [];
   let group = '';
@@ -204,6 +209,7 @@ export async function replayDump(file: string, opts: ReplayOptions): Promise<Rep
     const stage = (resolveStage(rec.stage) as StageDef).name;
     let facts: StageFacts;
     source.derivedRead.clear();
+    source.derivedStages.clear();
     try {
       facts = stageFacts(source.g, stage, rec.layer, rec.pos, (s, l, q) => source.read(s, l, q));
     } catch (e) {
@@ -213,6 +219,7 @@ export async function replayDump(file: string, opts: ReplayOptions): Promise<Rep
       continue;
     }
     rows.push({ ...base, status: 'replayed', ...(source.derivedRead.size ? { derived: [...source.derivedRead] } : {}) });
+    if (source.derivedStages.size) derivedInputs[stage] = [...new Set([...(derivedInputs[stage] ?? []), ...source.derivedStages])].sort();
     const name = { stage: rec.stage, layer: rec.layer, pos: rec.pos, token: rec.token };
     out.replay.push(makeRecord(cfg, rec.stage, rec.layer, rec.pos, rec.token, facts.values, rec.shape.reduce((a, b) => a * b, 1) === facts.values.length ? rec.shape : undefined));
     const f = factRecords(facts, name);
@@ -220,7 +227,7 @@ export async function replayDump(file: string, opts: ReplayOptions): Promise<Rep
     if (f.ties) out.ties.push(f.ties);
     dumped.push(rec);
   }
-  const comparison = await compare({ reference: [], own: dumped, ownReference: out.replay, facts: await factsOf(out.noise, out.ties), labels: { a: 'replayed', b: file } }, opts.judge);
+  const comparison = await compare({ reference: [], own: dumped, ownReference: out.replay, facts: await factsOf(out.noise, out.ties), derivedInputs, labels: { a: 'replayed', b: file } }, opts.judge);
   const skipped = rows.filter((r) => r.status === 'skipped').length;
   return {
     file,
@@ -231,6 +238,7 @@ export async function replayDump(file: string, opts: ReplayOptions): Promise<Rep
       rows: rows.length, replayed: rows.length - skipped, passed: comparison.counts.own - comparison.counts.ownFailed, failed: comparison.counts.ownFailed,
       skipped, derived: rows.filter((r) => r.derived).length,
     },
+    derivedInputs,
     firstOwnFailure: comparison.firstOwnFailure,
   };
 }

@@ -160,21 +160,38 @@ inline float pow2_block_scale(float amax, float floor, float qmax) {
 }
 inline float fp8_pow2_scale(float amax) { return pow2_block_scale(amax, 1.0e-4f, 448.0f); }
 
+// ---------------------------------------------------------------- planted faults (kernel_api.h KernelFaultFlag)
+// The coarse-exp fault: (1 + x/16)^16 (4 squarings), 0 at or below x = −16 — the low-order shortcut a
+// hand-written vector exp takes; off by 3 % at x = 1 and 28 % at x = −3.
+inline float coarse_exp(float x) {
+  if (x <= -16.0f) return 0.0f;
+  float y = 1.0f + x * (1.0f / 16.0f);
+  for (int k = 0; k < 4; k++) y *= y;
+  return y;
+}
+// The round-half-away fault: ties away from zero (the older 293eab0 kernels), not to even.
+inline int32_t round_half_away_i32(float x) { return (int32_t)std::round(x); }
+
 // ---------------------------------------------------------------- the mode-selected set
-// What kernels call. Ascend mode = the approximations above; Exact mode = libm / IEEE.
+// What kernels call. Ascend mode = the approximations above; Exact mode = libm / IEEE; a launch's
+// planted fault replaces one of them.
 struct Math {
   MathMode mode;
+  uint32_t faults = 0;
   explicit Math(MathMode m) : mode(m) {}
-  explicit Math(const KernelCall &c) : mode(c.mode) {}
+  explicit Math(const KernelCall &c) : mode(c.mode), faults(c.faults) {}
   bool exact() const { return mode == MathMode::Exact; }
 
-  float exp(float x) const { return exact() ? std::exp(x) : ascend_exp(x); }
+  float exp(float x) const {
+    if (faults & kFaultCoarseExp) return coarse_exp(x);
+    return exact() ? std::exp(x) : ascend_exp(x);
+  }
   float rsqrt(float x) const { return exact() ? 1.0f / std::sqrt(x) : ascend_rsqrt(x); }
   float sqrt(float x) const { return exact() ? std::sqrt(x) : ascend_sqrt(x); }
   float log(float x) const { return exact() ? std::log(x) : ascend_log(x); }
   // log(1 + e) for the softplus branch: exact uses log1p.
   float log1p(float e) const { return exact() ? std::log1p(e) : ascend_log(1.0f + e); }
-  int32_t round_i32(float x) const { return round_ties_even_i32(x); }
+  int32_t round_i32(float x) const { return faults & kFaultRoundHalfAway ? round_half_away_i32(x) : round_ties_even_i32(x); }
 
   // Stable sigmoid as the kernels write it: exp of −|x| only.
   float sigmoid(float x) const {
@@ -193,5 +210,48 @@ struct Math {
   uint16_t f16_store(float x) const { return exact() ? f32_to_f16_rne(x) : f32_to_f16_round_half_up(x); }
   float f16_round(float x) const { return f16_to_f32(f16_store(x)); }
 };
+
+// ---------------------------------------------------------------- error budgets (.max_nmse)
+// Each kernel's budget is the NMSE (Σ(dev − host)² / Σ host², ggml test-backend-ops) its output may
+// have against its exact-f32 host twin on identical inputs, built from these facts. An error that
+// is a relative error e on every element has NMSE e².
+constexpr double kU = 1.0 / 16777216.0;  // 2^-24, the f32 unit roundoff
+constexpr double rel_nmse(double e) { return e * e; }
+// An f32 sum or dot of n rounded terms in another order than the host's: relative error ~ sqrt(n)·2^-24
+// per output, NMSE n·2^-48.
+constexpr double sum_nmse(double n) { return n * kU * kU; }
+// ascend_exp: (1 + x/2048)^2048 is low by x²/4096, and the f32 rounding of 1 + x/2048 (≤ 2^-24) is
+// raised to the 2048th power (plus the 11 squarings' own roundings): ≤ 4096·2^-24 = 2.4e-4 more.
+constexpr double kExpRound = 4096 * kU;
+constexpr double exp_rel(double x) { return x * x / 4096 + kExpRound; }
+// Natural log for constant expressions (std::log is not constexpr): halve to [1, 2), then the atanh series.
+constexpr double ln_const(double n) {
+  double k = 0;
+  while (n >= 2) { n /= 2; k += 1; }
+  const double z = (n - 1) / (n + 1), z2 = z * z;
+  double term = z, sum = 0;
+  for (int i = 1; i < 40; i += 2) { sum += term / i; term *= z2; }
+  return k * 0.6931471805599453 + 2 * sum;
+}
+// A softmax over n terms e^{x_i} (x_i ≤ 0, one term at 0): every term is low by x_i²/4096, so a normalized
+// weight moves by its own x²/4096 minus the weight-averaged one, at most the latter, whose worst over n
+// terms is (ln n)²/4096 (n − 1 terms near x = −ln n); the f32 rounding part has either sign and enters
+// through the numerator and the denominator.
+constexpr double softmax_rel(double n) {
+  const double l = n > 7.389 ? ln_const(n) : 2;  // below e² the worst term is at x = −2
+  return l * l / 4096 + 2 * kExpRound;
+}
+// A sigmoid (or silu = x·σ) over arguments x ≥ −4: σ(x) = e^x/(1 + e^x) below 0 carries exp's relative
+// error, ≤ exp_rel(4); above 0, e^{−x}·exp_rel(x)/(1 + e^{−x}) is smaller.
+constexpr double kSigmoid = 16.0 / 4096 + kExpRound;
+constexpr double kRsqrt = 4e-7;     // rsqrt bit trick + 3 Newton steps (and sqrt = x·rsqrt)
+constexpr double kLogAbs = 2.5e-7;  // the atanh series' truncation, absolute
+constexpr double kF16Ulp = 1.0 / 1024;  // round-half-up vs RNE: one f16 ulp (≤ 2^-10 relative), ties only
+// RoPE: the device builds θ_j = pos·base^(−2j/n_rot) with powf (one ulp; the exponent is exact for n_rot a
+// power of two), the host (ds4.c) by j rounded products, and YaRN's blend rounds 3 more times: θ_j differs
+// by ≤ (j + 4)·2^-24·θ_j, whose largest over j ≥ 1 (θ_0 = pos is exact in both) is ≤ 4·2^-24·pos (j = 1, 2 of
+// base 10000); it moves the rotated pair as much, so the budget holds for positions below kRopeMaxPos.
+constexpr double kRopeMaxPos = 4096;
+constexpr double kRopeTheta = 4 * kU * kRopeMaxPos;
 
 }  // namespace ds4

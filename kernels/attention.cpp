@@ -46,8 +46,11 @@ static void attend_rows(const Math &m, float *out, const float *q, const std::ve
 
 // Runs attend_rows for every (token, head); visible(t, rows) lists token t's rows.
 template <class Visible>
-static void attend_all(const KernelCall &c, float *out, const float *q, const float *sinks, int64_t n_tok,
-                       int64_t n_head, int64_t head_dim, float scale, Visible &&visible) {
+static void attend_all(const KernelCall &c, int64_t n_tok, Visible &&visible) {
+  const int64_t n_head = c.i("n_head"), head_dim = c.i("head_dim");
+  const float scale = c.f("scale");
+  const float *q = c.in<float>("q"), *sinks = c.in<float>("sinks");
+  float *out = c.out<float>("heads");
   const Math m(c);
   c.run_parts([&](int p) {
     std::vector<Row> rows;
@@ -68,21 +71,21 @@ static void check_scores(const KernelCall &c, int64_t rows, int64_t limit) {
 
 static const float kMaskedBelow = -1.0e20f;
 
+// Budgets (all three attention kernels): every score q·k·scale (head_dim ≤ 512 terms, Σ|q_d·k_d|·scale
+// ≤ 16 assumed) is off by ≤ sqrt(2·512)·16·2^-24, which moves its weight by as much relative, in the
+// numerator and the denominator; the output sums up to 1024 rows; ascend adds a softmax over up to
+// 1024 (+ the sink) terms.
+constexpr double kAttnRel = 2 * 32 * 16 * kU + 45 * kU;
+
 // Decode: one token; raw rows come from the ring cache (store_raw_kv), oldest at ring row raw_start.
 static void attention_decode(const KernelCall &c) {
-  const bool use_mask = c.i(0) != 0;
-  const int64_t n_raw = c.i(1), raw_cap = c.i(2), raw_start = c.i(3), n_comp = c.i(4), n_head = c.i(5),
-                head_dim = c.i(6);
-  const float scale = c.f(7);
+  const int64_t n_raw = c.i("n_raw"), raw_cap = c.i("raw_cap"), raw_start = c.i("raw_start"), n_comp = c.i("n_comp"),
+                head_dim = c.i("head_dim");
   if (n_raw > raw_cap) c.fail("n_raw " + std::to_string(n_raw) + " exceeds raw_cap " + std::to_string(raw_cap));
   check_scores(c, n_raw + n_comp, 1024);
-  const float *sinks = c.in<float>(1, 0, n_head);
-  const float *q = c.in<float>(2, 0, n_head * head_dim);
-  const float *raw = c.in<float>(3, 0, raw_cap * head_dim);
-  const float *comp = c.in<float>(4, 0, n_comp * head_dim);
-  const float *mask = use_mask ? c.in<float>(5, 0, n_comp) : nullptr;
-  float *out = c.out<float>(0, 0, n_head * head_dim);
-  attend_all(c, out, q, sinks, 1, n_head, head_dim, scale, [&](int64_t, std::vector<Row> &rows) {
+  const float *raw = c.in<float>("raw"), *comp = c.in<float>("comp");
+  const float *mask = c.flag("use_mask") ? c.in<float>("mask") : nullptr;
+  attend_all(c, 1, [&](int64_t, std::vector<Row> &rows) {
     for (int64_t r = 0; r < n_raw; r++) rows.push_back({raw + ((raw_start + r) % raw_cap) * head_dim, 0.0f});
     for (int64_t k = 0; k < n_comp; k++) {
       const float add = mask ? mask[k] : 0.0f;
@@ -90,48 +93,47 @@ static void attention_decode(const KernelCall &c) {
     }
   });
 }
-DS4_KERNEL("attention_decode", attention_decode,
-           "bufs: heads f32[n_head*D], sinks f32[n_head], q f32[n_head*D], raw f32[raw_cap*D] (ring), comp f32[n_comp*D], "
-           "mask f32[n_comp] (additive, ≤ -1e20 hides; only if use_mask); scalars: use_mask, n_raw, raw_cap, raw_start, "
-           "n_comp, n_head, D, scale. n_raw + n_comp ≤ 1024",
-           "attn_heads");
+DS4_KERNEL("attention_decode", attention_decode)
+    .describe("one token's attention with sinks over the raw ring (n_raw rows from raw_start) and the compressed "
+              "rows (additive mask ≤ -1e20 hides a row; n_raw + n_comp ≤ 1024)")
+    .takes("use_mask, n_raw, raw_cap, raw_start, n_comp, n_head, head_dim, scale")
+    .buffers("out heads f32[n_head*head_dim]; weight sinks f32[n_head]; in q f32[n_head*head_dim]; "
+             "in raw f32[raw_cap*head_dim]; in comp f32[n_comp*head_dim]; in mask f32[use_mask*n_comp]")
+    .produces("attn_heads")
+    .uses("exp")
+    .max_nmse(rel_nmse(kAttnRel + softmax_rel(1025)), rel_nmse(kAttnRel));
 
 // Prefill over a fresh batch: token t attends to batch rows (t − window, t] (window 0 = all ≤ t).
 static int64_t window_start(int64_t t, int64_t window) { return window != 0 && t + 1 > window ? t + 1 - window : 0; }
 
 static void attention_prefill_raw(const KernelCall &c) {
-  const int64_t n_tok = c.i(0), window = c.i(1), n_head = c.i(2), head_dim = c.i(3);
-  const float scale = c.f(4);
+  const int64_t n_tok = c.i("n_tok"), window = c.i("window"), head_dim = c.i("head_dim");
   check_scores(c, window != 0 && window < n_tok ? window : n_tok, 512);
-  const float *sinks = c.in<float>(1, 0, n_head);
-  const float *q = c.in<float>(2, 0, n_tok * n_head * head_dim);
-  const float *kv = c.in<float>(3, 0, n_tok * head_dim);
-  float *out = c.out<float>(0, 0, n_tok * n_head * head_dim);
-  attend_all(c, out, q, sinks, n_tok, n_head, head_dim, scale, [&](int64_t t, std::vector<Row> &rows) {
+  const float *kv = c.in<float>("kv");
+  attend_all(c, n_tok, [&](int64_t t, std::vector<Row> &rows) {
     for (int64_t r = window_start(t, window); r <= t; r++) rows.push_back({kv + r * head_dim, 0.0f});
   });
 }
-DS4_KERNEL("attention_prefill_raw", attention_prefill_raw,
-           "bufs: heads f32[n_tok*n_head*D], sinks f32[n_head], q f32[n_tok*n_head*D], kv f32[n_tok*D]; "
-           "scalars: n_tok, window (0 = causal, unlimited), n_head, D, scale. window rows ≤ 512",
-           "attn_heads");
+DS4_KERNEL("attention_prefill_raw", attention_prefill_raw)
+    .describe("batched prefill attention over the batch's own rows, causal window (0 = unlimited, ≤ 512 rows)")
+    .takes("n_tok, window, n_head, head_dim, scale")
+    .buffers("out heads f32[n_tok*n_head*head_dim]; weight sinks f32[n_head]; in q f32[n_tok*n_head*head_dim]; "
+             "in kv f32[n_tok*head_dim]")
+    .produces("attn_heads")
+    .uses("exp")
+    .max_nmse(rel_nmse(kAttnRel + softmax_rel(513)), rel_nmse(kAttnRel));
 
 // Mixed prefill: the raw window, then compressed rows c < (t+1)/ratio (emitted by token t), each with
 // its per-(token, row) additive mask.
 static void attention_prefill_mixed(const KernelCall &c) {
-  const bool use_mask = c.i(0) != 0;
-  const int64_t n_tok = c.i(1), n_comp = c.i(2), window = c.i(3), ratio = c.i(4), n_head = c.i(5), head_dim = c.i(6);
-  const float scale = c.f(7);
+  const int64_t n_tok = c.i("n_tok"), n_comp = c.i("n_comp"), window = c.i("window"), ratio = c.i("ratio"),
+                head_dim = c.i("head_dim");
   if (ratio <= 0) c.fail("ratio must be > 0");
   const auto visible_comp = [&](int64_t t) { return n_comp != 0 ? std::min(n_comp, (t + 1) / ratio) : 0; };
   for (int64_t t = 0; t < n_tok; t++) check_scores(c, t + 1 - window_start(t, window) + visible_comp(t), 1024);
-  const float *sinks = c.in<float>(1, 0, n_head);
-  const float *q = c.in<float>(2, 0, n_tok * n_head * head_dim);
-  const float *kv = c.in<float>(3, 0, n_tok * head_dim);
-  const float *comp = c.in<float>(4, 0, n_comp * head_dim);
-  const float *mask = use_mask ? c.in<float>(5, 0, n_tok * n_comp) : nullptr;
-  float *out = c.out<float>(0, 0, n_tok * n_head * head_dim);
-  attend_all(c, out, q, sinks, n_tok, n_head, head_dim, scale, [&](int64_t t, std::vector<Row> &rows) {
+  const float *kv = c.in<float>("kv"), *comp = c.in<float>("comp");
+  const float *mask = c.flag("use_mask") ? c.in<float>("mask") : nullptr;
+  attend_all(c, n_tok, [&](int64_t t, std::vector<Row> &rows) {
     for (int64_t r = window_start(t, window); r <= t; r++) rows.push_back({kv + r * head_dim, 0.0f});
     for (int64_t k = 0; k < visible_comp(t); k++) {
       const float add = mask ? mask[t * n_comp + k] : 0.0f;
@@ -139,42 +141,51 @@ static void attention_prefill_mixed(const KernelCall &c) {
     }
   });
 }
-DS4_KERNEL("attention_prefill_mixed", attention_prefill_mixed,
-           "bufs: heads, sinks f32[n_head], q f32[n_tok*n_head*D], kv f32[n_tok*D], comp f32[n_comp*D], mask f32[n_tok*n_comp] "
-           "(additive, only if use_mask); scalars: use_mask, n_tok, n_comp, window, ratio, n_head, D, scale",
-           "attn_heads");
+DS4_KERNEL("attention_prefill_mixed", attention_prefill_mixed)
+    .describe("batched prefill attention: the raw window, then the compressed rows token t has seen emitted, "
+              "per-(token, row) additive mask")
+    .takes("use_mask, n_tok, n_comp, window, ratio, n_head, head_dim, scale")
+    .buffers("out heads f32[n_tok*n_head*head_dim]; weight sinks f32[n_head]; in q f32[n_tok*n_head*head_dim]; "
+             "in kv f32[n_tok*head_dim]; in comp f32[n_comp*head_dim]; in mask f32[use_mask*n_tok*n_comp]")
+    .produces("attn_heads")
+    .uses("exp")
+    .max_nmse(rel_nmse(kAttnRel + softmax_rel(1025)), rel_nmse(kAttnRel));
 
 // S11 low projection: heads viewed as n_groups groups of group_dim values per token; each group is
 // quantized to Q8_0 on its own (block-wise, so the same as quantizing the whole row) and multiplied by
 // its rank-row slice g of attn_output_a: low[t][g·rank + r] = A[g·rank + r] · q8(heads[t][g]).
-static void attention_output_low_q8(const KernelCall &c) {
-  const int64_t group_dim = c.i(0), rank = c.i(1), n_groups = c.i(2), n_tok = c.i(3);
-  const int64_t nb = q8_0_blocks(c, group_dim);
-  const uint8_t *w = c.in<uint8_t>(1, 0, n_groups * rank * nb * kQ8_0BlockBytes);
-  const float *heads = c.in<float>(2, 0, n_tok * n_groups * group_dim);
-  float *low = c.out<float>(0, 0, n_tok * n_groups * rank);
-  std::vector<int8_t> q(n_tok * n_groups * group_dim);
-  std::vector<float> d(n_tok * n_groups * nb);
-  q8_0_quantize_rows(c, heads, q.data(), d.data(), n_tok * n_groups, nb);
-  q8_0_matmul_rows(c, w, q.data(), d.data(), low, nb, rank, n_tok * n_groups, n_groups);
+static void attention_output_low(const KernelCall &c, const int8_t *q, const float *d) {
+  q8_0_matmul_rows(c, c.in<uint8_t>("w_a"), q, d, c.out<float>("low"), q8_0_blocks(c, c.i("group_dim")), c.i("rank"),
+                   c.i("n_tok") * c.i("n_groups"), c.i("n_groups"));
 }
-DS4_KERNEL("attention_output_low_q8", attention_output_low_q8,
-           "bufs: low f32[n_tok*n_groups*rank], w_a q8_0[n_groups*rank rows of group_dim], heads f32[n_tok*n_groups*group_dim]; "
-           "scalars: group_dim, rank, n_groups, n_tok",
-           "attn_low");
+
+static void attention_output_low_q8(const KernelCall &c) {
+  const int64_t n = c.i("n_tok") * c.i("n_groups") * c.i("group_dim");
+  std::vector<int8_t> q(n);
+  std::vector<float> d(n / kQK8_0);
+  q8_0_quantize_rows(c, c.in<float>("heads"), q.data(), d.data(), c.i("n_tok") * c.i("n_groups"), q8_0_blocks(c, c.i("group_dim")));
+  attention_output_low(c, q.data(), d.data());
+}
+// budgets (both): integer block dots, then two products and an add per 32-block over group_dim =
+// 8 heads·512 = 4096 (128 blocks); the quantization is quantize_q8_0's, identical to the host's
+DS4_KERNEL("attention_output_low_q8", attention_output_low_q8)
+    .describe("grouped low projection: each group of heads quantized to Q8_0 and multiplied by its rank rows of attn_output_a")
+    .takes("group_dim, rank, n_groups, n_tok")
+    .buffers("out low f32[n_tok*n_groups*rank]; weight w_a q8_0[n_groups*rank*group_dim]; "
+             "in heads f32[n_tok*n_groups*group_dim] q8_0")
+    .produces("attn_low")
+    .uses("round")
+    .max_nmse(sum_nmse(3 * 128), sum_nmse(3 * 128));
 
 static void attention_output_low_q8_prequant(const KernelCall &c) {
-  const int64_t group_dim = c.i(0), rank = c.i(1), n_groups = c.i(2), n_tok = c.i(3);
-  const int64_t nb = q8_0_blocks(c, group_dim);
-  const uint8_t *w = c.in<uint8_t>(1, 0, n_groups * rank * nb * kQ8_0BlockBytes);
-  const int8_t *q = c.in<int8_t>(2, 0, n_tok * n_groups * group_dim);
-  const float *d = c.in<float>(3, 0, n_tok * n_groups * nb);
-  float *low = c.out<float>(0, 0, n_tok * n_groups * rank);
-  q8_0_matmul_rows(c, w, q, d, low, nb, rank, n_tok * n_groups, n_groups);
+  attention_output_low(c, c.in<int8_t>("xq"), c.in<float>("xscale"));
 }
-DS4_KERNEL("attention_output_low_q8_prequant", attention_output_low_q8_prequant,
-           "bufs: low f32[n_tok*n_groups*rank], w_a q8_0, xq i8[n_tok*n_groups*group_dim], xscale f32[n_tok*n_groups*group_dim/32] "
-           "(quantize_q8_0 of heads); scalars: group_dim, rank, n_groups, n_tok",
-           "attn_low");
+DS4_KERNEL("attention_output_low_q8_prequant", attention_output_low_q8_prequant)
+    .describe("grouped low projection from heads quantized by quantize_q8_0 (ds4-ascend's path; the prefill pass)")
+    .takes("group_dim, rank, n_groups, n_tok")
+    .buffers("out low f32[n_tok*n_groups*rank]; weight w_a q8_0[n_groups*rank*group_dim]; "
+             "in xq i8[n_tok*n_groups*group_dim]; in xscale f32[n_tok*n_groups*group_dim/32]")
+    .produces("attn_low")
+    .max_nmse(sum_nmse(3 * 128), sum_nmse(3 * 128));
 
 }  // namespace ds4

@@ -12,21 +12,17 @@ namespace ds4 {
 constexpr float kNegInf = -1.0e30f;  // ds4.c DS4_NEG_INF: the score of an empty state row
 
 // Writes token pos's projections into its state row: kv as is, score + ape[pos mod ratio] (ape is
-// [ratio][width], F32 or F16 as stored). score_cur is updated in place so the captured
-// attn_comp_score includes ape, as ds4.c's does.
+// [ratio][width], F32 or F16 as stored). score is updated in place so the captured attn_comp_score
+// includes ape, as ds4.c's does. The state row of pos is ratio + pos mod 4 (ratio 4) or pos mod ratio.
 static void compressor_set_rows(const KernelCall &c) {
-  const int64_t width = c.i(0), ratio = c.i(1), pos = c.i(2);
-  const bool ape_f16 = c.i(3) != 0;
-  const int64_t pm = pos % ratio, row = ratio == 4 ? ratio + pm : pm;
-  float *skv = c.inout<float>(0, row * width, width);
-  float *ssc = c.inout<float>(1, row * width, width);
-  const float *kv = c.in<float>(2, 0, width);
-  float *sc = c.inout<float>(3, 0, width);
-  if (ape_f16) {
-    const uint16_t *ape = c.in<uint16_t>(4, pm * width, width);
+  const int64_t width = c.i("width");
+  float *skv = c.out<float>("state_kv"), *ssc = c.out<float>("state_score"), *sc = c.out<float>("score");
+  const float *kv = c.in<float>("kv");
+  if (c.flag("ape_is_f16")) {
+    const uint16_t *ape = c.in<uint16_t>("ape");
     for (int64_t j = 0; j < width; j++) sc[j] += f16_to_f32(ape[j]);
   } else {
-    const float *ape = c.in<float>(4, pm * width, width);
+    const float *ape = c.in<float>("ape");
     for (int64_t j = 0; j < width; j++) sc[j] += ape[j];
   }
   for (int64_t j = 0; j < width; j++) {
@@ -34,20 +30,24 @@ static void compressor_set_rows(const KernelCall &c) {
     ssc[j] = sc[j];
   }
 }
-DS4_KERNEL("compressor_set_rows", compressor_set_rows,
-           "bufs: state_kv f32[coff*ratio*width], state_score f32[coff*ratio*width], kv f32[width], score f32[width] (+= ape row, in place), "
-           "ape f32|f16[ratio*width]; scalars: width, ratio, pos, ape_is_f16",
-           "attn_comp_score,index_comp_score");
+// budget: one f32 add, as the host's
+DS4_KERNEL("compressor_set_rows", compressor_set_rows)
+    .describe("store token pos's kv and score (+ the ape row of pos mod ratio, in place) into its state row")
+    .takes("width, ratio, pos, ape_is_f16")
+    .buffers("out state_kv f32[width] @ ((ratio==4)*ratio+pos%ratio)*width; "
+             "out state_score f32[width] @ ((ratio==4)*ratio+pos%ratio)*width; in kv f32[width]; inout score f32[width]; "
+             "weight ape u8[width*(4-2*ape_is_f16)] @ (pos%ratio)*width*(4-2*ape_is_f16)")
+    .produces("attn_comp_score,index_comp_score")
+    .max_nmse(0, 0);
 
 // Pools the closed window: per output dim j, m = max score over the candidates; an all-empty dim is 0;
 // otherwise Σ e^{s−m}·kv / Σ e^{s−m}, where (ratio 4) the two lanes' weights of one window slot are
 // added together before joining the denominator. Part p owns dims j ≡ p (mod parts).
 static void compressor_update_pool(const KernelCall &c) {
-  const int64_t dim = c.i(0), ratio = c.i(1);
-  const int64_t coff = ratio == 4 ? 2 : 1, width = coff * dim, rows = coff * ratio;
-  float *out = c.out<float>(0, 0, dim);
-  const float *kv = c.in<float>(1, 0, rows * width);
-  const float *sc = c.in<float>(2, 0, rows * width);
+  const int64_t dim = c.i("dim"), ratio = c.i("ratio");
+  const int64_t coff = ratio == 4 ? 2 : 1, width = coff * dim;
+  float *out = c.out<float>("row");
+  const float *kv = c.in<float>("state_kv"), *sc = c.in<float>("state_score");
   const Math m(c);
   c.for_each_index(dim, [&](int64_t j) {
     // candidate k: (ratio 4) slot i lane 0 = row i col j, lane 1 = row ratio+i col dim+j
@@ -69,22 +69,31 @@ static void compressor_update_pool(const KernelCall &c) {
     out[j] = den > 0.0f ? sum / den : 0.0f;
   });
 }
-DS4_KERNEL("compressor_update_pool", compressor_update_pool,
-           "bufs: row f32[dim], state_kv f32[coff*ratio*width], state_score f32[coff*ratio*width]; scalars: dim, ratio. "
-           "Softmax pool of the closed window (coff = 2 lanes on ratio 4)",
-           "attn_comp_row,index_comp_row");
+// budget: ascend: a softmax over up to 128 candidates (ratio 128; ratio 4 has 8); exact: two sums of up
+// to 128 terms in the host's order
+DS4_KERNEL("compressor_update_pool", compressor_update_pool)
+    .describe("softmax pool of the closed window into one row (coff = 2 lanes on ratio 4)")
+    .takes("dim, ratio")
+    .buffers("out row f32[dim]; in state_kv f32[(1+(ratio==4))*(1+(ratio==4))*ratio*dim]; "
+             "in state_score f32[(1+(ratio==4))*(1+(ratio==4))*ratio*dim]")
+    .produces("attn_comp_row,index_comp_row")
+    .uses("exp")
+    .max_nmse(rel_nmse(softmax_rel(128) + 16 * kU), rel_nmse(16 * kU + 4 * kU));
 
 // Ratio 4: the closed window's rows 4..7 become rows 0..3 (the next window's lane-A source).
 static void compressor_shift_ratio4(const KernelCall &c) {
-  const int64_t width = c.i(0);
-  float *kv = c.inout<float>(0, 0, 8 * width);
-  float *sc = c.inout<float>(1, 0, 8 * width);
+  const int64_t width = c.i("width");
+  float *kv = c.out<float>("state_kv"), *sc = c.out<float>("state_score");
   for (int64_t i = 0; i < 4 * width; i++) {
     kv[i] = kv[4 * width + i];
     sc[i] = sc[4 * width + i];
   }
 }
-DS4_KERNEL("compressor_shift_ratio4", compressor_shift_ratio4,
-           "bufs: state_kv f32[8*width], state_score f32[8*width] (in place); scalars: width. rows 4..7 → 0..3", "");
+DS4_KERNEL("compressor_shift_ratio4", compressor_shift_ratio4)
+    .describe("ratio-4 compressor state: rows 4..7 move to rows 0..3, in place")
+    .takes("width")
+    .buffers("inout state_kv f32[8*width]; inout state_score f32[8*width]")
+    .produces("attn_comp_row,index_comp_row")
+    .max_nmse(0, 0);
 
 }  // namespace ds4

@@ -27,9 +27,8 @@ static float fp4_pow2_scale(float amax) { return pow2_block_scale(amax, 7.052966
 // Indexer QAT (ds4.c dsv4_indexer_qat_row_inplace_cpu): per 128-row, fast Walsh–Hadamard (strides
 // 1..64, (a, b) → (a+b, a−b)) × 1/√128, then per 32-block FP4 round trip with a power-of-two scale.
 static void indexer_qat(const KernelCall &c) {
-  const int64_t rows = c.i(0);
-  float *x = c.inout<float>(0, 0, rows * 128);
-  c.for_each_index(rows, [&](int64_t r) {
+  float *x = c.out<float>("x");
+  c.for_each_index(c.i("rows"), [&](int64_t r) {
     float *v = x + r * 128;
     for (int h = 1; h < 128; h <<= 1)
       for (int i = 0; i < 128; i += 2 * h)
@@ -47,27 +46,36 @@ static void indexer_qat(const KernelCall &c) {
     }
   });
 }
-DS4_KERNEL("indexer_qat", indexer_qat, "bufs: x f32[rows*128] (in place); scalars: rows. Hadamard-128 then FP4 round trip (not in ds4-ascend)",
-           "index_comp_row,index_q");
+// budget: the host's butterflies in the same order, the same f32 constant and the same FP4 rounding:
+// identical (any other order could flip an FP4 code, a step of up to a third of the value)
+DS4_KERNEL("indexer_qat", indexer_qat)
+    .describe("Hadamard-128 then FP4 round trip per 32-block, in place (not in ds4-ascend)")
+    .takes("rows")
+    .buffers("inout x f32[rows*128]")
+    .produces("index_comp_row,index_q")
+    .max_nmse(0, 0);
 
 // w[h] *= 1/sqrt(head_dim·n_heads) (the indexer head weights' scale), in place.
 static void indexer_weights_scale(const KernelCall &c) {
-  const int64_t n_heads = c.i(0), head_dim = c.i(1);
-  float *w = c.inout<float>(0, 0, n_heads);
-  const float scale = 1.0f / std::sqrt((float)(head_dim * n_heads));
+  const int64_t n_heads = c.i("n_heads");
+  float *w = c.out<float>("w");
+  const float scale = 1.0f / std::sqrt((float)(c.i("head_dim") * n_heads));
   for (int64_t h = 0; h < n_heads; h++) w[h] *= scale;
 }
-DS4_KERNEL("indexer_weights_scale", indexer_weights_scale,
-           "bufs: w f32[n_heads] (in place); scalars: n_heads, head_dim. w /= sqrt(head_dim*n_heads) (not in ds4-ascend)", "index_w");
+// budget: the host's two roundings of the scale and one product: identical
+DS4_KERNEL("indexer_weights_scale", indexer_weights_scale)
+    .describe("w /= sqrt(head_dim·n_heads), in place (not in ds4-ascend)")
+    .takes("n_heads, head_dim")
+    .buffers("inout w f32[n_heads]")
+    .produces("index_w")
+    .max_nmse(0, 0);
 
 // scores[c] = Σ_h max(0, k_c·q_h)·w_h over the compressed indexer rows, heads in order.
 static void indexer_scores(const KernelCall &c) {
-  const int64_t n = c.i(0), heads = c.i(1), dim = c.i(2);
-  float *scores = c.out<float>(0, 0, n);
-  const float *q = c.in<float>(1, 0, heads * dim);
-  const float *w = c.in<float>(2, 0, heads);
-  const float *k = c.in<float>(3, 0, n * dim);
-  c.for_each_index(n, [&](int64_t r) {
+  const int64_t heads = c.i("heads"), dim = c.i("dim");
+  float *scores = c.out<float>("scores");
+  const float *q = c.in<float>("q"), *w = c.in<float>("w"), *k = c.in<float>("k");
+  c.for_each_index(c.i("n"), [&](int64_t r) {
     float s = 0.0f;
     for (int64_t h = 0; h < heads; h++) {
       float d = 0.0f;
@@ -77,18 +85,22 @@ static void indexer_scores(const KernelCall &c) {
     scores[r] = s;
   });
 }
-DS4_KERNEL("indexer_scores", indexer_scores,
-           "bufs: scores f32[n], q f32[heads*dim], w f32[heads], k f32[n*dim]; scalars: n, heads, dim (not in ds4-ascend: unimplemented there)",
-           "index_scores");
+// budget: dots of 128 terms, then 64 heads weighted and summed
+DS4_KERNEL("indexer_scores", indexer_scores)
+    .describe("scores[c] = Σ_h relu(k_c·q_h)·w_h (not in ds4-ascend: unimplemented there)")
+    .takes("n, heads, dim")
+    .buffers("out scores f32[n]; in q f32[heads*dim]; in w f32[heads]; in k f32[n*dim]")
+    .produces("index_scores")
+    .max_nmse(sum_nmse(2 * 128 + 2 * 64), sum_nmse(2 * 128 + 2 * 64));
 
 // top_k rows by repeated arg-max (strict >, ties → lower row), in selection order; mask = 0 for
 // the selected rows and −1e30 (hidden) for the rest, as attention_decode's additive mask.
 static void indexer_topk(const KernelCall &c) {
-  const int64_t n = c.i(0), k = c.i(1);
+  const int64_t n = c.i("n"), k = c.i("k");
   if (k > n) c.fail("top_k " + std::to_string(k) + " > rows " + std::to_string(n));
-  int32_t *top = c.out<int32_t>(0, 0, k);
-  float *mask = c.out<float>(1, 0, n);
-  const float *s = c.in<float>(2, 0, n);
+  int32_t *top = c.out<int32_t>("topk");
+  float *mask = c.out<float>("mask");
+  const float *s = c.in<float>("scores");
   for (int64_t r = 0; r < n; r++) mask[r] = -1.0e30f;
   for (int64_t j = 0; j < k; j++) {
     int64_t best = 0;
@@ -99,7 +111,12 @@ static void indexer_topk(const KernelCall &c) {
     top[j] = (int32_t)best;
   }
 }
-DS4_KERNEL("indexer_topk", indexer_topk,
-           "bufs: topk i32[k], mask f32[n], scores f32[n]; scalars: n, k (not in ds4-ascend: unimplemented there)", "index_topk");
+// budget: a selection by comparisons only: identical
+DS4_KERNEL("indexer_topk", indexer_topk)
+    .describe("top-k rows by repeated arg-max (ties → lower row) and the additive mask hiding the rest (not in ds4-ascend)")
+    .takes("n, k")
+    .buffers("out topk i32[k]; out mask f32[n]; in scores f32[n]")
+    .produces("index_topk")
+    .max_nmse(0, 0);
 
 }  // namespace ds4

@@ -1,31 +1,44 @@
-// The uniform kernel ABI of the simulated Ascend device (issue 5).
+// The kernel ABI of the simulated Ascend device: every kernel declares its signature ONCE, here in C++
+// (DS4_KERNEL below), and everything else is derived from that declaration — the device's launch
+// checks, the JS side's named launches, host read/write spans, the fallback ledger's bytes, fault
+// targets and the kernel suite (`dev.kernels()` exports it).
 //
-// A kernel is `void fn(const KernelCall&)`. It gets typed, range-checked views of its device buffers
-// (in launch order), its scalar arguments (all dims are scalars, never hard-coded), the math mode and
-// the "parts" count. Every kernels/*.cpp file registers its own kernels with DS4_KERNEL, so adding a
-// family never edits a central list.
+// A signature has
+//   scalars  names, in launch order ("in_dim, out_dim, n_tok");
+//   buffers  "ROLE NAME DTYPE[COUNT] [@ OFFSET] [ring(LEN)] [mat(N, OFF, STRIDE)] [q8_0|q8_k] [experts]", ';'-separated:
+//            ROLE    in (activation read) | weight (model tensor, read) | out (written) | inout (read and written);
+//            DTYPE   f32 f16 i8 i32 u8 or a ggml block type q8_0 q2_k iq2_xxs (COUNT and OFFSET count elements);
+//            COUNT/OFFSET/LEN/N/...  integer expressions of the scalars (+ - * / % == and parentheses);
+//            the span [OFFSET, OFFSET+COUNT) is what the kernel may touch (and what a host twin reads or
+//            writes); ring(LEN) makes it wrap modulo LEN elements (the raw KV ring);
+//            mat(N, OFF, STRIDE): the span holds one N×N matrix at OFF of every STRIDE elements;
+//            q8_0/q8_k: the kernel quantizes this f32 input to int8 in blocks of 32/256;
+//            experts: whole expert slices, picked by the kernel's i32 `slot` buffer;
+//   stages   the registry stages its launches produce;
+//   approx   the named device operations it applies (ascend_math.h): exp rsqrt sqrt log (approximations),
+//            round (float → int8), f16 (f16 store rounding), rope (rotates adjacent tail pairs);
+//   budget   the largest NMSE of its output against its exact host twin on identical inputs, per kernel
+//            math (ascend | exact), as ggml test-backend-ops' max_nmse_err(), derived from the arithmetic.
 //
-// Launch model, as in ds4-ascend (catalog §10): each AscendC kernel is launched once per part
-// (p < parts, parts = DS4_ASCEND_KERNEL_PARTS, default 32); part p handles the output indices
-// i ≡ p (mod parts), and each output element is reduced serially, in index order, by its part.
-// for_each_index() reproduces exactly that ownership, so reductions have the device's order. (No
-// ds4-ascend kernel at 7f1d55b splits one output's reduction across parts; a kernel that did would
-// keep per-part partial sums and combine them in part order.)
+// A kernel is `void fn(const KernelCall&)`; it reads its scalars and buffers by name. Launch model, as in
+// ds4-ascend (catalog §10): each AscendC kernel is launched once per part (p < parts, default 32);
+// part p handles the output indices i ≡ p (mod parts), each output reduced serially in index order by
+// its part. for_each_index() reproduces that ownership, so reductions have the device's order.
 //
-// Device memory sanitizer: a kernel must declare every range it touches through in()/out()/inout()
-// BEFORE touching it. The device checks the range against the buffer at that moment (on the stream's
-// worker thread): a freed buffer (poisoned, quarantined) or an out-of-bounds range raises a
-// KernelFault naming the kernel, the buffer id/tag and the byte offset (declare ranges on the calling
-// thread, before run_parts/for_each_index); the stream records the fault and
-// synchronize() rethrows it to JS. Freeing a buffer that a launch named before the host synchronized
-// with that launch (synchronize(), or waiting on an event recorded after it) is reported as that
-// kernel's use-after-free even if the simulator happened to finish the kernel first: on the real
-// asynchronous stream it may still be reading (the seeds' RoPE-table bug). The same declarations
-// feed the bytes-read/written statistics.
+// Device memory sanitizer: a kernel must declare every range it touches through in()/out() BEFORE
+// touching it. The device checks the range against the signature's span and against the buffer at that
+// moment (on the stream's worker thread): a freed buffer (poisoned, quarantined) or an out-of-bounds
+// range raises a KernelFault naming the kernel, the buffer and the byte offset (declare ranges on the
+// calling thread, before run_parts/for_each_index); synchronize() rethrows it to JS. Freeing a buffer
+// that a launch named before the host synchronized with that launch is reported as that kernel's
+// use-after-free even if the simulator happened to finish the kernel first: on the real asynchronous
+// stream it may still be reading (the seeds' RoPE-table bug). The same declarations feed the
+// bytes-read/written statistics.
 #pragma once
 
 #include <cstddef>
 #include <cstdint>
+#include <deque>
 #include <functional>
 #include <stdexcept>
 #include <string>
@@ -35,6 +48,88 @@ namespace ds4 {
 
 // 'ascend' = the AscendC kernels' approximations (ascend_math.h); 'exact' = libm / IEEE behaviour.
 enum class MathMode { Ascend, Exact };
+
+// Bugs the simulator can plant inside a kernel's own arithmetic (ascend/faults.ts), each applicable to
+// the kernels whose signature lists the matching approx entry.
+enum KernelFaultFlag : uint32_t {
+  kFaultCoarseExp = 1u << 0,      // exp ≈ (1 + x/16)^16: a hand-written exp with too few squarings ('exp')
+  kFaultRoundHalfAway = 1u << 1,  // float → int8 rounds half away from zero, not to even ('round')
+  kFaultPairsHalves = 1u << 2,    // RoPE rotates (x_j, x_{j+n_rot/2}), not adjacent pairs ('rope')
+};
+
+enum class Role { In, Weight, Out, InOut };
+enum class DType { F32, F16, I8, I32, U8, Q8_0, Q2_K, IQ2_XXS };
+
+// An integer expression over the kernel's scalars, parsed once at registration (shunting-yard → RPN).
+class Expr {
+ public:
+  Expr() = default;
+  Expr(const std::string &text, const std::vector<std::string> &scalars);  // throws std::invalid_argument
+  int64_t eval(const std::vector<double> &scalars) const;
+  const std::string &text() const { return text_; }
+  bool empty() const { return text_.empty(); }
+
+ private:
+  struct Tok { char op; int64_t value; int scalar; };  // op 0: value or scalar (scalar ≥ 0)
+  std::string text_;
+  std::vector<Tok> rpn_;
+};
+
+struct BufSig {
+  std::string name;
+  Role role = Role::In;
+  DType dtype = DType::F32;
+  Expr count, offset, ring;  // elements; offset/ring empty = 0 / no wrap
+  Expr mat_n, mat_off, mat_stride;  // square matrices in the span (mat_n empty = none)
+  std::string quant;                // "q8_0" | "q8_k" | ""
+  bool experts = false;
+};
+
+struct Budget { double ascend = 0, exact = 0; };
+
+struct KernelSig;
+class KernelCall;
+using KernelFn = void (*)(const KernelCall &);
+
+struct KernelSig {
+  std::string name;  // launch name, e.g. "matmul_f16" (the AscendC kernel is ds4_<name>)
+  KernelFn fn = nullptr;
+  std::string doc;
+  std::vector<std::string> scalars;
+  std::vector<BufSig> bufs;
+  std::vector<std::string> stages, approx;
+  Budget budget;
+  std::string scalars_text, bufs_text;
+  // The first malformed part of the declaration, if any: the addon refuses to load and names it (the
+  // builder runs in static initializers, where an exception would abort the process).
+  std::string error;
+
+  // Builder used by DS4_KERNEL.
+  KernelSig &describe(const char *text);
+  KernelSig &takes(const char *scalar_names);
+  KernelSig &buffers(const char *decl);
+  KernelSig &produces(const char *stage_names);
+  KernelSig &uses(const char *approx_names);
+  KernelSig &max_nmse(double ascend, double exact);
+
+  int scalar_index(const char *name) const;  // -1 if absent
+  int buf_index(const char *name) const;
+};
+
+// Bytes per element-block and elements per block of a dtype (f32: 4/1, q8_0: 34/32, ...).
+struct DTypeInfo { const char *name; size_t block_bytes; size_t block_elems; };
+const DTypeInfo &dtype_info(DType t);
+const char *role_name(Role r);
+
+// One buffer's span for a launch's scalars, in bytes.
+struct Span {
+  size_t off = 0, len = 0, ring = 0;  // ring 0 = no wrap
+  // true if [a, a+n) lies within the span
+  bool contains(size_t a, size_t n) const;
+};
+// Evaluates every buffer's span (throws std::invalid_argument naming the buffer if an expression is
+// negative or not a whole number of blocks).
+std::vector<Span> evaluate_spans(const KernelSig &sig, const std::vector<double> &scalars);
 
 // A device buffer bound to one argument slot of a launch.
 struct BufferArg {
@@ -53,10 +148,13 @@ enum class Access { Read, Write, ReadWrite };
 
 class KernelCall {
  public:
+  const KernelSig *sig = nullptr;
   const char *kernel = "";  // registered name, for messages
   std::vector<BufferArg> bufs;
   std::vector<double> scalars;
+  std::vector<Span> spans;  // evaluated from sig for these scalars
   MathMode mode = MathMode::Ascend;
+  uint32_t faults = 0;  // KernelFaultFlag bits
   int parts = 32;
   static constexpr int64_t kSerialPartsBelow = 4096;
   // Filled by the checks: bytes the kernel declared to read / write (stats).
@@ -66,32 +164,36 @@ class KernelCall {
   std::function<void(int, const std::function<void(int)> &)> run_parts_impl;
   void *device_ctx = nullptr;  // the device's live buffer table, consulted by every range check
 
-  // Typed views: elements [first, first + count) of buffer argument `arg`, as T.
-  template <class T>
-  const T *in(int arg, size_t first, size_t count) const {
-    return reinterpret_cast<const T *>(check(arg, first * sizeof(T), count * sizeof(T), Access::Read));
-  }
-  template <class T>
-  T *out(int arg, size_t first, size_t count) const {
-    return reinterpret_cast<T *>(check(arg, first * sizeof(T), count * sizeof(T), Access::Write));
-  }
-  template <class T>
-  T *inout(int arg, size_t first, size_t count) const {
-    return reinterpret_cast<T *>(check(arg, first * sizeof(T), count * sizeof(T), Access::ReadWrite));
-  }
-  // Byte size of buffer argument `arg` (for kernels that size a view from the allocation).
-  size_t bytes(int arg) const;
-  size_t nbufs() const { return bufs.size(); }
+  // Scalar `name` as integer / float / double.
+  int64_t i(const char *name) const { return static_cast<int64_t>(scalar(name)); }
+  float f(const char *name) const { return static_cast<float>(scalar(name)); }
+  double d(const char *name) const { return scalar(name); }
+  bool flag(const char *name) const { return scalar(name) != 0.0; }
 
-  // Scalar argument k as integer / float / double (a missing scalar is a launch error).
-  int64_t i(int k) const { return static_cast<int64_t>(scalar(k)); }
-  float f(int k) const { return static_cast<float>(scalar(k)); }
-  double d(int k) const { return scalar(k); }
-  size_t nscalars() const { return scalars.size(); }
-  // Optional scalar with a default (for trailing arguments).
-  double d_or(int k, double dflt) const { return k < (int)scalars.size() ? scalars[k] : dflt; }
+  // Buffer `name`: its whole declared span, as T (pointer to the span's first element).
+  template <class T>
+  const T *in(const char *name) const {
+    return reinterpret_cast<const T *>(view(name, Access::Read));
+  }
+  template <class T>
+  T *out(const char *name) const {
+    return reinterpret_cast<T *>(view(name, Access::Write));
+  }
+  // Elements [first, first + count) of buffer `name` (absolute, in units of T; within its span).
+  template <class T>
+  const T *in(const char *name, size_t first, size_t count) const {
+    return reinterpret_cast<const T *>(check(name, first * sizeof(T), count * sizeof(T), Access::Read));
+  }
+  template <class T>
+  T *out(const char *name, size_t first, size_t count) const {
+    return reinterpret_cast<T *>(check(name, first * sizeof(T), count * sizeof(T), Access::Write));
+  }
+  // Byte size of buffer `name`'s allocation, and its device handle (to tell aliased arguments apart).
+  size_t bytes(const char *name) const;
+  uint32_t handle(const char *name) const;
 
   bool exact() const { return mode == MathMode::Exact; }
+  bool fault(KernelFaultFlag f) const { return (faults & f) != 0; }
 
   // Run body(p) for every part p (possibly in parallel).
   void run_parts(const std::function<void(int)> &body) const;
@@ -109,35 +211,29 @@ class KernelCall {
     else run_parts(part);
   }
 
-  // Throws KernelFault("<kernel>: <msg>").
+  // Throws KernelFault("kernel '<kernel>': <msg>").
   [[noreturn]] void fail(const std::string &msg) const;
 
  private:
-  uint8_t *check(int arg, size_t byte_off, size_t nbytes, Access access) const;  // native/src/device.cc
-  double scalar(int k) const;
+  // in()/out() on a whole span: Read for in/weight, Write for out, ReadWrite for inout written in place.
+  uint8_t *view(const char *name, Access want) const;
+  uint8_t *check(const char *name, size_t byte_off, size_t nbytes, Access want) const;
+  int arg(const char *name) const;
+  double scalar(const char *name) const;
 };
 
-using KernelFn = void (*)(const KernelCall &);
-
-struct KernelInfo {
-  std::string name;    // launch name, e.g. "matmul_f16" (the AscendC kernel is ds4_<name>)
-  KernelFn fn;
-  std::string doc;     // one line: arguments and what it computes
-  std::string stages;  // comma-separated registry stage names it produces
-};
-
-// The global table, filled by static registrars before the addon's init runs.
-std::vector<KernelInfo> &kernel_registry();
-
-struct KernelRegistrar {
-  KernelRegistrar(const char *name, KernelFn fn, const char *doc, const char *stages) {
-    kernel_registry().push_back(KernelInfo{name, fn, doc, stages});
-  }
-};
+// The global table, filled by static registrars before the addon's init runs (a deque: entries keep
+// their address while later ones are added).
+std::deque<KernelSig> &kernel_registry();
+KernelSig &register_kernel(const char *name, KernelFn fn);
 
 }  // namespace ds4
 
-// DS4_KERNEL("matmul_f16", matmul_f16, "bufs: out f32, w f16, x f32; scalars: in_dim, out_dim, n_tok",
-//            "q_lora,hc_attn_pre_mixes")
-#define DS4_KERNEL(name, fn, doc, stages) \
-  static const ::ds4::KernelRegistrar ds4_kernel_registrar_##fn(name, fn, doc, stages)
+// DS4_KERNEL("matmul_f16", matmul_f16)
+//     .describe("y = W·x")
+//     .takes("in_dim, out_dim, n_tok")
+//     .buffers("out y f32[n_tok*out_dim]; weight w f16[out_dim*in_dim]; in x f32[n_tok*in_dim]")
+//     .produces("hc_attn_mix")
+//     .max_nmse(ascend, exact);
+#define DS4_KERNEL(name, fn) \
+  static const ::ds4::KernelSig &ds4_kernel_sig_##fn = ::ds4::register_kernel(name, fn)

@@ -25,12 +25,12 @@ const float *f16_table() {
 // A part walks its outputs four at a time: four independent serial sums interleaved (same order per
 // output, so the same bits) keep the FP adder busy instead of waiting on one dependency chain.
 static void matmul_f16(const KernelCall &c) {
-  const int64_t in_dim = c.i(0), out_dim = c.i(1), n_tok = c.i(2);
-  const uint16_t *w = c.in<uint16_t>(1, 0, out_dim * in_dim);
-  const float *x = c.in<float>(2, 0, n_tok * in_dim);
-  float *out = c.out<float>(0, 0, n_tok * out_dim);
+  const int64_t in_dim = c.i("in_dim"), out_dim = c.i("out_dim");
+  const uint16_t *w = c.in<uint16_t>("w");
+  const float *x = c.in<float>("x");
+  float *out = c.out<float>("out");
   const float *h2f = f16_table();
-  const int64_t total = n_tok * out_dim, np = c.parts;
+  const int64_t total = c.i("n_tok") * out_dim, np = c.parts;
   c.run_parts([&](int p) {
     for (int64_t g0 = p; g0 < total; g0 += 4 * np) {
       const uint16_t *w16[4];
@@ -58,9 +58,14 @@ static void matmul_f16(const KernelCall &c) {
     }
   });
 }
-DS4_KERNEL("matmul_f16", matmul_f16,
-           "bufs: out f32[n_tok*out_dim], w f16[out_dim*in_dim], x f32[n_tok*in_dim]; scalars: in_dim, out_dim, n_tok",
-           "hc_attn_mix,hc_ffn_mix,attn_comp_kv,attn_comp_score,index_comp_kv,index_comp_score,router_logits,out_hc_pre");
+// budget: one f32 product and add per column, rows up to n_hc·n_embd = 16384 long (hc_*_fn, output_hc_fn)
+DS4_KERNEL("matmul_f16", matmul_f16)
+    .describe("y = W·x with an F16 weight, f32 products summed in column order")
+    .takes("in_dim, out_dim, n_tok")
+    .buffers("out out f32[n_tok*out_dim]; weight w f16[out_dim*in_dim]; in x f32[n_tok*in_dim]")
+    .produces("hc_attn_mix,hc_ffn_mix,attn_comp_kv,attn_comp_score,index_comp_kv,index_comp_score,index_q,index_w,"
+              "router_logits,out_hc_pre")
+    .max_nmse(sum_nmse(2 * 16384), sum_nmse(2 * 16384));
 
 // Activations are quantized into two device buffers, as ds4_quantize_q8_0 does: xq int8 [n_tok][blocks·32]
 // and xscale f32 [n_tok][blocks] (a float scale, like ds4.c's quantize_q8_0_activation).
@@ -89,16 +94,18 @@ void q8_0_quantize_rows(const KernelCall &c, const float *x, int8_t *q, float *d
 }
 
 static void quantize_q8_0(const KernelCall &c) {
-  const int64_t in_dim = c.i(0), n_tok = c.i(1);
-  const int64_t nb = q8_0_blocks(c, in_dim);
-  const float *x = c.in<float>(2, 0, n_tok * in_dim);
-  int8_t *q = c.out<int8_t>(0, 0, n_tok * nb * kQK8_0);
-  float *d = c.out<float>(1, 0, n_tok * nb);
-  q8_0_quantize_rows(c, x, q, d, n_tok, nb);
+  q8_0_quantize_rows(c, c.in<float>("x"), c.out<int8_t>("xq"), c.out<float>("xscale"), c.i("n_tok"),
+                     q8_0_blocks(c, c.i("in_dim")));
 }
-DS4_KERNEL("quantize_q8_0", quantize_q8_0,
-           "bufs: xq i8[n_tok*in_dim], xscale f32[n_tok*in_dim/32], x f32[n_tok*in_dim]; scalars: in_dim, n_tok",
-           "");
+// budget: the host makes the same three f32 operations per element (amax/127, 1/d, x·(1/d)) and the same
+// ties-to-even rounding, so codes and scales are identical
+DS4_KERNEL("quantize_q8_0", quantize_q8_0)
+    .describe("Q8_0 activations: per 32-block d = amax/127, q = round-half-even(x/d), clamped")
+    .takes("in_dim, n_tok")
+    .buffers("out xq i8[n_tok*in_dim]; out xscale f32[n_tok*in_dim/32]; in x f32[n_tok*in_dim] q8_0")
+    .produces("shared_mid,attn_low")
+    .uses("round")
+    .max_nmse(0, 0);
 
 // int8·int8 over one 32-block. Integer sums are exact, so any lane order gives the device's value:
 // SSE4.1 sign-extends to int16 and uses pmaddwd (exact for every int8 pair, -128 included); other
@@ -142,35 +149,39 @@ void q8_0_matmul_rows(const KernelCall &c, const uint8_t *w, const int8_t *q, co
   });
 }
 
-static void matmul_q8_0_prequant(const KernelCall &c) {
-  const int64_t in_dim = c.i(0), out_dim = c.i(1), n_tok = c.i(2);
-  const int64_t nb = q8_0_blocks(c, in_dim);
-  const uint8_t *w = c.in<uint8_t>(1, 0, out_dim * nb * kQ8_0BlockBytes);
-  const int8_t *q = c.in<int8_t>(2, 0, n_tok * nb * kQK8_0);
-  const float *d = c.in<float>(3, 0, n_tok * nb);
-  float *out = c.out<float>(0, 0, n_tok * out_dim);
-  q8_0_matmul_rows(c, w, q, d, out, nb, out_dim, n_tok, 1);
+// The two dense Q8_0 projections differ only in where the activation codes come from.
+static void q8_0_project(const KernelCall &c, const int8_t *q, const float *d) {
+  q8_0_matmul_rows(c, c.in<uint8_t>("w"), q, d, c.out<float>("out"), q8_0_blocks(c, c.i("in_dim")), c.i("out_dim"),
+                   c.i("n_tok"), 1);
 }
-DS4_KERNEL("matmul_q8_0_prequant", matmul_q8_0_prequant,
-           "bufs: out f32[n_tok*out_dim], w q8_0[out_dim rows], xq i8, xscale f32 (quantize_q8_0); scalars: in_dim, out_dim, n_tok",
-           "q_lora,q_raw,kv_raw,attn_out,shared_out,logits");
+
+static void matmul_q8_0_prequant(const KernelCall &c) { q8_0_project(c, c.in<int8_t>("xq"), c.in<float>("xscale")); }
+// budget: integer block dots are exact; two f32 products and one add per 32-block, rows up to
+// n_groups·o_lora_rank = 8192 long (attn_output_b): 256 blocks
+DS4_KERNEL("matmul_q8_0_prequant", matmul_q8_0_prequant)
+    .describe("y = W·x with a Q8_0 weight and an activation quantized by quantize_q8_0")
+    .takes("in_dim, out_dim, n_tok")
+    .buffers("out out f32[n_tok*out_dim]; weight w q8_0[out_dim*in_dim]; in xq i8[n_tok*in_dim]; in xscale f32[n_tok*in_dim/32]")
+    .produces("shared_mid")
+    .max_nmse(sum_nmse(3 * 256), sum_nmse(3 * 256));
 
 // The inline-quantizing variant. The AscendC kernel re-quantizes the activation block inside every
 // output row; quantization is a pure function of the block, so quantizing once per launch gives the
 // same numbers.
 static void matmul_q8_0(const KernelCall &c) {
-  const int64_t in_dim = c.i(0), out_dim = c.i(1), n_tok = c.i(2);
-  const int64_t nb = q8_0_blocks(c, in_dim);
-  const uint8_t *w = c.in<uint8_t>(1, 0, out_dim * nb * kQ8_0BlockBytes);
-  const float *x = c.in<float>(2, 0, n_tok * in_dim);
-  float *out = c.out<float>(0, 0, n_tok * out_dim);
-  std::vector<int8_t> q(n_tok * nb * kQK8_0);
-  std::vector<float> d(n_tok * nb);
-  q8_0_quantize_rows(c, x, q.data(), d.data(), n_tok, nb);
-  q8_0_matmul_rows(c, w, q.data(), d.data(), out, nb, out_dim, n_tok, 1);
+  const int64_t n = c.i("n_tok") * c.i("in_dim");
+  std::vector<int8_t> q(n);
+  std::vector<float> d(n / kQK8_0);
+  q8_0_quantize_rows(c, c.in<float>("x"), q.data(), d.data(), c.i("n_tok"), q8_0_blocks(c, c.i("in_dim")));
+  q8_0_project(c, q.data(), d.data());
 }
-DS4_KERNEL("matmul_q8_0", matmul_q8_0,
-           "bufs: out f32[n_tok*out_dim], w q8_0[out_dim rows], x f32[n_tok*in_dim]; scalars: in_dim, out_dim, n_tok",
-           "q_lora,q_raw,kv_raw,attn_out,shared_out,logits");
+// budget: as matmul_q8_0_prequant (the quantization is quantize_q8_0's, identical to the host's)
+DS4_KERNEL("matmul_q8_0", matmul_q8_0)
+    .describe("y = W·x with a Q8_0 weight, the f32 activation quantized to Q8_0 inside the kernel")
+    .takes("in_dim, out_dim, n_tok")
+    .buffers("out out f32[n_tok*out_dim]; weight w q8_0[out_dim*in_dim]; in x f32[n_tok*in_dim] q8_0")
+    .produces("q_lora,q_raw,kv_raw,attn_out,shared_out,logits")
+    .uses("round")
+    .max_nmse(sum_nmse(3 * 256), sum_nmse(3 * 256));
 
 }  // namespace ds4

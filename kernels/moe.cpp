@@ -155,10 +155,11 @@ static float dot_q2k_q8k(const uint8_t *w, const int8_t *q, const float *d, cons
 
 const float *f16_table();  // matmul.cpp
 
-// Declares slot k's expert slice of weight buffer `arg` (rows × row_bytes) and returns its address.
-static const uint8_t *expert_rows(const KernelCall &c, int arg, int32_t expert, int64_t rows, int64_t row_bytes) {
-  if (expert < 0) c.fail("negative expert slot " + std::to_string(expert));
-  return c.in<uint8_t>(arg, (size_t)expert * rows * row_bytes, rows * row_bytes);
+// Declares slot s's expert slice of weight buffer `name` (rows × row_bytes) and returns its address.
+static const uint8_t *expert_rows(const KernelCall &c, const char *name, int32_t expert, int64_t rows, int64_t row_bytes) {
+  if (expert < 0 || expert >= c.i("n_expert"))
+    c.fail("slot names expert " + std::to_string(expert) + " of " + std::to_string(c.i("n_expert")) + " in " + name);
+  return c.in<uint8_t>(name, (size_t)expert * rows * row_bytes, rows * row_bytes);
 }
 
 // ---------------------------------------------------------------- router
@@ -167,24 +168,21 @@ static const uint8_t *expert_rows(const KernelCall &c, int arg, int32_t expert, 
 // insertion with strict > (ties → lower index), ordered by descending score; weights
 // w_k = p_sel / max(Σ p_sel, 2⁻¹⁴) · scale with the unbiased p.
 static void router_select(const KernelCall &c) {
-  const int64_t n_exp = c.i(0), k = c.i(1), token = c.i(2);
-  const bool has_bias = c.i(3) != 0, use_hash = c.i(4) != 0;
-  const float scale = c.f(5);
+  const int64_t n_exp = c.i("n_exp"), k = c.i("k");
   if (k < 1 || k > n_exp || k > 64) c.fail("k " + std::to_string(k) + " out of range for " + std::to_string(n_exp) + " experts");
-  float *probs = c.out<float>(0, 0, n_exp);
-  int32_t *sel = c.out<int32_t>(1, 0, k);
-  float *wts = c.out<float>(2, 0, k);
-  const float *logits = c.in<float>(3, 0, n_exp);
+  float *probs = c.out<float>("probs"), *wts = c.out<float>("weights");
+  int32_t *sel = c.out<int32_t>("selected");
+  const float *logits = c.in<float>("logits");
   const Math m(c);
   for (int64_t e = 0; e < n_exp; e++) probs[e] = m.sqrt(m.softplus(logits[e]));
-  if (use_hash) {
-    const int32_t *row = c.in<int32_t>(5, token * k, k);
+  if (c.flag("use_hash")) {
+    const int32_t *row = c.in<int32_t>("tid2eid");
     for (int64_t s = 0; s < k; s++) {
-      if (row[s] < 0 || row[s] >= n_exp) c.fail("tid2eid[" + std::to_string(token) + "] names expert " + std::to_string(row[s]));
+      if (row[s] < 0 || row[s] >= n_exp) c.fail("tid2eid[" + std::to_string(c.i("token")) + "] names expert " + std::to_string(row[s]));
       sel[s] = row[s];
     }
   } else {
-    const float *bias = has_bias ? c.in<float>(4, 0, n_exp) : nullptr;
+    const float *bias = c.flag("has_bias") ? c.in<float>("bias") : nullptr;
     float best[64];
     int64_t n = 0;
     for (int64_t e = 0; e < n_exp; e++) {
@@ -201,30 +199,39 @@ static void router_select(const KernelCall &c) {
   float sum = 0.0f;
   for (int64_t s = 0; s < k; s++) sum += probs[sel[s]];
   const float denom = std::max(sum, 6.103515625e-5f);  // 2^-14
+  const float scale = c.f("scale");
   for (int64_t s = 0; s < k; s++) wts[s] = probs[sel[s]] / denom * scale;
 }
-DS4_KERNEL("router_select", router_select,
-           "bufs: probs f32[n_exp], selected i32[k], weights f32[k], logits f32[n_exp], bias f32[n_exp], tid2eid i32[vocab*k]; "
-           "scalars: n_exp, k, token, has_bias, use_hash, scale. sqrt(softplus) probs, hash or biased top-k, normalized weights",
-           "router_probs,router_topk,router_w");
+// budget, for logits in [−4, 20]: softplus through the approximate exp is off by ≤ x/4096 + kExpRound
+// relative for x ≥ 1 and by exp_rel(4) below (the log's truncation adds 2.5e-7/softplus(−4) = 1.4e-5),
+// sqrt halves it and adds rsqrt's error; the weights divide two such probabilities; exact: a few
+// roundings per probability, a sum of k for the weights. Selections must be identical (scores separated
+// by more than that).
+DS4_KERNEL("router_select", router_select)
+    .describe("router: sqrt(softplus) probabilities, hash (tid2eid row of token) or biased top-k selection, normalized weights")
+    .takes("n_exp, k, token, has_bias, use_hash, scale")
+    .buffers("out probs f32[n_exp]; out selected i32[k]; out weights f32[k]; in logits f32[n_exp]; "
+             "weight bias f32[has_bias*n_exp]; weight tid2eid i32[use_hash*k] @ token*k")
+    .produces("router_probs,router_topk,router_w")
+    .uses("exp log sqrt")
+    .max_nmse(rel_nmse(20.0 / 4096 + kExpRound + kLogAbs / 0.018 + 2 * kRsqrt), rel_nmse(10 * kU));
 
 // ---------------------------------------------------------------- routed gate/up/mid
 // S15: for slot k, row r: g = min(IQ2·xq, clamp), u = clamp(IQ2·xq, ±clamp), mid = silu(g)·u·w_k
 // (router weight applied before down). Part p owns gid = k·n_ff + r ≡ p (mod parts).
 static void moe_gate_up_mid_iq2_q8(const KernelCall &c) {
-  const int64_t in_dim = c.i(0), n_ff = c.i(1), k = c.i(2);
-  const float lim = c.f(3);
+  const int64_t in_dim = c.i("in_dim"), n_ff = c.i("n_ff"), k = c.i("k");
+  const float lim = c.f("clamp");
   if (in_dim % kQK_K != 0) c.fail("in_dim " + std::to_string(in_dim) + " is not a multiple of 256");
   const int64_t nb = in_dim / kQK_K, row_bytes = nb * kIq2xxsBlockBytes;
-  float *gate = c.out<float>(0, 0, k * n_ff), *up = c.out<float>(1, 0, k * n_ff), *mid = c.out<float>(2, 0, k * n_ff);
-  const int8_t *xq = c.in<int8_t>(5, 0, in_dim);
-  const float *xd = c.in<float>(6, 0, nb);
-  const float *rw = c.in<float>(7, 0, k);
-  const int32_t *slot = c.in<int32_t>(8, 0, k);
+  float *gate = c.out<float>("gate"), *up = c.out<float>("up"), *mid = c.out<float>("mid");
+  const int8_t *xq = c.in<int8_t>("xq");
+  const float *xd = c.in<float>("xd"), *rw = c.in<float>("router_w");
+  const int32_t *slot = c.in<int32_t>("slot");
   std::vector<const uint8_t *> gw(k), uw(k);
   for (int64_t s = 0; s < k; s++) {
-    gw[s] = expert_rows(c, 3, slot[s], n_ff, row_bytes);
-    uw[s] = expert_rows(c, 4, slot[s], n_ff, row_bytes);
+    gw[s] = expert_rows(c, "gate_w", slot[s], n_ff, row_bytes);
+    uw[s] = expert_rows(c, "up_w", slot[s], n_ff, row_bytes);
   }
   const Math m(c);
   const float *h2f = f16_table();
@@ -237,59 +244,79 @@ static void moe_gate_up_mid_iq2_q8(const KernelCall &c) {
     mid[gid] = m.silu(g) * u * rw[s];
   });
 }
-DS4_KERNEL("moe_gate_up_mid_iq2_q8", moe_gate_up_mid_iq2_q8,
-           "bufs: gate f32[k*n_ff], up f32[k*n_ff], mid f32[k*n_ff], gate_w iq2_xxs, up_w iq2_xxs, xq i8[in_dim], xd f32[in_dim/256], "
-           "router_w f32[k], slot i32[k]; scalars: in_dim, n_ff, k, clamp. IQ2_XXS·Q8_K dots, clamps, silu(g)·u·w",
-           "moe_gate,moe_up,moe_mid");
+// budget: IQ2_XXS·Q8_K block dots are exact integers, then two products and an add per 256-block
+// (in_dim = 4096: 16 blocks); mid adds silu (ascend: kSigmoid for gates ≥ −4) and two products
+DS4_KERNEL("moe_gate_up_mid_iq2_q8", moe_gate_up_mid_iq2_q8)
+    .describe("routed experts' gate and up (IQ2_XXS·Q8_K dots), clamps, mid = silu(gate)·up·router weight")
+    .takes("in_dim, n_ff, k, clamp, n_expert")
+    .buffers("out gate f32[k*n_ff]; out up f32[k*n_ff]; out mid f32[k*n_ff]; "
+             "weight gate_w iq2_xxs[n_expert*n_ff*in_dim] experts; weight up_w iq2_xxs[n_expert*n_ff*in_dim] experts; "
+             "in xq i8[in_dim]; in xd f32[in_dim/256]; in router_w f32[k]; in slot i32[k]")
+    .produces("moe_gate,moe_up,moe_mid")
+    .uses("exp")
+    .max_nmse(rel_nmse(kSigmoid + 7 * kU + 4 * kU), rel_nmse(7 * kU + 6 * kU));
 
 // ---------------------------------------------------------------- routed down
 // down[k·n_embd + d] = Q2_K row d of expert slot k · Q8_K(mid_k).
 static void moe_down_q2_q8(const KernelCall &c) {
-  const int64_t n_ff = c.i(0), n_embd = c.i(1), k = c.i(2);
+  const int64_t n_ff = c.i("n_ff"), n_embd = c.i("n_embd"), k = c.i("k");
   if (n_ff % kQK_K != 0) c.fail("n_ff " + std::to_string(n_ff) + " is not a multiple of 256");
   const int64_t nb = n_ff / kQK_K, row_bytes = nb * kQ2KBlockBytes;
-  float *down = c.out<float>(0, 0, k * n_embd);
-  const int8_t *mq = c.in<int8_t>(2, 0, k * n_ff);
-  const float *md = c.in<float>(3, 0, k * nb);
-  const int32_t *mbs = c.in<int32_t>(4, 0, k * nb * 16);
-  const int32_t *slot = c.in<int32_t>(5, 0, k);
+  float *down = c.out<float>("down");
+  const int8_t *mq = c.in<int8_t>("midq");
+  const float *md = c.in<float>("midd");
+  const int32_t *mbs = c.in<int32_t>("midbs"), *slot = c.in<int32_t>("slot");
   std::vector<const uint8_t *> dw(k);
-  for (int64_t s = 0; s < k; s++) dw[s] = expert_rows(c, 1, slot[s], n_embd, row_bytes);
+  for (int64_t s = 0; s < k; s++) dw[s] = expert_rows(c, "down_w", slot[s], n_embd, row_bytes);
   const float *h2f = f16_table();
   c.for_each_index(k * n_embd, [&](int64_t gid) {
     const int64_t s = gid / n_embd, r = gid % n_embd;
     down[gid] = dot_q2k_q8k(dw[s] + r * row_bytes, mq + s * n_ff, md + s * nb, mbs + s * nb * 16, nb, h2f);
   });
 }
-DS4_KERNEL("moe_down_q2_q8", moe_down_q2_q8,
-           "bufs: down f32[k*n_embd], down_w q2_k, midq i8[k*n_ff], midd f32[k*n_ff/256], midbs i32[k*n_ff/16], slot i32[k]; "
-           "scalars: n_ff, n_embd, k. Q2_K·Q8_K dots per slot",
-           "moe_down");
+// budget: Q2_K·Q8_K block dots are exact integers, then ~4 roundings per 256-block (n_ff = 2048: 8 blocks)
+DS4_KERNEL("moe_down_q2_q8", moe_down_q2_q8)
+    .describe("routed experts' down projection: Q2_K·Q8_K dots per slot")
+    .takes("n_ff, n_embd, k, n_expert")
+    .buffers("out down f32[k*n_embd]; weight down_w q2_k[n_expert*n_embd*n_ff] experts; in midq i8[k*n_ff]; "
+             "in midd f32[k*n_ff/256]; in midbs i32[k*n_ff/16]; in slot i32[k]")
+    .produces("moe_down")
+    .max_nmse(sum_nmse(4 * 8), sum_nmse(4 * 8));
 
 // out[d] = Σ_k down[k·n_embd + d], summed in slot order (ds4.c layer_routed_moe_one_prealloc).
 static void moe_sum_experts(const KernelCall &c) {
-  const int64_t n_embd = c.i(0), k = c.i(1);
-  float *out = c.out<float>(0, 0, n_embd);
-  const float *down = c.in<float>(1, 0, k * n_embd);
+  const int64_t n_embd = c.i("n_embd"), k = c.i("k");
+  float *out = c.out<float>("out");
+  const float *down = c.in<float>("down");
   c.for_each_index(n_embd, [&](int64_t d) {
     float s = 0.0f;
     for (int64_t j = 0; j < k; j++) s += down[j * n_embd + d];
     out[d] = s;
   });
 }
-DS4_KERNEL("moe_sum_experts", moe_sum_experts, "bufs: out f32[n_embd], down f32[k*n_embd]; scalars: n_embd, k. slot-order sum",
-           "moe_out");
+// budget: a sum of k = 6 in slot order
+DS4_KERNEL("moe_sum_experts", moe_sum_experts)
+    .describe("out = Σ_k down[k], slots in order")
+    .takes("n_embd, k")
+    .buffers("out out f32[n_embd]; in down f32[k*n_embd]")
+    .produces("moe_out")
+    .max_nmse(sum_nmse(6), sum_nmse(6));
 
 // S16 shared expert: mid = silu(min(gate, clamp))·clamp(up, ±clamp).
 static void swiglu(const KernelCall &c) {
-  const int64_t n = c.i(0);
-  const float lim = c.f(1);
-  float *out = c.out<float>(0, 0, n);
-  const float *g = c.in<float>(1, 0, n), *u = c.in<float>(2, 0, n);
+  const float lim = c.f("clamp");
+  float *out = c.out<float>("out");
+  const float *g = c.in<float>("gate"), *u = c.in<float>("up");
   const Math m(c);
-  c.for_each_index(n, [&](int64_t i) { out[i] = m.silu(std::min(g[i], lim)) * std::clamp(u[i], -lim, lim); });
+  c.for_each_index(c.i("n"), [&](int64_t i) { out[i] = m.silu(std::min(g[i], lim)) * std::clamp(u[i], -lim, lim); });
 }
-DS4_KERNEL("swiglu", swiglu, "bufs: out f32[n], gate f32[n], up f32[n]; scalars: n, clamp. silu(min(g,c))·clamp(u,±c)",
-           "shared_mid");
+// budget: ascend: silu of gates ≥ −4 (kSigmoid); exact: expf and four roundings
+DS4_KERNEL("swiglu", swiglu)
+    .describe("shared expert: silu(min(gate, clamp))·clamp(up, ±clamp)")
+    .takes("n, clamp")
+    .buffers("out out f32[n]; in gate f32[n]; in up f32[n]")
+    .produces("shared_mid")
+    .uses("exp")
+    .max_nmse(rel_nmse(kSigmoid + 5 * kU), rel_nmse(5 * kU));
 
 }  // namespace ds4

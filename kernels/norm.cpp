@@ -14,10 +14,11 @@ static float rms_scale(const Math &m, const float *x, int64_t n, float eps) {
 }
 
 // out = x·scale (·w when w is given), row by row; out may be x (in place).
-static void rms_norm_rows(const KernelCall &c, float *out, const float *x, const float *w, int64_t n, int64_t rows,
-                          float eps) {
+static void rms_norm_rows(const KernelCall &c, float *out, const float *x, const float *w) {
   const Math m(c);
-  c.for_each_index(rows, [&](int64_t r) {
+  const int64_t n = c.i("n");
+  const float eps = c.f("eps");
+  c.for_each_index(c.i("rows"), [&](int64_t r) {
     const float *xr = x + r * n;
     float *yr = out + r * n;
     const float s = rms_scale(m, xr, n, eps);
@@ -26,32 +27,41 @@ static void rms_norm_rows(const KernelCall &c, float *out, const float *x, const
   });
 }
 
-static void rms_norm_plain(const KernelCall &c) {
-  const int64_t n = c.i(0), rows = c.i(1);
-  const float *x = c.in<float>(1, 0, n * rows);
-  rms_norm_rows(c, c.out<float>(0, 0, n * rows), x, nullptr, n, rows, c.f(2));
-}
-DS4_KERNEL("rms_norm_plain", rms_norm_plain,
-           "bufs: out f32[rows*n], x f32[rows*n]; scalars: n, rows, eps. out = x·rsqrt(mean(x²)+eps)",
-           "");
+// Budgets (all three): the device sums the n squares in f32, the host (ds4.c) in double: the sum is off
+// by ~sqrt(n)·2^-24 relative and the scale by half that; rows up to n_hc·n_embd = 16384 (rms_norm_plain
+// of the HC state); then four roundings per element, and in ascend mode the rsqrt approximation.
+constexpr double kRmsRel = 128 * kU / 2 + 4 * kU;
+
+static void rms_norm_plain(const KernelCall &c) { rms_norm_rows(c, c.out<float>("out"), c.in<float>("x"), nullptr); }
+DS4_KERNEL("rms_norm_plain", rms_norm_plain)
+    .describe("out = x·rsqrt(mean(x²) + eps) per row")
+    .takes("n, rows, eps")
+    .buffers("out out f32[rows*n]; in x f32[rows*n]")
+    .produces("hc_attn_mix,hc_ffn_mix,out_hc_pre")
+    .uses("rsqrt")
+    .max_nmse(rel_nmse(kRmsRel + kRsqrt), rel_nmse(kRmsRel));
 
 static void rms_norm_weight(const KernelCall &c) {
-  const int64_t n = c.i(0), rows = c.i(1);
-  const float *x = c.in<float>(1, 0, n * rows);
-  const float *w = c.in<float>(2, 0, n);
-  rms_norm_rows(c, c.out<float>(0, 0, n * rows), x, w, n, rows, c.f(2));
+  rms_norm_rows(c, c.out<float>("out"), c.in<float>("x"), c.in<float>("w"));
 }
-DS4_KERNEL("rms_norm_weight", rms_norm_weight,
-           "bufs: out f32[rows*n], x f32[rows*n], w f32[n]; scalars: n, rows, eps. out = x·rsqrt(mean(x²)+eps)·w",
-           "attn_norm,q_lora_norm,kv_norm,ffn_norm,out_norm");
+DS4_KERNEL("rms_norm_weight", rms_norm_weight)
+    .describe("out = x·rsqrt(mean(x²) + eps)·w per row")
+    .takes("n, rows, eps")
+    .buffers("out out f32[rows*n]; in x f32[rows*n]; weight w f32[n]")
+    .produces("attn_norm,q_lora_norm,kv_norm,ffn_norm,out_norm,attn_comp_row,index_comp_row")
+    .uses("rsqrt")
+    .max_nmse(rel_nmse(kRmsRel + kRsqrt), rel_nmse(kRmsRel));
 
 static void rms_norm_inplace(const KernelCall &c) {
-  const int64_t n = c.i(0), rows = c.i(1);
-  float *x = c.inout<float>(0, 0, n * rows);
-  rms_norm_rows(c, x, x, nullptr, n, rows, c.f(2));
+  float *x = c.out<float>("x");
+  rms_norm_rows(c, x, x, nullptr);
 }
-DS4_KERNEL("rms_norm_inplace", rms_norm_inplace,
-           "bufs: x f32[rows*n] (in place); scalars: n, rows, eps. x = x·rsqrt(mean(x²)+eps) per row (per-head Q norm)",
-           "q_norm");
+DS4_KERNEL("rms_norm_inplace", rms_norm_inplace)
+    .describe("x = x·rsqrt(mean(x²) + eps) per row, in place (the per-head Q norm)")
+    .takes("n, rows, eps")
+    .buffers("inout x f32[rows*n]")
+    .produces("q_norm")
+    .uses("rsqrt")
+    .max_nmse(rel_nmse(kRmsRel + kRsqrt), rel_nmse(kRmsRel));
 
 }  // namespace ds4

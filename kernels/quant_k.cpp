@@ -32,19 +32,22 @@ void q8_k_quantize_block(const Math &m, const float *x, int8_t *q, float *d, int
 }
 
 static void quantize_q8_k(const KernelCall &c) {
-  const int64_t n = c.i(0);
+  const int64_t n = c.i("n");
   if (n % kQK_K != 0) c.fail("n " + std::to_string(n) + " is not a multiple of 256 (Q8_K blocks)");
-  const int64_t nb = n / kQK_K;
-  const float *x = c.in<float>(3, 0, n);
-  int8_t *q = c.out<int8_t>(0, 0, n);
-  float *d = c.out<float>(1, 0, nb);
-  int32_t *bs = c.out<int32_t>(2, 0, nb * (kQK_K / 16));
+  const float *x = c.in<float>("x");
+  int8_t *q = c.out<int8_t>("q");
+  float *d = c.out<float>("d");
+  int32_t *bs = c.out<int32_t>("bsums");
   const Math m(c);
-  c.for_each_index(nb, [&](int64_t b) { q8_k_quantize_block(m, x + b * kQK_K, q + b * kQK_K, d + b, bs + b * 16); });
+  c.for_each_index(n / kQK_K, [&](int64_t b) { q8_k_quantize_block(m, x + b * kQK_K, q + b * kQK_K, d + b, bs + b * 16); });
 }
-DS4_KERNEL("quantize_q8_k", quantize_q8_k,
-           "bufs: q i8[n], d f32[n/256], bsums i32[n/16], x f32[n]; scalars: n. Q8_K: per 256-block signed max, "
-           "iscale=-127/max, q=clamp(round_even(iscale*x)), d=1/iscale, bsums of 16",
-           "");
+// budget: the host's iscale = −127/max, the same product and ties-to-even rounding: identical codes
+DS4_KERNEL("quantize_q8_k", quantize_q8_k)
+    .describe("Q8_K: per 256-block signed max, iscale = −127/max, q = round-half-even(iscale·x), d = 1/iscale, bsums of 16")
+    .takes("n")
+    .buffers("out q i8[n]; out d f32[n/256]; out bsums i32[n/16]; in x f32[n] q8_k")
+    .produces("moe_gate,moe_up,moe_mid,moe_down")
+    .uses("round")
+    .max_nmse(0, 0);
 
 }  // namespace ds4

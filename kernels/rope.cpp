@@ -17,10 +17,10 @@ struct RopeParams {
   bool inverse;
 };
 
-// Scalars k0.. : pos0, base, freq_scale, ext_factor, attn_factor, n_ctx_orig, beta_fast, beta_slow, inverse.
-static RopeParams rope_params(const KernelCall &c, int64_t n_rot, int k0) {
-  return RopeParams{n_rot, c.i(k0), c.f(k0 + 1), c.f(k0 + 2), c.f(k0 + 3), c.f(k0 + 4),
-                    c.d(k0 + 5), c.f(k0 + 6), c.f(k0 + 7), c.i(k0 + 8) != 0};
+// The table's scalars, read by name (rope_table and rope_tail take the same ones).
+static RopeParams rope_params(const KernelCall &c) {
+  return RopeParams{c.i("n_rot"), c.i("pos0"), c.f("freq_base"), c.f("freq_scale"), c.f("ext_factor"), c.f("attn_factor"),
+                    c.d("n_ctx_orig"), c.f("beta_fast"), c.f("beta_slow"), c.flag("inverse")};
 }
 
 // YaRN correction dim: n_rot·ln(n_ctx_orig/(β·2π)) / (2·ln base).
@@ -32,14 +32,14 @@ static float yarn_corr_dim(const RopeParams &p, float beta) {
 // Dense layers: ext_factor 0 → θ = freq_scale·θ_extrap. Compressed layers: YaRN blend between θ_extrap
 // (pairs j ≤ lo) and θ_extrap·freq_scale (j ≥ hi); mscale = attn_factor·(1 + 0.1·ln(1/freq_scale)),
 // which ds4 makes ≈ 1 by passing attn_factor = 1/(1 + 0.1·ln 16).
-static void build_rope_table(const KernelCall &c, float *table, int64_t n_tok, const RopeParams &p) {
+static void build_rope_table(const KernelCall &c, float *table, const RopeParams &p) {
   const int64_t half = p.n_rot / 2;
   float lo = 0.0f, hi = 0.0f;
   if (p.ext_factor != 0.0f) {
     lo = std::fmax(0.0f, std::floor(yarn_corr_dim(p, p.beta_fast)));
     hi = std::fmin((float)(p.n_rot - 1), std::ceil(yarn_corr_dim(p, p.beta_slow)));
   }
-  c.for_each_index(n_tok * half, [&](int64_t gid) {
+  c.for_each_index(c.i("n_tok") * half, [&](int64_t gid) {
     const int64_t t = gid / half, j = gid % half;
     const float theta_extrap = (float)(p.pos0 + t) * std::pow(p.base, -2.0f * (float)j / (float)p.n_rot);
     float theta = p.freq_scale * theta_extrap, mscale = p.attn_factor;
@@ -54,57 +54,74 @@ static void build_rope_table(const KernelCall &c, float *table, int64_t n_tok, c
   });
 }
 
-// x0' = x0·c − x1·s, x1' = x0·s + x1·c on every (token, head, pair); one pair per index.
-static void rotate_tails(const KernelCall &c, float *x, const float *table, int64_t n_tok, int64_t n_head,
-                         int64_t head_dim, int64_t n_rot) {
+// x0' = x0·c − x1·s, x1' = x0·s + x1·c on every (token, head, pair); one pair per index. Pair j is
+// (x[nope+2j], x[nope+2j+1]); the planted pairs-halves fault rotates (x[nope+j], x[nope+j+half]) instead
+// (the NeoX layout: the classic RoPE port bug).
+static void rotate_tails(const KernelCall &c, float *x, const float *table) {
+  const int64_t n_head = c.i("n_head"), head_dim = c.i("head_dim"), n_rot = c.i("n_rot");
   const int64_t half = n_rot / 2, nope = head_dim - n_rot;
-  c.for_each_index(n_tok * n_head * half, [&](int64_t gid) {
+  const bool halves = c.fault(kFaultPairsHalves);
+  c.for_each_index(c.i("n_tok") * n_head * half, [&](int64_t gid) {
     const int64_t j = gid % half, h = (gid / half) % n_head, t = gid / (half * n_head);
     const float cs = table[(t * half + j) * 2], sn = table[(t * half + j) * 2 + 1];
-    float *pair = x + (t * n_head + h) * head_dim + nope + 2 * j;
-    const float x0 = pair[0], x1 = pair[1];
-    pair[0] = x0 * cs - x1 * sn;
-    pair[1] = x0 * sn + x1 * cs;
+    float *tail = x + (t * n_head + h) * head_dim + nope;
+    float *x0p = halves ? tail + j : tail + 2 * j, *x1p = halves ? tail + j + half : tail + 2 * j + 1;
+    const float x0 = *x0p, x1 = *x1p;
+    *x0p = x0 * cs - x1 * sn;
+    *x1p = x0 * sn + x1 * cs;
   });
 }
 
-static void check_rot(const KernelCall &c, int64_t head_dim, int64_t n_rot) {
+static void check_rot(const KernelCall &c, int64_t head_dim) {
+  const int64_t n_rot = c.i("n_rot");
   if (n_rot <= 0 || n_rot % 2 != 0 || n_rot > head_dim)
     c.fail("n_rot " + std::to_string(n_rot) + " must be even and ≤ head_dim " + std::to_string(head_dim));
 }
 
+#define DS4_ROPE_TABLE_SCALARS "pos0, freq_base, freq_scale, ext_factor, attn_factor, n_ctx_orig, beta_fast, beta_slow, inverse"
+
+// Budgets: the angles differ from the host's (ds4.c) by kRopeTheta at positions below kRopeMaxPos, which
+// moves each rotated value by as much relative to its pair; cos/sin/mscale and the rotation add a few
+// roundings.
 static void rope_table(const KernelCall &c) {
-  const int64_t n_tok = c.i(0), n_rot = c.i(1);
-  check_rot(c, n_rot, n_rot);
-  build_rope_table(c, c.out<float>(0, 0, n_tok * n_rot), n_tok, rope_params(c, n_rot, 2));
+  check_rot(c, c.i("n_rot"));
+  build_rope_table(c, c.out<float>("table"), rope_params(c));
 }
-DS4_KERNEL("rope_table", rope_table,
-           "bufs: table f32[n_tok*n_rot] (cos,sin pairs); scalars: n_tok, n_rot, pos0, freq_base, freq_scale, "
-           "ext_factor, attn_factor, n_ctx_orig, beta_fast, beta_slow, inverse(0|1)",
-           "");
+DS4_KERNEL("rope_table", rope_table)
+    .describe("the RoPE cos/sin table of n_tok positions from pos0 (ds4-ascend builds it on the host for rope_tail_table; "
+              "the prefill pass)")
+    .takes("n_tok, n_rot, " DS4_ROPE_TABLE_SCALARS)
+    .buffers("out table f32[n_tok*n_rot]")
+    .produces("q_rope,kv_rope,attn_heads_back")
+    .max_nmse(rel_nmse(kRopeTheta + 4 * kU), rel_nmse(kRopeTheta + 4 * kU));
 
 static void rope_tail_table(const KernelCall &c) {
-  const int64_t n_tok = c.i(0), n_head = c.i(1), head_dim = c.i(2), n_rot = c.i(3);
-  check_rot(c, head_dim, n_rot);
-  const float *table = c.in<float>(1, 0, n_tok * n_rot);
-  rotate_tails(c, c.inout<float>(0, 0, n_tok * n_head * head_dim), table, n_tok, n_head, head_dim, n_rot);
+  check_rot(c, c.i("head_dim"));
+  rotate_tails(c, c.out<float>("x"), c.in<float>("table"));
 }
-DS4_KERNEL("rope_tail_table", rope_tail_table,
-           "bufs: x f32[n_tok*n_head*head_dim] (in place), table f32[n_tok*n_rot] (rope_table); "
-           "scalars: n_tok, n_head, head_dim, n_rot",
-           "q_rope,kv_rope,attn_heads_back");
+// budget: the rotation itself, four roundings a pair, as the host's
+DS4_KERNEL("rope_tail_table", rope_tail_table)
+    .describe("rotate the last n_rot dims of every head by adjacent pairs with a rope_table table, in place "
+              "(ds4-ascend's RoPE; the prefill pass)")
+    .takes("n_tok, n_head, head_dim, n_rot")
+    .buffers("inout x f32[n_tok*n_head*head_dim]; in table f32[n_tok*n_rot]")
+    .produces("q_rope,kv_rope,attn_heads_back")
+    .uses("rope")
+    .max_nmse(sum_nmse(4), sum_nmse(4));
 
 // Both steps in one launch: the table lives in the kernel's own scratch, so it cannot be freed early.
 static void rope_tail(const KernelCall &c) {
-  const int64_t n_tok = c.i(0), n_head = c.i(1), head_dim = c.i(2), n_rot = c.i(3);
-  check_rot(c, head_dim, n_rot);
-  std::vector<float> table(n_tok * n_rot);
-  build_rope_table(c, table.data(), n_tok, rope_params(c, n_rot, 4));
-  rotate_tails(c, c.inout<float>(0, 0, n_tok * n_head * head_dim), table.data(), n_tok, n_head, head_dim, n_rot);
+  check_rot(c, c.i("head_dim"));
+  std::vector<float> table(c.i("n_tok") * c.i("n_rot"));
+  build_rope_table(c, table.data(), rope_params(c));
+  rotate_tails(c, c.out<float>("x"), table.data());
 }
-DS4_KERNEL("rope_tail", rope_tail,
-           "bufs: x f32[n_tok*n_head*head_dim] (in place); scalars: n_tok, n_head, head_dim, n_rot, pos0, freq_base, "
-           "freq_scale, ext_factor, attn_factor, n_ctx_orig, beta_fast, beta_slow, inverse(0|1)",
-           "q_rope,kv_rope,attn_heads_back");
+DS4_KERNEL("rope_tail", rope_tail)
+    .describe("RoPE on the last n_rot dims of every head by adjacent pairs, positions pos0.., in place (table built inside)")
+    .takes("n_tok, n_head, head_dim, n_rot, " DS4_ROPE_TABLE_SCALARS)
+    .buffers("inout x f32[n_tok*n_head*head_dim]")
+    .produces("q_rope,kv_rope,attn_heads_back,index_q,attn_comp_row,index_comp_row")
+    .uses("rope")
+    .max_nmse(rel_nmse(kRopeTheta + 4 * kU), rel_nmse(kRopeTheta + 4 * kU));
 
 }  // namespace ds4

@@ -5,11 +5,13 @@
 // ascend_math.h — exp's relative error is x²/4096, so softplus/SiLU on |x| ≤ 3 stay within 3e-3.
 import { describe, expect, it } from 'vitest';
 
+import { KernelCatalog, type Scalars } from '../ascend/kernels.ts';
 import { defaultAddonPath, loadNative, type NativeDevice } from '../ascend/native.ts';
 import { dequantizeRow, GGMLType, synthIQ2_XXS, synthQ2_K } from '../model/quant/index.ts';
 
 const load = loadNative(process.env.DS4_SIM_ADDON ?? defaultAddonPath);
 const dev = load.ok ? load.dev : undefined;
+const catalog = load.ok ? new KernelCatalog(load.addon) : undefined;
 const need = ['quantize_q8_k', 'router_select', 'moe_gate_up_mid_iq2_q8', 'moe_down_q2_q8', 'moe_sum_experts', 'swiglu', 'compressor_update_pool', 'indexer_scores'];
 const ready = !!dev && need.every((k) => dev.kernels().some((d) => d.name === k));
 
@@ -24,22 +26,22 @@ function randn(r: () => number, n: number, scale = 1): Float32Array {
 }
 
 type Arr = Float32Array | Int32Array | Int8Array | Uint8Array;
-/** Upload arrays, launch, download the first `nOut` buffers (typed as the arrays given). */
-function run(d: NativeDevice, kernel: string, bufs: Arr[], scalars: number[], nOut: number, math: 'ascend' | 'exact'): Arr[] {
-  const hs = bufs.map((a, i) => {
-    const h = d.alloc(Math.max(4, a.byteLength), `${kernel}#${i}`);
+/** Upload the named arrays, launch, download the buffers named in `outs` (typed as the arrays given). */
+function run(d: NativeDevice, kernel: string, bufs: Record<string, Arr>, scalars: Scalars, outs: string[], math: 'ascend' | 'exact'): Arr[] {
+  const hs = Object.fromEntries(Object.entries(bufs).map(([name, a]) => {
+    const h = d.alloc(Math.max(4, a.byteLength), `${kernel}.${name}`);
     d.upload(h, a); // outputs too: in-place kernels read them
-    return h;
-  });
-  d.launch(kernel, hs, scalars, { math });
-  const outs = bufs.slice(0, nOut).map((a, i) => {
-    const bytes = new Uint8Array(a.byteLength);
-    bytes.set(d.download(hs[i]).subarray(0, a.byteLength));
+    return [name, h];
+  }));
+  (catalog as KernelCatalog).launch(d, kernel, hs, scalars, { math });
+  const got = outs.map((name) => {
+    const a = bufs[name], bytes = new Uint8Array(a.byteLength);
+    bytes.set(d.download(hs[name]).subarray(0, a.byteLength));
     const Ctor = a.constructor as new (buf: ArrayBuffer, off: number, len: number) => Arr;
     return new Ctor(bytes.buffer, 0, a.length);
   });
-  hs.forEach((h) => d.free(h));
-  return outs;
+  Object.values(hs).forEach((h) => d.free(h));
+  return got;
 }
 
 function roundEven(v: number): number {
@@ -80,7 +82,7 @@ describe.skipIf(!ready)('part B kernels on the simulated device', () => {
     const x = new Float32Array(512);
     x[0] = -127; // largest magnitude, negative → iscale = −127/−127 = 1, d = 1
     x[1] = 2.5; x[2] = 3.5; x[3] = -0.5; x[4] = 126.6; x[17] = -7.25;
-    const [q, dd, bs] = run(d, 'quantize_q8_k', [new Int8Array(512), new Float32Array(2), new Int32Array(32), x], [512], 3, 'ascend') as [Int8Array, Float32Array, Int32Array];
+    const [q, dd, bs] = run(d, 'quantize_q8_k', { q: new Int8Array(512), d: new Float32Array(2), bsums: new Int32Array(32), x }, { n: 512 }, ['q', 'd', 'bsums'], 'ascend') as [Int8Array, Float32Array, Int32Array];
     expect(Array.from(q.slice(0, 5))).toEqual([-127, 2, 4, 0, 127]);
     expect(q[17]).toBe(-7);
     expect(dd[0]).toBe(1);
@@ -91,7 +93,7 @@ describe.skipIf(!ready)('part B kernels on the simulated device', () => {
     // a positive max maps to −127: iscale = −127/max flips the sign
     const y = randn(rng(1), 256, 3);
     y[9] = 5;
-    const [q2, d2] = run(d, 'quantize_q8_k', [new Int8Array(256), new Float32Array(1), new Int32Array(16), y], [256], 2, 'exact') as [Int8Array, Float32Array];
+    const [q2, d2] = run(d, 'quantize_q8_k', { q: new Int8Array(256), d: new Float32Array(1), bsums: new Int32Array(16), x: y }, { n: 256 }, ['q', 'd'], 'exact') as [Int8Array, Float32Array];
     expect(q2[9]).toBe(-127);
     expect(Array.from(q2)).toEqual(Array.from(q8k(y).q));
     expect(d2[0]).toBeCloseTo(-5 / 127, 7);
@@ -107,7 +109,8 @@ describe.skipIf(!ready)('part B kernels on the simulated device', () => {
       logits.set([2.9, 2.9], 3); logits[11] = 2.9; bias[3] = 10; bias[11] = 10; bias[5] = 9; bias[8] = 8;
       logits[4] = 2.9;
       const [probs, sel, w] = run(d, 'router_select',
-        [new Float32Array(n), new Int32Array(k), new Float32Array(k), logits, bias, new Int32Array(1)], [n, k, 0, 1, 0, 1.5], 3, math) as [Float32Array, Int32Array, Float32Array];
+        { probs: new Float32Array(n), selected: new Int32Array(k), weights: new Float32Array(k), logits, bias, tid2eid: new Int32Array(1) },
+        { n_exp: n, k, token: 0, has_bias: 1, use_hash: 0, scale: 1.5 }, ['probs', 'selected', 'weights'], math) as [Float32Array, Int32Array, Float32Array];
       for (let e = 0; e < n; e++) expect(Math.abs(probs[e] - Math.sqrt(softplus(logits[e])))).toBeLessThan(tol * Math.max(1, probs[e]));
       expect(Array.from(sel)).toEqual([3, 11, 5, 8]);
       const p = [3, 11, 5, 8].map((e) => Math.sqrt(softplus(logits[e])));
@@ -120,7 +123,8 @@ describe.skipIf(!ready)('part B kernels on the simulated device', () => {
     const n = 8, k = 2, tid2eid = Int32Array.from([0, 1, 6, 2, 4, 5]);
     const logits = Float32Array.from([0, 0, 1, 0, 0, 0, -1, 0]);
     const [, sel, w] = run(d, 'router_select',
-      [new Float32Array(n), new Int32Array(k), new Float32Array(k), logits, new Float32Array(n).fill(100), tid2eid], [n, k, 1, 1, 1, 1.5], 3, 'exact') as [Float32Array, Int32Array, Float32Array];
+      { probs: new Float32Array(n), selected: new Int32Array(k), weights: new Float32Array(k), logits, bias: new Float32Array(n).fill(100), tid2eid },
+      { n_exp: n, k, token: 1, has_bias: 1, use_hash: 1, scale: 1.5 }, ['probs', 'selected', 'weights'], 'exact') as [Float32Array, Int32Array, Float32Array];
     expect(Array.from(sel)).toEqual([6, 2]);
     const p6 = Math.sqrt(Math.log1p(Math.exp(-1))), p2 = Math.sqrt(Math.log1p(Math.E));
     expect(w[0]).toBeCloseTo((p6 / (p6 + p2)) * 1.5, 6);
@@ -135,7 +139,8 @@ describe.skipIf(!ready)('part B kernels on the simulated device', () => {
       const x = randn(r, inDim, 2), xa = q8k(x);
       const slot = Int32Array.from([2, 0]), rw = Float32Array.from([0.9, 0.6]);
       const [gate, up, mid] = run(d, 'moe_gate_up_mid_iq2_q8',
-        [new Float32Array(k * nFf), new Float32Array(k * nFf), new Float32Array(k * nFf), gateW, upW, xa.q, xa.d, rw, slot], [inDim, nFf, k, lim], 3, math) as Float32Array[];
+        { gate: new Float32Array(k * nFf), up: new Float32Array(k * nFf), mid: new Float32Array(k * nFf), gate_w: gateW, up_w: upW, xq: xa.q, xd: xa.d, router_w: rw, slot },
+        { in_dim: inDim, n_ff: nFf, k, clamp: lim, n_expert: nExp }, ['gate', 'up', 'mid'], math) as Float32Array[];
       const iqRow = (w: Uint8Array, e: number, rr: number) => dequantizeRow(GGMLType.IQ2_XXS, w.subarray((e * nFf + rr) * 2 * 66, (e * nFf + rr + 1) * 2 * 66), inDim);
       let clampedG = 0, clampedU = 0;
       for (let s = 0; s < k; s++) for (let rr = 0; rr < nFf; rr++) {
@@ -152,10 +157,10 @@ describe.skipIf(!ready)('part B kernels on the simulated device', () => {
       expect(clampedU).toBeGreaterThan(0);
 
       const ma = q8k(mid);
-      const [mq, md, mbs] = run(d, 'quantize_q8_k', [new Int8Array(k * nFf), new Float32Array(k), new Int32Array(k * 16), mid], [k * nFf], 3, math) as [Int8Array, Float32Array, Int32Array];
+      const [mq, md, mbs] = run(d, 'quantize_q8_k', { q: new Int8Array(k * nFf), d: new Float32Array(k), bsums: new Int32Array(k * 16), x: mid }, { n: k * nFf }, ['q', 'd', 'bsums'], math) as [Int8Array, Float32Array, Int32Array];
       expect(Array.from(mq)).toEqual(Array.from(ma.q));
       expect(Array.from(mbs)).toEqual(Array.from(ma.bs));
-      const [down] = run(d, 'moe_down_q2_q8', [new Float32Array(k * nEmbd), downW, mq, md, mbs, slot], [nFf, nEmbd, k], 1, math) as Float32Array[];
+      const [down] = run(d, 'moe_down_q2_q8', { down: new Float32Array(k * nEmbd), down_w: downW, midq: mq, midd: md, midbs: mbs, slot }, { n_ff: nFf, n_embd: nEmbd, k, n_expert: nExp }, ['down'], math) as Float32Array[];
       const expectDown = new Float64Array(k * nEmbd);
       for (let s = 0; s < k; s++) for (let rr = 0; rr < nEmbd; rr++) {
         const row = dequantizeRow(GGMLType.Q2_K, downW.subarray((slot[s] * nEmbd + rr) * 84, (slot[s] * nEmbd + rr + 1) * 84), nFf);
@@ -163,7 +168,7 @@ describe.skipIf(!ready)('part B kernels on the simulated device', () => {
         expectDown[s * nEmbd + rr] = v;
         expect(Math.abs(down[s * nEmbd + rr] - v)).toBeLessThanOrEqual(1e-5 * m + 1e-7);
       }
-      const [sum] = run(d, 'moe_sum_experts', [new Float32Array(nEmbd), down], [nEmbd, k], 1, math) as Float32Array[];
+      const [sum] = run(d, 'moe_sum_experts', { out: new Float32Array(nEmbd), down }, { n_embd: nEmbd, k }, ['out'], math) as Float32Array[];
       for (let e = 0; e < nEmbd; e++) expect(sum[e]).toBe(Math.fround(down[e] + down[nEmbd + e]));
     });
   }
@@ -171,12 +176,12 @@ describe.skipIf(!ready)('part B kernels on the simulated device', () => {
   it('swiglu: silu(min(g, c))·clamp(u, ±c); exact to 1e-6, ascend within the exp budget', () => {
     const g = Float32Array.from([-3, -0.5, 0, 0.5, 2, 50]), u = Float32Array.from([1, -2, 3, 12, -20, 0.25]);
     for (const math of ['exact', 'ascend'] as const) {
-      const [out] = run(d, 'swiglu', [new Float32Array(6), g, u], [6, 10], 1, math) as Float32Array[];
+      const [out] = run(d, 'swiglu', { out: new Float32Array(6), gate: g, up: u }, { n: 6, clamp: 10 }, ['out'], math) as Float32Array[];
       const tol = math === 'exact' ? 1e-6 : 3e-3;
       g.forEach((gv, i) => expect(Math.abs(out[i] - silu(Math.min(gv, 10)) * Math.max(-10, Math.min(10, u[i])))).toBeLessThanOrEqual(tol * 10));
     }
     // hand values: g = 50 clamps to 10, silu(10) = 10/(1 + e^-10) = 9.999546; × 0.25 = 2.4998865
-    const [out] = run(d, 'swiglu', [new Float32Array(6), g, u], [6, 10], 1, 'exact') as Float32Array[];
+    const [out] = run(d, 'swiglu', { out: new Float32Array(6), gate: g, up: u }, { n: 6, clamp: 10 }, ['out'], 'exact') as Float32Array[];
     expect(out[5]).toBeCloseTo(2.4998865, 6);
     expect(out[2]).toBe(0);
   });
@@ -184,21 +189,22 @@ describe.skipIf(!ready)('part B kernels on the simulated device', () => {
   it('compressor_set_rows + compressor_update_pool + compressor_shift_ratio4: hand-computed pools', () => {
     // ratio 2 (one lane), dim 2: window scores (0, ln 3) → weights 1/3 and 1 on kv 1 and 3 → 2.5; an empty dim pools to 0
     const kv = Float32Array.from([1, 2, 3, 4]), sc = Float32Array.from([0, -1e30, Math.log(3), -1e30]);
-    const [pooled] = run(d, 'compressor_update_pool', [new Float32Array(2), kv, sc], [2, 2], 1, 'exact') as Float32Array[];
+    const [pooled] = run(d, 'compressor_update_pool', { row: new Float32Array(2), state_kv: kv, state_score: sc }, { dim: 2, ratio: 2 }, ['row'], 'exact') as Float32Array[];
     expect(pooled[0]).toBeCloseTo(2.5, 6);
     expect(pooled[1]).toBe(0);
     // ratio 4, dim 1 (width 2): lane A = column 0 of rows 0..3, lane B = column 1 of rows 4..7; equal scores → the mean
     const kv4 = Float32Array.from({ length: 16 }, (_, i) => (i % 2 === 0 ? i / 2 : 10 + (i - 1) / 2));
-    const [p4] = run(d, 'compressor_update_pool', [new Float32Array(1), kv4, new Float32Array(16)], [1, 4], 1, 'exact') as Float32Array[];
+    const [p4] = run(d, 'compressor_update_pool', { row: new Float32Array(1), state_kv: kv4, state_score: new Float32Array(16) }, { dim: 1, ratio: 4 }, ['row'], 'exact') as Float32Array[];
     expect(p4[0]).toBeCloseTo((0 + 1 + 2 + 3 + 14 + 15 + 16 + 17) / 8, 6);
     // set_rows at pos 5 of a ratio-4 layer writes row 4 + 5 mod 4 = 5, score + ape row 1
     const stKv = new Float32Array(16), stSc = new Float32Array(16).fill(-1e30);
     const ape = Float32Array.from([0, 0, 0.5, -0.5, 0, 0, 0, 0]);
-    const [k2, s2] = run(d, 'compressor_set_rows', [stKv, stSc, Float32Array.from([7, 8]), Float32Array.from([1, 1]), ape], [2, 4, 5, 0], 2, 'exact') as Float32Array[];
+    const [k2, s2] = run(d, 'compressor_set_rows', { state_kv: stKv, state_score: stSc, kv: Float32Array.from([7, 8]), score: Float32Array.from([1, 1]), ape },
+      { width: 2, ratio: 4, pos: 5, ape_is_f16: 0 }, ['state_kv', 'state_score'], 'exact') as Float32Array[];
     expect(Array.from(k2.slice(10, 12))).toEqual([7, 8]);
     expect(Array.from(s2.slice(10, 12))).toEqual([1.5, 0.5]);
     expect(s2[0]).toBe(Math.fround(-1e30));
-    const [sk] = run(d, 'compressor_shift_ratio4', [kv4, new Float32Array(16)], [2], 1, 'exact') as Float32Array[];
+    const [sk] = run(d, 'compressor_shift_ratio4', { state_kv: kv4, state_score: new Float32Array(16) }, { width: 2 }, ['state_kv'], 'exact') as Float32Array[];
     expect(Array.from(sk.slice(0, 8))).toEqual(Array.from(kv4.slice(8, 16)));
   });
 
@@ -206,18 +212,18 @@ describe.skipIf(!ready)('part B kernels on the simulated device', () => {
     // Hadamard of e0 is 1/√128 everywhere; FP4 scale 2^ceil(log2(0.0884/6)) = 2^-6, 0.0884/2^-6 = 5.66 → 6 → 0.09375
     const e0 = new Float32Array(128);
     e0[0] = 1;
-    const [qat] = run(d, 'indexer_qat', [e0], [1], 1, 'exact') as Float32Array[];
+    const [qat] = run(d, 'indexer_qat', { x: e0 }, { rows: 1 }, ['x'], 'exact') as Float32Array[];
     expect(Array.from(qat).every((v) => v === 0.09375)).toBe(true);
     // scores: row0 = max(0, 1)·0.5 + max(0, 2)·2 = 4.5; row1: both dots negative → 0
-    const [sc] = run(d, 'indexer_scores', [new Float32Array(2), Float32Array.from([1, 0, 0, 1]), Float32Array.from([0.5, 2]), Float32Array.from([1, 2, -1, -1])], [2, 2, 2], 1, 'exact') as Float32Array[];
+    const [sc] = run(d, 'indexer_scores', { scores: new Float32Array(2), q: Float32Array.from([1, 0, 0, 1]), w: Float32Array.from([0.5, 2]), k: Float32Array.from([1, 2, -1, -1]) }, { n: 2, heads: 2, dim: 2 }, ['scores'], 'exact') as Float32Array[];
     expect(Array.from(sc)).toEqual([4.5, 0]);
-    const [top, mask] = run(d, 'indexer_topk', [new Int32Array(2), new Float32Array(4), Float32Array.from([1, 3, 3, 2])], [4, 2], 2, 'exact') as [Int32Array, Float32Array];
+    const [top, mask] = run(d, 'indexer_topk', { topk: new Int32Array(2), mask: new Float32Array(4), scores: Float32Array.from([1, 3, 3, 2]) }, { n: 4, k: 2 }, ['topk', 'mask'], 'exact') as [Int32Array, Float32Array];
     expect(Array.from(top)).toEqual([1, 2]);
     expect(Array.from(mask)).toEqual([Math.fround(-1e30), 0, 0, Math.fround(-1e30)]);
   });
 
   it('an undersized buffer is a sanitizer fault naming the kernel, not a crash', () => {
-    expect(() => run(d, 'moe_sum_experts', [new Float32Array(4), new Float32Array(4)], [4, 2], 1, 'exact')).toThrow(/moe_sum_experts/);
+    expect(() => run(d, 'moe_sum_experts', { out: new Float32Array(4), down: new Float32Array(4) }, { n_embd: 4, k: 2 }, ['out'], 'exact')).toThrow(/moe_sum_experts/);
   });
 });
 
@@ -333,4 +339,41 @@ describe.skipIf(!ready)('runDevice on the tiny fixture', async () => {
     session.close();
     expect(session.cache.weights.size + session.cache.experts.size).toBe(0);
   });
+});
+
+// The prefill pass (runDevice prefill): the prompt through ds4-ascend's batched kernels layer by layer
+// (embed_tokens_hc, rope_table + rope_tail_table, attention_prefill_raw/_mixed, quantize_q8_0 +
+// attention_output_low_q8_prequant, every matmul/norm/HC kernel over all positions). The arithmetic per
+// output is the decode pass's, so every capture must be bit-identical to it, teacher-forced or not.
+describe.skipIf(!ready)('the prefill pass on the tiny fixture', async () => {
+  const { tinyCase } = await import('./tiny-case.ts');
+  const { runDevice } = await import('../ascend/orchestrator.ts');
+  type Rec = import('../model/stages.ts').StageRecord;
+  const toks = [1, 5, 9, 12, 40, 41, 7, 8, 100, 200, 300, 17, 19]; // 3 ratio-4 windows: the indexer selects
+  const c = await tinyCase(toks, 5);
+  const pass = async (prefill: boolean, o: { kernelMath?: 'ascend' | 'exact'; teacher?: boolean } = {}) => {
+    const out = new Map<string, Rec>();
+    const launched = new Set<string>();
+    const r = await runDevice({ model: c.model, cfg: c.cfg, tokens: toks, addonPath: c.addonPath, prefill, kernelMath: o.kernelMath,
+      teacher: o.teacher ? c.teacher : undefined, tap: (x) => out.set(`${x.stage}/${x.layer}/${x.pos}`, x) });
+    for (const [k, st] of Object.entries(r.stats)) if (st.calls > 0) launched.add(k);
+    return { out, launched, logits: r.logits };
+  };
+
+  for (const teacher of [false, true]) {
+    it(`every capture is bit-identical to the decode pass (ascend math${teacher ? ', teacher-forced' : ''})`, async () => {
+      const [dec, pre] = [await pass(false, { teacher }), await pass(true, { teacher })];
+      expect([...pre.out.keys()].sort()).toEqual([...dec.out.keys()].sort());
+      expect(pre.out.size).toBe(c.ref.size);
+      for (const [k, d] of dec.out) {
+        const p = pre.out.get(k) as Rec;
+        expect(p.shape, k).toEqual(d.shape);
+        expect(Array.from(p.values), k).toEqual(Array.from(d.values));
+      }
+      expect(Array.from(pre.logits)).toEqual(Array.from(dec.logits));
+      // ds4-ascend's prefill kernels are what ran
+      for (const k of ['embed_tokens_hc', 'rope_table', 'rope_tail_table', 'attention_prefill_raw', 'attention_prefill_mixed', 'attention_output_low_q8_prequant']) expect(pre.launched, k).toContain(k);
+      for (const k of ['embed_token_hc', 'attention_decode', 'attention_output_low_q8']) expect(pre.launched, k).not.toContain(k);
+    });
+  }
 });

@@ -196,14 +196,16 @@ async function main(argv: string[]): Promise<number> {
     writeDump(name, rec.layer, def.scope === 'head' ? 0 : rec.pos, rec.dtype, rec.values);
   };
   const held: StageRecord[] = [];
-  const { runDevice } = await import('../ascend/orchestrator.ts');
+  const { refuseUnlandedFaults, runDevice } = await import('../ascend/orchestrator.ts');
   const { parseInjects } = await import('../ascend/faults.ts');
   let ledger: FallbackEntry[] = [];
   let rc = 0;
   try {
+    const inject = parseInjects(a.inject, 'sim');
+    await refuseUnlandedFaults({ model, cfg, tokens, lastLayer, inject });
     const r = await runDevice({
       model, cfg, tokens, lastLayer,
-      allowHostFallback: !gateOn, disabledKernels: a.disable, inject: parseInjects(a.inject, 'sim'), tap: a.prefill ? (x) => held.push(x) : dump,
+      allowHostFallback: !gateOn, disabledKernels: a.disable, inject, tap: a.prefill ? (x) => held.push(x) : dump,
     });
     ledger = r.ledger;
     if (a.prefill) dumpPrefill(held, writeDump);

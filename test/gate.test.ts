@@ -180,7 +180,8 @@ describe('own errors against their arithmetic budgets', () => {
     // token 5 (1.8, 0.2 behind) overtakes: a small KL, but the reference was not at a near tie
     const flip = await gate(await makeRun({ device: candidate(0, (r) => { if (r.stage === 'logits') r.values[5] = 2.01; }) }));
     expect(flip.verdict.exitCode).toBe(1);
-    expect(row(flip.comparison, 'logits', 2, 1).free!.metrics!.logits!.kl).toBeLessThan(END_TO_END.maxKl);
+    const m = row(flip.comparison, 'logits', 2, 1).free!.metrics!;
+    expect(m.kind === 'f32' && m.logits!.kl).toBeLessThan(END_TO_END.maxKl);
     expect(flip.verdict.reasons[0]).toMatch(/top-1 token 5 instead of 1 \(reference margin 0\.2 > near tie 0\.1\)/);
   });
 
@@ -416,16 +417,18 @@ describe('the command line and its reports print the one verdict', () => {
       return code;
     };
     try {
-      const good = await makeRun();
+      // the commands judge by the kernels' declared budgets (kernels/budgets.json, exact math): an own error
+      // within the reference's rounding noise passes whatever the kernels declare
+      const good = await makeRun({ teacher: candidate(NOISE / 2), device: candidate(NOISE / 2) });
       const file = path.join(root, 'cli-baseline.json');
-      expect(await run('baseline', 'record', good, '--out', file, '--growth', '3')).toBe(0);
+      expect(await run('baseline', 'record', good, '--out', file, '--growth', '3'), out.join('')).toBe(0);
       expect(loadBaseline(file).growth).toBe(3);
       const junit = path.join(root, 'cli.xml');
       const md = path.join(root, 'cli.md');
       expect(await run('gate', good, '--baseline', file, '--junit', junit, '--markdown', md)).toBe(0);
       expect(fs.readFileSync(junit, 'utf8')).toMatch(/failures="0"/);
       expect(fs.readFileSync(md, 'utf8')).toMatch(/✅ PASS: every kernel within its own budget/);
-      const bad = await makeRun({ teacher: candidate(2e-6, (r) => { if (r.stage === 'q_rope') r.values[0] += 1; }) });
+      const bad = await makeRun({ teacher: candidate(NOISE / 2, (r) => { if (r.stage === 'q_rope') r.values[0] += 1; }), device: candidate(NOISE / 2) });
       expect(await run('gate', bad, '--baseline', file, '--json', '--junit', junit, '--markdown', md)).toBe(1);
       const json = JSON.parse(out.join('').slice(out.join('').lastIndexOf('{\n  "verdict"'))) as { verdict: { exitCode: number; line: string } };
       expect(json.verdict.exitCode).toBe(1);

@@ -14,14 +14,17 @@ import { join } from 'node:path';
 
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
-import { loadNative, type NativeDevice } from '../ascend/native.ts';
+import { KernelCatalog, type Handles, type Scalars } from '../ascend/kernels.ts';
+import { loadNative, type LaunchOptions, type NativeDevice } from '../ascend/native.ts';
 import { STAGES } from '../model/stages.ts';
 
 let dev: NativeDevice;
+let catalog: KernelCatalog;
 beforeAll(() => {
   const load = loadNative();
   if (!load.ok) throw new Error(load.reason);
   dev = load.dev;
+  catalog = new KernelCatalog(load.addon);
 });
 afterAll(() => dev?.synchronize());
 
@@ -87,8 +90,16 @@ function expectClose(actual: ArrayLike<number>, expected: ArrayLike<number>, rel
   }
 }
 
-function run(kernel: string, bufs: number[], scalars: number[], math: 'ascend' | 'exact' = 'ascend'): void {
-  dev.launch(kernel, bufs, scalars, { math });
+// Launches name their buffers and scalars (the kernel's signature orders them).
+function launch(kernel: string, bufs: Handles, scalars: Scalars, opts?: LaunchOptions): void {
+  catalog.launch(dev, kernel, bufs, scalars, opts);
+}
+// The RoPE table scalars of a dense layer (no YaRN) at position pos.
+const dense = (pos: number, base: number, inverse: number): Scalars => ({
+  pos0: pos, freq_base: base, freq_scale: 1, ext_factor: 0, attn_factor: 1, n_ctx_orig: 65536, beta_fast: 32, beta_slow: 1, inverse,
+});
+function run(kernel: string, bufs: Handles, scalars: Scalars, math: 'ascend' | 'exact' = 'ascend'): void {
+  launch(kernel, bufs, scalars, { math });
   dev.synchronize();
 }
 
@@ -97,13 +108,17 @@ describe('device', () => {
     const names = dev.kernels().map((k) => k.name);
     for (const k of ['fill', 'add', 'embed_token_hc', 'matmul_f16', 'quantize_q8_0', 'matmul_q8_0_prequant',
       'matmul_q8_0', 'rms_norm_plain', 'rms_norm_weight', 'rms_norm_inplace', 'hc_split_sinkhorn4',
-      'hc_weighted_sum4', 'hc_expand', 'hc_expand_split', 'output_hc_weights', 'rope_table', 'rope_tail_table',
+      'hc_weighted_sum4', 'hc_expand_split', 'output_hc_weights', 'rope_table', 'rope_tail_table',
       'rope_tail', 'fp8_kv_quantize', 'store_raw_kv', 'attention_decode', 'attention_prefill_raw',
       'attention_prefill_mixed', 'attention_output_low_q8'])
       expect(names).toContain(k);
+    // each kernel's one declaration: named scalars, buffers sized by them, stages, budgets
     const mm = dev.kernels().find((k) => k.name === 'matmul_q8_0_prequant')!;
-    expect(mm.doc).toMatch(/in_dim/);
-    expect(mm.stages).toContain('attn_out');
+    expect(mm.scalars).toEqual(['in_dim', 'out_dim', 'n_tok']);
+    expect(mm.buffers.map((b) => `${b.role} ${b.name} ${b.dtype}[${b.count}]`))
+      .toEqual(['out out f32[n_tok*out_dim]', 'weight w q8_0[out_dim*in_dim]', 'in xq i8[n_tok*in_dim]', 'in xscale f32[n_tok*in_dim/32]']);
+    expect(mm.stages).toContain('shared_mid');
+    for (const k of dev.kernels()) for (const m of ['ascend', 'exact'] as const) expect(k.budget[m], `${k.name} ${m}`).toBeGreaterThanOrEqual(0);
     // Every stage a kernel claims is a canonical registry stage.
     const canonical = new Set(STAGES.map((st) => st.name));
     for (const k of dev.kernels()) for (const st of k.stages) expect(canonical, `${k.name}: ${st}`).toContain(st);
@@ -124,10 +139,10 @@ describe('device', () => {
     const a = bufF32([1, 2, 3]);
     const b = bufF32([10, 20, 30]);
     const o = outF32(3);
-    dev.launch('add', [o, a, b], [3]);
+    launch('add', { out: o, a, b }, { n: 3 });
     dev.upload(a, new Float32Array([100, 200, 300])); // after the add on the stream
-    dev.launch('add', [b, a, b], [3]);
-    for (let i = 0; i < 50; i++) dev.launch('add', [b, b, a], [3]);
+    launch('add', { out: b, a, b }, { n: 3 });
+    for (let i = 0; i < 50; i++) launch('add', { out: b, a: b, b: a }, { n: 3 });
     expect([...readF32(o)]).toEqual([11, 22, 33]);
     expect([...readF32(b)]).toEqual([10 + 100 * 51, 20 + 200 * 51, 30 + 300 * 51]);
   });
@@ -135,7 +150,7 @@ describe('device', () => {
   it('records, waits on and queries events', () => {
     const x = bufF32(new Array(1 << 16).fill(1));
     const e0 = dev.recordEvent();
-    for (let i = 0; i < 20; i++) dev.launch('add', [x, x, x], [1 << 16]);
+    for (let i = 0; i < 20; i++) launch('add', { out: x, a: x, b: x }, { n: 1 << 16 });
     const e1 = dev.recordEvent();
     dev.waitEvent(e1);
     expect(dev.queryEvent(e0)).toBe(true);
@@ -147,7 +162,7 @@ describe('device', () => {
   it('counts calls and declared bytes per kernel', () => {
     dev.resetStats();
     const a = bufF32([1, 2, 3, 4]);
-    for (let i = 0; i < 3; i++) dev.launch('add', [a, a, a], [4]);
+    for (let i = 0; i < 3; i++) launch('add', { out: a, a, b: a }, { n: 4 });
     dev.synchronize();
     const s = dev.stats().add;
     expect(s.calls).toBe(3);
@@ -160,7 +175,11 @@ describe('device', () => {
 
   it('rejects unknown kernels and handles at launch', () => {
     expect(() => dev.launch('no_such_kernel', [], [])).toThrow(/no device kernel 'no_such_kernel'/);
-    expect(() => dev.launch('add', [123456], [1])).toThrow(/no device buffer #123456/);
+    expect(() => launch('add', { out: 123456, a: 123456, b: 123456 }, { n: 1 })).toThrow(/no device buffer #123456/);
+    // the device checks a launch against the kernel's signature
+    expect(() => dev.launch('add', [1], [1])).toThrow(/launch 'add': takes 3 buffers \(out out f32\[n\]; in a f32\[n\]; in b f32\[n\]\) and 1 scalars \(n\), got 1 and 1/);
+    expect(() => launch('add', { out: 1, a: 1 }, { n: 1 })).toThrow(/add: buffer b not given/);
+    expect(() => launch('add', { out: 1, a: 1, b: 1 }, { n: 1, m: 2 })).toThrow(/add: no scalar named m/);
   });
 });
 
@@ -168,14 +187,14 @@ describe('sanitizer', () => {
   it('reports a RoPE table freed while the async kernel that reads it is queued', () => {
     const x = bufF32(randomArray(2 * 8, 1), 'q');
     const table = dev.alloc(1 * 4 * 4, 'rope_table');
-    run('rope_table', [table], [1, 4, 5, 10000, 1, 0, 1, 65536, 32, 1, 0]);
-    dev.launch('rope_tail_table', [x, table], [1, 2, 8, 4]);
+    run('rope_table', { table }, { n_tok: 1, n_rot: 4, ...dense(5, 10000, 0) });
+    launch('rope_tail_table', { x, table }, { n_tok: 1, n_head: 2, head_dim: 8, n_rot: 4 });
     dev.free(table); // the bug: no synchronize between the launch and the free
     expect(() => dev.synchronize()).toThrow(/kernel 'rope_tail_table' read freed buffer #\d+ 'rope_table' \(16 bytes\) at offset 0/);
     // The fault is reported once; the stream is usable again afterwards.
     dev.synchronize();
     const ok = bufF32([1]);
-    run('add', [ok, ok, ok], [1]);
+    run('add', { out: ok, a: ok, b: ok }, { n: 1 });
     expect(readF32(ok)[0]).toBe(2);
   });
 
@@ -184,13 +203,13 @@ describe('sanitizer', () => {
     dev.synchronize();
     dev.free(a);
     const o = outF32(2);
-    dev.launch('add', [o, o, a], [2]);
+    launch('add', { out: o, a: o, b: a }, { n: 2 });
     expect(() => dev.synchronize()).toThrow(/kernel 'add' read freed buffer #\d+ 'gone'/);
     expect(() => dev.download(a)).toThrow(/was freed/);
     // An upload onto a busy stream is staged behind the queued kernels (tens of ms of work here):
     // freeing its buffer before synchronizing is the same hazard.
     const busy = bufF32(new Array(1 << 20).fill(1), 'busy');
-    for (let i = 0; i < 20; i++) dev.launch('add', [busy, busy, busy], [1 << 20]);
+    for (let i = 0; i < 20; i++) launch('add', { out: busy, a: busy, b: busy }, { n: 1 << 20 });
     const b = dev.alloc(8, 'pending');
     dev.upload(b, new Float32Array([1, 2]));
     dev.free(b);
@@ -200,17 +219,17 @@ describe('sanitizer', () => {
   it('reports out-of-bounds ranges with the byte offset', () => {
     const x = bufF32(randomArray(64, 2), 'x64');
     const raw = dev.alloc(2 * 2 * 4, 'raw_cache'); // 2 rows of 2, but launched as a ring of 3 rows
-    dev.launch('store_raw_kv', [raw, x], [3, 2, 1, 2]); // position 2 → ring row 2, bytes 16..23
+    launch('store_raw_kv', { raw, kv: x }, { raw_cap: 3, pos0: 2, n_tok: 1, head_dim: 2 }); // position 2 → ring row 2, bytes 16..23
     expect(() => dev.synchronize()).toThrow(/kernel 'store_raw_kv' wrote out of bounds of buffer #\d+ 'raw_cache' \(16 bytes\) at offset 16 \(\+8 bytes\)/);
     const o = outF32(4);
-    dev.launch('add', [o, o, x], [80]);
+    launch('add', { out: o, a: o, b: x }, { n: 80 });
     expect(() => dev.synchronize()).toThrow(/out of bounds of buffer #\d+ 'out' \(16 bytes\) at offset 0 \(\+320 bytes\)/);
   });
 
   it('does not flag a free after synchronize', () => {
     const t = bufF32([1, 2, 3, 4], 'table');
     const o = outF32(4);
-    run('add', [o, t, t], [4]);
+    run('add', { out: o, a: t, b: t }, { n: 4 });
     dev.free(t);
     expect(() => dev.synchronize()).not.toThrow();
   });
@@ -243,7 +262,7 @@ describe('loadNative', () => {
 describe('device math (kernels/ascend_math.h) through math_probe', () => {
   const probe = (fn: number, xs: number[], math: 'ascend' | 'exact') => {
     const o = outF32(xs.length);
-    run('math_probe', [o, bufF32(xs)], [fn, xs.length], math);
+    run('math_probe', { out: o, x: bufF32(xs) }, { fn, n: xs.length }, math);
     return [...readF32(o)];
   };
   const bits = new Uint32Array(1), flt = new Float32Array(bits.buffer);
@@ -303,13 +322,13 @@ describe('device math (kernels/ascend_math.h) through math_probe', () => {
 describe('kernels', () => {
   it('fill, add and copy', () => {
     const o = outF32(5);
-    dev.launch('fill', [o], [2.5, 5]);
+    launch('fill', { out: o }, { value: 2.5, count: 5 });
     const b = bufF32([1, -1, 0.5, 0, 4]);
-    run('add', [o, o, b], [5]);
+    run('add', { out: o, a: o, b }, { n: 5 });
     expect([...readF32(o)]).toEqual([3.5, 1.5, 3, 2.5, 6.5]);
-    run('copy', [o, b], [4, 8, 12]); // o[1..3] = b[2..4]
+    run('copy', { dst: o, src: b }, { dst_offset: 4, src_offset: 8, bytes: 12 }); // o[1..3] = b[2..4]
     expect([...readF32(o)]).toEqual([3.5, 0.5, 0, 4, 6.5]);
-    dev.launch('copy', [o, o], [0, 4, 8]);
+    launch('copy', { dst: o, src: o }, { dst_offset: 0, src_offset: 4, bytes: 8 });
     expect(() => dev.synchronize()).toThrow(/overlapping copy/);
   });
 
@@ -318,13 +337,13 @@ describe('kernels', () => {
     const rows = [[0.5, -1, 2, 0.125], [1, 2, 3, 4], [-0.25, 8, 0, -3]];
     const table = bufBytes(Uint16Array.from(rows.flat().map(f16Bits)), 'token_embd');
     const o = outF32(4 * n_embd);
-    run('embed_token_hc', [o, table], [2, n_embd, 4]);
+    run('embed_token_hc', { out: o, token_embd: table }, { token: 2, n_embd, n_hc: 4 });
     expect([...readF32(o)]).toEqual([...rows[2], ...rows[2], ...rows[2], ...rows[2]]);
     const toks = bufBytes(Int32Array.from([1, 0]), 'tokens');
     const o2 = outF32(2 * 2 * n_embd);
-    run('embed_tokens_hc', [o2, toks, table], [3, 2, n_embd, 2]);
+    run('embed_tokens_hc', { out: o2, tokens: toks, token_embd: table }, { n_vocab: 3, n_tok: 2, n_embd, n_hc: 2 });
     expect([...readF32(o2)]).toEqual([...rows[1], ...rows[1], ...rows[0], ...rows[0]]);
-    dev.launch('embed_token_hc', [o, table], [3, n_embd, 4]);
+    launch('embed_token_hc', { out: o, token_embd: table }, { token: 3, n_embd, n_hc: 4 });
     expect(() => dev.synchronize()).toThrow(/token id 3 outside the vocabulary/);
   });
 
@@ -336,7 +355,7 @@ describe('kernels', () => {
     const wb = bufBytes(Uint16Array.from(w.map(f16Bits)), 'w');
     const xb = bufF32(x);
     const o = outF32(n_tok * out_dim);
-    run('matmul_f16', [o, wb, xb], [in_dim, out_dim, n_tok]);
+    run('matmul_f16', { out: o, w: wb, x: xb }, { in_dim, out_dim, n_tok });
     const expected: number[] = [];
     for (let t = 0; t < n_tok; t++)
       for (let i = 0; i < out_dim; i++) {
@@ -353,7 +372,7 @@ describe('kernels', () => {
     const b1 = new Array(32).fill(0); // all zero → d = 0, q = 0
     const x = bufF32([...b0, ...b1]);
     const xq = dev.alloc(64, 'xq'), xscale = outF32(2, 'xscale');
-    run('quantize_q8_0', [xq, xscale, x], [64, 1]);
+    run('quantize_q8_0', { xq, xscale, x }, { in_dim: 64, n_tok: 1 });
     const raw = dev.download(xq);
     const q = new Int8Array(raw.buffer, raw.byteOffset, 64);
     const d = readF32(xscale);
@@ -412,13 +431,13 @@ describe('kernels', () => {
     const x = bufF32(c.x);
     const xq = dev.alloc(n_tok * in_dim, 'xq'), xscale = outF32(n_tok * 3, 'xscale');
     const o1 = outF32(n_tok * out_dim), o2 = outF32(n_tok * out_dim);
-    dev.launch('quantize_q8_0', [xq, xscale, x], [in_dim, n_tok]);
-    dev.launch('matmul_q8_0_prequant', [o1, w, xq, xscale], [in_dim, out_dim, n_tok]);
-    run('matmul_q8_0', [o2, w, x], [in_dim, out_dim, n_tok]);
+    launch('quantize_q8_0', { xq, xscale, x }, { in_dim, n_tok });
+    launch('matmul_q8_0_prequant', { out: o1, w, xq, xscale }, { in_dim, out_dim, n_tok });
+    run('matmul_q8_0', { out: o2, w, x }, { in_dim, out_dim, n_tok });
     expectClose(readF32(o1), expected, 0); // same block order, same f32 roundings: bit-exact
     expect([...readF32(o2)]).toEqual([...readF32(o1)]);
-    dev.launch('matmul_q8_0', [o2, w, x], [33, 1, 1]);
-    expect(() => dev.synchronize()).toThrow(/in_dim 33 is not a multiple of 32/);
+    // the weight's span, 33 elements, is not a whole number of 32-blocks: refused at the launch
+    expect(() => launch('matmul_q8_0', { out: o2, w, x }, { in_dim: 33, out_dim: 1, n_tok: 1 })).toThrow(/count out_dim\*in_dim = 33 is not a whole number of q8_0 blocks \(32\)/);
   });
 
   it('attention_output_low_q8: group g uses its own rank rows and its own activation slice', () => {
@@ -429,11 +448,11 @@ describe('kernels', () => {
     const w = bufBytes(c.bytes, 'attn_output_a');
     const heads = bufF32(c.x, 'heads');
     const low = outF32(n_groups * rank, 'low');
-    run('attention_output_low_q8', [low, w, heads], [group_in, rank, n_groups, 1]);
+    run('attention_output_low_q8', { low, w_a: w, heads }, { group_dim: group_in, rank, n_groups, n_tok: 1 });
     expectClose(readF32(low), expected, 0);
     const xq = dev.alloc(n_groups * group_in, 'xq'), xscale = outF32(n_groups * 2, 'xscale'), low2 = outF32(n_groups * rank);
-    dev.launch('quantize_q8_0', [xq, xscale, heads], [group_in, n_groups]);
-    run('attention_output_low_q8_prequant', [low2, w, xq, xscale], [group_in, rank, n_groups, 1]);
+    launch('quantize_q8_0', { xq, xscale, x: heads }, { in_dim: group_in, n_tok: n_groups });
+    run('attention_output_low_q8_prequant', { low: low2, w_a: w, xq, xscale }, { group_dim: group_in, rank, n_groups, n_tok: 1 });
     expect([...readF32(low2)]).toEqual([...readF32(low)]);
   });
 
@@ -446,9 +465,9 @@ describe('kernels', () => {
     const weighted = plain.map((v, i) => v * w[i % n]);
     for (const math of ['ascend', 'exact'] as const) {
       const xb = bufF32(x), wb = bufF32(w), o = outF32(4), o2 = outF32(4);
-      dev.launch('rms_norm_plain', [o, xb], [n, rows, 1e-6], { math });
-      dev.launch('rms_norm_weight', [o2, xb, wb], [n, rows, 1e-6], { math });
-      dev.launch('rms_norm_inplace', [xb], [n, rows, 1e-6], { math });
+      launch('rms_norm_plain', { out: o, x: xb }, { n, rows, eps: 1e-6 }, { math });
+      launch('rms_norm_weight', { out: o2, x: xb, w: wb }, { n, rows, eps: 1e-6 }, { math });
+      launch('rms_norm_inplace', { x: xb }, { n, rows, eps: 1e-6 }, { math });
       expectClose(readF32(o), plain, 1e-6);
       expectClose(readF32(o2), weighted, 1e-6);
       expectClose(readF32(xb), plain, 1e-6);
@@ -457,7 +476,7 @@ describe('kernels', () => {
     const big = randomArray(4096, 5, 6);
     const ms = big.reduce((a, v) => a + v * v, 0) / 4096;
     const xb = bufF32(big), o = outF32(4096);
-    run('rms_norm_plain', [o, xb], [4096, 1, 1e-6]);
+    run('rms_norm_plain', { out: o, x: xb }, { n: 4096, rows: 1, eps: 1e-6 });
     expectClose(readF32(o), big.map((v) => v / Math.sqrt(ms + 1e-6)), 1e-5, 1e-7);
   });
 
@@ -502,7 +521,7 @@ describe('kernels', () => {
     const results: Record<string, number[]> = {};
     for (const [math, rel, abs] of [['exact', 1e-5, 1e-7], ['ascend', 3e-3, 2e-4]] as const) {
       const o = outF32(24);
-      run('hc_split_sinkhorn4', [o, bufF32(mix), bufF32(scale), bufF32(base)], [1, 20, 1e-6], math);
+      run('hc_split_sinkhorn4', { out: o, mix: bufF32(mix), scale: bufF32(scale), base: bufF32(base) }, { rows: 1, sinkhorn_iters: 20, eps: 1e-6 }, math);
       const got = readF32(o);
       expectClose(got, expected, rel, abs);
       results[math] = [...got];
@@ -513,13 +532,13 @@ describe('kernels', () => {
     expect(results.ascend).not.toEqual(results.exact);
   });
 
-  it('hc_weighted_sum4, hc_expand, hc_expand_split, output_hc_weights', () => {
+  it('hc_weighted_sum4, hc_expand_split, output_hc_weights', () => {
     const n_embd = 5;
     const res = randomArray(4 * n_embd, 9), y = randomArray(n_embd, 10);
     const split = randomArray(24, 12, 1);
     const pre = split.slice(0, 4), post = split.slice(4, 8), comb = split.slice(8, 24);
     const o = outF32(n_embd);
-    run('hc_weighted_sum4', [o, bufF32(res), bufF32(split)], [n_embd, 1, 24]);
+    run('hc_weighted_sum4', { out: o, residual: bufF32(res), weights: bufF32(split) }, { n_embd, rows: 1, weight_stride: 24 });
     const ws = Array.from({ length: n_embd }, (_, d) =>
       f32(f32(f32(f32(res[d] * pre[0]) + f32(res[n_embd + d] * pre[1])) + f32(res[2 * n_embd + d] * pre[2])) + f32(res[3 * n_embd + d] * pre[3])));
     expectClose(readF32(o), ws, 1e-6, 1e-7);
@@ -531,21 +550,19 @@ describe('kernels', () => {
         for (let b = 0; b < 4; b++) acc += comb[a + 4 * b] * res[b * n_embd + d];
         expand.push(acc);
       }
-    const e1 = outF32(4 * n_embd), e2 = outF32(4 * n_embd), e3 = outF32(4 * n_embd);
+    const e2 = outF32(4 * n_embd), e3 = outF32(4 * n_embd);
     const yb = bufF32(y), resb = bufF32(res), splitb = bufF32(split);
-    dev.launch('hc_expand', [e1, yb, resb, bufF32(post), bufF32(comb)], [n_embd, 4, 1]);
-    dev.launch('hc_expand_split', [e2, yb, yb, resb, splitb], [n_embd, 4, 1, 0]);
+    launch('hc_expand_split', { out: e2, block_out: yb, block_add: yb, residual: resb, split: splitb }, { n_embd, n_hc: 4, rows: 1, has_add: 0 });
     // has_add: block_out + block_add is the value scaled by post (y/2 + y/2 = y exactly).
-    run('hc_expand_split', [e3, bufF32(y.map((v) => v / 2)), bufF32(y.map((v) => v / 2)), resb, splitb], [n_embd, 4, 1, 1]);
-    expectClose(readF32(e1), expand, 1e-6, 1e-6);
-    expect([...readF32(e2)]).toEqual([...readF32(e1)]);
-    expect([...readF32(e3)]).toEqual([...readF32(e1)]);
+    run('hc_expand_split', { out: e3, block_out: bufF32(y.map((v) => v / 2)), block_add: bufF32(y.map((v) => v / 2)), residual: resb, split: splitb }, { n_embd, n_hc: 4, rows: 1, has_add: 1 });
+    expectClose(readF32(e2), expand, 1e-6, 1e-6);
+    expect([...readF32(e3)]).toEqual([...readF32(e2)]);
 
     const hcPre = [0.3, -2, 1.5, 0], hcBase = [0.1, 0.2, -0.3, 0.4];
     const hw = hcPre.map((p, h) => 1 / (1 + Math.exp(-(p * 0.5 + hcBase[h]))) + 1e-6);
     for (const [math, rel] of [['exact', 1e-6], ['ascend', 1e-3]] as const) {
       const ow = outF32(4);
-      run('output_hc_weights', [ow, bufF32(hcPre), bufF32([0.5]), bufF32(hcBase)], [4, 1, 1e-6], math);
+      run('output_hc_weights', { out: ow, pre: bufF32(hcPre), scale: bufF32([0.5]), base: bufF32(hcBase) }, { n_hc: 4, n_tok: 1, eps: 1e-6 }, math);
       expectClose(readF32(ow), hw, rel);
     }
   });
@@ -561,13 +578,12 @@ describe('kernels', () => {
         expected[i] = x[i] * Math.cos(th) - x[i + 1] * Math.sin(th);
         expected[i + 1] = x[i] * Math.sin(th) + x[i + 1] * Math.cos(th);
       }
-    const dense = (inverse: number) => [pos, base, 1, 0, 1, 65536, 32, 1, inverse];
     const xb = bufF32(x);
-    run('rope_tail', [xb], [1, n_head, head_dim, n_rot, ...dense(0)]);
+    run('rope_tail', { x: xb }, { n_tok: 1, n_head, head_dim, n_rot, ...dense(pos, base, 0) });
     expectClose(readF32(xb), expected, 1e-5, 1e-6);
     const table = dev.alloc(n_rot * 4, 'rope_table');
-    dev.launch('rope_table', [table], [1, n_rot, ...dense(1)]);
-    run('rope_tail_table', [xb, table], [1, n_head, head_dim, n_rot]);
+    launch('rope_table', { table }, { n_tok: 1, n_rot, ...dense(pos, base, 1) });
+    run('rope_tail_table', { x: xb, table }, { n_tok: 1, n_head, head_dim, n_rot });
     expectClose(readF32(xb), x, 1e-5, 1e-6);
   });
 
@@ -575,7 +591,7 @@ describe('kernels', () => {
     const n_rot = 64, pos = 1000, fs = 1 / 16;
     const attnFactor = 1 / (1 + 0.1 * Math.log(16)); // ds4 cancels YaRN's magnitude scaling
     const t = dev.alloc(n_rot * 4, 'rope_table');
-    run('rope_table', [t], [1, n_rot, pos, 160000, fs, 1, attnFactor, 65536, 32, 1, 0]);
+    run('rope_table', { table: t }, { n_tok: 1, n_rot, pos0: pos, freq_base: 160000, freq_scale: fs, ext_factor: 1, attn_factor: attnFactor, n_ctx_orig: 65536, beta_fast: 32, beta_slow: 1, inverse: 0 });
     const got = readF32(t);
     for (let j = 0; j < 32; j++) {
       const extrap = pos * 160000 ** ((-2 * j) / 64);
@@ -591,14 +607,14 @@ describe('kernels', () => {
   it('fp8_kv_quantize: E4M3 round trip of the non-RoPE dims with a power-of-two block scale', () => {
     // One row, head_dim 8, n_rot 2: block = dims 0..5 (amax 448 → scale 1), tail untouched.
     const x = bufF32([448, 1.1, 17, -0.3, 300, 0.0009765625, 1.1, 17]);
-    run('fp8_kv_quantize', [x], [1, 8, 2]);
+    run('fp8_kv_quantize', { x }, { n_tok: 1, head_dim: 8, n_rot: 2 });
     // 1.1 → 1.125 (step 1/8 in [1,2)); 17 is a tie between 16 (even code) and 18 → 16;
     // −0.3 → −0.3125 (step 1/32 in [0.25,0.5)); 300 → 288 (step 32 in [256,512)); 2^-10 is the tie between subnormal
     // codes 0 and 1 (2^-9) → even code 0.
     expect([...readF32(x)]).toEqual([448, 1.125, 16, -0.3125, 288, 0, f32(1.1), 17]);
     // amax 0.5 → scale 2^ceil(log2(0.5/448)) = 2^-9: values are quantized in units of that scale.
     const y = bufF32([0.5, 0.0001, 0, 0, 0, 0, 0, 0]);
-    run('fp8_kv_quantize', [y], [1, 8, 2]);
+    run('fp8_kv_quantize', { x: y }, { n_tok: 1, head_dim: 8, n_rot: 2 });
     const s = 2 ** -9;
     const v = readF32(y);
     expect(v[0]).toBe(256 * s); // 0.5/s = 256 exactly
@@ -608,18 +624,18 @@ describe('kernels', () => {
   it('store_raw_kv: ring rows, f16 rounding half-up (ascend) vs ties-to-even (exact)', () => {
     const tie = 1 + 2 ** -11; // exactly between f16 1 and 1 + 2^-10
     const raw = outF32(3 * 2, 'raw_cache');
-    dev.launch('fill', [raw], [0, 6]);
+    launch('fill', { out: raw }, { value: 0, count: 6 });
     const kv = bufF32([tie, 1 + 3 * 2 ** -11, 0.1, -tie]);
-    run('store_raw_kv', [raw, kv], [3, 5, 2, 2]); // positions 5, 6 → ring rows 2, 0
+    run('store_raw_kv', { raw, kv }, { raw_cap: 3, pos0: 5, n_tok: 2, head_dim: 2 }); // positions 5, 6 → ring rows 2, 0
     // row 0 ← token 1, row 2 ← token 0
     expect([...readF32(raw)]).toEqual([f32(0.0999755859375), -(1 + 2 ** -10), 0, 0, 1 + 2 ** -10, 1 + 2 ** -9]);
-    run('store_raw_kv', [raw, kv], [3, 5, 2, 2], 'exact');
+    run('store_raw_kv', { raw, kv }, { raw_cap: 3, pos0: 5, n_tok: 2, head_dim: 2 }, 'exact');
     expect([...readF32(raw)]).toEqual([f32(0.0999755859375), -1, 0, 0, 1, 1 + 2 ** -9]);
     // Subnormal f16: 2^-25 is half the smallest subnormal (up → 2^-24; even → 0); 3·2^-25 ties to 2^-23.
     const sub = outF32(2), kvs = bufF32([2 ** -25, 3 * 2 ** -25]);
-    run('store_raw_kv', [sub, kvs], [1, 0, 1, 2]);
+    run('store_raw_kv', { raw: sub, kv: kvs }, { raw_cap: 1, pos0: 0, n_tok: 1, head_dim: 2 });
     expect([...readF32(sub)]).toEqual([2 ** -24, 2 ** -23]);
-    run('store_raw_kv', [sub, kvs], [1, 0, 1, 2], 'exact');
+    run('store_raw_kv', { raw: sub, kv: kvs }, { raw_cap: 1, pos0: 0, n_tok: 1, head_dim: 2 }, 'exact');
     expect([...readF32(sub)]).toEqual([0, 2 ** -23]);
   });
 
@@ -640,7 +656,7 @@ describe('kernels', () => {
     const raw = bufF32([1, 2, 3, 4, 5, 6, 7, 8]);
     const o = outF32(D);
     for (const math of ['ascend', 'exact'] as const) {
-      run('attention_decode', [o, bufF32([0]), q, raw, raw], [0, 2, 2, 0, 0, 1, D, 0.5], math);
+      run('attention_decode', { heads: o, sinks: bufF32([0]), q, raw, comp: raw, mask: raw }, { use_mask: 0, n_raw: 2, raw_cap: 2, raw_start: 0, n_comp: 0, n_head: 1, head_dim: D, scale: 0.5 }, math);
       expect([...readF32(o)]).toEqual([6 * f32(1 / 3), 8 * f32(1 / 3), 10 * f32(1 / 3), 12 * f32(1 / 3)].map(f32));
     }
   });
@@ -654,13 +670,14 @@ describe('kernels', () => {
     const expected = [0, 1].flatMap((h) => attendRef(q.slice(h * D, h * D + D), visible, sinks[h], scale));
     for (const [math, rel] of [['exact', 1e-5], ['ascend', 3e-3]] as const) {
       const o = outF32(n_head * D);
-      run('attention_decode', [o, bufF32(sinks), bufF32(q), bufF32(raw), bufF32(comp), bufF32(mask)],
-        [1, n_raw, raw_cap, raw_start, n_comp, n_head, D, scale], math);
+      run('attention_decode', { heads: o, sinks: bufF32(sinks), q: bufF32(q), raw: bufF32(raw), comp: bufF32(comp), mask: bufF32(mask) },
+        { use_mask: 1, n_raw, raw_cap, raw_start, n_comp, n_head, head_dim: D, scale }, math);
       expectClose(readF32(o), expected, rel, 1e-5);
     }
     // More rows than the kernel's 1024-score buffer: the device refuses.
-    dev.launch('attention_decode', [outF32(D), bufF32([0]), bufF32(new Array(D).fill(0)), bufF32(new Array(D).fill(0)),
-      bufF32(new Array(1024 * D).fill(0))], [0, 1, 1, 0, 1024, 1, D, 1]);
+    const zeros = bufF32(new Array(D).fill(0));
+    launch('attention_decode', { heads: outF32(D), sinks: bufF32([0]), q: zeros, raw: zeros, comp: bufF32(new Array(1024 * D).fill(0)), mask: zeros },
+      { use_mask: 0, n_raw: 1, raw_cap: 1, raw_start: 0, n_comp: 1024, n_head: 1, head_dim: D, scale: 1 });
     expect(() => dev.synchronize()).toThrow(/1025 visible rows exceed the kernel's 1024-score buffer/);
   });
 
@@ -687,9 +704,9 @@ describe('kernels', () => {
     };
     for (const [math, rel] of [['exact', 1e-5], ['ascend', 3e-3]] as const) {
       const o = outF32(n_tok * n_head * D), o2 = outF32(n_tok * n_head * D);
-      dev.launch('attention_prefill_raw', [o, bufF32(sinks), bufF32(q), bufF32(kv)], [n_tok, window, n_head, D, scale], { math });
-      run('attention_prefill_mixed', [o2, bufF32(sinks), bufF32(q), bufF32(kv), bufF32(comp), bufF32(mask)],
-        [1, n_tok, n_comp, window, ratio, n_head, D, scale], math);
+      launch('attention_prefill_raw', { heads: o, sinks: bufF32(sinks), q: bufF32(q), kv: bufF32(kv) }, { n_tok, window, n_head, head_dim: D, scale }, { math });
+      run('attention_prefill_mixed', { heads: o2, sinks: bufF32(sinks), q: bufF32(q), kv: bufF32(kv), comp: bufF32(comp), mask: bufF32(mask) },
+        { use_mask: 1, n_tok, n_comp, window, ratio, n_head, head_dim: D, scale }, math);
       expectClose(readF32(o), refFor(false), rel, 1e-5);
       expectClose(readF32(o2), refFor(true), rel, 1e-5);
     }
@@ -698,8 +715,8 @@ describe('kernels', () => {
   it('parts count changes ownership, not results', () => {
     const c = randomArray(64 * 37, 20);
     const x = bufF32(c), o1 = outF32(64 * 37), o2 = outF32(64 * 37);
-    dev.launch('rms_norm_plain', [o1, x], [37, 64, 1e-6], { parts: 1 });
-    dev.launch('rms_norm_plain', [o2, x], [37, 64, 1e-6], { parts: 64 });
+    launch('rms_norm_plain', { out: o1, x }, { n: 37, rows: 64, eps: 1e-6 }, { parts: 1 });
+    launch('rms_norm_plain', { out: o2, x }, { n: 37, rows: 64, eps: 1e-6 }, { parts: 64 });
     expect([...readF32(o2)]).toEqual([...readF32(o1)]);
     expect(() => dev.setParts(0)).toThrow(/parts must be 1\.\.64/);
   });

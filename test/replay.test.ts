@@ -173,11 +173,9 @@ describe('replay of a partial capture', async () => {
 
 describe.skipIf(!ready)('replay of device dumps (simulated device, free-running)', async () => {
   const { runDevice } = await import('../ascend/orchestrator.ts');
-  const { openBackend } = await import('../ascend/backend.ts');
-  const { parseInject } = await import('../ascend/faults.ts');
-  const names = openBackend('sim', process.env.DS4_SIM_ADDON).kernels().map((k) => k.name);
+  const { parseInjects } = await import('../ascend/faults.ts');
   const device = (file: string, inject: string[]) =>
-    writeDump(join(dir, file), (tap) => runDevice({ model, cfg, tokens, addonPath: process.env.DS4_SIM_ADDON, inject: inject.map((s) => parseInject(s, names)), tap }), model.fingerprint, 'device');
+    writeDump(join(dir, file), (tap) => runDevice({ model, cfg, tokens, addonPath: process.env.DS4_SIM_ADDON, inject: parseInjects(inject, 'sim', process.env.DS4_SIM_ADDON), tap }), model.fingerprint, 'device');
 
   it('a clean device: every stage replays within its own budget', async () => {
     const res = await replay(await device('clean.arrow', []));

@@ -22,10 +22,14 @@ describe('ds4-diff run', () => {
     const r = cli(['run', '--layer', '0', '-p', 'Hello', '--out', dir]);
     expect(r.err).not.toMatch(/at .*\.ts:\d+/); // no stack trace
     expect(r.code).toBe(0);
-    expect(r.out).toContain('tiny-sim-hello-layer0.json: PASS');
+    // the shipped baseline of this case is found and named; the verdict is the last line of the report
+    expect(r.out.split('\n')[0]).toMatch(/, baseline \S*baselines\/tiny-sim-hello-layer0\.json$/);
+    expect(r.out).toMatch(/^PASS: every kernel within its own budget/m);
     const m = manifestOf(dir);
     expect(m.complete).toBe(true);
-    expect(Object.keys(m.files).sort()).toEqual(['device', 'device-teacher', 'reference', 'reference-f64']);
+    expect(Object.keys(m.files).sort()).toEqual(['device', 'device-teacher', 'reference', 'reference-noise', 'reference-ties']);
+    // the kernels each stage was produced by, which its device bound sums over
+    expect(m.producers!.attn_heads).toEqual(['attention_decode']);
     expect(m.fallbackLedger).toEqual([]);
     for (const f of ['report.md', 'junit.xml', 'report.html']) expect(existsSync(join(dir, f)), f).toBe(true);
     expect(readFileSync(join(dir, 'junit.xml'), 'utf8')).toContain('<testcase');
@@ -84,7 +88,8 @@ describe('ds4-diff run', () => {
     }
     await w.close();
     const g = cli(['gate', dir, '--baseline', join(import.meta.dirname, '..', 'baselines', 'tiny-sim-hello-layer0.json')]);
+    // the teacher-forced pass is untouched (no own error); the free-running row is past the baseline's drift envelope
     expect(g.code).toBe(1);
-    expect(g.out).toMatch(/first divergence: attn_out layer 0 pos 2/);
+    expect(g.out).toMatch(/^FAIL: 1 free-running rows past their envelope \(first attn_out layer 0 pos 2/m);
   });
 });

@@ -1,8 +1,7 @@
 // `ds4-diff baseline record RUN_DIR --out FILE` and `ds4-diff baseline diff OLD NEW`.
 import * as fs from 'node:fs';
 import type { Command } from 'commander';
-import { deviceBounds } from '../../ascend/budgets.ts';
-import { kernelMathOf } from '../../ascend/pipeline.ts';
+import { runDeviceBounds } from '../../ascend/budgets.ts';
 import { diffBaselines, formatBaselineDiff, loadBaseline, recordBaseline } from '../../diff/baseline.ts';
 import { makeJudge } from '../../diff/gate.ts';
 import { stringifyJson } from '../../diff/json.ts';
@@ -28,12 +27,12 @@ export function register(program: Command): void {
     .option('--accept-fallbacks <days>', "accept the run's host fallbacks for this many days (default: none accepted)", positive('accept-fallbacks'))
     .action(async (runDir: string, opts: { out: string; growth: number; acceptFallbacks?: number }) => {
       if (opts.growth < 1) throw badInput(`--growth ${opts.growth}: a baseline can only tighten, so growth is at least 1`);
-      const judge = makeJudge({ deviceBound: deviceBounds(kernelMathOf(readManifest(runDir))) });
+      const judge = makeJudge({ deviceBound: runDeviceBounds(readManifest(runDir)) });
       const b = await recordBaseline(runDir, judge, { growth: opts.growth, acceptFallbackDays: opts.acceptFallbacks });
       const tmp = `${opts.out}.tmp-${process.pid}`;
       fs.writeFileSync(tmp, stringifyJson(b));
       fs.renameSync(tmp, opts.out);
-      process.stdout.write(`wrote ${opts.out}: ${b.own.length} own-error envelopes, end result ${b.endToEnd ? `KL ${b.endToEnd.kl} Δp ${b.endToEnd.deltaP}` : 'none'}, growth ×${b.growth}, ${b.fallbacks.length} accepted fallback(s)\n`);
+      process.stdout.write(`wrote ${opts.out}: ${b.own.length} own-error envelopes, ${b.inherited.length} free-running envelopes, end result ${b.endToEnd ? `KL ${b.endToEnd.kl} Δp ${b.endToEnd.deltaP}` : 'none'}, growth ×${b.growth}, ${b.fallbacks.length} accepted fallback(s)\n`);
     });
   cmd
     .command('diff')

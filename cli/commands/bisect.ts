@@ -5,8 +5,7 @@
 // but no culprit could be found.
 import type { Command } from 'commander';
 import { writeFileSync } from 'node:fs';
-import { deviceBounds, type KernelMath } from '../../ascend/budgets.ts';
-import { kernelMathOf } from '../../ascend/pipeline.ts';
+import { runDeviceBounds } from '../../ascend/budgets.ts';
 import { caseDifferences, findShippedBaseline, loadBaseline } from '../../diff/baseline.ts';
 import { bisect, bisectFromReplay } from '../../diff/bisect.ts';
 import { compareRun, factsOf } from '../../diff/compare.ts';
@@ -93,7 +92,7 @@ async function runOfManifest(m: RunManifest, modelPath = m.model.path): Promise<
 }
 
 /** The judge of a case, as `run` and `gate` build it: arithmetic budgets, the baseline (explicit or shipped), the policy. */
-function judgeFor(m: RunManifest, math: KernelMath, opts: BisectCliOptions): { judge: Judge; text: string } {
+function judgeFor(m: RunManifest, opts: BisectCliOptions): { judge: Judge; text: string } {
   const file = opts.baseline === false ? undefined : (opts.baseline ?? findShippedBaseline(m));
   let baseline;
   if (file) {
@@ -102,7 +101,7 @@ function judgeFor(m: RunManifest, math: KernelMath, opts: BisectCliOptions): { j
     if (diffs.length) throw badInput(`baseline ${file} is for a different case: ${diffs.join('; ')}`);
     baseline = { file, b };
   }
-  const judge = makeJudge({ deviceBound: deviceBounds(math), baseline, policy: opts.policy ? loadPolicy(opts.policy) : undefined });
+  const judge = makeJudge({ deviceBound: runDeviceBounds(m), baseline, policy: opts.policy ? loadPolicy(opts.policy) : undefined });
   for (const w of judge.warnings) process.stderr.write(`ds4-diff: warning: ${w}\n`);
   return { judge, text: judge.sources.join('; ') };
 }
@@ -112,7 +111,7 @@ async function bisectEngineRun(dir: string, m: RunManifest, opts: BisectCliOptio
   if (opts.inject.length || opts.disableKernel.length || opts.kernelMath) throw badInput(`${dir}: --inject, --disable-kernel and --kernel-math need the simulator; this run's backend is '${m.backend}'`);
   if (!sidePath(dir, m, 'replay')) throw badInput(`${dir}: the run holds no replay of the engine's dump (its replay failed: see the manifest's notes); without own errors there is no culprit to name`);
   const run = await runOfManifest(m, opts.model);
-  const { judge, text } = judgeFor(m, kernelMathOf(m), opts);
+  const { judge, text } = judgeFor(m, opts);
   const result = bisectFromReplay(await compareRun(dir, judge));
   return report({ title: `ds4-diff bisect: ${m.backend} run ${dir}, ${run.tokens.length} tokens, layers 0..${run.lastLayer}`, result, tolerances: text }, opts);
 }
@@ -139,8 +138,10 @@ async function bisectCommand(runDir: string | undefined, opts: BisectCliOptions)
   }
   const { parseInjects } = await import('../../ascend/faults.ts');
   const { simProbe } = await import('../../ascend/probe.ts');
+  const { refuseUnlandedFaults } = await import('../../ascend/orchestrator.ts');
   const inject = parseInjects(c.inject, 'sim');
-  const { judge, text: tolerances } = judgeFor(newManifest(c.run, 'sim', {}, c.kernelMath), c.kernelMath, opts);
+  await refuseUnlandedFaults({ model: c.run.model, cfg: c.run.cfg, tokens: c.run.tokens, lastLayer: c.run.lastLayer, inject });
+  const { judge, text: tolerances } = judgeFor(newManifest(c.run, 'sim', {}, c.kernelMath), opts);
 
   const prog = progress('bisect');
   const reference: StageRecord[] = [];

@@ -20,8 +20,8 @@ import {
   describeExit, dumpNameFilter, engineBackend, engineEnvironment, engineFailed, engineFallbackLedger, engineGraphTest, enginePromptArgs, envFlagOn, feedEngineLine, newEngineReport, runEngine,
   type EngineExit, type EngineReport,
 } from '../../ascend/engine.ts';
-import { deviceBounds } from '../../ascend/budgets.ts';
-import { judgeRun, kernelMathOf, referencePass } from '../../ascend/pipeline.ts';
+import { deviceBounds, kernelMathOf } from '../../ascend/budgets.ts';
+import { judgeRun, referencePass } from '../../ascend/pipeline.ts';
 import { stringifyJson } from '../../diff/json.ts';
 import { replayDump } from '../../diff/replay.ts';
 import { makeJudge, type RunVerdict } from '../../diff/gate.ts';
@@ -46,7 +46,7 @@ interface EngineOptions extends ModelPromptOptions, ReportOutputs {
   backend?: string;
   out?: string;
   force?: boolean;
-  baseline?: string;
+  baseline?: string | false;
   policy?: string;
   timeout?: string;
 }
@@ -313,7 +313,7 @@ async function engineCommand(engine: string[], rawOpts: EngineOptions, command: 
     try {
       const judge = makeJudge({ deviceBound: deviceBounds(math), policy });
       const rp = await replayDump(join(dir, 'device.arrow'), { model: run.model, cfg: run.cfg, judge, warn, onProgress: (m) => rprog.tick(m) });
-      const replayMeta = { modelFingerprint: run.model.fingerprint, promptTokens: tokens, producer: { backend: 'reference', version: VERSION, replayOf: 'device.arrow' } };
+      const replayMeta = { modelFingerprint: run.model.fingerprint, promptTokens: tokens, producer: { backend: 'reference', version: VERSION, replayOf: 'device.arrow', derivedInputs: rp.derivedInputs } };
       for (const [side, recs] of [['replay', rp.records.replay], ['replay-noise', rp.records.noise], ['replay-ties', rp.records.ties]] as const) {
         const sink = await openCapture(dir, side, replayMeta);
         for (const r of recs) sink.tap(r);

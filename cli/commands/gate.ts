@@ -1,8 +1,7 @@
 // `ds4-diff gate RUN_DIR [--baseline FILE]`: the CI verdict of a run directory. Exit 0 pass, 1 regression,
 // 2 host-fallback violation, 3 bad input or usage, 125 cannot evaluate (git bisect run skips).
 import type { Command } from 'commander';
-import { deviceBounds } from '../../ascend/budgets.ts';
-import { kernelMathOf } from '../../ascend/pipeline.ts';
+import { runDeviceBounds } from '../../ascend/budgets.ts';
 import { gateRunDir } from '../../diff/gate.ts';
 import { readManifest } from '../../diff/manifest.ts';
 import { loadPolicy } from '../../diff/policy.ts';
@@ -23,7 +22,7 @@ export function register(program: Command): void {
     .action(async (runDir: string, opts: ReportOutputs & { baseline?: string | false; policy?: string }) => {
       const m = readManifest(runDir);
       const r = await gateRunDir(runDir, {
-        deviceBound: deviceBounds(kernelMathOf(m)),
+        deviceBound: runDeviceBounds(m),
         baseline: opts.baseline || undefined,
         shipped: opts.baseline !== false,
         policy: opts.policy ? loadPolicy(opts.policy) : undefined,

@@ -3,8 +3,7 @@
 // within tolerance, 1 on an own-error failure, 3 on bad input (unreadable dump, wrong model),
 // 125 when nothing could be replayed.
 import type { Command } from 'commander';
-import { deviceBounds } from '../../ascend/budgets.ts';
-import { kernelMathOf } from '../../ascend/pipeline.ts';
+import { deviceBounds, kernelMathOf } from '../../ascend/budgets.ts';
 import type { CompareRow } from '../../diff/compare.ts';
 import { readDumpMeta } from '../../diff/dump.ts';
 import { judgedText, makeJudge } from '../../diff/gate.ts';

@@ -19,9 +19,10 @@ interface RunOptions extends ModelPromptOptions, ReportOutputs {
   inject: string[];
   out?: string;
   force?: boolean;
-  baseline?: string;
+  baseline?: string | false;
   policy?: string;
   teacher: boolean;
+  devicePrefill?: boolean;
 }
 
 export function register(program: Command): void {
@@ -30,7 +31,8 @@ export function register(program: Command): void {
     .option('--kernel-math <m>', 'ascend (the AscendC kernels\' approximations) or exact', 'ascend')
     .option('--allow-host-fallback', 'let primitives without a device kernel run on the host (recorded in the manifest\'s fallback ledger)')
     .option('--disable-kernel <names>', 'remove device kernels, as an unported primitive would be missing (repeatable, comma-separated)', collectList, [])
-    .option('--inject <spec>', 'plant a fault in a simulator kernel: KERNEL:FAULT[=ARG][@LAYER|@A:B] (repeatable; the head is layer n_layer; faults: bias=X scale=X nan=I pairs-halves transpose-comb expert-off-by-one stale-buffer round-half-away coarse-exp emit-pos)', (v: string, prev: string[]) => [...prev, v], [])
+    .option('--inject <spec>', 'plant a fault in a simulator kernel: KERNEL[.BUFFER]:FAULT[=ARG][@LAYER|@A:B] (repeatable; the head is layer n_layer; faults: bias=X scale=X nan=I pairs-halves transpose-comb expert-off-by-one stale-buffer round-half-away coarse-exp emit-pos; `ds4-diff kernels` lists which a kernel takes)', (v: string, prev: string[]) => [...prev, v], [])
+    .option('--device-prefill', 'run the prompt on the device as ds4-ascend\'s batched prefill (layer by layer, its prefill kernels) instead of token by token')
     .option('--no-teacher', 'skip the teacher-forced device pass: no own errors, only the end result is judged')
     .addHelpText('after', [
       '',
@@ -60,10 +62,12 @@ async function runCommand(opts: RunOptions): Promise<number> {
   const policy: Policy | undefined = opts.policy ? loadPolicy(opts.policy) : undefined;
 
   const { devicePasses, judgeRun, referencePass } = await import('../../ascend/pipeline.ts');
+  const { refuseUnlandedFaults } = await import('../../ascend/orchestrator.ts');
   const { parseInjects } = await import('../../ascend/faults.ts');
   const inject = parseInjects(opts.inject, opts.backend);
   const run = await loadModelAndPrompt(opts);
-  const manifest = newManifest(run, opts.backend, { disabledKernels: opts.disableKernel, inject: opts.inject, allowHostFallback: !!opts.allowHostFallback, teacher: opts.teacher }, opts.kernelMath);
+  await refuseUnlandedFaults({ model: run.model, cfg: run.cfg, tokens: run.tokens, lastLayer: run.lastLayer, inject, prefill: opts.devicePrefill });
+  const manifest = newManifest(run, opts.backend, { disabledKernels: opts.disableKernel, inject: opts.inject, allowHostFallback: !!opts.allowHostFallback, teacher: opts.teacher, devicePrefill: !!opts.devicePrefill }, opts.kernelMath);
   manifest.noHostFallback = !opts.allowHostFallback;
   return withRunDir({ out: opts.out, force: opts.force, manifest }, async (rd) => {
     const prog = progress('run');
@@ -71,7 +75,7 @@ async function runCommand(opts: RunOptions): Promise<number> {
     const { result, records } = await referencePass(rd, run, { version: VERSION, weights, onProgress: (m) => prog.tick(`reference ${m}`) });
     const { violation } = await devicePasses(rd, run, {
       kernelMath: opts.kernelMath as 'ascend' | 'exact', inject, disabledKernels: opts.disableKernel,
-      allowHostFallback: !!opts.allowHostFallback, teacher: opts.teacher, backend: opts.backend,
+      allowHostFallback: !!opts.allowHostFallback, teacher: opts.teacher, backend: opts.backend, prefill: !!opts.devicePrefill,
     }, records, { version: VERSION, onProgress: prog.tick });
     prog.done();
     if (violation) {

@@ -46,6 +46,112 @@ auto guarded(const Napi::Env &env, F &&f) -> decltype(f()) {
   }
 }
 
+Napi::Array strings(const Napi::Env &env, const std::vector<std::string> &v) {
+  Napi::Array a = Napi::Array::New(env, v.size());
+  for (size_t i = 0; i < v.size(); i++) a.Set((uint32_t)i, v[i]);
+  return a;
+}
+
+// The registered kernels with their signatures (kernels/kernel_api.h), as ascend/native.ts KernelSignature.
+Napi::Value kernel_table(const Napi::Env &env) {
+  const auto &reg = ds4::kernel_registry();
+  Napi::Array out = Napi::Array::New(env, reg.size());
+  uint32_t i = 0;
+  for (const ds4::KernelSig &k : reg) {
+    Napi::Object o = Napi::Object::New(env);
+    o.Set("name", k.name);
+    o.Set("doc", k.doc);
+    o.Set("scalars", strings(env, k.scalars));
+    Napi::Array bufs = Napi::Array::New(env, k.bufs.size());
+    for (size_t b = 0; b < k.bufs.size(); b++) {
+      const ds4::BufSig &s = k.bufs[b];
+      Napi::Object bo = Napi::Object::New(env);
+      bo.Set("name", s.name);
+      bo.Set("role", ds4::role_name(s.role));
+      bo.Set("dtype", ds4::dtype_info(s.dtype).name);
+      bo.Set("count", s.count.text());
+      bo.Set("offset", s.offset.empty() ? "0" : s.offset.text());
+      if (!s.ring.empty()) bo.Set("ring", s.ring.text());
+      if (!s.mat_n.empty()) bo.Set("mat", strings(env, {s.mat_n.text(), s.mat_off.text(), s.mat_stride.text()}));
+      if (!s.quant.empty()) bo.Set("quant", s.quant);
+      if (s.experts) bo.Set("experts", true);
+      bufs.Set((uint32_t)b, bo);
+    }
+    o.Set("buffers", bufs);
+    o.Set("stages", strings(env, k.stages));
+    o.Set("approx", strings(env, k.approx));
+    Napi::Object budget = Napi::Object::New(env);
+    budget.Set("ascend", k.budget.ascend);
+    budget.Set("exact", k.budget.exact);
+    o.Set("budget", budget);
+    out.Set(i++, o);
+  }
+  return out;
+}
+
+const ds4::KernelSig &find_kernel(const Napi::Env &env, const std::string &name) {
+  for (const ds4::KernelSig &k : ds4::kernel_registry())
+    if (k.name == name) return k;
+  throw Napi::Error::New(env, "no device kernel '" + name + "'");
+}
+
+std::vector<double> number_list(const Napi::Env &env, const Napi::Value &v, const char *what) {
+  if (!v.IsArray()) throw Napi::TypeError::New(env, std::string(what) + ": expected an array of numbers");
+  auto a = v.As<Napi::Array>();
+  std::vector<double> out;
+  for (uint32_t i = 0; i < a.Length(); i++) out.push_back(a.Get(i).As<Napi::Number>().DoubleValue());
+  return out;
+}
+
+// spans(kernel, scalars[]): every buffer's span for these scalars, in bytes (square matrices in elements).
+Napi::Value Spans(const Napi::CallbackInfo &info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 2 || !info[0].IsString()) throw Napi::TypeError::New(env, "spans(kernel, scalars[])");
+  const ds4::KernelSig &k = find_kernel(env, info[0].As<Napi::String>().Utf8Value());
+  const std::vector<double> scalars = number_list(env, info[1], "spans");
+  if (scalars.size() != k.scalars.size())
+    throw Napi::Error::New(env, "spans '" + k.name + "': takes " + std::to_string(k.scalars.size()) + " scalars (" + k.scalars_text + ")");
+  const std::vector<ds4::Span> spans = guarded(env, [&] {
+    try {
+      return ds4::evaluate_spans(k, scalars);
+    } catch (const std::invalid_argument &e) {
+      throw std::runtime_error(e.what());
+    }
+  });
+  Napi::Array out = Napi::Array::New(env, spans.size());
+  for (size_t b = 0; b < spans.size(); b++) {
+    Napi::Object o = Napi::Object::New(env);
+    o.Set("offset", (double)spans[b].off);
+    o.Set("bytes", (double)spans[b].len);
+    o.Set("ring", (double)spans[b].ring);
+    const ds4::BufSig &s = k.bufs[b];
+    if (!s.mat_n.empty()) {
+      Napi::Array m = Napi::Array::New(env, 3);
+      m.Set(0u, (double)s.mat_n.eval(scalars));
+      m.Set(1u, (double)s.mat_off.eval(scalars));
+      m.Set(2u, (double)s.mat_stride.eval(scalars));
+      o.Set("mat", m);
+    }
+    out.Set((uint32_t)b, o);
+  }
+  return out;
+}
+
+// Names of the faults a launch may plant in the kernel's own arithmetic (kernel_api.h KernelFaultFlag).
+uint32_t fault_flags(const Napi::Env &env, const Napi::Value &v) {
+  if (!v.IsArray()) throw Napi::TypeError::New(env, "launch: opts.faults must be an array of fault names");
+  auto a = v.As<Napi::Array>();
+  uint32_t f = 0;
+  for (uint32_t i = 0; i < a.Length(); i++) {
+    const std::string n = a.Get(i).As<Napi::String>().Utf8Value();
+    if (n == "coarse-exp") f |= ds4::kFaultCoarseExp;
+    else if (n == "round-half-away") f |= ds4::kFaultRoundHalfAway;
+    else if (n == "pairs-halves") f |= ds4::kFaultPairsHalves;
+    else throw Napi::Error::New(env, "launch: no in-kernel fault '" + n + "' (coarse-exp, round-half-away, pairs-halves)");
+  }
+  return f;
+}
+
 class DeviceWrap : public Napi::ObjectWrap<DeviceWrap> {
  public:
   static Napi::Function Init(Napi::Env env) {
@@ -124,17 +230,17 @@ class DeviceWrap : public Napi::ObjectWrap<DeviceWrap> {
     std::vector<uint32_t> bufs;
     auto jb = info[1].As<Napi::Array>();
     for (uint32_t i = 0; i < jb.Length(); i++) bufs.push_back(jb.Get(i).As<Napi::Number>().Uint32Value());
-    std::vector<double> scalars;
-    auto js = info[2].As<Napi::Array>();
-    for (uint32_t i = 0; i < js.Length(); i++) scalars.push_back(js.Get(i).As<Napi::Number>().DoubleValue());
+    const std::vector<double> scalars = number_list(env, info[2], "launch");
     MathMode mode = dev_.math_mode;
     int parts = dev_.parts;
+    uint32_t faults = 0;
     if (info.Length() > 3 && info[3].IsObject()) {
       auto o = info[3].As<Napi::Object>();
       if (o.Has("math") && !o.Get("math").IsUndefined()) mode = parse_math(env, o.Get("math").As<Napi::String>().Utf8Value());
       if (o.Has("parts") && !o.Get("parts").IsUndefined()) parts = parse_parts(env, o.Get("parts"));
+      if (o.Has("faults") && !o.Get("faults").IsUndefined()) faults = fault_flags(env, o.Get("faults"));
     }
-    guarded(env, [&] { dev_.launch(name, bufs, scalars, mode, parts); });
+    guarded(env, [&] { dev_.launch(name, bufs, scalars, mode, parts, faults); });
     return env.Undefined();
   }
   Napi::Value Synchronize(const Napi::CallbackInfo &info) {
@@ -184,33 +290,17 @@ class DeviceWrap : public Napi::ObjectWrap<DeviceWrap> {
     dev_.reset_stats();
     return info.Env().Undefined();
   }
-  Napi::Value Kernels(const Napi::CallbackInfo &info) {
-    Napi::Env env = info.Env();
-    const auto &reg = ds4::kernel_registry();
-    Napi::Array out = Napi::Array::New(env, reg.size());
-    for (size_t i = 0; i < reg.size(); i++) {
-      Napi::Object k = Napi::Object::New(env);
-      k.Set("name", reg[i].name);
-      k.Set("doc", reg[i].doc);
-      Napi::Array stages = Napi::Array::New(env);
-      uint32_t n = 0;
-      size_t start = 0;
-      const std::string &s = reg[i].stages;
-      while (start < s.size()) {
-        size_t end = s.find(',', start);
-        if (end == std::string::npos) end = s.size();
-        if (end > start) stages.Set(n++, s.substr(start, end - start));
-        start = end + 1;
-      }
-      k.Set("stages", stages);
-      out.Set((uint32_t)i, k);
-    }
-    return out;
-  }
+  Napi::Value Kernels(const Napi::CallbackInfo &info) { return kernel_table(info.Env()); }
 };
 
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
+  for (const ds4::KernelSig &k : ds4::kernel_registry()) {
+    if (!k.error.empty()) throw Napi::Error::New(env, "malformed kernel signature: " + k.error);
+    if (k.bufs.empty()) throw Napi::Error::New(env, "malformed kernel signature: " + k.name + " declares no buffers");
+  }
   exports.Set("Device", DeviceWrap::Init(env));
+  exports.Set("kernels", Napi::Function::New(env, [](const Napi::CallbackInfo &info) { return kernel_table(info.Env()); }));
+  exports.Set("spans", Napi::Function::New(env, Spans));
   return exports;
 }
 

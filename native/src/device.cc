@@ -18,29 +18,50 @@ static const uint8_t kPoisonByte = 0xfd;
 // Freed buffers stay quarantined (memory kept, handle never reused) up to this many bytes.
 static const size_t kQuarantineBytes = size_t(256) << 20;
 
-std::vector<KernelInfo> &kernel_registry() {
-  static std::vector<KernelInfo> table;
-  return table;
-}
-
 // ---------------------------------------------------------------- KernelCall (device side)
 
-uint8_t *KernelCall::check(int arg, size_t byte_off, size_t nbytes, Access access) const {
-  if (arg < 0 || arg >= (int)bufs.size())
-    fail("needs buffer argument #" + std::to_string(arg) + " but got " + std::to_string(bufs.size()));
-  return static_cast<Device *>(device_ctx)->check_access(*this, arg, byte_off, nbytes, access);
+int KernelCall::arg(const char *name) const {
+  const int k = sig->buf_index(name);
+  if (k < 0) fail(std::string("has no buffer named ") + name + " (signature: " + sig->bufs_text + ")");
+  return k;
 }
 
-size_t KernelCall::bytes(int arg) const {
-  if (arg < 0 || arg >= (int)bufs.size())
-    fail("needs buffer argument #" + std::to_string(arg) + " but got " + std::to_string(bufs.size()));
-  return bufs[arg].bytes;
-}
-
-double KernelCall::scalar(int k) const {
-  if (k < 0 || k >= (int)scalars.size())
-    fail("needs scalar argument #" + std::to_string(k) + " but got " + std::to_string(scalars.size()));
+double KernelCall::scalar(const char *name) const {
+  const int k = sig->scalar_index(name);
+  if (k < 0) fail(std::string("has no scalar named ") + name + " (signature: " + sig->scalars_text + ")");
   return scalars[k];
+}
+
+size_t KernelCall::bytes(const char *name) const { return bufs[arg(name)].bytes; }
+uint32_t KernelCall::handle(const char *name) const { return bufs[arg(name)].id; }
+
+// The access a role allows: in/weight read, out write, inout read and write.
+static bool role_allows(Role r, Access want) {
+  if (want == Access::Read) return r != Role::Out;
+  return r == Role::Out || r == Role::InOut;
+}
+
+uint8_t *KernelCall::view(const char *name, Access want) const {
+  const int k = arg(name);
+  const Span &s = spans[k];
+  // an inout buffer written through out() is read and written in place
+  const Access a = want == Access::Write && sig->bufs[k].role == Role::InOut ? Access::ReadWrite : want;
+  return check(name, s.ring ? 0 : s.off, s.ring ? s.ring : s.len, a);
+}
+
+uint8_t *KernelCall::check(const char *name, size_t byte_off, size_t nbytes, Access want) const {
+  const int k = arg(name);
+  const BufSig &b = sig->bufs[k];
+  if (!role_allows(b.role, want))
+    fail(std::string(want == Access::Read ? "reads" : "writes") + " buffer " + name + " declared " + role_name(b.role));
+  const Access a = want == Access::Write && b.role == Role::InOut ? Access::ReadWrite : want;
+  const Span &s = spans[k];
+  const bool whole_ring = s.ring && byte_off == 0 && nbytes == s.ring && a != Access::Write;
+  if (!whole_ring && !s.contains(byte_off, nbytes))
+    fail("touches bytes " + std::to_string(byte_off) + "..+" + std::to_string(nbytes) + " of buffer " + name +
+         ", outside its declared span [" + b.offset.text() + ", +" + b.count.text() + ") = bytes " + std::to_string(s.off) +
+         "..+" + std::to_string(s.len));
+  return static_cast<Device *>(device_ctx)->check_access(*this, k, byte_off, nbytes, a);
 }
 
 void KernelCall::run_parts(const std::function<void(int)> &body) const {
@@ -142,7 +163,7 @@ Device::Device() {
     const int n = std::atoi(p);
     if (n >= 1 && n <= 64) parts = n;  // ds4-ascend's limits (catalog §10)
   }
-  for (auto &k : kernel_registry()) kernels_[k.name] = &k;
+  for (const KernelSig &k : kernel_registry()) kernels_[k.name] = &k;
   pool_ = std::make_unique<PartsPool>(env_threads());
   worker_ = std::thread([this] { worker_loop(); });
 }
@@ -288,15 +309,26 @@ std::vector<uint8_t> Device::download(uint32_t h, size_t n, size_t offset) {
 }
 
 void Device::launch(const std::string &kernel, const std::vector<uint32_t> &bufs, const std::vector<double> &scalars,
-                    MathMode mode, int nparts) {
+                    MathMode mode, int nparts, uint32_t faults) {
   auto k = kernels_.find(kernel);
   if (k == kernels_.end()) throw std::runtime_error("launch: no device kernel '" + kernel + "'");
+  const KernelSig &sig = *k->second;
+  if (bufs.size() != sig.bufs.size() || scalars.size() != sig.scalars.size())
+    throw std::runtime_error("launch '" + kernel + "': takes " + std::to_string(sig.bufs.size()) + " buffers (" + sig.bufs_text +
+                             ") and " + std::to_string(sig.scalars.size()) + " scalars (" + sig.scalars_text + "), got " +
+                             std::to_string(bufs.size()) + " and " + std::to_string(scalars.size()));
   Op op;
   op.kind = Op::Launch;
-  op.kernel = k->second;
+  op.kernel = &sig;
   op.bufs = bufs;
   op.scalars = scalars;
+  try {
+    op.spans = evaluate_spans(sig, scalars);
+  } catch (const std::invalid_argument &e) {
+    throw std::runtime_error(std::string("launch '") + kernel + "': " + e.what());
+  }
   op.mode = mode;
+  op.faults = faults;
   op.parts = nparts;
   std::lock_guard<std::mutex> lk(mu_);
   op.seq = ++launch_seq_;
@@ -409,9 +441,12 @@ void Device::execute(Op &op) {
     return;
   }
   KernelCall call;
+  call.sig = op.kernel;
   call.kernel = op.kernel->name.c_str();
   call.scalars = op.scalars;
+  call.spans = op.spans;
   call.mode = op.mode;
+  call.faults = op.faults;
   call.parts = op.parts;
   call.device_ctx = this;
   call.run_parts_impl = [this](int np, const std::function<void(int)> &body) { run_parts(np, body); };

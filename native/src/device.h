@@ -53,8 +53,9 @@ class Device {
   void upload(uint32_t h, const uint8_t *data, size_t n, size_t offset);      // stream-ordered (staged if busy)
   std::vector<uint8_t> download(uint32_t h, size_t n, size_t offset);         // synchronizes first
   size_t size_of(uint32_t h);
+  // Queues a launch; throws at once if the kernel is unknown or the arguments do not fit its signature.
   void launch(const std::string &kernel, const std::vector<uint32_t> &bufs, const std::vector<double> &scalars,
-              MathMode mode, int parts);
+              MathMode mode, int parts, uint32_t faults = 0);
   void synchronize();  // throws std::runtime_error with the first fault since the last synchronize
   uint32_t record_event();
   void wait_event(uint32_t e);
@@ -84,10 +85,12 @@ class Device {
   };
   struct Op {
     enum Kind { Launch, Upload, Event } kind = Event;
-    const KernelInfo *kernel = nullptr;
+    const KernelSig *kernel = nullptr;
     std::vector<uint32_t> bufs;
     std::vector<double> scalars;
+    std::vector<Span> spans;
     MathMode mode = MathMode::Ascend;
+    uint32_t faults = 0;
     int parts = 32;
     std::vector<uint8_t> data;  // upload payload
     size_t offset = 0;
@@ -130,7 +133,7 @@ class Device {
   uint32_t next_event_ = 1;
   std::map<uint32_t, bool> events_;
   std::map<std::string, KernelStats> stats_;
-  std::map<std::string, const KernelInfo *> kernels_;
+  std::map<std::string, const KernelSig *> kernels_;
 };
 
 }  // namespace ds4
