@@ -60,19 +60,23 @@ export function runDeviceBounds(m: { kernelMath?: string; backend: string; produ
 /**
  * The device bound of every stage under one kernel math. `producers` (stage → the kernels a device pass
  * launched for it, recorded by the run) narrows the chain to what really ran; without it (an engine, whose
- * kernels are its own), every kernel that declares the stage counts.
+ * kernels are its own), every kernel that declares the stage counts. Under the Ascend math the bound also
+ * carries the exact-math budgets, which the judge uses with a row's approximation twin (diff/judge.ts ownBudget).
  */
 export function deviceBounds(math: KernelMath, producers?: Record<string, string[]>, table: BudgetTable = shippedTable()): (stage: string) => DeviceBound {
-  return (stage) => {
-    const chain = producers?.[stage] ?? table.stages[stage] ?? [];
+  const sum = (chain: string[], m: KernelMath) => {
     let rel = 0;
     const parts: string[] = [];
     for (const k of chain) {
-      const nmse = table.kernels[k]?.[math];
+      const nmse = table.kernels[k]?.[m];
       if (nmse === undefined) continue;
       rel += Math.sqrt(nmse);
       parts.push(`${k} ${Math.sqrt(nmse).toExponential(1)}`);
     }
-    return { rel, from: `${math} device math: ${parts.join(' + ') || 'no kernel declares it'}` };
+    return { rel, from: `${m} device math: ${parts.join(' + ') || 'no kernel declares it'}` };
+  };
+  return (stage) => {
+    const chain = producers?.[stage] ?? table.stages[stage] ?? [];
+    return math === 'ascend' ? { ...sum(chain, 'ascend'), exact: sum(chain, 'exact') } : sum(chain, 'exact');
   };
 }

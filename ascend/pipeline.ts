@@ -21,7 +21,7 @@ import type { CaptureFilter } from '../reference/capture.ts';
 import { runReference, type ReferenceResult } from '../reference/runner.ts';
 import { ModelWeights } from '../reference/weights.ts';
 import { emitRunReports, type ReportOutputs } from '../reports/write.ts';
-import { deviceBounds, runDeviceBounds, type KernelMath } from './budgets.ts';
+import { deviceBounds, kernelMathOf, runDeviceBounds, type KernelMath } from './budgets.ts';
 import type { Injection } from './faults.ts';
 import type { DeviceSession } from './orchestrator.ts';
 
@@ -63,7 +63,7 @@ export async function referencePass(rd: RunDir, c: RunCase, o: { version: string
     model: c.model, cfg: c.cfg, weights: o.weights ?? new ModelWeights(c.model, c.cfg), tokens: c.tokens, lastLayer: c.lastLayer,
     headPositions: c.headPositions, filter: o.filter,
     tap: kept(sinks.reference, records),
-    facts: { noise: kept(sinks.noise), ties: kept(sinks.ties) },
+    facts: { noise: kept(sinks.noise), ties: kept(sinks.ties), approx: kernelMathOf(rd.manifest) === 'ascend' },
     onProgress: o.onProgress,
   });
   for (const [side, sink] of [['reference', sinks.reference], ['reference-noise', sinks.noise], ['reference-ties', sinks.ties]] as const) {
@@ -164,7 +164,7 @@ export async function judgeCase(c: RunCase, d: DeviceCase, o: { judge?: Omit<Jud
   const reference: StageRecord[] = [], noise: StageRecord[] = [], ties: StageRecord[] = [];
   await runReference({
     model: c.model, cfg: c.cfg, weights: o.weights, tokens: c.tokens, lastLayer: c.lastLayer, headPositions: c.headPositions,
-    tap: (r) => reference.push(r), facts: { noise: (r) => noise.push(r), ties: (r) => ties.push(r) },
+    tap: (r) => reference.push(r), facts: { noise: (r) => noise.push(r), ties: (r) => ties.push(r), approx: d.kernelMath === 'ascend' },
   });
   const byKey = new Map(reference.map((r) => [recordKey(r), r]));
   const producers = new Producers();

@@ -22,15 +22,19 @@ export interface SimProbeOptions {
   allowHostFallback?: boolean;
   addonPath?: string;
   onProgress?: (msg: string) => void;
+  /** a device session with the case's weights, kept open by the caller (default: the probe opens its own) */
+  session?: DeviceSession;
 }
 
-/** The probe keeps one device with the case's weights across its passes; close() frees it. */
+/** The probe keeps one device with the case's weights across its passes; close() frees it (unless the caller gave it). */
 export function simProbe(o: SimProbeOptions): BisectProbe & { close(): void } {
   const ref = new Map(o.reference.map((r) => [`${r.stage}/${r.layer}/${r.pos}`, r.values]));
-  let session: DeviceSession | undefined;
+  let session: DeviceSession | undefined = o.session;
   return {
     lastLayer: o.lastLayer,
-    close: () => session?.close(),
+    close: () => {
+      if (session !== o.session) session?.close();
+    },
     async run({ teacher, hostKernels, lastLayer }): Promise<ProbeRun> {
       const records: StageRecord[] = [];
       const producers = new Map<string, readonly string[]>();

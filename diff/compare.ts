@@ -355,7 +355,14 @@ export async function factsOf(noise: Source, ties: Source): Promise<FactsMap> {
     if (!f) facts.set(k, (f = {}));
     return f;
   };
-  for await (const r of noise as AsyncIterable<StageRecord>) at(r).noise = r.values as Float32Array;
+  for await (const r of noise as AsyncIterable<StageRecord>) {
+    const f = at(r);
+    const v = r.values as Float32Array;
+    if (r.shape.length === 2 && r.shape[0] === 2) {
+      f.noise = v.subarray(0, r.shape[1]);
+      f.approx = v.subarray(r.shape[1]);
+    } else f.noise = v;
+  }
   for await (const r of ties as AsyncIterable<StageRecord>) {
     const f = at(r);
     const v = r.values as Float32Array;

@@ -27,6 +27,14 @@ import type { Metrics } from './metrics.ts';
  */
 export const NOISE_MARGIN = 10;
 
+/**
+ * The margin between a row's own error under the Ascend kernels' approximations and what the approximation
+ * twin (the reference's step with the same exp, rsqrt and log, reference/math.ts) says they do to it. The twin
+ * applies them to ds4's formulas, a kernel to its own arrangement of them (1/(1+exp(-x)) against ds4's
+ * stable sigmoid, its own softmax order): to first order the same error, so 2 leaves the second order room.
+ */
+export const APPROX_MARGIN = 2;
+
 /** The rounding noise of a row is never taken below one f32 unit roundoff (2^-24): a stage the reference
  *  computes exactly (a copy, an embedding lookup) may still be computed with one rounding on the device. */
 export const F32_UNIT = 2 ** -24;
@@ -145,6 +153,8 @@ export function worstBound(m: Metrics, t: Tolerance): (Violation & { severity: n
 export interface RowFacts {
   /** per element, |f64 twin − reference| on the same inputs: the reference's own rounding (diff/facts.ts) */
   noise?: Float32Array;
+  /** per element, |approximation twin − reference| on the same inputs: what the Ascend kernels' exp, rsqrt and log do */
+  approx?: Float32Array;
   /** rounding decisions: per element the distance to the nearest decision boundary and the code step there */
   tie?: Float32Array;
   step?: Float32Array;
@@ -154,11 +164,20 @@ export interface RowFacts {
 
 /** What the device math in use may add to a stage's error, relative RMS, and the kernels that say so. */
 export interface DeviceBound {
+  /** the kernels' declared budgets under the math in use (each kernel's worst case over every input) */
   rel: number;
   from: string;
+  /** the math approximates (Ascend): the same kernels' declared budgets under exact math. With the row's
+   *  approximation twin the bound is APPROX_MARGIN × what the twin measured on this row + this, instead of
+   *  `rel` (a worst case over the kernel suite's inputs, which a row's inputs may exceed) */
+  exact?: { rel: number; from: string };
 }
 
-/** The bound of a chain of stages (a replayed stage and the inputs the replay derived): relative errors add. */
+/**
+ * The bound of a chain of stages (a replayed stage and the inputs the replay derived): relative errors add.
+ * The row's approximation twin covers its own step only, not the derived inputs', so a chain is held to the
+ * kernels' declared budgets.
+ */
 export function chainBound(bounds: DeviceBound[]): DeviceBound {
   return bounds.length === 1 ? bounds[0] : { rel: bounds.reduce((a, b) => a + b.rel, 0), from: bounds.map((b) => b.from).join(' + ') };
 }
@@ -184,14 +203,18 @@ const rms = (v: ArrayLike<number>): number => {
  * by construction, judged as such, and would otherwise swamp the row's noise with one code step.
  */
 export function noiseRel(ref: ArrayLike<number>, f: RowFacts): number {
-  if (!f.noise) return 0;
+  return f.noise ? relOf(ref, f.noise, f.step) : 0;
+}
+
+/** rms(d) / rms(ref) over the elements whose distance d stays within half their code step (all without steps). */
+function relOf(ref: ArrayLike<number>, d: Float32Array, step?: Float32Array): number {
   const scale = rms(ref);
   if (scale === 0) return 0;
   let s = 0;
   let n = 0;
-  for (let i = 0; i < f.noise.length; i++) {
-    if (f.step && f.noise[i] > f.step[i] / 2) continue;
-    s += f.noise[i] * f.noise[i];
+  for (let i = 0; i < d.length; i++) {
+    if (step && d[i] > step[i] / 2) continue;
+    s += d[i] * d[i];
     n++;
   }
   return n ? Math.sqrt(s / n) / scale : 0;
@@ -199,19 +222,28 @@ export function noiseRel(ref: ArrayLike<number>, f: RowFacts): number {
 
 /**
  * The own-error budget of a row, relative RMS: NOISE_MARGIN × its rounding noise (never below one f32 unit)
- * plus what the device math in use adds (the stated error bounds of the kernels that produce the stage).
+ * plus what the device math in use adds: for approximating math with the row's approximation twin,
+ * APPROX_MARGIN × the twin's deviation plus the kernels' exact-math budgets; otherwise the kernels' declared
+ * budgets (their worst case over the kernel suite's inputs).
  */
 export function ownBudget(ref: ArrayLike<number>, f: RowFacts, device: DeviceBound): { rel: number; from: string } {
   const noise = noiseRel(ref, f);
-  const rel = NOISE_MARGIN * Math.max(noise, F32_UNIT) + device.rel;
-  return { rel, from: `arithmetic: ${NOISE_MARGIN} × noise ${fmtNum(Math.max(noise, F32_UNIT))} + ${device.from}` };
+  let math = { rel: device.rel, from: device.from };
+  if (device.exact && f.approx) {
+    // every element counts: a code the approximation moves is the device math's deviation, not a tie
+    const twin = relOf(ref, f.approx);
+    math = { rel: APPROX_MARGIN * twin + device.exact.rel, from: `${APPROX_MARGIN} × approximation twin ${fmtNum(twin)} + ${device.exact.from}` };
+  }
+  const rel = NOISE_MARGIN * Math.max(noise, F32_UNIT) + math.rel;
+  return { rel, from: `arithmetic: ${NOISE_MARGIN} × noise ${fmtNum(Math.max(noise, F32_UNIT))} + ${math.from}` };
 }
 
 /**
  * Count the elements of a quantized row (codes on a grid) that differ from the reference, as near ties or
  * clear flips: an element within `cont` of the reference is rounding; one that differs by at most ~one code
- * step where the reference's value before rounding lay within `tie` of the boundary is a near tie; anything
- * else is a code the kernel should not have produced. Returns the near-tie elements too, so the row's RMS
+ * step where the reference's value before rounding lay within `tie` of the boundary is a near tie; one the
+ * approximation twin predicts (it lands within a code step of the candidate: the device math's own deviation,
+ * taken into the row's RMS error) is neither; anything else is a code the kernel should not have produced. Returns the near-tie elements too, so the row's RMS
  * error can be taken over the rest.
  */
 export function codeFlips(ref: ArrayLike<number>, cand: ArrayLike<number>, f: RowFacts, cont: number, tie: number): { clear: number; nearTie: number; nearTieAt: Set<number> } {
@@ -223,6 +255,7 @@ export function codeFlips(ref: ArrayLike<number>, cand: ArrayLike<number>, f: Ro
     const t = f.tie ? f.tie[i] : Infinity;
     const step = f.step ? f.step[i] : 0;
     if (t <= tie && d <= 1.5 * step) nearTieAt.add(i);
+    else if (f.approx && f.approx[i] > 0 && Math.abs(d - f.approx[i]) <= step) continue;
     else clear++;
   }
   return { clear, nearTie: nearTieAt.size, nearTieAt };

@@ -19,7 +19,7 @@ import { badInput } from '../model/errors.ts';
 import type { GgufModel } from '../model/gguf.ts';
 import { compressedRowCount, graphOrderKey, resolveStage, stage as stageDef, stageAt, stageInLayer, stageKey, type StageDef, type StageId, type StageRecord } from '../model/stages.ts';
 import { factRecords, stageFacts, type StageFacts } from '../reference/facts.ts';
-import { evaluate, type Graph, type Values } from '../reference/interpreter.ts';
+import { evaluate, type Graph, type Read, type Values } from '../reference/interpreter.ts';
 import { makeRecord } from '../reference/runner.ts';
 import { ModelWeights } from '../reference/weights.ts';
 import { throwIfCancelled } from './cancel.ts';
@@ -58,6 +58,8 @@ export interface ReplayOptions {
   model: GgufModel;
   cfg: Ds4Config;
   judge: Judge;
+  /** the dump's producer computes with the Ascend kernels' approximations: also evaluate the approximation twin */
+  approx?: boolean;
   /** which dumped records to replay (default all) */
   filter?: (stage: string, layer: number, pos: number) => boolean;
   onProgress?: (m: string) => void;
@@ -211,7 +213,9 @@ export async function replayDump(file: string, opts: ReplayOptions): Promise<Rep
     source.derivedRead.clear();
     source.derivedStages.clear();
     try {
-      facts = stageFacts(source.g, stage, rec.layer, rec.pos, (s, l, q) => source.read(s, l, q));
+      // a replayed stage reads the producer's own outputs, fused or not: its twin reads the same inputs
+      const read: Read = (s, l, q) => source.read(s, l, q);
+      facts = stageFacts(source.g, stage, rec.layer, rec.pos, read, opts.approx ? read : undefined);
     } catch (e) {
       // a dumped value the step cannot use (an out-of-range row index) is an unusable input too
       if (!(e instanceof Unavailable || e instanceof RangeError || e instanceof TypeError)) throw e;

@@ -5,7 +5,7 @@
 import type { Ds4Config } from '../model/config.ts';
 import { dotIQ2_XXS_Q8_K, dotQ2_K_Q8_K, quantizeQ8_K } from '../model/quant/index.ts';
 import { GGMLType, rowBytes, typeName } from '../model/quant/types.ts';
-import { rounder, silu, softplus } from './math.ts';
+import { rounder, silu, softplus, sqrtP } from './math.ts';
 import { matvec } from './matvec.ts';
 import { allocVec, type LayerWeights, type Precision, type Vec, type Weight } from './types.ts';
 
@@ -14,9 +14,8 @@ const ROUTER_SUM_FLOOR = 6.103515625e-5;
 
 /** S14: p_e = sqrt(softplus(logit_e)) — sqrt-softplus scores, not sigmoid or softmax. */
 export function routerProbs(logits: Vec, p: Precision): Vec {
-  const r = rounder(p);
   const probs = allocVec(p, logits.length);
-  for (let e = 0; e < logits.length; e++) probs[e] = r(Math.sqrt(softplus(logits[e], p)));
+  for (let e = 0; e < logits.length; e++) probs[e] = sqrtP(softplus(logits[e], p), p);
   return probs;
 }
 

@@ -35,13 +35,16 @@ export function hcSplitSinkhorn(mix: Vec, scale: Float32Array, base: Float32Arra
   const pre = allocVec(p, H);
   const post = allocVec(p, H);
   const c = allocVec(p, H * H);
+  // the Ascend kernels write every sigmoid in the stable form (exp of −|z| only, kernels/ascend_math.h): with
+  // their exp the two forms err in opposite directions below 0, so the approximation twin follows the kernels
+  const sig = (z: number) => (p === 'ascend' ? sigmoid(z, p) : r(1 / r(1 + expP(-z, p))));
   for (let i = 0; i < H; i++) {
     const z = r(r(mix[i] * scale[0]) + base[i]);
-    pre[i] = r(r(1 / r(1 + expP(-z, p))) + e);
+    pre[i] = r(sig(z) + e);
   }
   for (let i = 0; i < H; i++) {
     const z = r(r(mix[H + i] * scale[1]) + base[H + i]);
-    post[i] = r(2 / r(1 + expP(-z, p)));
+    post[i] = r(2 * sig(z));
   }
   for (let b = 0; b < H; b++) {
     let max = NEG_INF; // ds4.c starts the row max at DS4_NEG_INF, not -Infinity

@@ -10,7 +10,7 @@ import type { Precision, Vec, Weight } from './types.ts';
 
 export function matvec(w: Weight, x: Vec, p: Precision, out?: Vec): Vec {
   if (x.length !== w.cols) throw new Error(`matvec ${w.name}: input has ${x.length} values, weight rows have ${w.cols}`);
-  return p === 'ds4' ? matvecDs4(w, x, out) : matvecF64(w, x, out);
+  return p === 'f64' ? matvecF64(w, x, out) : matvecDs4(w, x, out);
 }
 
 function matvecDs4(w: Weight, x: Vec, out?: Vec): Float32Array {

@@ -11,7 +11,7 @@ import { badInput } from '../model/errors.ts';
 import { STAGES, resolveStage, stageAt, stageKey, type StageDef, type StageRecord, type Tap } from '../model/stages.ts';
 import { throwIfCancelled } from '../diff/cancel.ts';
 import { compileFilter, type CaptureFilter } from './capture.ts';
-import { factRecords, stageFacts } from './facts.ts';
+import { factRecords, fusedTwinRead, stageFacts } from './facts.ts';
 import { evaluate, type Graph, type Values } from './interpreter.ts';
 import type { Precision, Vec } from './types.ts';
 import { ModelWeights } from './weights.ts';
@@ -27,8 +27,9 @@ export interface ReferenceOptions {
   headPositions?: number[];
   precision?: Precision;
   tap?: Tap;
-  /** also capture each kept stage's facts for the judge (reference/facts.ts): its rounding noise and decisions (ds4 precision only) */
-  facts?: { noise: Tap; ties: Tap };
+  /** also capture each kept stage's facts for the judge (reference/facts.ts): its rounding noise and decisions
+   *  (ds4 precision only), and with `approx` what the Ascend kernels' approximations do to it */
+  facts?: { noise: Tap; ties: Tap; approx?: boolean };
   filter?: CaptureFilter;
   mode?: 'prefill' | 'decode';
   onProgress?: (msg: string) => void;
@@ -87,6 +88,8 @@ export async function runReference(opts: ReferenceOptions): Promise<ReferenceRes
   };
   const keep = compileFilter(opts.filter);
   const store = new Map<string, Values>();
+  /** the approximation twins of the layer in progress (facts.approx) */
+  const twins = new Map<string, Values>();
   const read = (s: string, l: number, q: number): Values => {
     const v = store.get(stageKey(s, l, q));
     if (!v) throw new Error(`reference: ${s} layer ${l} pos ${q} read before it was computed`);
@@ -96,7 +99,8 @@ export async function runReference(opts: ReferenceOptions): Promise<ReferenceRes
   const run = (s: StageDef, layer: number, q: number): void => {
     if (!stageAt(cfg, s, layer, q)) return;
     const kept = keep(s.name, layer, q);
-    const f = opts.facts && kept ? stageFacts(g, s.name, layer, q, read) : undefined;
+    const f = opts.facts && kept ? stageFacts(g, s.name, layer, q, read, opts.facts.approx ? fusedTwinRead(s.name, layer, q, read, twins) : undefined) : undefined;
+    if (f?.twin) twins.set(stageKey(s.name, layer, q), f.twin);
     const v = f ? f.values : evaluate(g, s.name, layer, q, p, read);
     store.set(stageKey(s.name, layer, q), v);
     if (opts.tap && kept) opts.tap(makeRecord(cfg, s.name, layer, q, tokens[q], v));
@@ -108,6 +112,7 @@ export async function runReference(opts: ReferenceOptions): Promise<ReferenceRes
   };
   /** after layer il, only its after_ffn_hc is read again (by layer il + 1 or the head) */
   const forgetBelow = (il: number): void => {
+    twins.clear();
     for (const k of [...store.keys()]) {
       const [s, l] = k.split('/');
       if (Number(l) < il || (Number(l) === il && s !== 'after_ffn_hc') || s === 'embed_hc') store.delete(k);

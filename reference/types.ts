@@ -8,15 +8,19 @@ import type { GGMLType } from '../model/quant/types.ts';
  * quantization points (quantization is part of DS4's semantics: every quantizer still sees its input
  * as f32 and picks the same codes), but every other result kept in f64. On the same inputs the two
  * differ only by ds4's float rounding: each stage's own rounding noise, the yardstick the judge
- * measures a device kernel's own error against.
+ * measures a device kernel's own error against. `ascend`: the approximation twin — ds4's float arithmetic
+ * with exp, rsqrt, sqrt and log replaced by the approximations the ds4-ascend kernels are documented to
+ * use (catalog §10; reference/math.ts). On the same inputs it differs from `ds4` by what those
+ * approximations do to this row: the judge's model of the Ascend kernel math's own error, row by row,
+ * instead of a kernel's worst case over every input. It is never a reference.
  */
-export type Precision = 'ds4' | 'f64';
+export type Precision = 'ds4' | 'f64' | 'ascend';
 
-/** A vector in the precision's storage type: Float32Array for `ds4`, Float64Array for `f64`. */
+/** A vector in the precision's storage type: Float64Array for `f64`, Float32Array otherwise. */
 export type Vec = Float32Array | Float64Array;
 
 export function allocVec(p: Precision, n: number): Vec {
-  return p === 'ds4' ? new Float32Array(n) : new Float64Array(n);
+  return p === 'f64' ? new Float64Array(n) : new Float32Array(n);
 }
 
 /** A 2-D weight matrix (or one expert's slice of a 3-D one): `rows` rows of `cols` elements, ggml row-major. */

@@ -17,6 +17,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { KernelCatalog, type Handles, type Scalars } from '../ascend/kernels.ts';
 import { loadNative, type LaunchOptions, type NativeDevice } from '../ascend/native.ts';
 import { STAGES } from '../model/stages.ts';
+import { ascendExp, ascendLog, ascendRsqrt, ascendSqrt, sigmoid as refSigmoid, softplus as refSoftplus } from '../reference/math.ts';
 
 let dev: NativeDevice;
 let catalog: KernelCatalog;
@@ -259,50 +260,36 @@ describe('loadNative', () => {
   });
 });
 
-describe('device math (kernels/ascend_math.h) through math_probe', () => {
+// The reference's approximation twin (reference/math.ts, precision 'ascend') and the device's math are
+// written separately from the same documented formulas; they must agree bit for bit, or the judge's model
+// of the Ascend kernels' own error (diff/judge.ts) would model something else.
+describe('device math (kernels/ascend_math.h) through math_probe = the reference\'s approximation twin', () => {
   const probe = (fn: number, xs: number[], math: 'ascend' | 'exact') => {
     const o = outF32(xs.length);
     run('math_probe', { out: o, x: bufF32(xs) }, { fn, n: xs.length }, math);
     return [...readF32(o)];
   };
-  const bits = new Uint32Array(1), flt = new Float32Array(bits.buffer);
 
   it('exp = (1 + x/2048)^2048 by 11 f32 squarings, clamped to [-20, 20], 0 below -20', () => {
-    const xs = [0, 1, -1, 2.5, -7.25, 19.5, 25, -20, -20.5];
-    const expected = xs.map((x) => {
-      if (x < -20) return 0;
-      let y = f32(1 + f32(Math.min(x, 20) * (1 / 2048)));
-      for (let k = 0; k < 11; k++) y = f32(y * y);
-      return y;
-    });
-    expect(probe(0, xs, 'ascend')).toEqual(expected);
-    expect(expected[1]).not.toBe(f32(Math.E)); // an approximation: (1+1/2048)^2048 ≈ e·(1 − 2.4e-4)
+    const xs = [0, 1, -1, 2.5, -7.25, 19.5, 25, -20, -20.5, 1e-3, -3.3];
+    expect(probe(0, xs, 'ascend')).toEqual(xs.map(ascendExp));
+    expect(ascendExp(1)).not.toBe(f32(Math.E)); // an approximation: (1+1/2048)^2048 ≈ e·(1 − 2.4e-4)
     expectClose(probe(0, xs.slice(0, 7), 'exact'), xs.slice(0, 7).map(Math.exp), 2e-7);
   });
 
   it('rsqrt = 0x5f3759df seed + 3 Newton steps; sqrt = x·rsqrt(x); both within 1e-6 of exact', () => {
-    const xs = [1, 2, 0.001, 12.5, 1e6, 3.3];
-    const expected = xs.map((x) => {
-      flt[0] = x;
-      bits[0] = 0x5f3759df - (bits[0] >>> 1);
-      let y = flt[0];
-      const half = f32(0.5 * x);
-      for (let k = 0; k < 3; k++) y = f32(y * f32(1.5 - f32(f32(half * y) * y)));
-      return y;
-    });
-    expect(probe(1, xs, 'ascend')).toEqual(expected);
-    expectClose(expected, xs.map((x) => 1 / Math.sqrt(x)), 1e-6);
-    const r4 = probe(1, [4], 'ascend')[0];
-    expect(probe(2, [4, 0, -1], 'ascend')).toEqual([f32(4 * r4), 0, 0]);
+    const xs = [1, 2, 0.001, 12.5, 1e6, 3.3, 7e-9];
+    expect(probe(1, xs, 'ascend')).toEqual(xs.map(ascendRsqrt));
+    expectClose(xs.map(ascendRsqrt), xs.map((x) => 1 / Math.sqrt(x)), 1e-6);
+    expect(probe(2, [4, 0, -1, 12.5], 'ascend')).toEqual([4, 0, -1, 12.5].map(ascendSqrt));
     expectClose(probe(1, xs, 'exact'), xs.map((x) => 1 / Math.sqrt(x)), 1e-7);
   });
 
   it('log = e·ln2 + 2·atanh series through z^11/11: within 1e-6 absolute of ln', () => {
-    const xs = [1, 2, 0.5, 1.999, 10, 1e-3, 12345.678];
-    const got = probe(3, xs, 'ascend');
-    expectClose(got, xs.map(Math.log), 0, 1e-6);
-    expect(probe(3, [0, -2], 'ascend')).toEqual([-3.4028234663852886e38, -3.4028234663852886e38]);
-    expectClose(probe(3, xs, 'exact'), xs.map(Math.log), 1e-7, 1e-7);
+    const xs = [1, 2, 0.5, 1.999, 10, 1e-3, 12345.678, 0, -2];
+    expect(probe(3, xs, 'ascend')).toEqual(xs.map(ascendLog));
+    expectClose(xs.slice(0, 7).map(ascendLog), xs.slice(0, 7).map(Math.log), 0, 1e-6);
+    expectClose(probe(3, xs.slice(0, 7), 'exact'), xs.slice(0, 7).map(Math.log), 1e-7, 1e-7);
   });
 
   it('sigmoid, silu and softplus are built on the mode\'s exp and log', () => {
@@ -312,9 +299,11 @@ describe('device math (kernels/ascend_math.h) through math_probe', () => {
     expectClose(probe(4, xs, 'exact'), xs.map(sig), 1e-6, 1e-9);
     expectClose(probe(5, xs, 'exact'), xs.map((x) => x * sig(x)), 1e-6, 1e-9);
     expectClose(probe(6, xs, 'exact'), xs.map(softplus), 1e-6, 1e-12);
-    // ascend: exp's relative error x²/4096 (x ≤ 4 here → 4e-3), log's 1e-6; exp(-25) → 0.
+    // ascend: exp's relative error x²/4096 (x ≤ 4 here → 4e-3), log's 1e-6; exp(-25) → 0; the twin agrees
     expectClose(probe(4, xs, 'ascend'), xs.map(sig), 4e-3, 1e-6);
+    expectClose(probe(4, xs, 'ascend'), xs.map((x) => refSigmoid(x, 'ascend')), 2e-7, 1e-9);
     expectClose(probe(6, xs.slice(0, 6), 'ascend'), xs.slice(0, 6).map(softplus), 4e-3, 1e-6);
+    expectClose(probe(6, xs, 'ascend'), xs.map((x) => refSoftplus(x, 'ascend')), 2e-7, 1e-9);
     expect(probe(6, [-25], 'ascend')).toEqual([0]);
   });
 });

@@ -20,7 +20,7 @@ export interface TinyCase {
   /** reference records in capture order, and by key */
   reference: StageRecord[];
   ref: Map<string, StageRecord>;
-  /** the reference's facts (its rounding noise and decisions), for the judge */
+  /** the reference's facts (its rounding noise, its approximation twin, its decisions), for the judge */
   facts: FactsMap;
   teacher: (stage: string, layer: number, pos: number) => Float32Array | Int32Array | undefined;
 }
@@ -31,7 +31,7 @@ export async function tinyCase(tokens: number[], lastLayer: number): Promise<Tin
   const model = await openGguf(await defaultModelPath());
   const cfg = configFromGguf(model);
   const reference: StageRecord[] = [], noise: StageRecord[] = [], ties: StageRecord[] = [];
-  await runReference({ model, cfg, tokens, lastLayer, tap: (r) => reference.push(r), facts: { noise: (r) => noise.push(r), ties: (r) => ties.push(r) } });
+  await runReference({ model, cfg, tokens, lastLayer, tap: (r) => reference.push(r), facts: { noise: (r) => noise.push(r), ties: (r) => ties.push(r), approx: true } });
   const ref = new Map(reference.map((r) => [key(r), r]));
   return { model, cfg, tokens, lastLayer, addonPath: process.env.DS4_SIM_ADDON, reference, ref, facts: await factsOf(noise, ties), teacher: (s, l, p) => ref.get(`${s}/${l}/${p}`)?.values };
 }

@@ -150,7 +150,7 @@ async function bisectCommand(runDir: string | undefined, opts: BisectCliOptions)
   const { run } = c;
   await runReference({
     model: run.model, cfg: run.cfg, weights: new ModelWeights(run.model, run.cfg), tokens: run.tokens, lastLayer: run.lastLayer,
-    tap: (r) => reference.push(r), facts: { noise: (r) => noise.push(r), ties: (r) => ties.push(r) }, onProgress: (m) => prog.tick(`reference ${m}`),
+    tap: (r) => reference.push(r), facts: { noise: (r) => noise.push(r), ties: (r) => ties.push(r), approx: c.kernelMath === 'ascend' }, onProgress: (m) => prog.tick(`reference ${m}`),
   });
   const facts = await factsOf(noise, ties);
   const probe = simProbe({

@@ -312,7 +312,7 @@ async function engineCommand(engine: string[], rawOpts: EngineOptions, command: 
     const rprog = progress('replay');
     try {
       const judge = makeJudge({ deviceBound: deviceBounds(math), policy });
-      const rp = await replayDump(join(dir, 'device.arrow'), { model: run.model, cfg: run.cfg, judge, warn, onProgress: (m) => rprog.tick(m) });
+      const rp = await replayDump(join(dir, 'device.arrow'), { model: run.model, cfg: run.cfg, judge, approx: math === 'ascend', warn, onProgress: (m) => rprog.tick(m) });
       const replayMeta = { modelFingerprint: run.model.fingerprint, promptTokens: tokens, producer: { backend: 'reference', version: VERSION, replayOf: 'device.arrow', derivedInputs: rp.derivedInputs } };
       for (const [side, recs] of [['replay', rp.records.replay], ['replay-noise', rp.records.noise], ['replay-ties', rp.records.ties]] as const) {
         const sink = await openCapture(dir, side, replayMeta);

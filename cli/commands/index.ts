@@ -14,5 +14,6 @@ import { register as kernels } from './kernels.ts';
 import { register as engine } from './engine.ts';
 import { register as bisect } from './bisect.ts';
 import { register as replay } from './replay.ts';
+import { register as calibrate } from './calibrate.ts';
 
-export const COMMANDS: Array<(program: Command) => void> = [compare, gate, baseline, importDumps, tokenize, fixture, inspect, reference, stages, run, kernels, bisect, engine, replay];
+export const COMMANDS: Array<(program: Command) => void> = [compare, gate, baseline, importDumps, tokenize, fixture, inspect, reference, stages, run, kernels, bisect, engine, replay, calibrate];

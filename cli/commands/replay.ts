@@ -86,7 +86,7 @@ export function register(program: Command): void {
       const prog = progress('replay');
       let res: ReplayResult;
       try {
-        res = await replayDump(file, { model, cfg, judge, filter, onProgress: prog.tick });
+        res = await replayDump(file, { model, cfg, judge, approx: math === 'ascend', filter, onProgress: prog.tick });
       } finally {
         prog.done();
       }
