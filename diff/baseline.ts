@@ -9,7 +9,7 @@ import { fileURLToPath } from 'node:url';
 import { badInput } from '../model/errors.ts';
 import { compareDumps, compareRun, type Comparison } from './compare.ts';
 import { iterateDump } from './dump.ts';
-import { parseJson } from './json.ts';
+import { readJsonFile } from './json.ts';
 import { readManifest, sidePath, type RunManifest } from './manifest.ts';
 import { worstOf, type Metrics } from './metrics.ts';
 import type { Policy, PolicyRule } from './policy.ts';
@@ -82,28 +82,56 @@ export interface Baseline {
 
 export const DEFAULT_GROWTH: Growth = { factor: 2, floor: { maxAbs: 1e-6, nmse: 1e-12, cosineGap: 1e-7 } };
 
+// a baseline is a few hundred KB (the all-layer tiny baseline ~100 KB); a bigger file is not one
+const BASELINE_MAX_BYTES = 64 << 20;
+
 export function loadBaseline(file: string): Baseline {
-  let b: Baseline;
-  try {
-    b = parseJson<Baseline>(fs.readFileSync(file, 'utf8'));
-  } catch (e) {
-    const err = e as NodeJS.ErrnoException;
-    throw badInput(`${file}: ${err.code === 'ENOENT' ? 'no such file' : `not a valid baseline (${err.message})`}`);
-  }
-  if (typeof b !== 'object' || b === null || b.kind !== 'ds4-diff-baseline') throw badInput(`${file}: not a ds4-diff baseline (kind != ds4-diff-baseline)`);
-  if (b.formatVersion !== BASELINE_FORMAT_VERSION) throw badInput(`${file}: baseline format version ${String(b.formatVersion)} is not supported (expected ${BASELINE_FORMAT_VERSION})`);
-  if (!b.case || typeof b.case.backend !== 'string' || !b.case.layers) throw badInput(`${file}: baseline case needs backend and layers`);
-  if (!b.case.modelFingerprint && !b.case.modelFile) throw badInput(`${file}: baseline case needs modelFingerprint or modelFile`);
-  if (!b.case.promptTokens && b.case.prompt === undefined) throw badInput(`${file}: baseline case needs promptTokens or prompt`);
-  if (!Array.isArray(b.entries) || !b.growth || typeof b.growth.factor !== 'number') throw badInput(`${file}: baseline needs entries and growth.factor`);
+  const b = readJsonFile<Baseline>(file, { what: 'baseline', maxBytes: BASELINE_MAX_BYTES });
+  const problem = baselineSchemaProblem(b);
+  if (problem) throw badInput(`${file}: ${problem}`);
   b.growth = { ...DEFAULT_GROWTH, ...b.growth, floor: { ...DEFAULT_GROWTH.floor, ...b.growth.floor } };
   b.fallbacks ??= [];
-  for (const f of b.fallbacks) {
-    if (typeof f.primitive !== 'string' || typeof f.reason !== 'string' || Number.isNaN(Date.parse(f.expires))) {
-      throw badInput(`${file}: fallback allowance ${JSON.stringify(f)} needs primitive, reason and an ISO expires date`);
+  return b;
+}
+
+const isNum = (x: unknown) => typeof x === 'number';
+const isInt = (x: unknown) => Number.isInteger(x);
+const isObj = (x: unknown): x is Record<string, unknown> => typeof x === 'object' && x !== null && !Array.isArray(x);
+
+/**
+ * The first way `b` is not a baseline this code can read, or undefined: every field the gate indexes
+ * into, with the type it assumes (the schema in one place).
+ */
+function baselineSchemaProblem(b: Baseline): string | undefined {
+  if (!isObj(b) || b.kind !== 'ds4-diff-baseline') return 'not a ds4-diff baseline (kind != ds4-diff-baseline)';
+  if (b.formatVersion !== BASELINE_FORMAT_VERSION) return `baseline format version ${String(b.formatVersion)} is not supported (expected ${BASELINE_FORMAT_VERSION})`;
+  const c = b.case;
+  if (!isObj(c) || typeof c.backend !== 'string' || !isObj(c.layers)) return 'baseline case needs backend and layers';
+  if (!isInt(c.layers.last) || typeof c.layers.all !== 'boolean') return 'baseline case layers needs an integer last and a boolean all';
+  if (!c.modelFingerprint && !c.modelFile) return 'baseline case needs modelFingerprint or modelFile';
+  if ((c.modelFingerprint !== undefined && typeof c.modelFingerprint !== 'string') || (c.modelFile !== undefined && typeof c.modelFile !== 'string')) return 'baseline case modelFingerprint and modelFile are strings';
+  if (!c.promptTokens && c.prompt === undefined) return 'baseline case needs promptTokens or prompt';
+  if (c.promptTokens !== undefined && (!Array.isArray(c.promptTokens) || !c.promptTokens.every((t) => isInt(t) && t >= 0))) return 'baseline case promptTokens must be a list of token ids';
+  if ((c.prompt !== undefined && typeof c.prompt !== 'string') || (c.kernelMath !== undefined && typeof c.kernelMath !== 'string')) return 'baseline case prompt and kernelMath are strings';
+  if (!Array.isArray(b.entries) || !isObj(b.growth) || typeof b.growth.factor !== 'number') return 'baseline needs entries and growth.factor';
+  const g = b.growth;
+  if (!(g.factor > 0) || (g.maxAbsCap !== undefined && !isNum(g.maxAbsCap)) || (g.maxNoiseRatio !== undefined && !isNum(g.maxNoiseRatio))) return 'baseline growth needs factor > 0 (maxAbsCap, maxNoiseRatio: numbers)';
+  if (g.floor !== undefined && (!isObj(g.floor) || Object.values(g.floor).some((x) => !isNum(x)))) return 'baseline growth.floor holds numbers (maxAbs, nmse, cosineGap)';
+  for (const [i, e] of b.entries.entries()) {
+    if (!isObj(e) || typeof e.stage !== 'string' || !isInt(e.layer) || (e.pos !== undefined && !isInt(e.pos)) || !isObj(e.metrics)) {
+      return `baseline entry ${i} needs stage (string), layer (integer), metrics (object), found ${JSON.stringify(e)?.slice(0, 120)}`;
+    }
+    const bad = Object.entries(e.metrics).find(([k, v]) => ((k === 'exact' || k === 'argmaxMatch') ? typeof v !== 'boolean' : !isNum(v)));
+    if (bad) return `baseline entry ${i} (${e.stage} layer ${e.layer}): metric '${bad[0]}' must be a ${bad[0] === 'exact' || bad[0] === 'argmaxMatch' ? 'boolean' : 'number'}`;
+    if (e.noiseFloor !== undefined && (!isObj(e.noiseFloor) || !isNum(e.noiseFloor.maxAbs))) return `baseline entry ${i} (${e.stage} layer ${e.layer}): noiseFloor needs maxAbs`;
+  }
+  if (b.fallbacks !== undefined && !Array.isArray(b.fallbacks)) return 'baseline fallbacks must be a list of allowances';
+  for (const f of b.fallbacks ?? []) {
+    if (!isObj(f) || typeof f.primitive !== 'string' || typeof f.reason !== 'string' || typeof f.expires !== 'string' || Number.isNaN(Date.parse(f.expires))) {
+      return `fallback allowance ${JSON.stringify(f)} needs primitive, reason and an ISO expires date`;
     }
   }
-  return b;
+  return undefined;
 }
 
 /** What differs between the baseline's case and the run (empty: same case). */

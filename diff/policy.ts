@@ -6,8 +6,8 @@
 // `stage` is a glob (* and ?) or a /regex/ over the canonical stage name; `layers` (and `positions`)
 // is "N", "A:B" (inclusive), "A:" or ":B". Like Polygraphy's per-output atol/rtol, plus the minimum tolerance that
 // would have passed (see minimumTolerance).
-import * as fs from 'node:fs';
 import { badInput } from '../model/errors.ts';
+import { readJsonFile } from './json.ts';
 import { resolveStage } from '../reference/registry.ts';
 import { DEFAULT_NEAR_TIE_MARGIN, type F32Metrics, type Metrics } from './metrics.ts';
 
@@ -124,17 +124,11 @@ function compile(policy: Policy, file = 'policy'): CompiledPolicy {
 }
 
 export function loadPolicy(file: string): Policy {
-  let p: Policy;
-  try {
-    p = JSON.parse(fs.readFileSync(file, 'utf8')) as Policy;
-  } catch (e) {
-    const err = e as NodeJS.ErrnoException;
-    throw badInput(`${file}: ${err.code === 'ENOENT' ? 'no such file' : `not a valid policy file (${err.message})`}`);
-  }
+  const p = readJsonFile<Policy>(file, { what: 'policy file', maxBytes: 16 << 20 });
   if (typeof p !== 'object' || p === null || !Array.isArray(p.rules)) throw badInput(`${file}: a policy needs "rules": [...]`);
   if (p.version !== 1) throw badInput(`${file}: policy version ${String(p.version)} is not supported (expected 1)`);
   p.rules.forEach((r, i) => {
-    if (typeof r.stage !== 'string') throw badInput(`${file}: rule ${i} has no "stage"`);
+    if (typeof r !== 'object' || r === null || typeof r.stage !== 'string') throw badInput(`${file}: rule ${i} has no "stage"`);
     for (const [k, v] of Object.entries(r)) {
       if (k === 'stage' || k === 'layers' || k === 'positions') continue;
       if (!THRESHOLD_KEYS.has(k)) throw badInput(`${file}: rule ${i} (${r.stage}): unknown threshold '${k}'`);

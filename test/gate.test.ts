@@ -229,6 +229,34 @@ describe('refusals and cannot-evaluate', () => {
     expect(e.message).toMatch(/no 'device' dump/);
   });
 
+  it('a malformed baseline is one line naming the file and the problem (exit 3), read only if it is a small regular file', async () => {
+    const base = await recordBaseline(await makeRun(), { now: NOW });
+    const bad = (name: string, edit: (b: Record<string, unknown>) => void): string => {
+      const b = JSON.parse(stringifyJson(base)) as Record<string, unknown>;
+      edit(b);
+      const f = path.join(root, name);
+      fs.writeFileSync(f, JSON.stringify(b));
+      return f;
+    };
+    const cases: Array<[string, RegExp]> = [
+      [bad('null-entry.json', (b) => ((b.entries as unknown[])[0] = null)), /null-entry\.json: baseline entry 0 needs stage \(string\), layer \(integer\), metrics \(object\), found null/],
+      [bad('fallbacks-obj.json', (b) => (b.fallbacks = { swiglu: true })), /fallbacks-obj\.json: baseline fallbacks must be a list of allowances/],
+      [bad('metric-str.json', (b) => (((b.entries as Array<{ metrics: Record<string, unknown> }>)[0].metrics.maxAbs) = 'big')), /metric-str\.json: baseline entry 0 \(.*\): metric 'maxAbs' must be a number/],
+      [bad('layers.json', (b) => ((b.case as Record<string, unknown>).layers = 'all')), /layers\.json: baseline case needs backend and layers/],
+      ['/dev/zero', /\/dev\/zero: not a regular file \(a character device\); a baseline is a JSON file/],
+    ];
+    for (const [f, re] of cases) {
+      const e = await gateError(gate(await makeRun(), f));
+      expect(e.exitCode, f).toBe(3);
+      expect(e.message, f).toMatch(re);
+      expect(e.message).not.toContain('\n');
+    }
+    const huge = path.join(root, 'huge.json');
+    fs.closeSync(fs.openSync(huge, 'w'));
+    fs.truncateSync(huge, 2 ** 30); // sparse: nothing may read it
+    expect((await gateError(gate(await makeRun(), huge))).message).toMatch(/huge\.json: 1073741824 bytes is too large for a baseline \(at most 67108864\)/);
+  });
+
   it('a baseline entry the run no longer produces is a regression', async () => {
     const base = saveBaseline(await recordBaseline(await makeRun(), { now: NOW }), 'missing.json');
     const g = await gate(await makeRun({ device: deviceRecords().filter((r) => r.stage !== 'ffn_out') }), base, { now: NOW });
