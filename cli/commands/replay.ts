@@ -1,14 +1,14 @@
 // `ds4-diff replay DUMP.arrow`: recompute every dumped stage from that dump's own inputs with the
 // reference and report each stage's own error (diff/replay.ts). Exit 0 when every replayed row is
-// within tolerance, 1 on an own-error failure, 3 on bad input (unreadable dump, wrong model),
-// 125 when nothing could be replayed.
+// within tolerance, 1 on an own-error failure, 3 on bad input (unreadable dump, wrong model, a filter
+// that selects no record), 125 when nothing selected could be replayed.
 import type { Command } from 'commander';
-import { Ds4DiffError, EXIT } from '../../model/errors.ts';
+import { Ds4DiffError, EXIT, badInput } from '../../model/errors.ts';
 import { stringifyJson } from '../../diff/json.ts';
 import { EMPTY_POLICY, loadPolicy, type Thresholds } from '../../diff/policy.ts';
 import { replayDump, type ReplayResult, type ReplayRow } from '../../diff/replay.ts';
 import { checkDumpRunComplete } from '../../diff/rundir.ts';
-import { compileFilter, parseIntList } from '../../reference/capture.ts';
+import { parseIntList, trackedFilter } from '../../reference/capture.ts';
 import { colors, drawTable } from '../../reports/terminal.ts';
 import { fmt, metricCells, type Table } from '../../reports/view.ts';
 import { loadModel, progress } from '../common.ts';
@@ -64,21 +64,27 @@ export function register(program: Command): void {
     .option('--json', 'print {file, rows, counts, firstOwnFailure} as JSON')
     .addHelpText('after', '\nExamples:\n  ds4-diff replay runs/r1/device.arrow\n  ds4-diff replay imported.arrow -m ds4flash.gguf --layers 0:3 --failures')
     .action(async (file: string, opts: ReplayCliOptions) => {
-      const filter = compileFilter({
+      const filter = trackedFilter({
         stages: opts.stages?.split(',').map((s) => s.trim()).filter(Boolean),
         layers: parseIntList(opts.layers, '--layers'),
         pos: parseIntList(opts.pos, '--pos'),
-      });
+      }, '--layers', '--pos');
       const policy = opts.policy ? loadPolicy(opts.policy) : EMPTY_POLICY;
       checkDumpRunComplete(file);
       const { model, cfg } = await loadModel(opts.model);
       const prog = progress('replay');
       let res: ReplayResult;
       try {
-        res = await replayDump(file, { model, cfg, policy, filter, onProgress: prog.tick });
+        res = await replayDump(file, { model, cfg, policy, filter: filter.keep, onProgress: prog.tick });
       } finally {
         prog.done();
       }
+      // a filter part that selected nothing is named; a filter that selected nothing at all is bad input
+      const unmatched = filter.unmatched();
+      if (res.counts.rows === 0 && (opts.stages || opts.layers || opts.pos)) {
+        throw badInput(`${file}: nothing selected to replay: ${unmatched.length ? unmatched.join('; ') : '--stages, --layers and --pos together match no record'}`);
+      }
+      for (const u of unmatched) process.stderr.write(`ds4-diff: warning: ${u} of ${file}\n`);
       if (opts.json) {
         process.stdout.write(stringifyJson(res));
       } else {
