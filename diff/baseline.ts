@@ -95,7 +95,8 @@ export function loadBaseline(file: string): Baseline {
 }
 
 const isNum = (x: unknown) => typeof x === 'number';
-const isInt = (x: unknown) => Number.isInteger(x);
+// layers and positions are int32 everywhere (dumps, manifests): 1e308 is an integer to JS, not a layer
+const isIndex = (x: unknown) => Number.isInteger(x) && (x as number) >= 0 && (x as number) <= 2 ** 31 - 1;
 const isObj = (x: unknown): x is Record<string, unknown> => typeof x === 'object' && x !== null && !Array.isArray(x);
 
 /**
@@ -107,18 +108,18 @@ function baselineSchemaProblem(b: Baseline): string | undefined {
   if (b.formatVersion !== BASELINE_FORMAT_VERSION) return `baseline format version ${String(b.formatVersion)} is not supported (expected ${BASELINE_FORMAT_VERSION})`;
   const c = b.case;
   if (!isObj(c) || typeof c.backend !== 'string' || !isObj(c.layers)) return 'baseline case needs backend and layers';
-  if (!isInt(c.layers.last) || typeof c.layers.all !== 'boolean') return 'baseline case layers needs an integer last and a boolean all';
+  if (!isIndex(c.layers.last) || typeof c.layers.all !== 'boolean') return 'baseline case layers needs an integer last and a boolean all';
   if (!c.modelFingerprint && !c.modelFile) return 'baseline case needs modelFingerprint or modelFile';
   if ((c.modelFingerprint !== undefined && typeof c.modelFingerprint !== 'string') || (c.modelFile !== undefined && typeof c.modelFile !== 'string')) return 'baseline case modelFingerprint and modelFile are strings';
   if (!c.promptTokens && c.prompt === undefined) return 'baseline case needs promptTokens or prompt';
-  if (c.promptTokens !== undefined && (!Array.isArray(c.promptTokens) || !c.promptTokens.every((t) => isInt(t) && t >= 0))) return 'baseline case promptTokens must be a list of token ids';
+  if (c.promptTokens !== undefined && (!Array.isArray(c.promptTokens) || !c.promptTokens.every((t) => isIndex(t) && t >= 0))) return 'baseline case promptTokens must be a list of token ids';
   if ((c.prompt !== undefined && typeof c.prompt !== 'string') || (c.kernelMath !== undefined && typeof c.kernelMath !== 'string')) return 'baseline case prompt and kernelMath are strings';
   if (!Array.isArray(b.entries) || !isObj(b.growth) || typeof b.growth.factor !== 'number') return 'baseline needs entries and growth.factor';
   const g = b.growth;
   if (!(g.factor > 0) || (g.maxAbsCap !== undefined && !isNum(g.maxAbsCap)) || (g.maxNoiseRatio !== undefined && !isNum(g.maxNoiseRatio))) return 'baseline growth needs factor > 0 (maxAbsCap, maxNoiseRatio: numbers)';
   if (g.floor !== undefined && (!isObj(g.floor) || Object.values(g.floor).some((x) => !isNum(x)))) return 'baseline growth.floor holds numbers (maxAbs, nmse, cosineGap)';
   for (const [i, e] of b.entries.entries()) {
-    if (!isObj(e) || typeof e.stage !== 'string' || !isInt(e.layer) || (e.pos !== undefined && !isInt(e.pos)) || !isObj(e.metrics)) {
+    if (!isObj(e) || typeof e.stage !== 'string' || !isIndex(e.layer) || (e.pos !== undefined && !isIndex(e.pos)) || !isObj(e.metrics)) {
       return `baseline entry ${i} needs stage (string), layer (integer), metrics (object), found ${JSON.stringify(e)?.slice(0, 120)}`;
     }
     const bad = Object.entries(e.metrics).find(([k, v]) => ((k === 'exact' || k === 'argmaxMatch') ? typeof v !== 'boolean' : !isNum(v)));

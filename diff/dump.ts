@@ -457,8 +457,9 @@ function* batchRecords(file: string, batch: RecordBatch, seen: RowCheck): Genera
     const key = `${st}\u0000${ly}\u0000${ps}`;
     if (seen.keys.has(key)) throw badInput(`${file}: row ${row} repeats ${st} layer ${ly} pos ${ps} (one row per stage, layer and position)`);
     seen.keys.add(key);
-    // a stage's shape is the same at every position of a layer (the registry's shape of the config)
-    if (!countDependent(st)) {
+    // a registry stage's shape is the same at every position of a layer (its shape of the config);
+    // an unknown name (kept from an import) may be anything
+    if (def && !countDependent(st)) {
       const sk = `${st}\u0000${ly}`, was = seen.shapes.get(sk), now = shp.join('x');
       if (was === undefined) seen.shapes.set(sk, now);
       else if (was !== now) throw badInput(`${file}: row ${row} (${st} layer ${ly} pos ${ps}) has shape [${shp}], other positions of the layer [${was.split('x')}]`);

@@ -126,6 +126,17 @@ describe('validateModel', () => {
     expect(await violations({ meta: setMeta('rope.freq_base', { type: 'u32', value: 10000 }) })).toEqual([]);
   });
 
+  it('valid for ds4 but not runnable here: Q4_K routed experts are named, and loadModel refuses them up front', async () => {
+    const edit = { tensors: replace('blk.3.ffn_down_exps.weight', (x) => ({ ...x, type: GGMLType.Q4_K })) };
+    const m = await model(edit);
+    const r = validateModel(m);
+    m.close();
+    expect(r.violations).toEqual([]);
+    expect(r.unsupported).toEqual(["tensor blk.3.ffn_down_exps.weight is Q4_K: ds4-diff's reference and device run routed experts of Q2_K only (the q2 GGUF's)"]);
+    const { loadModel } = await import('../cli/common.ts');
+    await expect(loadModel(m.path)).rejects.toThrow(/a valid DS4 model that ds4-diff cannot run \(1 tensors, first: tensor blk\.3\.ffn_down_exps\.weight is Q4_K/);
+  });
+
   it('config values outside their documented range, each named (inspect and every model-loading command refuse them)', async () => {
     const cases: Array<[string, Partial<MetaEntry>, string]> = [
       ['hyper_connection.sinkhorn_iterations', { value: 2 ** 31 - 1 }, 'expected 1..1000 (ds4: 20), found 2147483647'],
