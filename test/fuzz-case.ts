@@ -19,6 +19,7 @@ import { importDs4Dumps } from '../diff/import.ts';
 import { EMPTY_POLICY } from '../diff/policy.ts';
 import type { StageRecord } from '../diff/record.ts';
 import type { Ds4Config } from '../model/config.ts';
+import { mulberry32 } from '../model/fixture.ts';
 import { Ds4DiffError } from '../model/errors.ts';
 import { resolveStage } from '../reference/registry.ts';
 import { runReference } from '../reference/runner.ts';
@@ -46,18 +47,6 @@ export interface CaseResult {
   detail: string;
 }
 
-/** mulberry32: a small seeded generator (same case for the same seed and index, on any machine). */
-export function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
 const caseSeed = (seed: number, reader: Reader, i: number) => (seed * 1_000_003 + READERS.indexOf(reader) * 7_919_993 + i * 2_654_435_761) >>> 0;
 
 interface Rand {
@@ -66,8 +55,9 @@ interface Rand {
   pick: <T>(xs: readonly T[]) => T;
 }
 
+// the same case for the same seed and index, on any machine
 function rand(seed: number): Rand {
-  const f = rng(seed);
+  const f = mulberry32(seed);
   return { f, int: (n) => Math.floor(f() * n), pick: (xs) => xs[Math.floor(f() * xs.length)] };
 }
 
