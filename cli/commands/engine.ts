@@ -141,7 +141,7 @@ function validateFilters(opts: EngineOptions): { name?: { value: string; admitte
 function checkDumpDir(prefix: string): void {
   if (!fs.existsSync(dirname(prefix))) return;
   const stale = listDs4Dumps(prefix);
-  if (stale.length) throw badInput(`${dirname(prefix)} already holds ${stale.length} ds4 dumps named ${basename(prefix)}_* from an earlier run; use another --out (or prefix)`);
+  if (stale.length) throw badInput(`${dirname(prefix)} already holds ${stale.length} ds4 dumps named ${basename(prefix)}_* from an earlier run; use another --out (or prefix), or --force to replace the earlier run in --out`);
 }
 
 function prepareDumpDir(prefix: string): void {
