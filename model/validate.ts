@@ -138,13 +138,15 @@ export const CONFIG_RANGES: ReadonlyArray<{ field: keyof Ds4Config; want: string
   { field: 'nExpert', want: '>= 1', ok: count(1, 2 ** 31) },
   { field: 'nFfExp', want: '>= 1', ok: count(1, 2 ** 31) },
   { field: 'indexerHeads', want: '>= 1', ok: count(1, 2 ** 31) },
-  { field: 'indexerHeadDim', want: '>= 1', ok: count(1, 2 ** 31) },
+  // the indexer's rows go through a 128-point Hadamard transform (ds4.c dies on any other width)
+  { field: 'indexerHeadDim', want: '128 (the indexer\'s Hadamard-128 width)', ok: (x) => x === 128 },
   // the graph has exactly one shared expert: its tensors have no expert dimension (ds4: DS4_N_EXPERT_SHARED = 1)
   { field: 'nExpertShared', want: '1 (one shared expert, as ds4 requires)', ok: (x) => x === 1 },
   { field: 'slidingWindow', want: '1..65536 (ds4: 128)', ok: count(1, 65536) },
   { field: 'indexerTopK', want: '1..65536 (ds4: 512)', ok: count(1, 65536) },
   { field: 'sinkhornIters', want: '1..1000 (ds4: 20)', ok: count(1, 1000) },
-  { field: 'nRot', want: 'an even count >= 2', ok: (x) => Number.isInteger(x) && x >= 2 },
+  // the KV row's non-RoPE dims are FP8-quantized in 64-wide blocks (ds4.c dsv4_fp8_kv_quantize_row)
+  { field: 'nRot', want: 'an even count >= 2 leaving key_length - n_rot a multiple of 64', ok: (x, c) => Number.isInteger(x) && x >= 2 && (c.headDim - x) % 64 === 0 },
   { field: 'hcEps', want: 'a finite value in (0, 1) (ds4: 1e-6)', ok: (x) => finitePositive(x) && x < 1 },
   { field: 'rmsEps', want: 'a finite value in (0, 1) (ds4: 1e-6)', ok: (x) => finitePositive(x) && x < 1 },
   { field: 'ropeFreqBase', want: 'a finite value > 1 (ds4: 10000)', ok: (x) => Number.isFinite(x) && x > 1 },
