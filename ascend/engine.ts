@@ -20,7 +20,9 @@ import { spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import { constants as osConstants } from 'node:os';
 import type { FallbackEntry } from '../diff/manifest.ts';
-import { badInput } from '../model/errors.ts';
+import { StringDecoder } from 'node:string_decoder';
+import { onCancel } from '../diff/cancel.ts';
+import { badInput, fileError } from '../model/errors.ts';
 import { STAGES, resolveStage } from '../model/stages.ts';
 
 export const DUMP_PREFIX = 'DS4_METAL_GRAPH_DUMP_PREFIX';
@@ -229,14 +231,21 @@ export interface EngineExit {
   code: number | null;
   signal: NodeJS.Signals | null;
   timedOut: boolean;
+  /** how long the engine ran */
   seconds: number;
+  /** the --timeout it was killed at, when it was */
+  limitSeconds?: number;
+  /** bytes the engine printed (both streams), and how many engine.log kept (less when capped) */
+  logBytes?: number;
+  logKept?: number;
 }
 
 const signalName = (n: number) => Object.entries(osConstants.signals).find(([, v]) => v === n)?.[0];
 
 /** `engine exited with 0`, `engine exited with 137 (killed)`, `engine killed by SIGKILL (exit 137)`, ... */
 export function describeExit(e: EngineExit): string {
-  const timeout = e.timedOut ? ` after the ${e.seconds.toFixed(0)} s timeout` : '';
+  // the limit it was killed at (what the user set), not the moment the kill landed
+  const timeout = e.timedOut ? ` after the ${Number((e.limitSeconds ?? e.seconds).toFixed(3))} s timeout` : '';
   if (e.signal) {
     const n = osConstants.signals[e.signal];
     return `engine killed by ${e.signal}${timeout}${n ? ` (exit ${128 + n} in a shell)` : ''}`;
@@ -251,19 +260,141 @@ export function describeExit(e: EngineExit): string {
 
 export const engineFailed = (e: EngineExit) => e.timedOut || e.signal !== null || e.code !== 0;
 
+/** engine.log's default size cap: the first and the last half are kept. */
+export const ENGINE_LOG_CAP = 64 << 20;
+// a protocol line is short; a longer "line" (megabytes without a newline) is cut to this for parsing
+const MAX_LINE_CHARS = 64 << 10;
+
 export interface RunEngineOptions {
   env: NodeJS.ProcessEnv;
-  /** both streams, as they come, go here */
+  /** both streams, as they come, go here (up to logCapBytes: the head and the tail, with a marker) */
   logFile: string;
+  logCapBytes?: number;
   /** kill the engine after this many seconds (SIGTERM, then SIGKILL 5 s later) */
   timeoutSeconds?: number;
   onLine: (line: string, stream: 'stdout' | 'stderr') => void;
 }
 
+/**
+ * Splits a stream into lines in time linear in its length (each chunk is scanned once, whatever the
+ * line length), decoding UTF-8 across chunk boundaries; `\r`, `\n` and `\r\n` end a line (ds4's
+ * progress lines end with `\r`). A line longer than MAX_LINE_CHARS is passed on cut to that length.
+ */
+export class LineSplitter {
+  private readonly decoder = new StringDecoder('utf8');
+  private parts: string[] = [];
+  private length = 0;
+  private afterCR = false;
+
+  constructor(private readonly emit: (line: string) => void) {}
+
+  push(chunk: Buffer): void {
+    this.scan(this.decoder.write(chunk));
+  }
+
+  end(): void {
+    this.scan(this.decoder.end());
+    if (this.length > 0 || this.parts.length > 0) this.flush();
+  }
+
+  private scan(text: string): void {
+    let start = 0;
+    for (let i = 0; i < text.length; i++) {
+      const c = text.charCodeAt(i);
+      if (c !== 10 && c !== 13) continue;
+      // the \n of a \r\n split across two chunks ends nothing new
+      if (c === 10 && i === 0 && this.afterCR && this.length === 0) {
+        start = 1;
+        this.afterCR = false;
+        continue;
+      }
+      this.add(text.slice(start, i));
+      this.flush();
+      this.afterCR = c === 13 && i === text.length - 1;
+      if (c === 13 && text.charCodeAt(i + 1) === 10) i++;
+      start = i + 1;
+    }
+    if (start < text.length) {
+      this.add(text.slice(start));
+      this.afterCR = false;
+    }
+  }
+
+  private add(s: string): void {
+    if (this.length >= MAX_LINE_CHARS || s === '') return;
+    const part = s.length + this.length > MAX_LINE_CHARS ? s.slice(0, MAX_LINE_CHARS - this.length) : s;
+    this.parts.push(part);
+    this.length += part.length;
+  }
+
+  private flush(): void {
+    const line = this.parts.join('');
+    this.parts = [];
+    this.length = 0;
+    this.emit(line);
+  }
+}
+
+/**
+ * engine.log with a size cap: the first half of the cap is written as it comes, then only the latest
+ * half is kept in memory and written after a marker line saying how much was left out.
+ */
+class CappedLog {
+  private written = 0;
+  private tail: Buffer[] = [];
+  private tailBytes = 0;
+  total = 0;
+
+  constructor(private readonly fd: number, private readonly file: string, private readonly cap: number) {}
+
+  write(chunk: Buffer): void {
+    this.total += chunk.length;
+    const head = Math.floor(this.cap / 2);
+    if (this.written < head) {
+      const n = Math.min(chunk.length, head - this.written);
+      this.put(chunk.subarray(0, n));
+      this.written += n;
+      chunk = chunk.subarray(n);
+      if (!chunk.length) return;
+    }
+    this.tail.push(chunk);
+    this.tailBytes += chunk.length;
+    const keep = this.cap - head;
+    while (this.tailBytes - this.tail[0].length >= keep) this.tailBytes -= this.tail.shift()!.length;
+  }
+
+  /** Writes the tail (after the marker when output was left out); returns the bytes kept. */
+  close(): number {
+    let tail = Buffer.concat(this.tail);
+    const keep = this.cap - Math.floor(this.cap / 2);
+    if (tail.length > keep) tail = tail.subarray(tail.length - keep);
+    const omitted = this.total - this.written - tail.length;
+    if (omitted > 0) this.put(Buffer.from(`\n[ds4-diff: engine.log is capped at ${this.cap} bytes: ${omitted} bytes of the engine's output left out here; the first ${this.written} and the last ${tail.length} bytes are kept]\n`));
+    this.put(tail);
+    this.tail = [];
+    return this.written + tail.length;
+  }
+
+  private put(b: Buffer): void {
+    try {
+      let off = 0;
+      while (off < b.length) off += fs.writeSync(this.fd, b, off);
+    } catch (e) {
+      throw fileError(this.file, 'write the engine log', e);
+    }
+  }
+}
+
 /** Run the engine (argument vector, no shell) to its end; output is logged and split into lines. */
 export function runEngine(argv: string[], o: RunEngineOptions): Promise<EngineExit> {
   if (!argv.length) throw badInput('no engine command: give it after --, e.g. ds4-diff engine -- ./ds4 -m MODEL -p Hello');
-  const log = fs.openSync(o.logFile, 'w');
+  let logFd: number;
+  try {
+    logFd = fs.openSync(o.logFile, 'w');
+  } catch (e) {
+    throw fileError(o.logFile, 'create the engine log', e);
+  }
+  const log = new CappedLog(logFd, o.logFile, o.logCapBytes ?? ENGINE_LOG_CAP);
   const t0 = Date.now();
   return new Promise((resolve, reject) => {
     const child = spawn(argv[0], argv.slice(1), { env: o.env, stdio: ['ignore', 'pipe', 'pipe'], shell: false });
@@ -276,33 +407,56 @@ export function runEngine(argv: string[], o: RunEngineOptions): Promise<EngineEx
           killTimer = setTimeout(() => child.kill('SIGKILL'), 5000);
         }, o.timeoutSeconds * 1000)
       : undefined;
-    const pending = { stdout: '', stderr: '' };
+    // a signal to ds4-diff stops the engine too; one still running when ds4-diff exits is killed
+    const stop = () => void child.kill('SIGTERM');
+    const kill = () => void (child.exitCode === null && child.signalCode === null && child.kill('SIGKILL'));
+    const unhookCancel = onCancel(stop);
+    process.on('exit', kill);
+    let failure: Error | undefined;
+    const lines = {
+      stdout: new LineSplitter((line) => o.onLine(line, 'stdout')),
+      stderr: new LineSplitter((line) => o.onLine(line, 'stderr')),
+    };
     const take = (stream: 'stdout' | 'stderr', chunk: Buffer) => {
-      fs.writeSync(log, chunk);
-      // ds4's progress lines end with '\r': split on both
-      const parts = (pending[stream] + chunk.toString('utf8')).split(/\r\n|\r|\n/);
-      pending[stream] = parts.pop()!;
-      for (const line of parts) o.onLine(line, stream);
+      if (failure) return;
+      try {
+        log.write(chunk);
+        lines[stream].push(chunk);
+      } catch (e) {
+        // the log cannot be written (disk full): stop the engine, report the file
+        failure = e as Error;
+        child.kill('SIGTERM');
+      }
     };
     child.stdout.on('data', (c: Buffer) => take('stdout', c));
     child.stderr.on('data', (c: Buffer) => take('stderr', c));
     // a program that cannot be started reports 'error' and then 'close': settle once, close the log once
     let settled = false;
-    const settle = (then: () => void) => {
+    const settle = (then: (logKept: number) => void) => {
       if (settled) return;
       settled = true;
       clearTimeout(timer);
       clearTimeout(killTimer);
-      fs.closeSync(log);
-      then();
+      unhookCancel();
+      process.off('exit', kill);
+      let kept = 0;
+      try {
+        kept = log.close();
+      } catch (e) {
+        failure ??= e as Error;
+      }
+      fs.closeSync(logFd);
+      if (failure) reject(failure);
+      else then(kept);
     };
     child.on('error', (err: NodeJS.ErrnoException) => {
       const why = err.code === 'ENOENT' ? 'no such program' : err.code === 'EACCES' ? 'not executable' : err.message;
       settle(() => reject(badInput(`engine '${argv[0]}': ${why}`)));
     });
     child.on('close', (code, signal) => {
-      for (const s of ['stdout', 'stderr'] as const) if (pending[s]) o.onLine(pending[s], s);
-      settle(() => resolve({ code, signal, timedOut, seconds: (Date.now() - t0) / 1000 }));
+      for (const s of ['stdout', 'stderr'] as const) lines[s].end();
+      const seconds = (Date.now() - t0) / 1000;
+      settle((logKept) => resolve({ code, signal, timedOut, seconds, ...(timedOut ? { limitSeconds: o.timeoutSeconds } : {}), logBytes: log.total, logKept }));
     });
   });
 }

@@ -66,8 +66,9 @@ export interface LoadedRun {
 export async function loadModel(path?: string): Promise<{ modelPath: string; model: GgufModel; cfg: Ds4Config }> {
   const modelPath = path ?? (await (await import('../model/default-model.ts')).defaultModelPath());
   const model = await openGguf(modelPath);
-  const { violations } = validateModel(model);
+  const { violations, unsupported } = validateModel(model);
   if (violations.length) throw badInput(`${modelPath}: not a valid DS4 model (${violations.length} problems, first: ${violations[0]}); see ds4-diff inspect`);
+  if (unsupported.length) throw badInput(`${modelPath}: a valid DS4 model that ds4-diff cannot run (${unsupported.length} tensors, first: ${unsupported[0]}); see ds4-diff inspect`);
   return { modelPath, model, cfg: configFromGguf(model) };
 }
 

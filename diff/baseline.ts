@@ -94,14 +94,17 @@ const isNum = (v: unknown): v is number => typeof v === 'number' && Number.isFin
 const isDate = (v: unknown): v is string => typeof v === 'string' && !Number.isNaN(Date.parse(v));
 
 /** The schema check, one line naming what is wrong (exit 3): a baseline that does not hold a case, numbers and dates is refused. */
+// layers, positions and token ids are int32 everywhere (dumps, manifests): 1e308 is an integer to JS, not a layer
+const isIndex = (x: unknown): boolean => Number.isInteger(x) && (x as number) >= 0 && (x as number) <= 2 ** 31 - 1;
+
 function validate(file: string, b: unknown): Baseline {
   const bad = (what: string) => badInput(`${file}: not a valid baseline: ${what}`);
   if (!isObj(b) || b.kind !== 'ds4-diff-baseline') throw badInput(`${file}: not a ds4-diff baseline (kind != ds4-diff-baseline)`);
   if (b.formatVersion !== BASELINE_FORMAT_VERSION) throw badInput(`${file}: baseline format version ${String(b.formatVersion)} is not supported (expected ${BASELINE_FORMAT_VERSION}; re-record it with \`ds4-diff baseline record\`)`);
   const c = b.case;
-  if (!isObj(c) || typeof c.backend !== 'string' || !isObj(c.layers) || !Number.isInteger(c.layers.last) || typeof c.layers.all !== 'boolean') throw bad('case needs backend and layers {last, all}');
+  if (!isObj(c) || typeof c.backend !== 'string' || !isObj(c.layers) || !isIndex(c.layers.last) || typeof c.layers.all !== 'boolean') throw bad('case needs backend and layers {last, all}');
   if (typeof c.modelFingerprint !== 'string' && typeof c.modelFile !== 'string') throw bad('case needs modelFingerprint or modelFile');
-  if (!(Array.isArray(c.promptTokens) && c.promptTokens.every(Number.isInteger)) && typeof c.prompt !== 'string') throw bad('case needs promptTokens or prompt');
+  if (!(Array.isArray(c.promptTokens) && c.promptTokens.every(isIndex)) && typeof c.prompt !== 'string') throw bad('case needs promptTokens or prompt');
   if (!isObj(b.provenance) || typeof b.provenance.source !== 'string') throw bad('provenance.source is missing (where do these numbers come from?)');
   if (!isNum(b.growth) || b.growth < 1) throw bad(`growth ${JSON.stringify(b.growth)} must be a number ≥ 1`);
   const list = (k: string): unknown[] => {
@@ -114,16 +117,16 @@ function validate(file: string, b: unknown): Baseline {
   };
   list('own').forEach((e, i) => {
     const o = at('own', e, i);
-    if (!Number.isInteger(o.layer) || !isNum(o.relRms) || (o.relRms as number) < 0) throw bad(`own[${i}] (${String(o.stage)}) needs layer and a relRms ≥ 0`);
+    if (!isIndex(o.layer) || !isNum(o.relRms) || (o.relRms as number) < 0) throw bad(`own[${i}] (${String(o.stage)}) needs layer and a relRms ≥ 0`);
   });
   list('inherited').forEach((e, i) => {
     const o = at('inherited', e, i);
-    if (!Number.isInteger(o.layer) || !isObj(o.bounds) || Object.keys(o.bounds).length === 0) throw bad(`inherited[${i}] (${String(o.stage)}) needs layer and bounds`);
+    if (!isIndex(o.layer) || (o.pos !== undefined && !isIndex(o.pos)) || !isObj(o.bounds) || Object.keys(o.bounds).length === 0) throw bad(`inherited[${i}] (${String(o.stage)}) needs layer and bounds`);
     for (const [k, v] of Object.entries(o.bounds)) if (!(k in BOUND_KEYS) || !isNum(v)) throw bad(`inherited[${i}] (${String(o.stage)}): bound ${k} ${JSON.stringify(v)}`);
   });
   list('deviations').forEach((e, i) => {
     const o = at('deviations', e, i);
-    if (!isNum(o.maxRelRms) || typeof o.reason !== 'string' || !isDate(o.expires)) throw bad(`deviations[${i}] (${String(o.stage)}) needs maxRelRms, reason and an ISO expires date`);
+    if ((o.layer !== undefined && !isIndex(o.layer)) || (o.pos !== undefined && !isIndex(o.pos)) || !isNum(o.maxRelRms) || typeof o.reason !== 'string' || !isDate(o.expires)) throw bad(`deviations[${i}] (${String(o.stage)}) needs maxRelRms, reason and an ISO expires date`);
   });
   list('fallbacks').forEach((e, i) => {
     if (!isObj(e) || typeof e.primitive !== 'string' || typeof e.reason !== 'string' || !isDate(e.expires)) throw bad(`fallbacks[${i}] needs primitive, reason and an ISO expires date`);

@@ -12,6 +12,7 @@ import {
   type Judge, type Role, type RowFacts, type Tolerance, type Violation,
 } from './judge.ts';
 import { readManifest, sidePath } from './manifest.ts';
+import { checkRunSides } from './rundir.ts';
 import { recordMetrics, worstOf, type Metrics } from './metrics.ts';
 
 /** One role's verdict on a row. */
@@ -396,6 +397,7 @@ export function readFacts(noiseFile: string | undefined, tiesFile: string | unde
  */
 export async function compareRun(runDir: string, judge: Judge): Promise<Comparison> {
   const m = readManifest(runDir);
+  await checkRunSides(runDir, m);
   const side = (s: string) => sidePath(runDir, m, s);
   const ref = side('reference');
   const dev = side('device');

@@ -19,12 +19,17 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import {
-  AsyncByteQueue, Data, Field, Float32, Int32, List, RecordBatch, RecordBatchFileWriter, RecordBatchReader,
+  AsyncByteQueue, Data, DataType, Field, Float32, Int32, List, Precision, RecordBatch, RecordBatchFileWriter, RecordBatchReader,
   Schema, Struct, Utf8, Vector, makeData,
 } from 'apache-arrow';
-import type { Footer } from 'apache-arrow/ipc/metadata/file';
+import { Footer as FbFooter } from 'apache-arrow/fb/footer';
+import { Message as FbMessage } from 'apache-arrow/fb/message';
+import { MessageHeader } from 'apache-arrow/fb/message-header';
+import { RecordBatch as FbRecordBatch } from 'apache-arrow/fb/record-batch';
+import * as flatbuffers from 'flatbuffers';
+import type { Ds4Config } from '../model/config.ts';
 import { badInput, fileError } from '../model/errors.ts';
-import type { StageRecord } from '../model/stages.ts';
+import { resolveStage, type StageRecord } from '../model/stages.ts';
 
 export const DUMP_FORMAT_VERSION = 1;
 
@@ -232,50 +237,122 @@ export class DumpWriter {
 }
 
 const MAGIC = 'ARROW1';
+// a ds4-diff batch holds at most ~16M values (64 MB, AUTO_FLUSH_VALUES); other writers get 2 GiB, the
+// most the Arrow JS reader addresses with its int32 list offsets
+const MAX_BATCH_BODY = 2 ** 31 - 1;
+// generous bounds on the counts a damaged flatbuffer could claim (each is a loop in the reader)
+const MAX_FIELDS = 64;
+const MAX_CHILDREN = 4;
+const MAX_KEYS = 64;
+const MAX_NODES = 64;
+const MAX_BUFFERS = 256;
 
-/** An Arrow IPC file starts and ends with "ARROW1"; a truncated one lacks the trailing magic. */
+/**
+ * The structure of an Arrow IPC file, checked with bounded reads before the Arrow JS reader sees it:
+ * that reader trusts the footer and each message header, and a damaged count or length there makes it
+ * loop for hours or read gigabytes. Checked: both magics; the footer inside the file; the schema's
+ * field counts; every record batch block inside the data section, in order, not overlapping; its
+ * message a record batch whose body length is the block's, whose buffers lie inside the body and whose
+ * column lengths are its row count; no dictionaries, no compression (ds4-diff writes neither).
+ */
 function checkIpcFile(file: string): void {
   let fd: number;
   try {
-    fd = fs.openSync(file, 'r');
+    fd = fs.openSync(file, fs.constants.O_RDONLY | fs.constants.O_NONBLOCK);
   } catch (e) {
     const code = (e as NodeJS.ErrnoException).code;
     throw badInput(`${file}: ${code === 'ENOENT' ? 'no such file' : `cannot open (${code})`}`);
   }
   try {
-    const size = fs.fstatSync(fd).size;
-    const head = Buffer.alloc(6);
-    const tail = Buffer.alloc(6);
+    const st = fs.fstatSync(fd);
+    if (!st.isFile()) throw badInput(`${file}: not a regular file (${st.isDirectory() ? 'a directory' : st.isFIFO() ? 'a FIFO' : 'a device or special file'}); a dump is an Arrow IPC file`);
+    const size = st.size;
+    const at = (position: number, length: number): Buffer => {
+      const b = Buffer.alloc(length);
+      let done = 0;
+      while (done < length) {
+        const n = fs.readSync(fd, b, done, length - done, position + done);
+        if (n === 0) throw badInput(`${file}: corrupt Arrow dump (read past the end at ${position + done})`);
+        done += n;
+      }
+      return b;
+    };
     if (size < 12 + 8) throw badInput(`${file}: not an Arrow IPC file (only ${size} bytes)`);
-    fs.readSync(fd, head, 0, 6, 0);
-    fs.readSync(fd, tail, 0, 6, size - 6);
-    if (head.toString('latin1') !== MAGIC) throw badInput(`${file}: not an Arrow IPC file (bad magic)`);
-    if (tail.toString('latin1') !== MAGIC) throw badInput(`${file}: truncated Arrow file (no footer; the writer did not finish)`);
+    if (at(0, 6).toString('latin1') !== MAGIC) throw badInput(`${file}: not an Arrow IPC file (bad magic)`);
+    if (at(size - 6, 6).toString('latin1') !== MAGIC) throw badInput(`${file}: truncated Arrow file (no footer; the writer did not finish)`);
+    const footerLength = at(size - 10, 4).readInt32LE(0);
+    const dataEnd = size - 10 - footerLength;
+    if (footerLength <= 0 || dataEnd < 8) throw badInput(`${file}: corrupt Arrow dump (footer length ${footerLength} does not fit a ${size}-byte file)`);
+    const footer = FbFooter.getRootAsFooter(new flatbuffers.ByteBuffer(new Uint8Array(at(dataEnd, footerLength))));
+    const nodesPerField = checkFooterSchema(file, footer);
+    if (footer.dictionariesLength() !== 0) throw badInput(`${file}: not a ds4-diff dump (it has dictionary batches)`);
+    const n = footer.recordBatchesLength();
+    if (n > dataEnd / 16) throw badInput(`${file}: corrupt Arrow dump (the footer lists ${n} record batches in ${dataEnd} bytes)`);
+    let end = 8;
+    for (let i = 0; i < n; i++) {
+      const b = footer.recordBatches(i);
+      const offset = Number(b?.offset() ?? -1), metaLength = b?.metaDataLength() ?? -1, bodyLength = Number(b?.bodyLength() ?? -1);
+      if (!(offset >= end && metaLength >= 8 && bodyLength >= 0 && offset + metaLength + bodyLength <= dataEnd)) {
+        throw badInput(`${file}: corrupt Arrow dump (record batch ${i} lies outside the data section or overlaps the one before)`);
+      }
+      if (bodyLength > MAX_BATCH_BODY) throw badInput(`${file}: record batch ${i} has a ${bodyLength}-byte body; batches over ${MAX_BATCH_BODY} bytes are not read (ds4-diff writes them under 100 MB)`);
+      checkBatchMessage(file, i, at(offset, metaLength), bodyLength, nodesPerField);
+      end = offset + metaLength + bodyLength;
+    }
   } finally {
     fs.closeSync(fd);
   }
 }
 
-/**
- * Every record batch the footer lists must start with a sane message header inside the file: the
- * Arrow JS reader does not bound-check these and can spin forever on a damaged message.
- */
-function checkBlocks(file: string, footer: Footer | null): void {
-  if (!footer) throw badInput(`${file}: not an Arrow IPC file (no footer)`);
-  const fd = fs.openSync(file, 'r');
-  try {
-    const size = fs.fstatSync(fd).size;
-    const head = Buffer.alloc(8);
-    for (let i = 0; i < footer.numRecordBatches; i++) {
-      const b = footer.getRecordBatch(i)!;
-      const end = b.offset + b.metaDataLength + b.bodyLength;
-      if (b.offset < 8 || b.metaDataLength < 8 || end > size) throw badInput(`${file}: corrupt Arrow dump (record batch ${i} lies outside the file)`);
-      fs.readSync(fd, head, 0, 8, b.offset);
-      const len = head.readUInt32LE(0) === 0xffffffff ? head.readInt32LE(4) : head.readInt32LE(0);
-      if (len <= 0 || len > b.metaDataLength) throw badInput(`${file}: corrupt Arrow dump (record batch ${i} has a damaged header)`);
+/** Checks the footer's schema; returns how many column nodes each top-level field has (itself + its children). */
+function checkFooterSchema(file: string, footer: FbFooter): number[] {
+  const schema = footer.schema();
+  if (!schema) throw badInput(`${file}: corrupt Arrow dump (the footer has no schema)`);
+  const fields = schema.fieldsLength();
+  if (fields > MAX_FIELDS || schema.customMetadataLength() > MAX_KEYS || schema.featuresLength() > MAX_KEYS) throw badInput(`${file}: corrupt Arrow dump (the schema claims ${fields} fields)`);
+  for (let i = 0; i < fields; i++) {
+    const f = schema.fields(i);
+    if (!f || f.childrenLength() > MAX_CHILDREN || f.customMetadataLength() > MAX_KEYS) throw badInput(`${file}: corrupt Arrow dump (schema field ${i} is damaged)`);
+    for (let j = 0; j < f.childrenLength(); j++) {
+      const c = f.children(j);
+      if (!c || c.childrenLength() !== 0 || c.customMetadataLength() > MAX_KEYS) throw badInput(`${file}: not a ds4-diff dump (schema field ${i} nests deeper than a list)`);
     }
-  } finally {
-    fs.closeSync(fd);
+  }
+  return Array.from({ length: fields }, (_, i) => 1 + (schema.fields(i)?.childrenLength() ?? 0));
+}
+
+/** One record batch's message: a record batch whose stated lengths fit the block it sits in. */
+function checkBatchMessage(file: string, i: number, meta: Buffer, bodyLength: number, nodesPerField: number[]): void {
+  const bad = (why: string) => badInput(`${file}: corrupt Arrow dump (record batch ${i}: ${why})`);
+  const continued = meta.readUInt32LE(0) === 0xffffffff;
+  const length = continued ? meta.readInt32LE(4) : meta.readInt32LE(0);
+  const start = continued ? 8 : 4;
+  if (length <= 0 || start + length > meta.length) throw bad('damaged message header');
+  const msg = FbMessage.getRootAsMessage(new flatbuffers.ByteBuffer(new Uint8Array(meta.subarray(start, start + length))));
+  if (msg.headerType() !== MessageHeader.RecordBatch) throw bad('not a record batch message');
+  if (Number(msg.bodyLength()) !== bodyLength) throw bad(`the message says ${msg.bodyLength()} body bytes, the footer ${bodyLength}`);
+  if (msg.customMetadataLength() > MAX_KEYS) throw bad('damaged message metadata');
+  const rb = msg.header(new FbRecordBatch()) as FbRecordBatch | null;
+  if (!rb) throw bad('no record batch header');
+  const rows = Number(rb.length());
+  const nodes = rb.nodesLength(), buffers = rb.buffersLength();
+  if (!(rows >= 0 && rows <= 2 ** 31 - 1) || nodes > MAX_NODES || buffers > MAX_BUFFERS || rb.variadicBufferCountsLength() > MAX_BUFFERS) throw bad(`damaged counts (${rows} rows, ${nodes} columns, ${buffers} buffers)`);
+  if (rb.compression()) throw bad('compressed (ds4-diff dumps are uncompressed)');
+  for (let k = 0; k < buffers; k++) {
+    const buf = rb.buffers(k);
+    const off = Number(buf?.offset() ?? -1), len = Number(buf?.length() ?? -1);
+    if (!(off >= 0 && len >= 0 && off + len <= bodyLength)) throw bad(`buffer ${k} lies outside its body`);
+  }
+  if (nodes !== nodesPerField.reduce((a, b) => a + b, 0)) throw bad(`${nodes} column nodes for a schema of ${nodesPerField.length} columns`);
+  for (let k = 0; k < nodes; k++) {
+    const node = rb.nodes(k);
+    const len = Number(node?.length() ?? -1), nulls = Number(node?.nullCount() ?? -1);
+    if (!(len >= 0 && len <= 2 ** 31 - 1 && nulls >= 0 && nulls <= len)) throw bad(`column node ${k} has damaged lengths`);
+  }
+  // each column's top node holds one entry per row: the row count every column agrees on
+  for (let f = 0, k = 0; f < nodesPerField.length; k += nodesPerField[f++]) {
+    const len = Number(rb.nodes(k)?.length() ?? -1);
+    if (len !== rows) throw bad(`column ${f} has ${len} rows, the batch ${rows}`);
   }
 }
 
@@ -304,38 +381,95 @@ function parseMeta(file: string, md: Map<string, string>): DumpMeta {
   }
 }
 
-const COLUMNS = ['stage', 'layer', 'pos', 'token', 'dtype', 'shape', 'values_f32', 'values_i32'];
+/** Each column the reader takes, with the Arrow type the format gives it (pyarrow may not widen them). */
+const COLUMNS: ReadonlyArray<{ name: string; want: string; ok: (t: DataType) => boolean }> = [
+  { name: 'stage', want: 'utf8', ok: (t) => DataType.isUtf8(t) },
+  { name: 'layer', want: 'int32', ok: (t) => isInt32(t) },
+  { name: 'pos', want: 'int32', ok: (t) => isInt32(t) },
+  { name: 'token', want: 'int32', ok: (t) => isInt32(t) },
+  { name: 'dtype', want: 'utf8', ok: (t) => DataType.isUtf8(t) },
+  { name: 'shape', want: 'list<int32>', ok: (t) => DataType.isList(t) && isInt32(t.children[0].type) },
+  { name: 'values_f32', want: 'list<float32>', ok: (t) => DataType.isList(t) && DataType.isFloat(t.children[0].type) && t.children[0].type.precision === Precision.SINGLE },
+  { name: 'values_i32', want: 'list<int32>', ok: (t) => DataType.isList(t) && isInt32(t.children[0].type) },
+];
 
-function checkColumns(file: string, schema: Schema): void {
-  const names = schema.fields.map((f) => f.name);
-  for (const c of COLUMNS) if (!names.includes(c)) throw badInput(`${file}: not a ds4-diff dump (column '${c}' missing)`);
+function isInt32(t: DataType): boolean {
+  return DataType.isInt(t) && t.bitWidth === 32 && t.isSigned;
 }
 
-/** Values of list row `i` (a copy, so records do not pin the whole batch buffer). */
-function listRow(vec: Vector, i: number): Float32Array | Int32Array | null {
+function checkColumns(file: string, schema: Schema): void {
+  for (const c of COLUMNS) {
+    const f = schema.fields.find((x) => x.name === c.name);
+    if (!f) throw badInput(`${file}: not a ds4-diff dump (column '${c.name}' missing)`);
+    if (!c.ok(f.type)) throw badInput(`${file}: column '${c.name}' is ${String(f.type)}, a ds4-diff dump has ${c.want}`);
+  }
+}
+
+/** Values of list row `i` (a copy, so records do not pin the whole batch buffer); the list's offsets must lie inside its values. */
+function listRow(file: string, vec: Vector, i: number, what: string): Float32Array | Int32Array | null {
   const d = vec.data[0];
   if (!vec.isValid(i)) return null;
   const offs = d.valueOffsets as Int32Array;
   const child = d.children[0];
   const vals = child.values as Float32Array | Int32Array;
   const at = d.offset + i;
-  return vals.slice(child.offset + offs[at], child.offset + offs[at + 1]);
+  const a = child.offset + offs[at], b = child.offset + offs[at + 1];
+  if (!(a >= 0 && a <= b && b <= vals.length)) throw badInput(`${file}: corrupt Arrow dump (row ${i}: ${what} offsets ${offs[at]}..${offs[at + 1]} outside its ${vals.length} values)`);
+  return vals.slice(a, b);
 }
 
-function* batchRecords(file: string, batch: RecordBatch): Generator<StageRecord> {
+/** What the rows read so far established: keys seen, and each (stage, layer)'s shape. */
+interface RowCheck {
+  keys: Set<string>;
+  shapes: Map<string, string>;
+  row: number;
+  /** a facts side (`*-noise`, `*-ties`, reference/facts.ts): its rows are facts about a stage's row (a tie
+   *  gap of an i32 choice, [2, n] distances), not the stage's values, so the registry's dtype and shape do not apply */
+  facts: boolean;
+}
+
+/** Is a side one of the reference's facts (its rounding noise and approximation twin, its decisions)? */
+export const isFactsSide = (side: string): boolean => /-(noise|ties)$/.test(side);
+
+// The registry's shapes are functions of the config and a per-position count n: on a probe config
+// (every dim 3), a stage whose shape changes with n is count-dependent (raw_cache rows, indexer
+// candidates); every other stage has one shape at all positions of a layer.
+const PROBE = new Proxy({}, { get: (_t, k) => (k === 'compressRatios' || k === 'swigluClamp' ? [] : 3) }) as Ds4Config;
+const countDependent = (name: string): boolean => {
+  const def = resolveStage(name);
+  return def !== undefined && def.shape(PROBE, { n: 1 }).join() !== def.shape(PROBE, { n: 2 }).join();
+};
+
+function* batchRecords(file: string, batch: RecordBatch, seen: RowCheck): Generator<StageRecord> {
   // record batches from the IPC reader have one chunk per column
   const col = (n: string) => batch.getChild(n)!;
   const stage = col('stage'), layer = col('layer'), pos = col('pos'), token = col('token'), dtype = col('dtype');
   const shape = col('shape'), f32 = col('values_f32'), i32 = col('values_i32');
-  for (let i = 0; i < batch.numRows; i++) {
-    const dt = dtype.get(i) as string;
-    const st = stage.get(i) as string;
-    if (dt !== 'f32' && dt !== 'i32') throw badInput(`${file}: row ${i} (${st}) has unknown dtype '${dt}'`);
-    const values = dt === 'f32' ? listRow(f32, i) : listRow(i32, i);
-    if (!values) throw badInput(`${file}: row ${i} (${st}) has no values_${dt}`);
-    const shp = Array.from(listRow(shape, i) ?? []);
-    if (shp.reduce((a, b) => a * b, 1) !== values.length) throw badInput(`${file}: row ${i} (${st}) shape [${shp}] does not match ${values.length} values`);
-    yield { stage: st, layer: layer.get(i) as number, pos: pos.get(i) as number, token: token.get(i) as number, dtype: dt, shape: shp, values };
+  for (let i = 0; i < batch.numRows; i++, seen.row++) {
+    const row = seen.row;
+    const st = stage.get(i) as string | null;
+    const dt = dtype.get(i) as string | null;
+    const ly = layer.get(i) as number | null, ps = pos.get(i) as number | null, tk = token.get(i) as number | null;
+    if (typeof st !== 'string' || st === '') throw badInput(`${file}: row ${row} has no stage name`);
+    if (dt !== 'f32' && dt !== 'i32') throw badInput(`${file}: row ${row} (${st}) has unknown dtype '${dt}'`);
+    if (ly === null || ly < 0 || ps === null || ps < 0 || tk === null || tk < -1) throw badInput(`${file}: row ${row} (${st}) has layer ${ly}, pos ${ps}, token ${tk} (layer and pos >= 0, token >= -1)`);
+    const def = seen.facts ? undefined : resolveStage(st);
+    if (def && def.dtype !== dt) throw badInput(`${file}: row ${row} (${st} layer ${ly} pos ${ps}) is ${dt}, but stage ${def.name} is ${def.dtype}`);
+    const values = dt === 'f32' ? listRow(file, f32, i, 'values_f32') : listRow(file, i32, i, 'values_i32');
+    if (!values) throw badInput(`${file}: row ${row} (${st}) has no values_${dt}`);
+    const shp = Array.from(listRow(file, shape, i, 'shape') ?? []);
+    if (shp.some((d) => d < 0) || shp.reduce((a, b) => a * b, 1) !== values.length) throw badInput(`${file}: row ${row} (${st}) shape [${shp}] does not match ${values.length} values`);
+    const key = `${st}\u0000${ly}\u0000${ps}`;
+    if (seen.keys.has(key)) throw badInput(`${file}: row ${row} repeats ${st} layer ${ly} pos ${ps} (one row per stage, layer and position)`);
+    seen.keys.add(key);
+    // a registry stage's shape is the same at every position of a layer (its shape of the config);
+    // an unknown name (kept from an import) may be anything
+    if (def && !countDependent(st)) {
+      const sk = `${st}\u0000${ly}`, was = seen.shapes.get(sk), now = shp.join('x');
+      if (was === undefined) seen.shapes.set(sk, now);
+      else if (was !== now) throw badInput(`${file}: row ${row} (${st} layer ${ly} pos ${ps}) has shape [${shp}], other positions of the layer [${was.split('x')}]`);
+    }
+    yield { stage: st, layer: ly, pos: ps, token: tk, dtype: dt, shape: shp, values };
   }
 }
 
@@ -345,7 +479,6 @@ async function openReader(file: string) {
   try {
     const reader = await RecordBatchReader.from(handle);
     await reader.open();
-    checkBlocks(file, reader.footer);
     checkColumns(file, reader.schema);
     return { reader, meta: parseMeta(file, reader.schema.metadata) };
   } catch (e) {
@@ -368,7 +501,8 @@ export async function readDumpMeta(file: string): Promise<DumpMeta> {
 
 /** Streams the records of a dump, one record batch in memory at a time. */
 export async function* iterateDump(file: string): AsyncGenerator<StageRecord> {
-  const { reader } = await openReader(file);
+  const { reader, meta } = await openReader(file);
+  const seen: RowCheck = { keys: new Set(), shapes: new Map(), row: 0, facts: isFactsSide(meta.side) };
   try {
     while (true) {
       let next: IteratorResult<RecordBatch>;
@@ -378,7 +512,7 @@ export async function* iterateDump(file: string): AsyncGenerator<StageRecord> {
         throw wrapArrowError(file, e);
       }
       if (next.done) break;
-      yield* batchRecords(file, next.value);
+      yield* batchRecords(file, next.value, seen);
     }
   } finally {
     await reader.cancel();

@@ -154,9 +154,11 @@ function valuesPerRow(def: StageDef, cfg: Ds4Config, layer: number): { per: numb
 function maxBytes(def: StageDef | undefined, cfg: Ds4Config | undefined, f: DumpFile, lim: Limits): { bytes: number; why: string } {
   if (!def || !cfg) return { bytes: MAX_FLAT_BYTES, why: `${MAX_FLAT_BYTES} bytes, the most imported without a model (-m) to check it against` };
   const { per, counted } = valuesPerRow(def, cfg, f.layer);
-  const rows = counted ? lim.positions : lim.prompt !== undefined && def.scope === 'layer' ? Math.max(1, lim.prompt - f.pos) : Math.max(1, lim.positions - f.pos);
+  // the head is one row; a prefill batch holds at most the prompt's positions from its first one
+  const toPromptEnd = !counted && def.scope !== 'head' && lim.prompt !== undefined;
+  const rows = counted ? lim.positions : def.scope === 'head' ? 1 : toPromptEnd ? Math.max(1, lim.prompt! - f.pos) : Math.max(1, lim.positions - f.pos);
   const bytes = Math.min(MAX_FILE_BYTES, 4 * per * rows);
-  return { bytes, why: `${bytes} bytes: ${rows} ${counted ? 'rows' : 'positions'} of stage ${def.name} (${per} values each)${!counted && lim.prompt !== undefined && def.scope === 'layer' ? ` from pos ${f.pos} to the end of the ${lim.prompt}-token prompt` : ''}` };
+  return { bytes, why: `${bytes} bytes: ${rows} ${counted ? 'rows' : def.scope === 'head' ? 'row (the output head)' : 'positions'} of stage ${def.name} (${per} values each)${toPromptEnd ? ` from pos ${f.pos} to the end of the ${lim.prompt}-token prompt` : ''}` };
 }
 
 /** Layer and position of a file name against the model and the limits (before anything is read). */
@@ -184,6 +186,8 @@ function checkPlace(def: StageDef | undefined, cfg: Ds4Config | undefined, f: Du
 function placeRows(def: StageDef | undefined, cfg: Ds4Config | undefined, f: DumpFile, values: Float32Array | Int32Array, tokens: number[] | undefined, lim: Limits): Array<{ pos: number; shape: number[]; values: Float32Array | Int32Array }> {
   if (!def || !cfg) return [{ pos: f.pos, shape: [values.length], values }];
   const { shape, rows } = shapeOf(def, cfg, f.layer, values.length, f.file, lim);
+  // ds4 dumps the head once, for the last token: one row
+  if (def.scope === 'head' && rows !== 1) throw new DumpRejected(f.file, `${values.length} values are ${rows} rows of stage ${def.name}; ds4 dumps the output head as one row`);
   if (def.scope === 'head' && tokens?.length) return [{ pos: tokens.length - 1, shape, values }];
   if (def.name === 'raw_cache' && f.pos === 0) {
     const n = shape[0], keep = Math.min(n, cfg.slidingWindow), D = shape[1];

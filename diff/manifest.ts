@@ -100,8 +100,9 @@ function incompleteReason(m: RunManifest): string {
 /** The fields readers index into, with the types they assume. */
 function manifestShapeProblem(m: RunManifest): string | undefined {
   if (typeof m.model !== 'object' || typeof m.model.fingerprint !== 'string' || typeof m.model.path !== 'string') return "field 'model' needs path and fingerprint strings";
-  if (!Array.isArray(m.promptTokens) || m.promptTokens.some((t) => !Number.isInteger(t) || t < 0)) return "field 'promptTokens' must be a list of token ids";
-  if (typeof m.layers !== 'object' || !Number.isInteger(m.layers.last) || typeof m.layers.all !== 'boolean') return "field 'layers' needs an integer 'last' and a boolean 'all'";
+  const index = (x: unknown) => Number.isInteger(x) && (x as number) >= 0 && (x as number) <= 2 ** 31 - 1;
+  if (!Array.isArray(m.promptTokens) || !m.promptTokens.every(index)) return "field 'promptTokens' must be a list of token ids";
+  if (typeof m.layers !== 'object' || m.layers === null || !index(m.layers.last) || typeof m.layers.all !== 'boolean') return "field 'layers' needs an integer 'last' and a boolean 'all'";
   if (typeof m.backend !== 'string') return "field 'backend' must be a string";
   if (typeof m.files !== 'object' || Array.isArray(m.files) || Object.values(m.files).some((f) => typeof f !== 'string')) return "field 'files' must map sides to file names";
   if (!Array.isArray(m.fallbackLedger) || m.fallbackLedger.some((f) => typeof f !== 'object' || f === null || typeof f.primitive !== 'string')) return "field 'fallbackLedger' must be a list of {primitive, ...} entries";

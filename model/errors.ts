@@ -6,9 +6,16 @@ export const EXIT = { ok: 0, regression: 1, hostFallback: 2, badInput: 3, cannot
 
 export class Ds4DiffError extends Error {
   constructor(message: string, readonly exitCode: number = EXIT.badInput) {
-    super(message);
+    // one line whatever a file put into it: a stage name, a metadata value or a file name read from
+    // an input may hold newlines or control bytes; they are shown escaped
+    super(oneLine(message));
     this.name = 'Ds4DiffError';
   }
+}
+
+/** `s` with control characters escaped (\n, \r, \t, \xNN), so that it prints as one line. */
+export function oneLine(s: string): string {
+  return s.replace(/[\x00-\x1f\x7f]/g, (c) => (c === '\n' ? '\\n' : c === '\r' ? '\\r' : c === '\t' ? '\\t' : `\\x${c.charCodeAt(0).toString(16).padStart(2, '0')}`));
 }
 
 /** Bad input: a file or value that is not what it claims to be (exit 3). */

@@ -138,13 +138,15 @@ export const CONFIG_RANGES: ReadonlyArray<{ field: keyof Ds4Config; want: string
   { field: 'nExpert', want: '>= 1', ok: count(1, 2 ** 31) },
   { field: 'nFfExp', want: '>= 1', ok: count(1, 2 ** 31) },
   { field: 'indexerHeads', want: '>= 1', ok: count(1, 2 ** 31) },
-  { field: 'indexerHeadDim', want: '>= 1', ok: count(1, 2 ** 31) },
+  // the indexer's rows go through a 128-point Hadamard transform (ds4.c dies on any other width)
+  { field: 'indexerHeadDim', want: '128 (the indexer\'s Hadamard-128 width)', ok: (x) => x === 128 },
   // the graph has exactly one shared expert: its tensors have no expert dimension (ds4: DS4_N_EXPERT_SHARED = 1)
   { field: 'nExpertShared', want: '1 (one shared expert, as ds4 requires)', ok: (x) => x === 1 },
   { field: 'slidingWindow', want: '1..65536 (ds4: 128)', ok: count(1, 65536) },
   { field: 'indexerTopK', want: '1..65536 (ds4: 512)', ok: count(1, 65536) },
   { field: 'sinkhornIters', want: '1..1000 (ds4: 20)', ok: count(1, 1000) },
-  { field: 'nRot', want: 'an even count >= 2', ok: (x) => Number.isInteger(x) && x >= 2 },
+  // the KV row's non-RoPE dims are FP8-quantized in 64-wide blocks (ds4.c dsv4_fp8_kv_quantize_row)
+  { field: 'nRot', want: 'an even count >= 2 leaving key_length - n_rot a multiple of 64', ok: (x, c) => Number.isInteger(x) && x >= 2 && (c.headDim - x) % 64 === 0 },
   { field: 'hcEps', want: 'a finite value in (0, 1) (ds4: 1e-6)', ok: (x) => finitePositive(x) && x < 1 },
   { field: 'rmsEps', want: 'a finite value in (0, 1) (ds4: 1e-6)', ok: (x) => finitePositive(x) && x < 1 },
   { field: 'ropeFreqBase', want: 'a finite value > 1 (ds4: 10000)', ok: (x) => Number.isFinite(x) && x > 1 },
@@ -154,6 +156,8 @@ export const CONFIG_RANGES: ReadonlyArray<{ field: keyof Ds4Config; want: string
   { field: 'yarnBetaFast', want: 'a finite value > yarn_beta_slow (ds4: 32)', ok: (x, c) => Number.isFinite(x) && x > c.yarnBetaSlow },
   { field: 'yarnBetaSlow', want: 'a finite value > 0 (ds4: 1)', ok: finitePositive },
   { field: 'expertWeightsScale', want: 'a finite value > 0 (ds4: 1.5)', ok: finitePositive },
+  // optional (0 when absent); where present it bounds the positions an imported dump may name
+  { field: 'contextLength', want: '1..2147483647 (ds4: 1048576)', ok: (x) => x === 0 || count(1, 2 ** 31 - 1)(x) },
 ];
 
 /** Metadata values the DS4 graph needs to be self-consistent, whatever the dims. */
@@ -257,9 +261,28 @@ function checkTokenizer(m: GgufModel, cfg: Ds4Config, v: string[]) {
   }
 }
 
+/**
+ * What a valid DS4 model may hold that ds4-diff cannot run: its reference and simulated device compute
+ * the routed experts of the q2 GGUF only (IQ2_XXS gate/up, Q2_K down: reference/ffn.ts, ascend/
+ * orchestrator.ts), while ds4 also accepts Q4_K experts (the q4 GGUF). Checked here, where a model is
+ * loaded, so that every command refuses such a file at once and `inspect` says so.
+ */
+function checkRunnable(m: GgufModel, cfg: Ds4Config): string[] {
+  const out: string[] = [];
+  for (let il = 0; il < cfg.nLayer; il++) {
+    for (const [name, want] of [['ffn_gate_exps', GGMLType.IQ2_XXS], ['ffn_up_exps', GGMLType.IQ2_XXS], ['ffn_down_exps', GGMLType.Q2_K]] as const) {
+      const t = m.tensors.get(`blk.${il}.${name}.weight`);
+      if (t && t.type !== want) out.push(`tensor blk.${il}.${name}.weight is ${typeName(t.type)}: ds4-diff's reference and device run routed experts of ${typeName(want)} only (the q2 GGUF's)`);
+    }
+  }
+  return out;
+}
+
 export interface ValidationResult {
   config?: Ds4Config;
   violations: string[];
+  /** valid for ds4, but not runnable by ds4-diff (see checkRunnable) */
+  unsupported: string[];
   /** tensors in the file that ds4 never binds (reported, not a violation) */
   unused: string[];
 }
@@ -267,7 +290,7 @@ export interface ValidationResult {
 export function validateModel(m: GgufModel, opts: { strictDs4Flash?: boolean } = {}): ValidationResult {
   const { config, problems } = readConfig(m);
   const violations = [...problems];
-  if (!config) return { violations, unused: [] };
+  if (!config) return { violations, unused: [], unsupported: [] };
   checkConfig(config, m, violations);
   checkTokenizer(m, config, violations);
   if (opts.strictDs4Flash) checkStrict(config, violations);
@@ -283,5 +306,5 @@ export function validateModel(m: GgufModel, opts: { strictDs4Flash?: boolean } =
   }
   const known = new Set(layout.map((e) => e.name));
   const unused = [...m.tensors.keys()].filter((n) => !known.has(n));
-  return { config, violations, unused };
+  return { config, violations, unused, unsupported: checkRunnable(m, config) };
 }

@@ -104,3 +104,31 @@ export function filterReach(f: CaptureFilter, cfg: Ds4Config, lastLayer: number,
   });
   return { unmatched, nothing: !any };
 }
+
+/**
+ * A filter over existing records (a dump's) that remembers which of its parts ever matched one: each
+ * stage glob, layer and position that matched no record is named by `unmatched()` (a part is judged on
+ * its own, not in combination with the others).
+ */
+export function trackedFilter(f: CaptureFilter, layersOption: string, posOption: string): { keep: (stage: string, layer: number, pos: number) => boolean; unmatched: () => string[] } {
+  const keep = compileFilter(f);
+  const globs = (f.stages ?? []).map((g) => ({ g, one: compileFilter({ stages: [g] }), hit: false }));
+  const layers = Array.isArray(f.layers) ? new Map(f.layers.map((l) => [l, false])) : undefined;
+  const positions = Array.isArray(f.pos) ? new Map(f.pos.map((p) => [p, false])) : undefined;
+  return {
+    keep(stage, layer, pos) {
+      for (const x of globs) if (!x.hit && x.one(stage, layer, pos)) x.hit = true;
+      if (layers?.has(layer) && resolveStage(stage)?.scope === 'layer') layers.set(layer, true);
+      if (positions?.has(pos)) positions.set(pos, true);
+      return keep(stage, layer, pos);
+    },
+    unmatched() {
+      const out = globs.filter((x) => !x.hit).map((x) => `--stages '${x.g}' matches no record`);
+      const l = [...(layers ?? [])].filter(([, hit]) => !hit).map(([k]) => k);
+      if (l.length) out.push(`${layersOption} ${l.join(',')} matches no record`);
+      const p = [...(positions ?? [])].filter(([, hit]) => !hit).map(([k]) => k);
+      if (p.length) out.push(`${posOption} ${p.join(',')} matches no record`);
+      return out;
+    },
+  };
+}

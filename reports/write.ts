@@ -2,6 +2,7 @@
 // stdout, and any of Markdown / JUnit / HTML written to files.
 import * as fs from 'node:fs';
 import { join } from 'node:path';
+import { fileError } from '../model/errors.ts';
 import { renderHtml } from './html.ts';
 import { renderJson } from './json.ts';
 import { renderJunit } from './junit.ts';
@@ -18,9 +19,18 @@ export interface ReportOutputs {
 
 export function emitReports(input: ReportInput, out: ReportOutputs): void {
   process.stdout.write(out.json ? renderJson(input) : renderTerminal(input));
-  if (out.markdown) fs.writeFileSync(out.markdown, renderMarkdown(input));
-  if (out.junit) fs.writeFileSync(out.junit, renderJunit(input));
-  if (out.html) fs.writeFileSync(out.html, renderHtml(input));
+  if (out.markdown) writeReport(out.markdown, renderMarkdown(input));
+  if (out.junit) writeReport(out.junit, renderJunit(input));
+  if (out.html) writeReport(out.html, renderHtml(input));
+}
+
+/** A report file; a write that fails (disk full, no such directory) is one line naming the file. */
+function writeReport(file: string, text: string): void {
+  try {
+    fs.writeFileSync(file, text);
+  } catch (e) {
+    throw fileError(file, 'write the report', e);
+  }
 }
 
 /** The reports of a run directory: always report.md, junit.xml and report.html in it, plus any asked-for copies. */

@@ -3,7 +3,10 @@
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { Type, tableFromIPC, tableToIPC, tableFromArrays } from 'apache-arrow';
+import {
+  DataType, Field, Float32, Float64, Int32, Int64, List, RecordBatch, RecordBatchReader, Schema, Table, Type, Utf8, Vector,
+  tableFromArrays, tableFromIPC, tableToIPC, vectorFromArray,
+} from 'apache-arrow';
 import { afterAll, describe, expect, it } from 'vitest';
 import { DumpWriter, fileInRun, iterateDump, readDump, readDumpMeta, type DumpMeta } from '../diff/dump.ts';
 import { readManifest, writeManifest, type RunManifest } from '../diff/manifest.ts';
@@ -136,6 +139,85 @@ describe('Arrow dump', () => {
     await expectBadInput(readDump(path.join(dir, 'missing.arrow')), /missing\.arrow: no such file/);
   });
 });
+
+describe('Arrow dump: the reader validates before it trusts', () => {
+  /** A dump whose columns are written with other Arrow types (as another writer or pyarrow may). */
+  function foreignTyped(file: string, override: Record<string, DataType>): void {
+    const cols: Record<string, { type: DataType; values: unknown[] }> = {
+      stage: { type: new Utf8(), values: ['attn_norm'] },
+      layer: { type: new Int32(), values: [0] },
+      pos: { type: new Int32(), values: [0] },
+      token: { type: new Int32(), values: [0] },
+      dtype: { type: new Utf8(), values: ['f32'] },
+      shape: { type: new List(new Field('item', new Int32(), true)), values: [[2]] },
+      values_f32: { type: new List(new Field('item', new Float32(), true)), values: [[1, 2]] },
+      values_i32: { type: new List(new Field('item', new Int32(), true)), values: [null] },
+    };
+    const vectors: Record<string, Vector> = {};
+    for (const [k, c] of Object.entries(cols)) {
+      const type = override[k] ?? c.type;
+      const values = DataType.isInt(type) && type.bitWidth === 64 ? c.values.map((v) => BigInt(v as number)) : c.values;
+      vectors[k] = vectorFromArray(values, type);
+    }
+    const t = new Table(vectors);
+    const md = new Map([['ds4diff.format_version', '1'], ['ds4diff.model_fingerprint', 'f00d'], ['ds4diff.prompt_tokens', '[0]'], ['ds4diff.producer', '{"backend":"x","version":"0"}'], ['ds4diff.side', 'device']]);
+    fs.writeFileSync(file, tableToIPC(new Table(new Schema(t.schema.fields, md), t.batches.map((b) => new RecordBatch(new Schema(t.schema.fields, md), b.data))), 'file'));
+  }
+
+  it('column types are checked one by one (list<float64> values, BigInt columns): one line naming the column', async () => {
+    const f = path.join(dir, 'typed.arrow');
+    foreignTyped(f, { values_f32: new List(new Field('item', new Float64(), true)) });
+    await expectBadInput(readDump(f), /typed\.arrow: column 'values_f32' is List<Float64>, a ds4-diff dump has list<float32>/);
+    foreignTyped(f, { layer: new Int64() });
+    await expectBadInput(readDump(f), /typed\.arrow: column 'layer' is Int64, a ds4-diff dump has int32/);
+    foreignTyped(f, {});
+    expect((await readDump(f)).records).toHaveLength(1);
+  });
+
+  it('a damaged footer or message header is refused in bounded time, never trusted', async () => {
+    const good = path.join(dir, 'hdr.arrow');
+    await writeDump(good, RECS, 3);
+    const bytes = fs.readFileSync(good);
+    // the first record batch's message: its body length gets a high byte (the reader would read gigabytes)
+    const firstMeta = 8 + 8;
+    const body = Buffer.from(bytes);
+    const flatbuf = body.subarray(firstMeta, firstMeta + body.readInt32LE(12));
+    const at = flatbuf.indexOf(Buffer.from(new BigUint64Array([BigInt((await footerBlocks(good))[0].bodyLength)]).buffer));
+    expect(at).toBeGreaterThan(0);
+    flatbuf[at + 3] = 0xa2;
+    const f = path.join(dir, 'hdr-bad.arrow');
+    fs.writeFileSync(f, body);
+    await expectBadInput(readDump(f), /hdr-bad\.arrow: corrupt Arrow dump \(record batch 0: the message says \d+ body bytes, the footer \d+\)/);
+    // the footer's length points before the start of the file
+    const footer = Buffer.from(bytes);
+    footer.writeInt32LE(bytes.length, bytes.length - 10);
+    fs.writeFileSync(f, footer);
+    await expectBadInput(readDump(f), /corrupt Arrow dump \(footer length \d+ does not fit/);
+  });
+
+  it('rows: one per stage, layer and pos; the registry\'s dtype; one shape per stage and layer; offsets inside their values', async () => {
+    const f = path.join(dir, 'rows.arrow');
+    await writeDump(f, [RECS[0], { ...RECS[0] }]);
+    await expectBadInput(readDump(f), /rows\.arrow: row 1 repeats attn_norm layer 0 pos 0/);
+    await writeDump(f, [{ ...RECS[1], dtype: 'f32', values: Float32Array.of(5, 1) }]);
+    await expectBadInput(readDump(f), /rows\.arrow: row 0 \(router_topk layer 0 pos 0\) is f32, but stage router_topk is i32/);
+    await writeDump(f, [RECS[0], { ...RECS[0], pos: 1, shape: [3, 2] }]);
+    await expectBadInput(readDump(f), /row 1 \(attn_norm layer 0 pos 1\) has shape \[3,2\], other positions of the layer \[2,3\]/);
+    // raw_cache grows with the position: its shape may differ
+    await writeDump(f, [{ ...RECS[0], stage: 'raw_cache', shape: [1, 6] }, { ...RECS[0], stage: 'raw_cache', pos: 1, shape: [2, 3] }]);
+    expect((await readDump(f)).records).toHaveLength(2);
+  });
+});
+
+/** The footer's record batch blocks of an Arrow file. */
+async function footerBlocks(file: string): Promise<Array<{ offset: number; bodyLength: number }>> {
+  const r = await RecordBatchReader.from(await fs.promises.open(file, 'r'));
+  await r.open();
+  const footer = (r as unknown as { footer: { numRecordBatches: number; getRecordBatch(i: number): { offset: number; bodyLength: number } } }).footer;
+  const out = Array.from({ length: footer.numRecordBatches }, (_, i) => footer.getRecordBatch(i));
+  await r.cancel();
+  return out;
+}
 
 describe('run manifest', () => {
   const manifest: RunManifest = {

@@ -7,7 +7,7 @@ import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, writeFil
 import { tmpdir } from 'node:os';
 import { basename, join } from 'node:path';
 import {
-  describeExit, ds4WantsDump, dumpNameFilter, engineEnvironment, engineFallbackLedger, enginePromptArgs, feedEngineLine, newEngineReport, parseEngineLine,
+  LineSplitter, describeExit, ds4WantsDump, dumpNameFilter, engineEnvironment, engineFallbackLedger, enginePromptArgs, feedEngineLine, newEngineReport, parseEngineLine,
 } from '../ascend/engine.ts';
 import { loadNative } from '../ascend/native.ts';
 import { runDevice } from '../ascend/orchestrator.ts';
@@ -347,6 +347,39 @@ describe.skipIf(!ready)('ds4-diff engine -- the test double', async () => {
     }
     const dir2 = tmp();
     expect(cli(args(atlasLike(1e-6), dir2)).code).toBe(1);
+  });
+});
+
+describe('engine output: lines in linear time, a capped log, the timeout named', () => {
+  it('splits lines across chunk boundaries (\\r, \\n, \\r\\n, split UTF-8) and cuts an endless line for parsing', () => {
+    const lines: string[] = [];
+    const sp = new LineSplitter((l) => lines.push(l));
+    const euro = Buffer.from('€');
+    for (const c of [Buffer.from('ds4: dumped Qcur layer 0 pos 0 to x\r'), Buffer.from('\nprefill layer 1/43\rnext'), euro.subarray(0, 1), Buffer.concat([euro.subarray(1), Buffer.from('\n\n')])]) sp.push(c);
+    sp.push(Buffer.alloc(200_000, 0x61));
+    sp.end();
+    expect(lines.slice(0, 4)).toEqual(['ds4: dumped Qcur layer 0 pos 0 to x', 'prefill layer 1/43', 'next€', '']);
+    expect(lines).toHaveLength(5);
+    expect(lines[4]).toBe('a'.repeat(64 << 10));
+  });
+
+  it('engine.log keeps the head and the tail under --log-cap, says so in the log and the manifest; the timeout message gives the limit', () => {
+    const dir = tmp();
+    // 400 KB on stdout without a newline, then a last line
+    const prog = "process.stdout.write('H'.repeat(1000) + 'x'.repeat(398000) + 'T'.repeat(1000)); process.stdout.write('\\nlast line\\n')";
+    const r = cli(['engine', '-p', 'Hello', '--log-cap', '0.0625', '--out', dir, '--', process.execPath, '-e', prog]);
+    expect(r.code).toBe(125);
+    const log = readFileSync(join(dir, 'engine.log'), 'utf8');
+    const cap = 65536;
+    expect(log.startsWith('H'.repeat(1000) + 'x')).toBe(true);
+    expect(log.endsWith('T'.repeat(1000) + '\nlast line\n')).toBe(true);
+    expect(log).toContain(`[ds4-diff: engine.log is capped at ${cap} bytes: ${400011 - cap} bytes of the engine's output left out here; the first ${cap / 2} and the last ${cap / 2} bytes are kept]`);
+    expect(manifestOf(dir).truncatedLogs).toEqual([{ file: 'engine.log', bytes: 400011, kept: cap }]);
+    expect(r.err).toContain('engine.log keeps the first and the last 32768 (--log-cap)');
+
+    const hung = cli(['engine', '-p', 'Hello', '--out', tmp(), '--timeout', '0.5', '--', process.execPath, '-e', 'setTimeout(() => {}, 60000)']);
+    expect(hung.code).toBe(125);
+    expect(hung.err).toContain('engine killed by SIGTERM after the 0.5 s timeout');
   });
 });
 

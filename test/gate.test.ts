@@ -271,6 +271,49 @@ describe('baselines tighten and name known deviations', () => {
     expect(kl.limit).toBeLessThan(END_TO_END.maxKl);
   });
 
+  it('an incomplete run, a bad baseline file: exit 3; a run without a device side: 125', async () => {
+    const base = saveBaseline(await recordBaseline(await makeRun(), makeJudge({ deviceBound }), { now: NOW }), 'refuse.json');
+    expect((await failure(gate(await makeRun({ manifest: { complete: false } }), { baseline: base }))).exitCode).toBe(3);
+    const junk = path.join(root, 'junk.json');
+    fs.writeFileSync(junk, '{"kind": "something else"}');
+    expect((await failure(gate(await makeRun(), { baseline: junk }))).exitCode).toBe(3);
+    const e = await failure(gate(await makeRun({ device: null }), { baseline: base }));
+    expect(e.exitCode).toBe(125);
+    expect(e.message).toMatch(/no 'device' dump/);
+  });
+
+  it('a malformed baseline is one line naming the file and the problem (exit 3), read only if it is a small regular file', async () => {
+    const base = await recordBaseline(await makeRun(), makeJudge({ deviceBound }), { now: NOW });
+    const bad = (name: string, edit: (b: Record<string, unknown>) => void): string => {
+      const b = JSON.parse(stringifyJson(base)) as Record<string, unknown>;
+      edit(b);
+      const f = path.join(root, name);
+      fs.writeFileSync(f, JSON.stringify(b));
+      return f;
+    };
+    const own = (b: Record<string, unknown>) => (b.own as Array<Record<string, unknown>>)[0];
+    const cases: Array<[string, RegExp]> = [
+      [bad('null-own.json', (b) => ((b.own as unknown[])[0] = null)), /null-own\.json: not a valid baseline: own\[0\] needs a stage/],
+      [bad('fallbacks-obj.json', (b) => (b.fallbacks = { swiglu: true })), /fallbacks-obj\.json: not a valid baseline: "fallbacks" must be an array/],
+      [bad('relrms-str.json', (b) => (own(b).relRms = 'big')), /relrms-str\.json: not a valid baseline: own\[0\] \(\w+\) needs layer and a relRms ≥ 0/],
+      // layers are int32 everywhere: 1e308 is an integer to JS, not a layer
+      [bad('huge-layer.json', (b) => (own(b).layer = 1e308)), /huge-layer\.json: not a valid baseline: own\[0\] \(\w+\) needs layer and a relRms ≥ 0/],
+      [bad('layers.json', (b) => ((b.case as Record<string, unknown>).layers = 'all')), /layers\.json: not a valid baseline: case needs backend and layers/],
+      [bad('v1.json', (b) => (b.formatVersion = 1)), /v1\.json: baseline format version 1 is not supported \(expected 2; re-record it/],
+      ['/dev/zero', /\/dev\/zero: not a regular file \(a character device\); a baseline is a JSON file/],
+    ];
+    for (const [f, re] of cases) {
+      const e = await failure(gate(await makeRun(), { baseline: f }));
+      expect(e.exitCode, f).toBe(3);
+      expect(e.message, f).toMatch(re);
+      expect(e.message).not.toContain('\n');
+    }
+    const huge = path.join(root, 'huge.json');
+    fs.closeSync(fs.openSync(huge, 'w'));
+    fs.truncateSync(huge, 2 ** 30); // sparse: nothing may read it
+    expect((await failure(gate(await makeRun(), { baseline: huge }))).message).toMatch(/huge\.json: 1073741824 bytes is too large for a baseline \(at most 67108864\)/);
+  });
+
   it('baseline diff shows what got worse', async () => {
     const j = makeJudge({ deviceBound });
     const a = await recordBaseline(await makeRun(), j, { now: NOW });

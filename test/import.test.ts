@@ -186,6 +186,8 @@ describe('ds4 dump import: every file checked before it is trusted', () => {
     expect(await reject({ 'run_raw_cache-0_pos0.bin': Buffer.alloc(0) }, 'empty')).toEqual([['run_raw_cache-0_pos0.bin', 'is empty (0 bytes)']]);
     // a prefill batch of 4 positions from pos 1 of a 3-token prompt
     expect(await reject({ 'run_attn_norm-0_pos1.bin': ramp(4 * 256, 1) }, 'past')).toEqual([['run_attn_norm-0_pos1.bin', expect.stringContaining('bytes is more than it can hold (at most 2048 bytes: 2 positions of stage attn_norm')]]);
+    // the head is one row (ds4 dumps it once, for the last token)
+    expect(await reject({ 'run_result_output-6_pos0.bin': ramp(128, 1) }, 'head2')).toEqual([['run_result_output-6_pos0.bin', '512 bytes is more than it can hold (at most 256 bytes: 1 row (the output head) of stage logits (64 values each)); not read']]);
     // two files claiming one row: the later one is refused
     expect(await reject({ 'run_Qcur-0_pos00.bin': ramp(512, 2) }, 'dup')).toEqual([['run_Qcur-0_pos00.bin', 'holds q_rope layer 0 pos 0, which run_Qcur-0_pos0.bin already gave']]);
   });

@@ -7,7 +7,7 @@ import { hostname, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { DumpWriter } from '../diff/dump.ts';
 import { readManifest, type RunManifest } from '../diff/manifest.ts';
-import { LOCK_NAME, checkRunSides, openRunDir, withRunDir } from '../diff/rundir.ts';
+import { LOCK_NAME, checkDumpRunComplete, checkRunSides, openRunDir, withRunDir } from '../diff/rundir.ts';
 
 const CLI = join(import.meta.dirname, '..', 'cli', 'ds4-diff.js');
 const tmp = () => mkdtempSync(join(tmpdir(), 'ds4-rundir-'));
@@ -83,6 +83,24 @@ describe('run directory lifecycle', () => {
     })).rejects.toThrow('disk on fire');
     expect(manifestOf(dir)).toMatchObject({ complete: false, exitCode: 125, error: 'disk on fire' });
     expect(() => readManifest(dir)).toThrow(/the run is incomplete: it ended with exit 125 \(disk on fire\)/);
+  });
+
+  it('a dump of an incomplete run is refused by compare and replay (checkDumpRunComplete); of a finished one, read', async () => {
+    const dir = tmp();
+    const rd = openRunDir({ out: dir, manifest: newManifest() });
+    const file = join(dir, 'reference.arrow');
+    const w = await DumpWriter.open(file, { formatVersion: 1, modelFingerprint: 'fp-a', promptTokens: [0, 1], producer: { backend: 'x', version: '0' }, side: 'reference' });
+    await w.close();
+    rd.manifest.files.reference = 'reference.arrow';
+    rd.save();
+    rd.release(); // ended without finish: interrupted or failed
+    expect(() => checkDumpRunComplete(file)).toThrow(/manifest\.json: the run is incomplete \(interrupted, crashed or still running\)/);
+    const again = openRunDir({ out: dir, force: true, manifest: { ...newManifest(), files: {} } });
+    await (await DumpWriter.open(file, { formatVersion: 1, modelFingerprint: 'fp-a', promptTokens: [0, 1], producer: { backend: 'x', version: '0' }, side: 'reference' })).close();
+    again.manifest.files.reference = 'reference.arrow';
+    again.finish(0);
+    again.release();
+    expect(() => checkDumpRunComplete(file)).not.toThrow();
   });
 
   it('each side must be of the manifest\'s model and prompt', async () => {

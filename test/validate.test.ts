@@ -126,6 +126,17 @@ describe('validateModel', () => {
     expect(await violations({ meta: setMeta('rope.freq_base', { type: 'u32', value: 10000 }) })).toEqual([]);
   });
 
+  it('valid for ds4 but not runnable here: Q4_K routed experts are named, and loadModel refuses them up front', async () => {
+    const edit = { tensors: replace('blk.3.ffn_down_exps.weight', (x) => ({ ...x, type: GGMLType.Q4_K })) };
+    const m = await model(edit);
+    const r = validateModel(m);
+    m.close();
+    expect(r.violations).toEqual([]);
+    expect(r.unsupported).toEqual(["tensor blk.3.ffn_down_exps.weight is Q4_K: ds4-diff's reference and device run routed experts of Q2_K only (the q2 GGUF's)"]);
+    const { loadModel } = await import('../cli/common.ts');
+    await expect(loadModel(m.path)).rejects.toThrow(/a valid DS4 model that ds4-diff cannot run \(1 tensors, first: tensor blk\.3\.ffn_down_exps\.weight is Q4_K/);
+  });
+
   it('config values outside their documented range, each named (inspect and every model-loading command refuse them)', async () => {
     const cases: Array<[string, Partial<MetaEntry>, string]> = [
       ['hyper_connection.sinkhorn_iterations', { value: 2 ** 31 - 1 }, 'expected 1..1000 (ds4: 20), found 2147483647'],
@@ -140,12 +151,17 @@ describe('validateModel', () => {
       ['rope.scaling.factor', { value: NaN }, 'expected a finite value >= 1 (ds4: 16), found NaN'],
       ['rope.scaling.yarn_beta_slow', { value: 64 }, 'expected a finite value > yarn_beta_slow (ds4: 32), found 32'],
       ['expert_weights_scale', { value: 0 }, 'expected a finite value > 0 (ds4: 1.5), found 0'],
+      // key_length 128 - 2 = 126 non-RoPE dims: not whole 64-wide FP8 blocks
+      ['rope.dimension_count', { value: 2 }, 'expected an even count >= 2 leaving key_length - n_rot a multiple of 64, found 2'],
     ];
     for (const [key, e, want] of cases) {
       const v = await violations({ meta: setMeta(key, e) });
       const named = key === 'rope.scaling.yarn_beta_slow' ? 'rope.scaling.yarn_beta_fast' : key;
       expect(v, `${key}=${String(e.value)}`).toEqual([`metadata deepseek4.${named}: ${want}`]);
     }
+    // a 64-wide indexer: the Hadamard-128 width is named (its tensors' shapes then differ too)
+    expect(await violations({ meta: setMeta('attention.indexer.key_length', { value: 64 }) }))
+      .toContain("metadata deepseek4.attention.indexer.key_length: expected 128 (the indexer's Hadamard-128 width), found 64");
     expect(await violations({ meta: setMeta('swiglu_clamp_exp', { value: [10, 10, NaN, 10, 10, 10] }) }))
       .toEqual(['metadata deepseek4.swiglu_clamp_exp: expected a finite value > 0 on every layer, found NaN at layer 2']);
     // the tokenizer, when present: ids past vocab_size have no embedding row

@@ -16,12 +16,13 @@ import type { Command } from 'commander';
 import * as fs from 'node:fs';
 import { basename, dirname, join, resolve } from 'node:path';
 import {
-  DUMP_LAYER, DUMP_NAME, DUMP_POS, DUMP_PREFIX, NO_HOST_FALLBACK, TRACE_FALLBACKS,
+  DUMP_LAYER, DUMP_NAME, DUMP_POS, DUMP_PREFIX, ENGINE_LOG_CAP, NO_HOST_FALLBACK, TRACE_FALLBACKS,
   describeExit, dumpNameFilter, engineBackend, engineEnvironment, engineFailed, engineFallbackLedger, engineGraphTest, enginePromptArgs, envFlagOn, feedEngineLine, newEngineReport, runEngine,
   type EngineExit, type EngineReport,
 } from '../../ascend/engine.ts';
 import { deviceBounds, kernelMathOf } from '../../ascend/budgets.ts';
 import { judgeRun, referencePass } from '../../ascend/pipeline.ts';
+import { throwIfCancelled } from '../../diff/cancel.ts';
 import { stringifyJson } from '../../diff/json.ts';
 import { replayDump } from '../../diff/replay.ts';
 import { makeJudge, type RunVerdict } from '../../diff/gate.ts';
@@ -49,6 +50,7 @@ interface EngineOptions extends ModelPromptOptions, ReportOutputs {
   baseline?: string | false;
   policy?: string;
   timeout?: string;
+  logCap?: string;
 }
 
 export function register(program: Command): void {
@@ -60,6 +62,7 @@ export function register(program: Command): void {
     .option('--pos <n>', 'dump only this position → DS4_METAL_GRAPH_DUMP_POS (ds4 takes one; the head is dumped as pos 0)')
     .option('--backend <name>', 'the backend the engine runs, for the manifest and baseline matching (default: from the engine\'s --ascend/--cuda/--metal/--cpu/--backend X, else "ds4")')
     .option('--timeout <s>', 'kill the engine after this many seconds')
+    .option('--log-cap <MiB>', 'engine.log keeps at most this much: the first and the last half of the engine\'s output (default 64)')
     .addHelpText('after', [
       '',
       'The engine runs with DS4_METAL_GRAPH_DUMP_PREFIX=<run dir>/dumps/ds4, DS4_ASCEND_NO_HOST_FALLBACK=1 and',
@@ -117,7 +120,7 @@ function promptOptions(engine: string[], opts: EngineOptions, command: Command, 
   return { merged, taken };
 }
 
-function validateFilters(opts: EngineOptions): { name?: { value: string; admitted: string[] }; layer?: string; pos?: string; timeout?: number } {
+function validateFilters(opts: EngineOptions): { name?: { value: string; admitted: string[] }; layer?: string; pos?: string; timeout?: number; logCap: number } {
   const name = opts.stages.length ? dumpNameFilter(opts.stages) : undefined;
   if (opts.dumpLayer !== undefined && opts.dumpLayer !== 'all' && !/^\d+$/.test(opts.dumpLayer)) throw badInput(`--dump-layer: '${opts.dumpLayer}' must be a layer number or "all" (ds4 filters one layer)`);
   if (opts.pos !== undefined && !/^\d+$/.test(opts.pos)) throw badInput(`--pos: '${opts.pos}' must be one position (ds4 filters one; it reads anything else as 0)`);
@@ -126,14 +129,16 @@ function validateFilters(opts: EngineOptions): { name?: { value: string; admitte
     timeout = Number(opts.timeout);
     if (!(timeout > 0)) throw badInput(`--timeout: '${opts.timeout}' is not a positive number of seconds`);
   }
-  return { name, layer: opts.dumpLayer, pos: opts.pos, timeout };
+  const logCap = opts.logCap === undefined ? ENGINE_LOG_CAP : Number(opts.logCap) * 2 ** 20;
+  if (!(logCap >= 1024 && Number.isFinite(logCap))) throw badInput(`--log-cap: '${opts.logCap}' is not a size in MiB (at least 0.001)`);
+  return { name, layer: opts.dumpLayer, pos: opts.pos, timeout, logCap: Math.floor(logCap) };
 }
 
 /** The dumps directory must not hold dumps of an earlier run: they would be imported as this one's. */
 function checkDumpDir(prefix: string): void {
   if (!fs.existsSync(dirname(prefix))) return;
   const stale = listDs4Dumps(prefix);
-  if (stale.length) throw badInput(`${dirname(prefix)} already holds ${stale.length} ds4 dumps named ${basename(prefix)}_* from an earlier run; use another --out (or prefix)`);
+  if (stale.length) throw badInput(`${dirname(prefix)} already holds ${stale.length} ds4 dumps named ${basename(prefix)}_* from an earlier run; use another --out (or prefix), or --force to replace the earlier run in --out`);
 }
 
 function prepareDumpDir(prefix: string): void {
@@ -246,15 +251,20 @@ async function engineCommand(engine: string[], rawOpts: EngineOptions, command: 
     const report = newEngineReport();
     const prog = progress('engine');
     const exit: EngineExit = await runEngine(engine, {
-      env, logFile: join(dir, 'engine.log'), timeoutSeconds: filters.timeout,
+      env, logFile: join(dir, 'engine.log'), logCapBytes: filters.logCap, timeoutSeconds: filters.timeout,
       onLine: (line, stream) => {
         if (feedEngineLine(report, line, stream)) prog.tick(`${report.dumps.length} dumps${report.lastProgress ? `, ${report.lastProgress}` : ''}`);
       },
     });
     prog.done();
+    await throwIfCancelled();
+    if (exit.logBytes !== undefined && exit.logKept !== undefined && exit.logKept < exit.logBytes) {
+      manifest.truncatedLogs = [{ file: 'engine.log', bytes: exit.logBytes, kept: exit.logKept }];
+      warn(`the engine printed ${exit.logBytes} bytes; engine.log keeps the first and the last ${Math.floor(filters.logCap / 2)} (--log-cap)`);
+    }
     const exitText = describeExit(exit);
     const failed = engineFailed(exit);
-    engineInfo.exit = { code: exit.code, signal: exit.signal, timedOut: exit.timedOut, seconds: Number(exit.seconds.toFixed(1)), description: exitText };
+    engineInfo.exit = { code: exit.code, signal: exit.signal, timedOut: exit.timedOut, seconds: Number(exit.seconds.toFixed(1)), ...(exit.limitSeconds !== undefined ? { timeoutSeconds: exit.limitSeconds } : {}), description: exitText };
     if (failed) process.stderr.write(`ds4-diff: ${exitText}; see ${join(dir, 'engine.log')}\n`);
     for (const p of report.fallbackDisabled) process.stderr.write(`ds4-diff: host fallback disabled: ${p} (reported by the engine; the no-host-fallback gate stopped it)\n`);
     for (const p of report.unimplemented) process.stderr.write(`ds4-diff: the engine has no implementation of primitive ${p} (Ascend backend primitive not implemented yet)\n`);

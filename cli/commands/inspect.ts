@@ -75,6 +75,9 @@ function printSummary(m: GgufModel, v: ValidationResult, strict: boolean) {
   for (const h of typeHistogram(m)) out.push(`  ${h.type.padEnd(8)} ${String(h.tensors).padStart(5)} tensors  ${String(h.bytes).padStart(14)} bytes  ${gib(h.bytes)}`);
   out.push('', `validation${strict ? ' (strict DS4 Flash)' : ''}: ${v.violations.length ? `INVALID, ${v.violations.length} violation(s)` : 'OK'}`);
   for (const x of v.violations) out.push(`  ${x}`);
+  if (v.config && !v.violations.length) out.push(`runnable by ds4-diff: ${v.unsupported.length ? `NO, ${v.unsupported.length} tensor(s)` : 'yes'}`);
+  for (const x of v.unsupported.slice(0, 5)) out.push(`  ${x}`);
+  if (v.unsupported.length > 5) out.push(`  ... ${v.unsupported.length - 5} more`);
   if (v.unused.length) out.push(`  ${v.unused.length} tensor(s) not used by DS4: ${v.unused.slice(0, 5).join(', ')}${v.unused.length > 5 ? ', ...' : ''}`);
   process.stdout.write(out.join('\n') + '\n');
 }
@@ -93,6 +96,8 @@ function summaryJson(m: GgufModel, v: ValidationResult, strict: boolean) {
     valid: v.violations.length === 0,
     strictDs4Flash: strict,
     violations: v.violations,
+    runnable: v.violations.length === 0 && v.unsupported.length === 0,
+    unsupported: v.unsupported,
     unused: v.unused,
   };
 }

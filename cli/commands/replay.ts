@@ -1,7 +1,7 @@
 // `ds4-diff replay DUMP.arrow`: recompute every dumped stage from that dump's own inputs with the
 // reference and report each stage's own error (diff/replay.ts). Exit 0 when every replayed row is
-// within tolerance, 1 on an own-error failure, 3 on bad input (unreadable dump, wrong model),
-// 125 when nothing could be replayed.
+// within tolerance, 1 on an own-error failure, 3 on bad input (unreadable dump, wrong model, a filter
+// that selects no record), 125 when nothing selected could be replayed.
 import type { Command } from 'commander';
 import { deviceBounds, kernelMathOf } from '../../ascend/budgets.ts';
 import type { CompareRow } from '../../diff/compare.ts';
@@ -13,7 +13,7 @@ import { replayDump, type ReplayResult } from '../../diff/replay.ts';
 import { checkDumpRunComplete } from '../../diff/rundir.ts';
 import { Ds4DiffError, EXIT, badInput } from '../../model/errors.ts';
 import { recordKey } from '../../model/stages.ts';
-import { compileFilter, parseIntList } from '../../reference/capture.ts';
+import { parseIntList, trackedFilter } from '../../reference/capture.ts';
 import { colors, drawTable } from '../../reports/terminal.ts';
 import { fmt, metricCells, type Table } from '../../reports/view.ts';
 import { loadModel, progress } from '../common.ts';
@@ -71,11 +71,11 @@ export function register(program: Command): void {
     .option('--json', 'print {file, rows, comparison, counts, firstOwnFailure} as JSON')
     .addHelpText('after', '\nExamples:\n  ds4-diff replay runs/r1/device.arrow\n  ds4-diff replay imported.arrow -m ds4flash.gguf --layers 0:3 --failures')
     .action(async (file: string, opts: ReplayCliOptions) => {
-      const filter = compileFilter({
+      const filter = trackedFilter({
         stages: opts.stages?.split(',').map((s) => s.trim()).filter(Boolean),
         layers: parseIntList(opts.layers, '--layers'),
         pos: parseIntList(opts.pos, '--pos'),
-      });
+      }, '--layers', '--pos');
       const km = opts.kernelMath;
       if (km !== undefined && km !== 'ascend' && km !== 'exact') throw badInput(`--kernel-math must be ascend or exact, not '${km}'`);
       checkDumpRunComplete(file);
@@ -86,10 +86,16 @@ export function register(program: Command): void {
       const prog = progress('replay');
       let res: ReplayResult;
       try {
-        res = await replayDump(file, { model, cfg, judge, approx: math === 'ascend', filter, onProgress: prog.tick });
+        res = await replayDump(file, { model, cfg, judge, approx: math === 'ascend', filter: filter.keep, onProgress: prog.tick });
       } finally {
         prog.done();
       }
+      // a filter part that selected nothing is named; a filter that selected nothing at all is bad input
+      const unmatched = filter.unmatched();
+      if (res.counts.rows === 0 && (opts.stages || opts.layers || opts.pos)) {
+        throw badInput(`${file}: nothing selected to replay: ${unmatched.length ? unmatched.join('; ') : '--stages, --layers and --pos together match no record'}`);
+      }
+      for (const u of unmatched) process.stderr.write(`ds4-diff: warning: ${u} of ${file}\n`);
       if (opts.json) {
         const { records: _, ...rest } = res;
         process.stdout.write(stringifyJson({ ...rest, kernelMath: math, sources: judge.sources }));
