@@ -80,6 +80,11 @@ export interface LaunchOptions {
 export interface NativeDevice {
   /** Allocate `bytes` of device memory; fresh memory reads as f32 NaN (0xff bytes). `tag` names it in errors. */
   alloc(bytes: number, tag: string): number;
+  /**
+   * A weight buffer that is `bytes` bytes at `offset` of a model file mapped by NativeAddon.mapFile: no fill,
+   * no copy, no upload (the page cache serves it); read-only (a kernel or an upload writing it is a fault).
+   */
+  mapWeight(mapId: number, offset: number, bytes: number, tag: string): number;
   /** Free a buffer. Its memory is poisoned and quarantined; a launch that still uses it is reported. */
   free(handle: number): void;
   /** Allocation size in bytes. */
@@ -116,6 +121,14 @@ export interface NativeAddon {
   Device: new () => NativeDevice;
   kernels(): KernelSignature[];
   spans(kernel: string, scalars: number[]): SpanBytes[];
+  /** Map an open file read-only (model/gguf.ts); the id names the mapping in every thread of the process. */
+  mapFile(fd: number): number;
+  /** Drop the registration; views and device buffers that hold the mapping keep it until they go. */
+  unmapFile(mapId: number): void;
+  /** `length` bytes at `offset` of the mapping, as an ArrayBuffer over them (no copy; read-only memory). */
+  mapRange(mapId: number, offset: number, length: number): ArrayBuffer;
+  /** Memory read bandwidth in bytes/s: `threads` threads summing a `bytes` buffer with vector loads, best of `reps`. */
+  readBandwidth(bytes: number, threads: number, reps: number): number;
 }
 
 export type NativeLoad = { ok: true; dev: NativeDevice; addon: NativeAddon } | { ok: false; reason: string };

@@ -3,6 +3,7 @@
 #include <napi.h>
 
 #include "device.h"
+#include "mapping.h"
 
 namespace {
 
@@ -152,12 +153,57 @@ uint32_t fault_flags(const Napi::Env &env, const Napi::Value &v) {
   return f;
 }
 
+// The file mapping registered as info[i] (mapFile's id); an unmapped id is an error.
+std::shared_ptr<ds4::FileMapping> mapping_arg(const Napi::CallbackInfo &info, size_t i) {
+  if (info.Length() <= i || !info[i].IsNumber()) throw Napi::TypeError::New(info.Env(), "expected a file mapping id");
+  auto m = ds4::mapping(info[i].As<Napi::Number>().Uint32Value());
+  if (!m) throw Napi::Error::New(info.Env(), "file mapping #" + std::to_string(info[i].As<Napi::Number>().Uint32Value()) + " was unmapped");
+  return m;
+}
+
+// mapFile(fd) → id: maps the open file read-only (see mapping.h).
+Napi::Value MapFile(const Napi::CallbackInfo &info) {
+  if (info.Length() < 1 || !info[0].IsNumber()) throw Napi::TypeError::New(info.Env(), "mapFile(fd)");
+  const int fd = info[0].As<Napi::Number>().Int32Value();
+  return Napi::Number::New(info.Env(), guarded(info.Env(), [&] { return ds4::map_file(fd); }));
+}
+
+// unmapFile(id): drops the registration; views and device buffers still holding the mapping keep it.
+Napi::Value UnmapFile(const Napi::CallbackInfo &info) {
+  if (info.Length() < 1 || !info[0].IsNumber()) throw Napi::TypeError::New(info.Env(), "unmapFile(id)");
+  ds4::unmap_file(info[0].As<Napi::Number>().Uint32Value());
+  return info.Env().Undefined();
+}
+
+// mapRange(id, offset, length) → an ArrayBuffer over those bytes of the mapping (no copy; read-only
+// memory: the reference only reads weights). The buffer holds the mapping until it is collected.
+Napi::Value MapRange(const Napi::CallbackInfo &info) {
+  auto m = mapping_arg(info, 0);
+  const size_t offset = size_arg(info, 1, 0), length = size_arg(info, 2, 0);
+  if (offset > m->size || length > m->size - offset)
+    throw Napi::RangeError::New(info.Env(), "mapRange: " + std::to_string(length) + " bytes at " + std::to_string(offset) +
+                                                " are outside the mapped file (" + std::to_string(m->size) + " bytes)");
+  auto *hold = new std::shared_ptr<ds4::FileMapping>(m);
+  return Napi::ArrayBuffer::New(
+      info.Env(), const_cast<uint8_t *>(m->base) + offset, length,
+      [](Napi::Env, void *, std::shared_ptr<ds4::FileMapping> *h) { delete h; }, hold);
+}
+
+// readBandwidth(bytes, threads, reps) → bytes/s read from memory (mapping.h read_bandwidth).
+Napi::Value ReadBandwidth(const Napi::CallbackInfo &info) {
+  const size_t bytes = size_arg(info, 0, size_t(256) << 20);
+  const int threads = info.Length() > 1 && info[1].IsNumber() ? info[1].As<Napi::Number>().Int32Value() : 1;
+  const int reps = info.Length() > 2 && info[2].IsNumber() ? info[2].As<Napi::Number>().Int32Value() : 3;
+  return Napi::Number::New(info.Env(), ds4::read_bandwidth(bytes, threads, reps < 1 ? 1 : reps));
+}
+
 class DeviceWrap : public Napi::ObjectWrap<DeviceWrap> {
  public:
   static Napi::Function Init(Napi::Env env) {
     return DefineClass(env, "Device",
                        {
                            InstanceMethod("alloc", &DeviceWrap::Alloc),
+                           InstanceMethod("mapWeight", &DeviceWrap::MapWeight),
                            InstanceMethod("free", &DeviceWrap::Free),
                            InstanceMethod("size", &DeviceWrap::Size),
                            InstanceMethod("upload", &DeviceWrap::Upload),
@@ -186,6 +232,12 @@ class DeviceWrap : public Napi::ObjectWrap<DeviceWrap> {
     const size_t bytes = size_arg(info, 0, 0);
     const std::string tag = info.Length() > 1 && info[1].IsString() ? info[1].As<Napi::String>().Utf8Value() : "";
     return Napi::Number::New(info.Env(), guarded(info.Env(), [&] { return dev_.alloc(bytes, tag); }));
+  }
+  Napi::Value MapWeight(const Napi::CallbackInfo &info) {
+    auto file = mapping_arg(info, 0);
+    const size_t offset = size_arg(info, 1, 0), bytes = size_arg(info, 2, 0);
+    const std::string tag = info.Length() > 3 && info[3].IsString() ? info[3].As<Napi::String>().Utf8Value() : "";
+    return Napi::Number::New(info.Env(), guarded(info.Env(), [&] { return dev_.map_weight(file, offset, bytes, tag); }));
   }
   Napi::Value Free(const Napi::CallbackInfo &info) {
     const uint32_t h = handle_arg(info, 0, "free");
@@ -301,6 +353,10 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("Device", DeviceWrap::Init(env));
   exports.Set("kernels", Napi::Function::New(env, [](const Napi::CallbackInfo &info) { return kernel_table(info.Env()); }));
   exports.Set("spans", Napi::Function::New(env, Spans));
+  exports.Set("mapFile", Napi::Function::New(env, MapFile));
+  exports.Set("unmapFile", Napi::Function::New(env, UnmapFile));
+  exports.Set("mapRange", Napi::Function::New(env, MapRange));
+  exports.Set("readBandwidth", Napi::Function::New(env, ReadBandwidth));
   return exports;
 }
 

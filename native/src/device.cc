@@ -200,6 +200,22 @@ uint32_t Device::alloc(size_t bytes, const std::string &tag) {
   return h;
 }
 
+uint32_t Device::map_weight(std::shared_ptr<FileMapping> file, size_t offset, size_t bytes, const std::string &tag) {
+  if (bytes == 0) throw std::runtime_error("map '" + tag + "': size must be > 0");
+  if (!file || offset > file->size || bytes > file->size - offset)
+    throw std::runtime_error("map '" + tag + "': " + std::to_string(bytes) + " bytes at offset " + std::to_string(offset) +
+                             " are outside the mapped model file");
+  std::lock_guard<std::mutex> lk(mu_);
+  const uint32_t h = next_handle_++;
+  Buffer &b = buffers_[h];
+  b.tag = tag;
+  b.file = std::move(file);
+  b.file_off = offset;
+  b.bytes = bytes;
+  return h;
+}
+
+// A mapped weight is the model file itself (read-only): it is dropped, not poisoned.
 void Device::poison(Buffer &b) {
   if (b.mem) std::memset(b.mem.get(), kPoisonByte, b.bytes);
 }
@@ -228,6 +244,7 @@ void Device::evict_quarantine() {
     Buffer &b = buffers_[h];
     quarantine_bytes_ -= b.bytes;
     b.mem.reset();
+    b.file.reset();
   }
 }
 
@@ -279,6 +296,7 @@ void Device::upload(uint32_t h, const uint8_t *data, size_t n, size_t offset) {
       throw std::runtime_error("upload: " + std::to_string(n) + " bytes at offset " + std::to_string(offset) +
                                " do not fit device buffer #" + std::to_string(h) + " '" + b.tag + "' (" +
                                std::to_string(b.bytes) + " bytes)");
+    if (b.file) throw std::runtime_error("upload: device buffer #" + std::to_string(h) + " '" + b.tag + "' is a weight mapped read-only from the model file");
     // An idle stream has nothing the copy could overtake: copy now, without staging the bytes (weights
     // are uploaded this way, once, before any launch).
     if (queue_.empty() && !busy_) {
@@ -305,7 +323,7 @@ std::vector<uint8_t> Device::download(uint32_t h, size_t n, size_t offset) {
     throw std::runtime_error("download: " + std::to_string(n) + " bytes at offset " + std::to_string(offset) +
                              " exceed device buffer #" + std::to_string(h) + " '" + b.tag + "' (" +
                              std::to_string(b.bytes) + " bytes)");
-  return std::vector<uint8_t>(b.mem.get() + offset, b.mem.get() + offset + n);
+  return std::vector<uint8_t>(b.data() + offset, b.data() + offset + n);
 }
 
 void Device::launch(const std::string &kernel, const std::vector<uint32_t> &bufs, const std::vector<double> &scalars,
@@ -403,7 +421,7 @@ uint8_t *Device::check_access(const KernelCall &call, int arg, size_t off, size_
   const BufferArg &a = call.bufs[arg];
   const Buffer &b = buffers_.at(a.id);
   const char *verb = access == Access::Read ? "read" : "wrote";
-  if (b.freed || !b.mem)
+  if (b.freed || !b.data())
     throw KernelFault(std::string("device sanitizer: kernel '") + call.kernel + "' " + verb + " freed buffer #" +
                       std::to_string(a.id) + " '" + b.tag + "' (" + std::to_string(b.bytes) + " bytes) at offset " +
                       std::to_string(off) + " (+" + std::to_string(n) + " bytes)");
@@ -416,7 +434,10 @@ uint8_t *Device::check_access(const KernelCall &call, int arg, size_t off, size_
   note_access(buffers_.at(a.id), running_seq_, std::string("kernel '") + call.kernel + "'", off, n, access);
   if (access != Access::Write) call.bytes_in += n;
   if (access != Access::Read) call.bytes_out += n;
-  return b.mem.get() + off;
+  if (b.file && access != Access::Read)
+    throw KernelFault(std::string("device sanitizer: kernel '") + call.kernel + "' wrote buffer #" + std::to_string(a.id) + " '" + b.tag +
+                      "', a weight mapped read-only from the model file");
+  return b.data() + off;
 }
 
 void Device::execute(Op &op) {
@@ -458,7 +479,7 @@ void Device::execute(Op &op) {
     }
     for (uint32_t h : op.bufs) {
       const Buffer &b = buffers_.at(h);
-      call.bufs.push_back(BufferArg{h, b.tag, b.mem.get(), b.bytes});
+      call.bufs.push_back(BufferArg{h, b.tag, b.data(), b.bytes});
     }
     running_ = &call;
     running_seq_ = op.seq;

@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "../../kernels/kernel_api.h"
+#include "mapping.h"
 
 namespace ds4 {
 
@@ -49,6 +50,9 @@ class Device {
   ~Device();
 
   uint32_t alloc(size_t bytes, const std::string &tag);
+  // A weight buffer that is `bytes` bytes of a model file's mapping at `offset`: read-only device memory
+  // with nothing filled, copied or uploaded (a write to it, by a kernel or an upload, is a fault).
+  uint32_t map_weight(std::shared_ptr<FileMapping> file, size_t offset, size_t bytes, const std::string &tag);
   void free(uint32_t h);
   void upload(uint32_t h, const uint8_t *data, size_t n, size_t offset);      // stream-ordered (staged if busy)
   std::vector<uint8_t> download(uint32_t h, size_t n, size_t offset);         // synchronizes first
@@ -74,6 +78,9 @@ class Device {
   struct Buffer {
     std::string tag;
     std::unique_ptr<uint8_t[]> mem;  // null once evicted from quarantine
+    std::shared_ptr<FileMapping> file;  // a mapped weight: its bytes are file->base + file_off
+    size_t file_off = 0;
+    uint8_t *data() const { return mem ? mem.get() : file ? const_cast<uint8_t *>(file->base) + file_off : nullptr; }
     size_t bytes = 0;
     bool freed = false;
     // The latest launch that names this buffer, and its first declared access (for frees that come
