@@ -1,11 +1,13 @@
 // GGUF access. OWNER: model helper (GGUF/config). Contract used by reference/, ascend/, diff/:
-// the header is parsed by @huggingface/gguf; tensor bytes come from positional reads at absolute offsets
-// (fs.readSync), so nothing ever maps or reads the whole file: the real q2 GGUF is ~81 GB and offsets
-// go far past 4 GB (JS numbers are exact up to 2^53, checked below).
+// the header is read by our own lean parser (metadata scalars decoded, arrays — a vocabulary is ~130k
+// strings — kept as byte ranges and decoded only when asked); tensor bytes come from the addon's
+// read-only file mapping (no copy) when it is built, else from positional reads at absolute offsets, so
+// nothing ever reads the whole file: the real q2 GGUF is ~81 GB and offsets go far past 4 GB (JS numbers
+// are exact up to 2^53, checked below).
 import fs from 'node:fs';
 import { createHash } from 'node:crypto';
 import { constants as bufferConstants } from 'node:buffer';
-import { gguf } from '@huggingface/gguf';
+import { loadAddon } from '../ascend/native.ts';
 import { badInput } from './errors.ts';
 import { GGMLType, TYPE_TRAITS, isKnownType } from './quant/types.ts';
 
@@ -28,13 +30,24 @@ export interface MetaTypeInfo {
 
 export interface GgufModel {
   path: string;
+  /** every metadata key; an array value is decoded when it is first read (stringArray looks without decoding) */
   metadata: Record<string, unknown>;
   tensors: Map<string, TensorInfo>;
   /** hex hash of the GGUF header + tensor table: identifies the model in dumps and baselines */
   fingerprint: string;
-  /** positional read of `length` bytes at absolute `offset` (never maps the whole file); `shared`
+  /** positional read of `length` bytes at absolute `offset` into memory of its own (a copy); `shared`
    *  puts the bytes in a SharedArrayBuffer so worker threads can read them without a copy */
   read(offset: number, length: number, shared?: boolean): Buffer;
+  /**
+   * The `length` bytes at absolute `offset`, read-only: a view of the file mapping when the addon maps
+   * the file (no copy: pages come from the page cache as they are touched), else `read(offset, length, true)`.
+   */
+  bytes(offset: number, length: number): Uint8Array;
+  /** the addon's id of the file mapping when bytes() are views of it (worker threads and the device read
+   *  the weights through it: ascend/native.ts NativeAddon.mapRange, mapWeight), else undefined */
+  mapId?: number;
+  /** a string array of the metadata read in place (nothing decoded), or undefined when `key` is not one */
+  stringArray(key: string): GgufStrings | undefined;
   close(): void;
   /** GGUF value type of each metadata key, so config reading can tell f32 from u32 from string */
   metadataTypes: Record<string, MetaTypeInfo>;
@@ -42,6 +55,15 @@ export interface GgufModel {
   fileSize: number;
   /** absolute offset of the tensor data section */
   dataOffset: number;
+}
+
+/** A string array of the header, read in place: its length, one element, whether it holds given texts. */
+export interface GgufStrings {
+  length: number;
+  /** element i, decoded alone */
+  at(i: number): string;
+  /** which of `texts` occur in the array (a byte comparison per element: nothing else is decoded) */
+  present(texts: readonly string[]): Set<string>;
 }
 
 export const GGUF_VALUE = { u8: 0, i8: 1, u16: 2, i16: 3, u32: 4, i32: 5, f32: 6, bool: 7, string: 8, array: 9, u64: 10, i64: 11, f64: 12 } as const;
@@ -75,17 +97,6 @@ function checkPreamble(fd: number, path: string, fileSize: number) {
   if (version !== 3) throw badInput(`${path}: unsupported GGUF version ${version} (only v3 is supported, as in ds4)`);
 }
 
-function hashRange(fd: number, path: string, end: number): string {
-  const h = createHash('sha256');
-  const chunk = Buffer.alloc(1 << 20);
-  for (let pos = 0; pos < end; pos += chunk.length) {
-    const part = chunk.subarray(0, Math.min(chunk.length, end - pos));
-    readExactly(fd, path, part, pos);
-    h.update(part);
-  }
-  return h.digest('hex');
-}
-
 /**
  * The data alignment: `general.alignment` when it is a u32 power of two, 32 without it. ds4 uses the
  * key only when it is a nonzero u32 (model_open parse_metadata) and the header parser reads any
@@ -109,7 +120,7 @@ function checkNoOverlap(path: string, tensors: Map<string, TensorInfo>): void {
   }
 }
 
-export async function openGguf(path: string): Promise<GgufModel> {
+export async function openGguf(path: string, opts: { map?: boolean } = {}): Promise<GgufModel> {
   let fd: number;
   try {
     // O_NONBLOCK: a FIFO named as the model must not wait for a writer (refused below)
@@ -121,48 +132,252 @@ export async function openGguf(path: string): Promise<GgufModel> {
   try {
     const st = fs.fstatSync(fd);
     if (!st.isFile()) throw badInput(`${path}: not a regular file (${st.isDirectory() ? 'a directory' : st.isFIFO() ? 'a FIFO' : 'a device or special file'}); a model is a GGUF file`);
-    return await parse(fd, path);
+    return parse(fd, path, opts.map ?? true);
   } catch (err) {
     fs.closeSync(fd);
     throw err;
   }
 }
 
-async function parse(fd: number, path: string): Promise<GgufModel> {
+// Bounds a malformed header cannot make us exceed (counts are read before anything is allocated).
+const MAX_KV_COUNT = 1e5;
+const MAX_TENSOR_COUNT = 1e7;
+const MAX_STRING_BYTES = 1e7;
+const MAX_ARRAY_LENGTH = 1e6;
+const MAX_ARRAY_DEPTH = 4;
+const MAX_TENSOR_DIMS = 8;
+const MAX_TENSOR_DIM = 2 ** 32;
+/** Byte size of each fixed-size GGUF value type. */
+const VALUE_BYTES: Record<number, number> = { 0: 1, 1: 1, 2: 2, 3: 2, 4: 4, 5: 4, 6: 4, 7: 1, 10: 8, 11: 8, 12: 8 };
+
+/**
+ * The header bytes, read from the file as far as the parser gets (doubling a window over the file):
+ * a malformed count fails on a bound or on the end of the file, never on an allocation.
+ */
+class HeaderReader {
+  buf: Buffer;
+  pos = 0;
+
+  constructor(private readonly fd: number, readonly path: string, private readonly fileSize: number) {
+    this.buf = Buffer.alloc(Math.min(fileSize, 1 << 20));
+    readExactly(fd, path, this.buf, 0);
+  }
+
+  /** Makes bytes [pos, pos + n) available. */
+  need(n: number): void {
+    const end = this.pos + n;
+    if (end <= this.buf.length) return;
+    if (end > this.fileSize) throw badInput(`${this.path}: truncated GGUF: the header runs past the end of the file (${this.fileSize} bytes)`);
+    const grown = Buffer.alloc(Math.min(this.fileSize, Math.max(end, 2 * this.buf.length)));
+    this.buf.copy(grown);
+    readExactly(this.fd, this.path, grown.subarray(this.buf.length), this.buf.length);
+    this.buf = grown;
+  }
+
+  u32(): number {
+    this.need(4);
+    const v = this.buf.readUInt32LE(this.pos);
+    this.pos += 4;
+    return v;
+  }
+
+  /** A u64 count or size, which must be at most `max` (a safe integer). */
+  count(max: number, what: () => string): number {
+    this.need(8);
+    const v = this.buf.readBigUInt64LE(this.pos);
+    this.pos += 8;
+    if (v > BigInt(max)) throw malformed(this.path, `${what()} is ${v}, more than the ${max} allowed`);
+    return Number(v);
+  }
+
+  /** A GGUF string: u64 byte length, then UTF-8 bytes. */
+  string(what: () => string): string {
+    const n = this.count(MAX_STRING_BYTES, () => `the length of ${what()}`);
+    this.need(n);
+    const s = this.buf.toString('utf8', this.pos, this.pos + n);
+    this.pos += n;
+    return s;
+  }
+
+  /** A value of type `type`: scalars decoded, an array kept in place (LazyArray). */
+  value(type: number, what: () => string): unknown {
+    if (type === GGUF_VALUE.string) return this.string(what);
+    if (type === GGUF_VALUE.array) return this.array(0, what);
+    const size = VALUE_BYTES[type];
+    if (size === undefined) throw malformed(this.path, `${what()} has unknown value type ${type}`);
+    this.need(size);
+    const v = scalarAt(this.buf, this.pos, type);
+    this.pos += size;
+    return v;
+  }
+
+  /** An array: element type, count, then the elements, skipped (their bounds checked) and kept for later decoding. */
+  array(depth: number, what: () => string): LazyArray {
+    if (depth >= MAX_ARRAY_DEPTH) throw malformed(this.path, `${what()} nests arrays deeper than ${MAX_ARRAY_DEPTH}`);
+    const type = this.u32();
+    const n = this.count(MAX_ARRAY_LENGTH, () => `the length of ${what()}`);
+    const at = this.pos;
+    if (type === GGUF_VALUE.string) {
+      for (let i = 0; i < n; i++) {
+        const len = this.count(MAX_STRING_BYTES, () => `the length of element ${i} of ${what()}`);
+        this.need(len);
+        this.pos += len;
+      }
+    } else if (type === GGUF_VALUE.array) {
+      for (let i = 0; i < n; i++) this.array(depth + 1, () => `element ${i} of ${what()}`);
+    } else {
+      const size = VALUE_BYTES[type];
+      if (size === undefined) throw malformed(this.path, `${what()} has unknown element type ${type}`);
+      this.need(n * size);
+      this.pos += n * size;
+    }
+    return { type, n, at };
+  }
+}
+
+/** An array value left where it is in the header: its element type, its length and where its elements start. */
+interface LazyArray {
+  type: number;
+  n: number;
+  at: number;
+}
+
+function malformed(path: string, what: string) {
+  return badInput(`${path}: malformed GGUF header: ${what}`);
+}
+
+function scalarAt(b: Buffer, o: number, type: number): unknown {
+  switch (type) {
+    case GGUF_VALUE.u8: return b.readUInt8(o);
+    case GGUF_VALUE.i8: return b.readInt8(o);
+    case GGUF_VALUE.u16: return b.readUInt16LE(o);
+    case GGUF_VALUE.i16: return b.readInt16LE(o);
+    case GGUF_VALUE.u32: return b.readUInt32LE(o);
+    case GGUF_VALUE.i32: return b.readInt32LE(o);
+    case GGUF_VALUE.f32: return b.readFloatLE(o);
+    case GGUF_VALUE.bool: return b.readUInt8(o) !== 0;
+    case GGUF_VALUE.u64: return b.readBigUInt64LE(o);
+    case GGUF_VALUE.i64: return b.readBigInt64LE(o);
+    default: return b.readDoubleLE(o);
+  }
+}
+
+/** Decodes a (validated) array in place: elements of its type, nested arrays as arrays; returns the end offset too. */
+function decodeArray(b: Buffer, a: LazyArray): { values: unknown[]; end: number } {
+  const values = new Array<unknown>(a.n);
+  let o = a.at;
+  for (let i = 0; i < a.n; i++) {
+    if (a.type === GGUF_VALUE.string) {
+      const len = Number(b.readBigUInt64LE(o));
+      values[i] = b.toString('utf8', o + 8, o + 8 + len);
+      o += 8 + len;
+    } else if (a.type === GGUF_VALUE.array) {
+      const inner = decodeArray(b, { type: b.readUInt32LE(o), n: Number(b.readBigUInt64LE(o + 4)), at: o + 12 });
+      values[i] = inner.values;
+      o = inner.end;
+    } else {
+      values[i] = scalarAt(b, o, a.type);
+      o += VALUE_BYTES[a.type];
+    }
+  }
+  return { values, end: o };
+}
+
+/** A string array read in place (GgufStrings); element offsets are indexed on the first random access. */
+function stringsIn(b: Buffer, a: LazyArray): GgufStrings {
+  let starts: Float64Array | undefined;
+  const index = (): Float64Array => {
+    if (starts) return starts;
+    starts = new Float64Array(a.n);
+    for (let i = 0, o = a.at; i < a.n; i++) {
+      starts[i] = o;
+      o += 8 + Number(b.readBigUInt64LE(o));
+    }
+    return starts;
+  };
+  return {
+    length: a.n,
+    at(i) {
+      if (!(Number.isInteger(i) && i >= 0 && i < a.n)) throw new RangeError(`string array element ${i} of ${a.n}`);
+      const o = index()[i];
+      return b.toString('utf8', o + 8, o + 8 + Number(b.readBigUInt64LE(o)));
+    },
+    present(texts) {
+      const wanted = texts.map((t) => Buffer.from(t, 'utf8'));
+      const found = new Set<string>();
+      for (let i = 0, o = a.at; i < a.n && found.size < texts.length; i++) {
+        const len = Number(b.readBigUInt64LE(o));
+        wanted.forEach((w, k) => {
+          if (w.length === len && b.compare(w, 0, len, o + 8, o + 8 + len) === 0) found.add(texts[k]);
+        });
+        o += 8 + len;
+      }
+      return found;
+    },
+  };
+}
+
+function parse(fd: number, path: string, map: boolean): GgufModel {
   const fileSize = fs.fstatSync(fd).size;
   checkPreamble(fd, path, fileSize);
-  let parsed;
-  try {
-    parsed = await gguf(path, { allowLocalFile: true, typedMetadata: true });
-  } catch (err) {
-    // The parser's own messages are single sentences (bad counts, limits, unknown value types).
-    throw badInput(`${path}: malformed GGUF header: ${(err as Error).message}`);
-  }
-  // The parser reads past EOF as zeros rather than failing, so a header cut short must be caught here.
-  const headerEnd = parsed.tensorInfoByteRange[1];
-  if (headerEnd > fileSize) throw badInput(`${path}: truncated GGUF: header and tensor table need ${headerEnd} bytes, file has ${fileSize}`);
-  const dataOffset = safeNumber(parsed.tensorDataOffset, () => `${path}: tensor data offset`);
+  const h = new HeaderReader(fd, path, fileSize);
+  h.pos = 8;
+  const tensorCount = h.count(MAX_TENSOR_COUNT, () => 'the tensor count');
+  const kvCount = h.count(MAX_KV_COUNT, () => 'the metadata key count');
 
   const metadata: Record<string, unknown> = {};
   const metadataTypes: Record<string, MetaTypeInfo> = {};
-  for (const [key, entry] of Object.entries(parsed.typedMetadata)) {
-    if (key === 'version' || key === 'tensor_count' || key === 'kv_count') continue;
-    const e = entry as { value: unknown; type: number; subType?: number };
-    metadata[key] = e.value;
-    metadataTypes[key] = e.subType === undefined ? { type: e.type } : { type: e.type, subType: e.subType };
+  const arrays = new Map<string, LazyArray>();
+  for (let i = 0; i < kvCount; i++) {
+    const key = h.string(() => `metadata key ${i}`);
+    const type = h.u32();
+    const value = h.value(type, () => `metadata ${key}`);
+    if (type === GGUF_VALUE.array) {
+      const a = value as LazyArray;
+      arrays.set(key, a);
+      metadataTypes[key] = { type, subType: a.type };
+      // decoded on first read (and kept): a --tokens run never decodes the vocabulary
+      Object.defineProperty(metadata, key, {
+        enumerable: true,
+        configurable: true,
+        get: () => {
+          const values = decodeArray(h.buf, a).values;
+          Object.defineProperty(metadata, key, { value: values, enumerable: true, configurable: true, writable: true });
+          return values;
+        },
+      });
+    } else {
+      // a key given twice: the later wins, as in ds4's table
+      arrays.delete(key);
+      Object.defineProperty(metadata, key, { value, enumerable: true, configurable: true, writable: true });
+      metadataTypes[key] = { type };
+    }
   }
 
   const alignment = dataAlignment(path, metadataTypes['general.alignment'], metadata['general.alignment']);
-  if (dataOffset % alignment !== 0 || dataOffset < headerEnd) throw badInput(`${path}: tensor data starts at ${dataOffset}, not the first multiple of ${alignment} after the tensor table (${headerEnd})`);
+  const table: Array<{ name: string; dtype: number; dims: number[]; offset: bigint }> = [];
+  for (let i = 0; i < tensorCount; i++) {
+    const name = h.string(() => `tensor name ${i}`);
+    const nDims = h.u32();
+    if (nDims > MAX_TENSOR_DIMS) throw malformed(path, `tensor ${name} has ${nDims} dimensions, more than ${MAX_TENSOR_DIMS}`);
+    const dims: number[] = [];
+    for (let d = 0; d < nDims; d++) dims.push(h.count(MAX_TENSOR_DIM, () => `tensor ${name} dim ${d}`));
+    const dtype = h.u32();
+    h.need(8);
+    const offset = h.buf.readBigUInt64LE(h.pos);
+    h.pos += 8;
+    table.push({ name, dtype, dims, offset });
+  }
+  const headerEnd = h.pos;
+  const dataOffset = Math.ceil(headerEnd / alignment) * alignment;
+
   const tensors = new Map<string, TensorInfo>();
-  for (const ti of parsed.tensorInfos) {
-    const name = ti.name;
+  for (const ti of table) {
+    const { name, dtype, dims } = ti;
     if (tensors.has(name)) throw badInput(`${path}: tensor ${name} appears twice in the tensor table`);
-    const dtype: number = ti.dtype;
     if (!isKnownType(dtype)) throw badInput(`${path}: tensor ${name} has unknown ggml type ${dtype}`);
-    if (ti.shape.length === 0) throw badInput(`${path}: tensor ${name} has no dimensions`);
+    if (dims.length === 0) throw badInput(`${path}: tensor ${name} has no dimensions`);
     const tr = TYPE_TRAITS[dtype];
-    const dims = ti.shape.map((d, i) => safeNumber(d, () => `${path}: tensor ${name} dim ${i}`));
     let elements = 1;
     for (const d of dims) {
       elements *= d;
@@ -172,8 +387,8 @@ async function parse(fd: number, path: string): Promise<GgufModel> {
     const nbytes = (elements / tr.blockSize) * tr.typeSize;
     if (!Number.isSafeInteger(nbytes)) throw badInput(`${path}: tensor ${name} byte size overflows`);
     // ggml's loader requires each tensor at a multiple of the alignment (kernels read whole aligned blocks)
-    if (BigInt(ti.offset) % BigInt(alignment) !== 0n) throw badInput(`${path}: tensor ${name} data offset ${ti.offset} is not a multiple of the alignment ${alignment}`);
-    const offset = safeNumber(BigInt(dataOffset) + BigInt(ti.offset), () => `${path}: tensor ${name} offset`);
+    if (ti.offset % BigInt(alignment) !== 0n) throw badInput(`${path}: tensor ${name} data offset ${ti.offset} is not a multiple of the alignment ${alignment}`);
+    const offset = safeNumber(BigInt(dataOffset) + ti.offset, () => `${path}: tensor ${name} offset`);
     if (offset + nbytes > fileSize) {
       throw badInput(`${path}: tensor ${name} (${nbytes} bytes at offset ${offset}) runs past the end of the file (${fileSize} bytes; truncated?)`);
     }
@@ -181,8 +396,17 @@ async function parse(fd: number, path: string): Promise<GgufModel> {
   }
 
   checkNoOverlap(path, tensors);
-  const fingerprint = hashRange(fd, path, headerEnd);
+  const fingerprint = createHash('sha256').update(h.buf.subarray(0, headerEnd)).digest('hex');
+  const addon = map ? loadAddon() : undefined;
+  const mapId = addon?.ok ? addon.addon.mapFile(fd) : undefined;
   let open = true;
+  const read = (offset: number, length: number, shared = false): Buffer => {
+    if (!open) throw new Error(`${path}: read after close`);
+    if (offset < 0 || length < 0 || offset + length > fileSize) throw badInput(`${path}: read of ${length} bytes at ${offset} is outside the file (${fileSize} bytes)`);
+    const buf = shared ? Buffer.from(new SharedArrayBuffer(length)) : Buffer.allocUnsafe(length);
+    readExactly(fd, path, buf, offset);
+    return buf;
+  };
   return {
     path,
     metadata,
@@ -191,15 +415,22 @@ async function parse(fd: number, path: string): Promise<GgufModel> {
     fingerprint,
     fileSize,
     dataOffset,
-    read(offset: number, length: number, shared = false): Buffer {
+    read,
+    bytes(offset: number, length: number): Uint8Array {
+      if (mapId === undefined || !addon?.ok) return read(offset, length, true);
       if (!open) throw new Error(`${path}: read after close`);
       if (offset < 0 || length < 0 || offset + length > fileSize) throw badInput(`${path}: read of ${length} bytes at ${offset} is outside the file (${fileSize} bytes)`);
-      const buf = shared ? Buffer.from(new SharedArrayBuffer(length)) : Buffer.allocUnsafe(length);
-      readExactly(fd, path, buf, offset);
-      return buf;
+      return new Uint8Array(addon.addon.mapRange(mapId, offset, length));
+    },
+    mapId,
+    stringArray(key: string): GgufStrings | undefined {
+      const a = arrays.get(key);
+      return a && a.type === GGUF_VALUE.string ? stringsIn(h.buf, a) : undefined;
     },
     close() {
       if (open) fs.closeSync(fd);
+      // views still held keep the mapping until they are collected
+      if (open && mapId !== undefined && addon?.ok) addon.addon.unmapFile(mapId);
       open = false;
     },
   };

@@ -168,6 +168,18 @@ const SPECIAL_LIST = Object.values(SPECIALS);
 /** ds4 prints tokens containing U+FF5C (the fullwidth bar of <｜…｜>) verbatim instead of byte-decoding them (ds4.c ds4_token_text). */
 const FULLWIDTH_BAR = '\uff5c';
 
+/** The raw bytes of a token as the vocabulary stores it (see Tokenizer.tokenBytes). */
+function vocabBytes(t: string | undefined): Uint8Array {
+  if (t === undefined) return new Uint8Array(0);
+  if (t.includes(FULLWIDTH_BAR)) return Buffer.from(t, 'utf8');
+  const bytes: number[] = [];
+  for (const ch of t) {
+    const b = CHAR_TO_BYTE.get(ch);
+    if (b !== undefined) bytes.push(b);
+  }
+  return Uint8Array.from(bytes);
+}
+
 export class Tokenizer {
   readonly size: number;
   readonly bos: number;
@@ -277,15 +289,7 @@ export class Tokenizer {
 
   /** Raw bytes of one token: special-looking tokens verbatim, the rest mapped back through the GPT-2 byte table (unknown code points dropped). */
   tokenBytes(id: number): Uint8Array {
-    const t = this.tokens[id];
-    if (t === undefined) return new Uint8Array(0);
-    if (t.includes(FULLWIDTH_BAR)) return Buffer.from(t, 'utf8');
-    const bytes: number[] = [];
-    for (const ch of t) {
-      const b = CHAR_TO_BYTE.get(ch);
-      if (b !== undefined) bytes.push(b);
-    }
-    return Uint8Array.from(bytes);
+    return vocabBytes(this.tokens[id]);
   }
 
   /** Ids → text. Bytes are joined before UTF-8 decoding, so a character split across tokens decodes whole. */
@@ -296,6 +300,12 @@ export class Tokenizer {
   /** The text of one token alone (a partial UTF-8 character shows as U+FFFD). */
   piece(id: number): string {
     return Buffer.from(this.tokenBytes(id)).toString('utf8');
+  }
+
+  /** The text of token `id` read straight from the model's vocabulary, nothing else of it decoded ('' without one). */
+  static pieceIn(m: GgufModel, id: number): string {
+    const tokens = m.stringArray('tokenizer.ggml.tokens');
+    return tokens && id >= 0 && id < tokens.length ? Buffer.from(vocabBytes(tokens.at(id))).toString('utf8') : '';
   }
 
   /** The token as stored in the vocabulary (byte-level form, e.g. "Ġare"), as ds4 --dump-tokens prints it. */

@@ -239,18 +239,18 @@ function checkTid2eid(m: GgufModel, cfg: Ds4Config, name: string, v: string[]) {
  * present, must be ids of this vocabulary.
  */
 function checkTokenizer(m: GgufModel, cfg: Ds4Config, v: string[]) {
-  const strings = (key: string): string[] | undefined => {
-    const x = m.metadata[key];
-    if (x === undefined) return undefined;
-    if (Array.isArray(x) && x.every((e) => typeof e === 'string')) return x as string[];
-    v.push(`metadata ${key}: not an array of strings`);
-    return undefined;
+  // read in place: validating a model a --tokens run loads never decodes its vocabulary
+  const strings = (key: string) => {
+    if (!m.metadataTypes[key]) return undefined;
+    const s = m.stringArray(key);
+    if (!s) v.push(`metadata ${key}: not an array of strings`);
+    return s;
   };
   const tokens = strings('tokenizer.ggml.tokens');
   strings('tokenizer.ggml.merges');
   if (tokens) {
     if (tokens.length > cfg.nVocab) v.push(`metadata tokenizer.ggml.tokens: ${tokens.length} tokens, more than vocab_size ${cfg.nVocab} (ids past it have no embedding row)`);
-    const have = new Set(tokens);
+    const have = tokens.present(Object.values(SPECIALS));
     for (const text of Object.values(SPECIALS)) if (!have.has(text)) v.push(`metadata tokenizer.ggml.tokens: required special token ${text} is missing`);
   }
   for (const k of ['tokenizer.ggml.bos_token_id', 'tokenizer.ggml.eos_token_id']) {

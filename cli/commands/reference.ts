@@ -69,12 +69,12 @@ export function register(program: Command): void {
           await sink.close();
           rd.manifest.files[side] = sink.file;
         }
-        const tok = Tokenizer.fromGguf(run.model);
         const rows = STAGES.filter((s) => stats.has(s.name)).map((s) => {
           const st = stats.get(s.name)!;
           return { stage: s.name, records: st.records, min: st.min, max: st.max, rms: Math.sqrt(st.sumSq / Math.max(1, st.values)), nonFinite: st.nonFinite };
         });
-        const top = result.top.map((t) => ({ ...t, piece: tok.piece(t.id) }));
+        // the five pieces alone: a --tokens run never decodes the vocabulary
+        const top = result.top.map((t) => ({ ...t, piece: Tokenizer.pieceIn(run.model, t.id) }));
         const bad = rows.reduce((a, r) => a + r.nonFinite, 0);
         if (opts.json) {
           process.stdout.write(JSON.stringify({ tokens: run.tokens, lastLayer: run.lastLayer, precision, stages: rows, top, out: rd?.dir ?? null }, null, 1) + '\n');
