@@ -17,13 +17,17 @@
 
 import { F16_TABLE } from './f16.ts';
 import { IQ2XXS_GRID } from './iq2xxs-grid.ts';
-import { int8View, type Q8KAct } from './q8.ts';
+import { CODES, dataView, int8View, stageCodes, type Q8KAct } from './q8.ts';
 import { QK_K } from './types.ts';
 
 const fround = Math.fround;
 // Module-local aliases: reading an imported binding in a hot loop is measurably slower than a local const.
 const F16 = F16_TABLE;
 const GRID = IQ2XXS_GRID;
+const C = CODES;
+// non-exported aliases of the block sizes for the hot loops (an exported binding is reloaded from its module cell)
+const Q2K_BYTES = 84;
+const IQ2_BYTES = 66;
 
 export const Q2_K_BLOCK_BYTES = 84;
 export const Q4_K_BLOCK_BYTES = 144;
@@ -62,6 +66,9 @@ const SIGNED_GRID: Int8Array = (() => {
   }
   return t;
 })();
+
+/** SIGNED_GRID as int32 words: the 8 signed values of one (grid point, sign pattern) are words 2i, 2i + 1. */
+const SIGNED_GRID_WORDS = new Int32Array(SIGNED_GRID.buffer);
 
 function f16At(b: Uint8Array, o: number): number {
   return F16[b[o] | (b[o + 1] << 8)];
@@ -137,73 +144,112 @@ export function dequantizeIQ2_XXS(src: Uint8Array, n: number, out: Float32Array)
 }
 
 /**
- * Q2_K row (xq.d.length blocks at byte wOffset) · Q8_K activation, ds4 scalar order: per block the
- * integer sums isum = Σ (sc&15)·dot(q2, q8) and summs = Σ bsums·(sc>>4), then
- * sum += d_x·d_w·isum − d_x·dmin_w·summs in f32 (`exact`: in f64, the reference's rounding-noise twin).
+ * Rows [r0, r1) of a Q2_K matrix (`blocks` 256-blocks per row) · a Q8_K activation, ds4
+ * ds4_vec_dot_q2_K_q8_K's scalar order: per block the integer sums isum = Σ (sc&15)·dot(q2, q8) and
+ * summs = Σ bsums·(sc>>4), then sum += d_x·d_w·isum − d_x·dmin_w·summs in f32 into out32[r], and/or the
+ * same terms in f64 into out64[r] (the rounding-noise twin) — one pass over the weights for both.
  */
-export function dotQ2_K_Q8_K(w: Uint8Array, wOffset: number, xq: Q8KAct, exact = false): number {
-  const q8 = xq.q;
-  let sum = 0;
-  for (let b = 0, o = wOffset; b < xq.d.length; b++, o += Q2_K_BLOCK_BYTES) {
-    let summs = 0;
-    for (let s = 0; s < 16; s++) summs += xq.bsums[b * 16 + s] * (w[o + s] >> 4);
-    // Each q byte holds the 2-bit codes of four elements 32 apart (shifts 0, 2, 4, 6); read it once.
-    // Sub-block of element 128h + 32t + l is 8h + 2t + (l >= 16).
-    let isum = 0;
-    for (let h = 0; h < 2; h++) {
-      for (let half = 0; half < 2; half++) {
-        const qo = o + 16 + 32 * h + 16 * half;
-        const xo = b * QK_K + 128 * h + 16 * half;
-        let d0 = 0, d1 = 0, d2 = 0, d3 = 0;
-        for (let l = 0; l < 16; l++) {
-          const byte = w[qo + l];
-          d0 += (byte & 3) * q8[xo + l];
-          d1 += ((byte >> 2) & 3) * q8[xo + 32 + l];
-          d2 += ((byte >> 4) & 3) * q8[xo + 64 + l];
-          d3 += (byte >> 6) * q8[xo + 96 + l];
+export function q2kRows(w: Uint8Array, xq: Q8KAct, xo: number, r0: number, r1: number, out32?: Float32Array, out64?: Float64Array): void {
+  const q8 = C, xd = xq.d, bsums = xq.bsums, blocks = xd.length;
+  const rb = blocks * Q2K_BYTES;
+  const dv = dataView(w);
+  for (let r = r0; r < r1; r++) {
+    let s32 = 0, s64 = 0;
+    for (let b = 0, o = r * rb; b < blocks; b++, o += Q2K_BYTES) {
+      let summs = 0;
+      for (let s = 0; s < 16; s++) summs += bsums[b * 16 + s] * (w[o + s] >> 4);
+      // Each q byte holds the 2-bit codes of four elements 32 apart (shifts 0, 2, 4, 6); read four bytes at
+      // once. Sub-block of element 128h + 32t + l is 8h + 2t + (l >= 16).
+      let isum = 0;
+      for (let h = 0; h < 2; h++) {
+        for (let half = 0; half < 2; half++) {
+          const qo = o + 16 + 32 * h + 16 * half;
+          const xb = xo + b * QK_K + 128 * h + 16 * half;
+          let d0 = 0, d1 = 0, d2 = 0, d3 = 0;
+          for (let l = 0; l < 16; l += 4) {
+            const v = dv.getInt32(qo + l, true);
+            for (let k = 0; k < 4; k++) {
+              const byte = (v >>> (8 * k)) & 255, x = xb + l + k;
+              d0 += (byte & 3) * q8[x];
+              d1 += ((byte >> 2) & 3) * q8[x + 32];
+              d2 += ((byte >> 4) & 3) * q8[x + 64];
+              d3 += (byte >> 6) * q8[x + 96];
+            }
+          }
+          const sc = o + 8 * h + half;
+          isum += (w[sc] & 15) * d0 + (w[sc + 2] & 15) * d1 + (w[sc + 4] & 15) * d2 + (w[sc + 6] & 15) * d3;
         }
-        const sc = o + 8 * h + half;
-        isum += (w[sc] & 15) * d0 + (w[sc + 2] & 15) * d1 + (w[sc + 4] & 15) * d2 + (w[sc + 6] & 15) * d3;
       }
+      const d = f16At(w, o + 80), dmin = f16At(w, o + 82);
+      s64 += xd[b] * d * isum - xd[b] * dmin * summs;
+      const dall = fround(xd[b] * d);
+      const dm = fround(xd[b] * dmin);
+      s32 = fround(s32 + fround(fround(dall * fround(isum)) - fround(dm * fround(summs))));
     }
-    if (exact) {
-      sum += xq.d[b] * f16At(w, o + 80) * isum - xq.d[b] * f16At(w, o + 82) * summs;
-      continue;
-    }
-    const dall = fround(xq.d[b] * f16At(w, o + 80));
-    const dmin = fround(xq.d[b] * f16At(w, o + 82));
-    sum = fround(sum + fround(fround(dall * fround(isum)) - fround(dmin * fround(summs))));
+    if (out32) out32[r] = s32;
+    if (out64) out64[r] = s64;
   }
-  return sum;
+}
+
+/** One Q2_K row (xq.d.length blocks at byte wOffset) · Q8_K activation (q2kRows); `exact`: the f64 twin. */
+export function dotQ2_K_Q8_K(w: Uint8Array, wOffset: number, xq: Q8KAct, exact = false): number {
+  const row = w.subarray(wOffset, wOffset + xq.d.length * Q2_K_BLOCK_BYTES);
+  if (exact) {
+    const o = new Float64Array(1);
+    q2kRows(row, xq, stageCodes([xq.q])[0], 0, 1, undefined, o);
+    return o[0];
+  }
+  const o = new Float32Array(1);
+  q2kRows(row, xq, stageCodes([xq.q])[0], 0, 1, o);
+  return o[0];
 }
 
 /**
- * IQ2_XXS row · Q8_K activation, ds4 scalar order: per 32-sub-block int dot of signed grid values
- * with q8, times ls = 2s+1 = 2·(0.5+s) so it stays an integer, summed as int per block;
- * sum += d_w·d_x·bsum in f32 (`exact`: in f64); result × 0.125 = the format's 1/4 times 1/2 undoing the 2 in ls.
+ * Rows [r0, r1) of an IQ2_XXS matrix · a Q8_K activation, ds4 ds4_vec_dot_iq2_xxs_q8_K's scalar order:
+ * per 32-sub-block the int dot of signed grid values with q8, times ls = 2s+1 = 2·(0.5+s) so it stays an
+ * integer, summed as int per block; sum += d_w·d_x·bsum in f32 into out32[r] (and/or in f64 into out64[r],
+ * the twin); result × 0.125 = the format's 1/4 times 1/2 undoing the 2 in ls.
  */
-export function dotIQ2_XXS_Q8_K(w: Uint8Array, wOffset: number, xq: Q8KAct, exact = false): number {
-  const q8 = xq.q;
-  let sum = 0;
-  for (let b = 0, o = wOffset; b < xq.d.length; b++, o += IQ2_XXS_BLOCK_BYTES) {
-    let bsum = 0;
-    for (let k = 0; k < 8; k++) {
-      const so = o + 2 + 8 * k;
-      const aux = u32At(w, so + 4);
-      let sumi = 0;
-      for (let l = 0; l < 4; l++) {
-        const gs = (w[so + l] * 128 + ((aux >>> (7 * l)) & 127)) * 8;
-        const xo = b * QK_K + 32 * k + 8 * l;
-        sumi += SIGNED_GRID[gs] * q8[xo] + SIGNED_GRID[gs + 1] * q8[xo + 1] + SIGNED_GRID[gs + 2] * q8[xo + 2]
-          + SIGNED_GRID[gs + 3] * q8[xo + 3] + SIGNED_GRID[gs + 4] * q8[xo + 4] + SIGNED_GRID[gs + 5] * q8[xo + 5]
-          + SIGNED_GRID[gs + 6] * q8[xo + 6] + SIGNED_GRID[gs + 7] * q8[xo + 7];
+export function iq2xxsRows(w: Uint8Array, xq: Q8KAct, xo: number, r0: number, r1: number, out32?: Float32Array, out64?: Float64Array): void {
+  const q8 = C, xd = xq.d, blocks = xd.length;
+  const rb = blocks * IQ2_BYTES;
+  const G = SIGNED_GRID_WORDS;
+  const dv = dataView(w);
+  for (let r = r0; r < r1; r++) {
+    let s32 = 0, s64 = 0;
+    for (let b = 0, o = r * rb; b < blocks; b++, o += IQ2_BYTES) {
+      let bsum = 0;
+      for (let k = 0, so = o + 2, xi = xo + b * QK_K; k < 8; k++, so += 8) {
+        const idx = dv.getUint32(so, true), aux = dv.getUint32(so + 4, true);
+        let sumi = 0;
+        for (let l = 0; l < 4; l++, xi += 8) {
+          const gs = (((idx >>> (8 * l)) & 255) * 128 + ((aux >>> (7 * l)) & 127)) * 2;
+          const a = G[gs], c = G[gs + 1];
+          sumi += ((a << 24) >> 24) * q8[xi] + ((a << 16) >> 24) * q8[xi + 1] + ((a << 8) >> 24) * q8[xi + 2] + (a >> 24) * q8[xi + 3]
+            + ((c << 24) >> 24) * q8[xi + 4] + ((c << 16) >> 24) * q8[xi + 5] + ((c << 8) >> 24) * q8[xi + 6] + (c >> 24) * q8[xi + 7];
+        }
+        bsum += sumi * (2 * (aux >>> 28) + 1);
       }
-      bsum += sumi * (2 * (aux >>> 28) + 1);
+      const d = F16[dv.getUint16(o, true)];
+      s64 += d * xd[b] * bsum;
+      s32 = fround(s32 + fround(fround(d * xd[b]) * fround(bsum)));
     }
-    if (exact) sum += f16At(w, o) * xq.d[b] * bsum;
-    else sum = fround(sum + fround(fround(f16At(w, o) * xq.d[b]) * fround(bsum)));
+    if (out32) out32[r] = fround(0.125 * s32);
+    if (out64) out64[r] = 0.125 * s64;
   }
-  return exact ? 0.125 * sum : fround(0.125 * sum);
+}
+
+/** One IQ2_XXS row (xq.d.length blocks at byte wOffset) · Q8_K activation (iq2xxsRows); `exact`: the f64 twin. */
+export function dotIQ2_XXS_Q8_K(w: Uint8Array, wOffset: number, xq: Q8KAct, exact = false): number {
+  const row = w.subarray(wOffset, wOffset + xq.d.length * IQ2_XXS_BLOCK_BYTES);
+  if (exact) {
+    const o = new Float64Array(1);
+    iq2xxsRows(row, xq, stageCodes([xq.q])[0], 0, 1, undefined, o);
+    return o[0];
+  }
+  const o = new Float32Array(1);
+  iq2xxsRows(row, xq, stageCodes([xq.q])[0], 0, 1, o);
+  return o[0];
 }
 
 /** Q8_K block values d·q (used to dequantize stored Q8_K rows). Layout: f32 d | i8 qs[256] | i16 bsums[16]. */

@@ -35,6 +35,51 @@ export function int8View(bytes: Uint8Array): Int8Array {
   return lastInt8;
 }
 
+let lastViewed: Uint8Array | null = null;
+let lastView: DataView<ArrayBufferLike> = new DataView(new ArrayBuffer(0));
+
+/**
+ * A little-endian DataView of the same bytes (cached for the last buffer). The row kernels load weights
+ * four int8 codes at a time through it (any alignment) and sign-extend each with two shifts: fewer
+ * loads and bounds checks than one typed-array read per code, on any block layout.
+ */
+export function dataView(bytes: Uint8Array): DataView<ArrayBufferLike> {
+  if (bytes !== lastViewed) {
+    lastView = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+    lastViewed = bytes;
+  }
+  return lastView;
+}
+
+/** How many activation codes CODES holds: a prompt's worth of the widest rows (16384) and more. */
+export const CODES_CAPACITY = 1 << 21;
+
+/**
+ * The activation codes the row kernels read, as doubles, staged here by stageCodes. Their int8 × int8
+ * products and 32-element block sums are exact integers in double (|sum| < 2^20), so a block dot is the
+ * same integer the C int32 loop computes. One module-level array on purpose: V8 compiles loads from a
+ * constant typed array without re-checking it, ~1.4× faster than reading an array passed in (each worker
+ * thread has its own).
+ */
+export const CODES = new Float64Array(CODES_CAPACITY);
+// Hot loops read these non-exported aliases: an exported binding lives in a module cell that V8 reloads,
+// a plain module const it compiles in as a constant.
+const XQ = CODES;
+const Q8_0_BYTES = 34;
+
+/** Copies the codes of activations into CODES one after another; returns each one's offset. */
+export function stageCodes(qs: readonly Int8Array[]): number[] {
+  const offsets: number[] = [];
+  let at = 0;
+  for (const q of qs) {
+    if (at + q.length > CODES_CAPACITY) throw new Error(`activation codes: ${at + q.length} do not fit the ${CODES_CAPACITY} staged at once`);
+    offsets.push(at);
+    for (let i = 0; i < q.length; i++) XQ[at + i] = q[i];
+    at += q.length;
+  }
+  return offsets;
+}
+
 /** An activation quantized per 32-block: q has ceil(n/32)·32 entries (zero padded), d one f32 scale per block. */
 export interface Q8Act {
   q: Int8Array;
@@ -66,39 +111,57 @@ export function quantizeQ8_0Act(x: Float32Array | Float64Array, off = 0, n = x.l
 }
 
 /**
- * Dot of `blocks` Q8_0 weight blocks starting at byte o with the activation blocks (ds4 dot_q8_0_row,
- * scalar order). The int8 block dots are exact integers; `exact` combines them in f64 instead of ds4's
- * f32 (the reference's rounding-noise twin keeps the quantization and drops only the float rounding).
+ * Rows [r0, r1) of a Q8_0 matrix (`blocks` 32-blocks per row) dotted with one quantized activation (its
+ * codes staged in CODES at xo, its scales xd), ds4
+ * dot_q8_0_row's order: per block the exact int8 dot, then acc += f16(d_w)·d_x·dot in f32 into out32[r]
+ * and/or the same terms combined in f64 into out64[r] (the rounding-noise twin: same codes, no float
+ * rounding) — one pass over the weights for both.
  */
-function dotQ8_0Blocks(u8: Uint8Array, i8: Int8Array, o: number, xq: Int8Array, xd: Float32Array, blocks: number, exact: boolean): number {
-  let acc = 0;
-  for (let b = 0, xi = 0; b < blocks; b++, o += Q8_0_BLOCK_BYTES) {
-    const dw = F16[u8[o] | (u8[o + 1] << 8)];
-    let dot = 0;
-    for (let j = o + 2, end = o + 34; j < end; j += 4, xi += 4) {
-      dot += i8[j] * xq[xi] + i8[j + 1] * xq[xi + 1] + i8[j + 2] * xq[xi + 2] + i8[j + 3] * xq[xi + 3];
+export function q8_0Rows(w: Uint8Array, blocks: number, xo: number, xd: Float32Array, r0: number, r1: number, out32?: Float32Array, out64?: Float64Array): void {
+  const dv = dataView(w);
+  const xq = XQ;
+  const rb = blocks * Q8_0_BYTES;
+  for (let r = r0; r < r1; r++) {
+    let a32 = 0, a64 = 0;
+    for (let b = 0, o = r * rb, xi = xo; b < blocks; b++, o += Q8_0_BYTES) {
+      let dot = 0;
+      for (let j = o + 2, end = o + Q8_0_BYTES; j < end; j += 4, xi += 4) {
+        const v = dv.getInt32(j, true);
+        dot += ((v << 24) >> 24) * xq[xi] + ((v << 16) >> 24) * xq[xi + 1] + ((v << 8) >> 24) * xq[xi + 2] + (v >> 24) * xq[xi + 3];
+      }
+      const s = F16[dv.getUint16(o, true)] * xd[b];
+      a32 = fround(a32 + fround(fround(s) * dot));
+      a64 += s * dot;
     }
-    acc = exact ? acc + dw * xd[b] * dot : fround(acc + fround(fround(dw * xd[b]) * dot));
+    if (out32) out32[r] = a32;
+    if (out64) out64[r] = a64;
   }
-  return acc;
 }
 
 /** One Q8_0 weight row (act.d.length blocks) at byte offset wOffset of w, dotted with a quantized activation. */
 export function dotQ8_0(w: Uint8Array, wOffset: number, act: Q8Act, exact = false): number {
-  return dotQ8_0Blocks(w, int8View(w), wOffset, act.q, act.d, act.d.length, exact);
+  const blocks = act.d.length;
+  const out = exact ? new Float64Array(1) : new Float32Array(1);
+  // a one-row matrix starting at the row: the same kernel as every matvec
+  q8_0Rows(w.subarray(wOffset, wOffset + blocks * Q8_0_BLOCK_BYTES), blocks, stageCodes([act.q])[0], act.d, 0, 1,
+    exact ? undefined : (out as Float32Array), exact ? (out as Float64Array) : undefined);
+  return out[0];
+}
+
+/** Checks a Q8_0 matvec's shapes; returns the blocks per row. */
+function q8_0Shape(w: Uint8Array, rows: number, cols: number, act: Q8Act): number {
+  if (cols % 32 !== 0) throw new Error(`Q8_0 matvec: ${cols} columns is not a multiple of 32`);
+  const blocks = cols / 32;
+  if (act.d.length !== blocks) throw new Error(`Q8_0 matvec: activation has ${act.d.length} blocks, matrix rows have ${blocks}`);
+  if (w.length < rows * blocks * Q8_0_BLOCK_BYTES) throw new Error(`Q8_0 matvec: ${w.length} bytes is less than ${rows}×${cols}`);
+  return blocks;
 }
 
 /** out[r] = row r of the Q8_0 matrix w (rows × cols, row-major, cols % 32 == 0) · act, for r in [rowStart, rowEnd). */
 export function matvecQ8_0Act(
   w: Uint8Array, rows: number, cols: number, act: Q8Act, out: Float32Array, rowStart = 0, rowEnd = rows,
 ): void {
-  if (cols % 32 !== 0) throw new Error(`Q8_0 matvec: ${cols} columns is not a multiple of 32`);
-  const blocks = cols / 32;
-  if (act.d.length !== blocks) throw new Error(`Q8_0 matvec: activation has ${act.d.length} blocks, matrix rows have ${blocks}`);
-  const rb = blocks * Q8_0_BLOCK_BYTES;
-  if (w.length < rows * rb) throw new Error(`Q8_0 matvec: ${w.length} bytes is less than ${rows}×${cols}`);
-  const i8 = int8View(w);
-  for (let r = rowStart; r < rowEnd; r++) out[r] = dotQ8_0Blocks(w, i8, r * rb, act.q, act.d, blocks, false);
+  q8_0Rows(w, q8_0Shape(w, rows, cols, act), stageCodes([act.q])[0], act.d, rowStart, rowEnd, out);
 }
 
 /** ds4 Q8_0 projection: quantize x[0..cols) once, then int8 dots for every row (see matvecQ8_0Act). */
@@ -106,6 +169,50 @@ export function matvecQ8_0(
   w: Uint8Array, rows: number, cols: number, x: Float32Array, out: Float32Array, rowStart = 0, rowEnd = rows,
 ): void {
   matvecQ8_0Act(w, rows, cols, quantizeQ8_0Act(x, 0, cols), out, rowStart, rowEnd);
+}
+
+/** F16 codes as f64 (the exact values of every half), for the F16 row kernel's loads. */
+const F16_F64 = Float64Array.from(F16_TABLE);
+
+/**
+ * Rows [r0, r1) of an F16 matrix (rows × cols, row-major) times x, ds4 matvec_f16 / dot_f16_row: one f32
+ * accumulator per row, acc = f32(acc + f32(w·x)) in column order, into out32[r]; and/or the same products
+ * summed in f64 into out64[r] (the twin). Four rows run interleaved — four independent dependency chains,
+ * each in its own column order, so the same bits as one row at a time.
+ */
+export function f16Rows(w: Uint8Array, cols: number, x: Float64Array, r0: number, r1: number, out32?: Float32Array, out64?: Float64Array): void {
+  const H = F16_F64;
+  // a half-word view when aligned (the fast path); an odd byte offset needs one copy
+  const halves = w.byteOffset % 2 === 0 ? new Uint16Array(w.buffer, w.byteOffset, w.byteLength >> 1) : new Uint16Array(w.slice().buffer);
+  let r = r0;
+  for (; r + 4 <= r1; r += 4) {
+    const o0 = r * cols, o1 = o0 + cols, o2 = o1 + cols, o3 = o2 + cols;
+    let a0 = 0, a1 = 0, a2 = 0, a3 = 0, b0 = 0, b1 = 0, b2 = 0, b3 = 0;
+    for (let i = 0; i < cols; i++) {
+      const xi = x[i];
+      const p0 = H[halves[o0 + i]] * xi, p1 = H[halves[o1 + i]] * xi, p2 = H[halves[o2 + i]] * xi, p3 = H[halves[o3 + i]] * xi;
+      a0 = fround(a0 + fround(p0));
+      a1 = fround(a1 + fround(p1));
+      a2 = fround(a2 + fround(p2));
+      a3 = fround(a3 + fround(p3));
+      b0 += p0;
+      b1 += p1;
+      b2 += p2;
+      b3 += p3;
+    }
+    if (out32) out32[r] = a0, out32[r + 1] = a1, out32[r + 2] = a2, out32[r + 3] = a3;
+    if (out64) out64[r] = b0, out64[r + 1] = b1, out64[r + 2] = b2, out64[r + 3] = b3;
+  }
+  for (; r < r1; r++) {
+    let a = 0, b = 0;
+    for (let i = 0, o = r * cols; i < cols; i++) {
+      const p = H[halves[o + i]] * x[i];
+      a = fround(a + fround(p));
+      b += p;
+    }
+    if (out32) out32[r] = a;
+    if (out64) out64[r] = b;
+  }
 }
 
 /**
@@ -116,17 +223,7 @@ export function matvecF16(
   w: Uint8Array, rows: number, cols: number, x: Float32Array, out: Float32Array, rowStart = 0, rowEnd = rows,
 ): void {
   if (w.length < rows * cols * 2) throw new Error(`F16 matvec: ${w.length} bytes is less than ${rows}×${cols}`);
-  // A half-word view when aligned (the fast path); an odd byte offset needs one copy.
-  const halves = w.byteOffset % 2 === 0
-    ? new Uint16Array(w.buffer, w.byteOffset, rows * cols)
-    : new Uint16Array(w.slice(0, rows * cols * 2).buffer);
-  for (let r = rowStart; r < rowEnd; r++) out[r] = dotF16Row(halves, r * cols, x, cols);
-}
-
-function dotF16Row(halves: Uint16Array, o: number, x: Float32Array, cols: number): number {
-  let acc = 0;
-  for (let i = 0; i < cols; i++) acc = fround(acc + fround(F16[halves[o + i]] * x[i]));
-  return acc;
+  f16Rows(w, cols, Float64Array.from(x), rowStart, rowEnd, out);
 }
 
 /** An activation quantized per 256-block for K-quant expert dots: d per block, q, and 16-element sums of q. */
