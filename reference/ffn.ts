@@ -3,8 +3,7 @@
 // probabilities), the routed experts (Q8_K activations, IQ2_XXS gate/up, clamps, SiLU, router weight
 // before down, Q8_K mid, Q2_K down, sum in slot order) and the shared expert (Q8_0 SwiGLU MLP).
 import type { Ds4Config } from '../model/config.ts';
-import { dotIQ2_XXS_Q8_K, dotQ2_K_Q8_K, quantizeQ8_K } from '../model/quant/index.ts';
-import { GGMLType, rowBytes, typeName } from '../model/quant/types.ts';
+import { GGMLType, typeName } from '../model/quant/types.ts';
 import { rounder, silu, softplus, sqrtP } from './math.ts';
 import { matvec } from './matvec.ts';
 import { allocVec, type LayerWeights, type Precision, type Vec, type Weight } from './types.ts';
@@ -108,16 +107,20 @@ function expectType(wt: Weight, t: GGMLType, il: number): void {
  * the float combination in double), then the clamp of that side.
  */
 export function expertsProject(w: LayerWeights, il: number, name: 'ffn_gate_exps.weight' | 'ffn_up_exps.weight', x: Vec, selected: Int32Array, F: number, clamp: number, p: Precision): Vec {
-  const xq = quantizeQ8_K(x);
   const out = allocVec(p, selected.length * F);
   const clampSide = name === 'ffn_gate_exps.weight' ? clampGate : clampUp;
   for (let k = 0; k < selected.length; k++) {
-    const ew = w.expert(name, selected[k]);
-    expectType(ew, GGMLType.IQ2_XXS, il);
-    const rb = rowBytes(ew.type, ew.cols);
-    for (let row = 0; row < F; row++) out[k * F + row] = clampSide(dotIQ2_XXS_Q8_K(ew.data, row * rb, xq, p === 'f64'), clamp);
+    const y = matvec(expertWeight(w, il, name, selected[k], GGMLType.IQ2_XXS), x, p);
+    for (let row = 0; row < F; row++) out[k * F + row] = clampSide(y[row], clamp);
   }
   return out;
+}
+
+/** Expert e's slice of a routed expert tensor, of the type the reference's routed experts run. */
+export function expertWeight(w: LayerWeights, il: number, name: string, e: number, type: GGMLType): Weight {
+  const ew = w.expert(name, e);
+  expectType(ew, type, il);
+  return ew;
 }
 
 /**
@@ -135,11 +138,7 @@ export function expertsMid(gate: Vec, up: Vec, weights: Vec, F: number, p: Preci
 export function expertsDown(w: LayerWeights, il: number, selected: Int32Array, mid: Vec, F: number, E: number, p: Precision): Vec {
   const down = allocVec(p, selected.length * E);
   for (let k = 0; k < selected.length; k++) {
-    const dw = w.expert('ffn_down_exps.weight', selected[k]);
-    expectType(dw, GGMLType.Q2_K, il);
-    const mq = quantizeQ8_K(mid.subarray(k * F, (k + 1) * F));
-    const rb = rowBytes(dw.type, dw.cols);
-    for (let d = 0; d < E; d++) down[k * E + d] = dotQ2_K_Q8_K(dw.data, d * rb, mq, p === 'f64');
+    down.set(matvec(expertWeight(w, il, 'ffn_down_exps.weight', selected[k], GGMLType.Q2_K), mid.subarray(k * F, (k + 1) * F), p), k * E);
   }
   return down;
 }

@@ -1,27 +1,37 @@
-// Worker side of reference/rowpool.ts: computes a row range of a matvec into shared memory.
+// Worker side of reference/rowpool.ts: computes a row range of a job's products into shared memory.
 import { parentPort, workerData } from 'node:worker_threads';
-import { matvecF16, matvecQ8_0Act, type Q8Act } from '../model/quant/index.ts';
+import { loadAddon } from '../ascend/native.ts';
+import { rowsOf, type MappedRange, type RowJob, type RowOutputs } from './rowpool.ts';
 
-interface Msg {
-  kind: 'q8_0' | 'f16';
-  w: Uint8Array;
-  rows: number;
-  cols: number;
-  x?: Float32Array;
-  act?: Q8Act;
-  out: Float32Array;
+interface Msg extends Omit<RowJob, 'w'> {
+  /** the weight in shared memory, or undefined when `src` names it in the file mapping */
+  w?: Uint8Array;
+  bytes: number;
+  out: RowOutputs;
   r0: number;
   r1: number;
   done: Int32Array;
 }
 
 const ready = (workerData as { ready: Int32Array }).ready;
+const addon = loadAddon();
+/** the last mapped weight (a job's weight is usually the next job's too: the two halves of one projection) */
+let last: { key: string; w: Uint8Array } | undefined;
+
+function mapped(src: MappedRange, bytes: number): Uint8Array {
+  const key = `${src.mapId}:${src.offset}:${bytes}`;
+  if (last?.key !== key) {
+    if (!addon.ok) throw new Error('a mapped weight without the addon');
+    last = { key, w: new Uint8Array(addon.addon.mapRange(src.mapId, src.offset, bytes)) };
+  }
+  return last.w;
+}
 
 parentPort!.on('message', (m: Msg) => {
   let status = 1;
   try {
-    if (m.kind === 'q8_0') matvecQ8_0Act(m.w, m.rows, m.cols, m.act!, m.out, m.r0, m.r1);
-    else matvecF16(m.w, m.rows, m.cols, m.x!, m.out, m.r0, m.r1);
+    const w = m.w ?? mapped(m.src!, m.bytes);
+    rowsOf({ kind: m.kind, w, rows: m.rows, cols: m.cols, xs: m.xs }, m.r0, m.r1, m.out);
   } catch {
     status = -1;
   }

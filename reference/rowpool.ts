@@ -1,30 +1,78 @@
-// Row-parallel matvec for the large projections (the 129280-row output head, attn_q_b, ...): the
-// output rows are split between this thread and worker threads; every output element is still reduced
-// by exactly one thread with the same code, so results are bit-identical to the single-thread path
-// (ds4 splits its threaded matvecs by output rows the same way). Weights must sit in a
-// SharedArrayBuffer (ModelWeights puts large tensors there); anything else runs on this thread.
+// Row-parallel products for the large projections (the 129280-row output head, attn_q_b, the routed
+// experts, ...): the output rows are split between this thread and worker threads; every output element
+// is still reduced by exactly one thread with the same code, so results are bit-identical to the
+// single-thread path (ds4 splits its threaded matvecs by output rows the same way). A worker reaches the
+// weight through the model file's mapping (the addon maps it in every thread: no copy) or, without the
+// addon, through the shared memory ModelWeights read it into; anything else runs on this thread.
 import { availableParallelism } from 'node:os';
 import { Worker } from 'node:worker_threads';
 import { onCancel } from '../diff/cancel.ts';
-import type { Q8Act } from '../model/quant/index.ts';
+import { CODES_CAPACITY, f16Rows, iq2xxsRows, q2kRows, q8_0Rows, stageCodes, type Q8Act, type Q8KAct } from '../model/quant/index.ts';
 
-/** Tensors at least this large are read into shared memory and split across threads. */
-export const PARALLEL_MIN_BYTES = 8 << 20;
+/** Products at least this large (weight bytes) are split across threads. */
+export const PARALLEL_MIN_BYTES = 1 << 20;
 
-export type RowKernel = 'q8_0' | 'f16';
+export type RowKernel = 'q8_0' | 'f16' | 'iq2_xxs' | 'q2_k';
+
+/** Where a worker finds a weight's bytes: `mapId` (model/gguf.ts GgufModel.mapId) at an absolute file offset. */
+export interface MappedRange {
+  mapId: number;
+  offset: number;
+}
+
+/** One activation as its kernel takes it: Q8_0 codes, Q8_K codes, or f16 rows' f64 input. */
+export type RowInput = Q8Act | Q8KAct | Float64Array;
 
 export interface RowJob {
   kind: RowKernel;
+  /** the weight's bytes on this thread */
   w: Uint8Array;
+  /** where a worker finds them when they are mapped (else `w` must be in shared memory to be split) */
+  src?: MappedRange;
   rows: number;
   cols: number;
-  /** f16: the activation; q8_0: the quantized activation */
-  x?: Float32Array;
-  act?: Q8Act;
+  /** one input per product */
+  xs: RowInput[];
+}
+
+/** What a product delivers per input: the f32 result (ds4's arithmetic) and/or the f64 twin's combination. */
+export interface RowOutputs {
+  f32?: Float32Array[];
+  f64?: Float64Array[];
+}
+
+/** Rows of a weight processed for every input before the next rows: the rows stay in cache across the inputs. */
+const ROW_TILE = 4;
+
+/**
+ * Rows [r0, r1) of every product of the job into the outputs — the kernel of model/quant for the weight's
+ * type; inputs beyond what CODES holds at once go in turns. The one code path of both threads.
+ */
+export function rowsOf(job: Omit<RowJob, 'src'>, r0: number, r1: number, out: RowOutputs): void {
+  const { kind, w, cols, xs } = job;
+  if (kind === 'f16') {
+    for (let t = 0; t < xs.length; t++) f16Rows(w, cols, xs[t] as Float64Array, r0, r1, out.f32?.[t], out.f64?.[t]);
+    return;
+  }
+  const perTurn = Math.max(1, Math.floor(CODES_CAPACITY / cols));
+  for (let t0 = 0; t0 < xs.length; t0 += perTurn) {
+    const turn = xs.slice(t0, t0 + perTurn) as Array<Q8Act | Q8KAct>;
+    const at = stageCodes(turn.map((x) => x.q));
+    for (let a = r0; a < r1; a += ROW_TILE) {
+      const b = Math.min(r1, a + ROW_TILE);
+      turn.forEach((x, i) => {
+        const t = t0 + i, o32 = out.f32?.[t], o64 = out.f64?.[t];
+        if (kind === 'q8_0') q8_0Rows(w, cols / 32, at[i], x.d, a, b, o32, o64);
+        else if (kind === 'iq2_xxs') iq2xxsRows(w, x as Q8KAct, at[i], a, b, o32, o64);
+        else q2kRows(w, x as Q8KAct, at[i], a, b, o32, o64);
+      });
+    }
+  }
 }
 
 interface PoolWorker {
   worker: Worker;
+  ready: Int32Array;
   done: Int32Array;
 }
 
@@ -33,35 +81,48 @@ const READY_TIMEOUT_MS = 20_000;
 const JOB_TIMEOUT_MS = 120_000;
 
 /**
- * Start the workers and wait (blocking: matvec is synchronous) until each has loaded its module and
- * said so through shared memory. A worker that does not come up disables the pool: everything then
- * runs on this thread, which is slower but gives the same numbers.
+ * The compiled worker beside a compiled module; from the TypeScript sources (tests, benchmarks), the
+ * shim that loads them through tsx.
  */
-function workers(): PoolWorker[] {
-  if (!pool) {
-    const n = Math.max(0, Math.min(3, availableParallelism() - 1));
-    pool = [];
-    // a signal stops the workers with the run (they are idle then: the main thread is at a cancellation point)
-    onCancel(stopRowPool);
-    for (let i = 0; i < n; i++) {
-      const ready = new Int32Array(new SharedArrayBuffer(4));
-      const worker = new Worker(new URL('./rowpool-worker.mjs', import.meta.url), { workerData: { ready } });
-      worker.unref();
-      const t0 = Date.now();
-      while (Atomics.load(ready, 0) === 0 && Date.now() - t0 < READY_TIMEOUT_MS) Atomics.wait(ready, 0, 0, 50);
-      if (Atomics.load(ready, 0) !== 1) {
-        void worker.terminate();
-        for (const p of pool) void p.worker.terminate();
-        pool = [];
-        break;
-      }
-      pool.push({ worker, done: new Int32Array(new SharedArrayBuffer(4)) });
-    }
+const WORKER_FILE = import.meta.url.endsWith('.js') ? './rowpool-worker.js' : './rowpool-worker.mjs';
+
+/**
+ * Start the worker threads without waiting for them (a command calls it before it opens the model, so
+ * they load while the model is read); the first parallel product waits until they are up.
+ */
+export function startRowPool(): void {
+  if (pool) return;
+  const n = Math.max(0, Math.min(3, availableParallelism() - 1));
+  pool = [];
+  // a signal stops the workers with the run (they are idle then: the main thread is at a cancellation point)
+  onCancel(stopRowPool);
+  for (let i = 0; i < n; i++) {
+    const ready = new Int32Array(new SharedArrayBuffer(4));
+    const worker = new Worker(new URL(WORKER_FILE, import.meta.url), { workerData: { ready } });
+    worker.unref();
+    pool.push({ worker, ready, done: new Int32Array(new SharedArrayBuffer(4)) });
   }
-  return pool;
 }
 
-/** Terminates the worker threads; later matvecs run on this thread. */
+/**
+ * The workers, once each has loaded its module and said so through shared memory (blocking: products are
+ * synchronous). A worker that does not come up disables the pool: everything then runs on this thread,
+ * which is slower but gives the same numbers.
+ */
+function workers(): PoolWorker[] {
+  startRowPool();
+  const t0 = Date.now();
+  for (const p of pool!) {
+    while (Atomics.load(p.ready, 0) === 0 && Date.now() - t0 < READY_TIMEOUT_MS) Atomics.wait(p.ready, 0, 0, 50);
+    if (Atomics.load(p.ready, 0) !== 1) {
+      stopRowPool();
+      break;
+    }
+  }
+  return pool!;
+}
+
+/** Terminates the worker threads; later products run on this thread. */
 export function stopRowPool(): void {
   for (const p of pool ?? []) void p.worker.terminate();
   pool = [];
@@ -76,28 +137,37 @@ export function isShared(b: Uint8Array): boolean {
   return b.buffer instanceof SharedArrayBuffer;
 }
 
+const sharedF32 = (n: number) => new Float32Array(new SharedArrayBuffer(4 * n));
+const sharedF64 = (n: number) => new Float64Array(new SharedArrayBuffer(8 * n));
+
 /**
- * Compute `out[r]` for every row, splitting the rows across this thread and the pool.
- * `local(rowStart, rowEnd)` computes a range on this thread.
+ * Every product of the job (f32 results when `f32`, the twin's f64 combinations when `f64`), the rows split
+ * across this thread and the pool when the weight is large and a worker can reach it.
  */
-export function parallelRows(job: RowJob, out: Float32Array, local: (r0: number, r1: number) => void): void {
-  const ws = isShared(job.w) && job.w.length >= PARALLEL_MIN_BYTES ? workers() : [];
+export function parallelRows(job: RowJob, want: { f32: boolean; f64: boolean }): RowOutputs {
+  const reachable = job.src !== undefined || isShared(job.w);
+  const ws = reachable && job.w.length >= PARALLEL_MIN_BYTES ? workers() : [];
+  const n = job.xs.length;
+  const out: RowOutputs = {
+    f32: want.f32 ? Array.from({ length: n }, () => (ws.length ? sharedF32(job.rows) : new Float32Array(job.rows))) : undefined,
+    f64: want.f64 ? Array.from({ length: n }, () => (ws.length ? sharedF64(job.rows) : new Float64Array(job.rows))) : undefined,
+  };
   if (ws.length === 0) {
-    local(0, job.rows);
-    return;
+    rowsOf(job, 0, job.rows, out);
+    return out;
   }
   const parts = ws.length + 1;
-  const shared = new Float32Array(new SharedArrayBuffer(job.rows * 4));
   const bound = (i: number) => Math.floor((job.rows * i) / parts);
   ws.forEach((pw, i) => {
     Atomics.store(pw.done, 0, 0);
-    pw.worker.postMessage({ ...job, out: shared, r0: bound(i + 1), r1: bound(i + 2), done: pw.done });
+    const w = job.src ? undefined : job.w;
+    pw.worker.postMessage({ kind: job.kind, w, src: job.src, bytes: job.w.length, rows: job.rows, cols: job.cols, xs: job.xs, out, r0: bound(i + 1), r1: bound(i + 2), done: pw.done });
   });
-  local(0, bound(1));
+  rowsOf(job, 0, bound(1), out);
   const t0 = Date.now();
   for (const pw of ws) {
     while (Atomics.load(pw.done, 0) === 0 && Date.now() - t0 < JOB_TIMEOUT_MS) Atomics.wait(pw.done, 0, 0, 1000);
-    if (Atomics.load(pw.done, 0) !== 1) throw new Error(`matvec worker failed or timed out on a ${job.kind} ${job.rows}x${job.cols} matrix`);
+    if (Atomics.load(pw.done, 0) !== 1) throw new Error(`product worker failed or timed out on a ${job.kind} ${job.rows}x${job.cols} matrix`);
   }
-  out.set(shared.subarray(bound(1)), bound(1));
+  return out;
 }

@@ -1,5 +1,6 @@
 // Types shared by the reference stages and the graph runner.
 import type { GGMLType } from '../model/quant/types.ts';
+import type { MappedRange } from './rowpool.ts';
 
 /**
  * `ds4`: the CPU path's arithmetic — f32 storage and the same quantization points as ds4.c
@@ -31,6 +32,8 @@ export interface Weight {
   rows: number;
   /** exactly rows * rowBytes(type, cols) bytes */
   data: Uint8Array;
+  /** where those bytes are in the model file's mapping, when they are a view of it (worker threads map them too) */
+  src?: MappedRange;
 }
 
 /** Tensors of one layer, by the name after `blk.N.` (e.g. `attn_q_a.weight`, `indexer.proj.weight`). */

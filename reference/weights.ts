@@ -1,13 +1,14 @@
-// Weight access for the reference: tensors are read from the GGUF by positional reads when first
-// used and kept; routed experts (0.5-0.7 GB per tensor in the real q2 file) are read one expert
-// slice at a time and kept in a small LRU, the way ds4 touches only the six selected experts.
+// Weight access for the reference: a tensor is a view of the GGUF's file mapping (model/gguf.ts bytes():
+// no copy, the page cache serves the pages a product touches) or, without the addon, read by positional
+// reads into shared memory when first used, and kept; routed experts (0.5-0.7 GB per tensor in the real
+// q2 file) are taken one expert slice at a time and kept in a small LRU, the way ds4 touches only the six
+// selected experts.
 import type { Ds4Config } from '../model/config.ts';
-import { readRows, tensorInfo, tensorRows } from '../model/gguf.ts';
+import { tensorInfo, tensorRows } from '../model/gguf.ts';
 import type { GgufModel, TensorInfo } from '../model/gguf.ts';
 import { badInput } from '../model/errors.ts';
 import { GGMLType, typeName } from '../model/quant/types.ts';
 import { f16ToF32 } from '../model/quant/index.ts';
-import { PARALLEL_MIN_BYTES } from './rowpool.ts';
 import type { LayerWeights, Weight } from './types.ts';
 
 const EXPERT_LRU = 64;
@@ -18,7 +19,7 @@ export type Weights = Pick<ModelWeights, 'layer' | 'global' | 'globalF32' | 'emb
 export class ModelWeights {
   private cache = new Map<string, Uint8Array>();
   private experts = new Map<string, Uint8Array>();
-  /** bytes read from the file so far (the benchmark reports weight bytes touched per second) */
+  /** weight bytes handed to the products so far (the benchmark reports weight bytes touched per second) */
   bytesRead = 0;
 
   constructor(readonly model: GgufModel, readonly cfg: Ds4Config) {}
@@ -35,19 +36,23 @@ export class ModelWeights {
     let b = this.cache.get(name);
     if (!b) {
       const t = this.info(name);
-      // large matrices live in shared memory so matvec can split their rows across worker threads
-      b = this.model.read(t.offset, t.nbytes, t.nbytes >= PARALLEL_MIN_BYTES);
+      b = this.model.bytes(t.offset, t.nbytes);
       this.bytesRead += b.length;
       this.cache.set(name, b);
     }
     return b;
   }
 
+  /** Where a tensor's bytes at `offset` in it are in the file mapping, when the model is mapped. */
+  private src(t: TensorInfo, offset = 0): Weight['src'] {
+    return this.model.mapId === undefined ? undefined : { mapId: this.model.mapId, offset: t.offset + offset };
+  }
+
   /** A 2-D tensor as a Weight (dims[0] = row length, dims[1] = rows). */
   global(name: string): Weight {
     const t = this.info(name);
     if (t.dims.length > 2) throw badInput(`${this.model.path}: tensor ${name} has ${t.dims.length} dims, expected a matrix`);
-    return { name, type: t.type, cols: t.dims[0], rows: t.dims[1] ?? 1, data: this.bytes(name) };
+    return { name, type: t.type, cols: t.dims[0], rows: t.dims[1] ?? 1, data: this.bytes(name), src: this.src(t) };
   }
 
   globalF32(name: string): Float32Array {
@@ -69,16 +74,18 @@ export class ModelWeights {
     const [cols, rows, n] = t.dims;
     if (t.dims.length !== 3 || e < 0 || e >= n) throw badInput(`${this.model.path}: expert ${e} of ${name} (dims ${t.dims.join('x')}) does not exist`);
     const key = `${name}#${e}`;
+    const { rowBytes } = tensorRows(t);
+    const at = e * rows * rowBytes;
     let b = this.experts.get(key);
     if (b) {
       this.experts.delete(key);
     } else {
-      b = readRows(this.model, name, e * rows, (e + 1) * rows);
+      b = this.model.bytes(t.offset + at, rows * rowBytes);
       this.bytesRead += b.length;
       if (this.experts.size >= EXPERT_LRU) this.experts.delete(this.experts.keys().next().value as string);
     }
     this.experts.set(key, b);
-    return { name: `${name}[${e}]`, type: t.type, cols, rows, data: b };
+    return { name: `${name}[${e}]`, type: t.type, cols, rows, data: b, src: this.src(t, at) };
   }
 
   /** S0: the embedding row of `token`, decoded to f32 (token_embd is F16 [nEmbd, nVocab]). */
@@ -87,7 +94,7 @@ export class ModelWeights {
     const { rows, rowBytes } = tensorRows(t);
     if (!Number.isInteger(token) || token < 0 || token >= rows) throw badInput(`token id ${token} is outside the vocabulary (0..${rows - 1})`);
     if (t.type !== GGMLType.F16) throw badInput(`${this.model.path}: token_embd.weight is ${typeName(t.type)}, expected F16`);
-    const raw = this.model.read(t.offset + token * rowBytes, rowBytes);
+    const raw = this.model.bytes(t.offset + token * rowBytes, rowBytes);
     const out = new Float32Array(t.dims[0]);
     for (let i = 0; i < out.length; i++) out[i] = f16ToF32(raw[2 * i] | (raw[2 * i + 1] << 8));
     return out;
