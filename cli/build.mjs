@@ -1,0 +1,22 @@
+// `npm run build` (also run by `npm ci` / `npm install` as `prepare`): compile every runtime TypeScript
+// module to a JavaScript module beside it (model/quant/f16.ts → model/quant/f16.js), so the CLI starts
+// without compiling anything. TypeScript's per-file transpiler (no type check: `npm run typecheck` does
+// that) with its relative imports rewritten to the .js siblings; each file keeps its place, so everything
+// found relative to a module (package.json, baselines/, kernels/budgets.json, native/) is where it was.
+// Module-level `const`s stay `const` (a bundler would make them `var`): V8 compiles a constant typed
+// array's loads in the hot loops much tighter (model/quant/q8.ts CODES).
+import { readFileSync, writeFileSync } from 'node:fs';
+import ts from 'typescript';
+import { runtimeSources } from './sources.mjs';
+
+const compilerOptions = {
+  module: ts.ModuleKind.ESNext,
+  target: ts.ScriptTarget.ES2022,
+  rewriteRelativeImportExtensions: true,
+};
+
+for (const file of runtimeSources()) {
+  const { outputText, diagnostics } = ts.transpileModule(readFileSync(file, 'utf8'), { compilerOptions, fileName: file, reportDiagnostics: true });
+  if (diagnostics?.length) throw new Error(`${file}: ${ts.flattenDiagnosticMessageText(diagnostics[0].messageText, ' ')}`);
+  writeFileSync(file.replace(/\.ts$/, '.js'), outputText);
+}
