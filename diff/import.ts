@@ -3,8 +3,10 @@
 // `.i32` (raw int32), host byte order (little-endian on every ds4 target). Facts of that dump (catalog §8):
 //   * `<name>` is the graph name (hc_attn_pre, Qcur, ffn_moe_topk, result_output, ...), mapped here to
 //     the canonical stage through the registry's aliases; unknown names are kept under their own name.
-//   * the output head (result_*) is dumped with layer = n_layer and pos = 0; with the prompt tokens known
-//     it is placed at the last prompt position, where the reference computes it.
+//   * the output head (result_*) is dumped with layer = n_layer and pos = 0, and rewritten at every head
+//     ds4 evaluates (`-n N`: the prompt's last position, then each decode step): with the evaluated tokens
+//     known it is placed at the last one, where the file's head was computed (evaluatedTokens recovers the
+//     tokens ds4 fed back itself from its own layer-0 dumps).
 //   * prefill dumps hold all n_tokens rows of the batch starting at <pos>; they are split into one
 //     record per position when the file is a whole multiple of the stage's per-position size.
 //   * stages whose size depends on a count (raw_cache rows, indexer candidates) become one record.
@@ -300,4 +302,64 @@ export async function importDs4Dumps(prefix: string, opts: ImportOptions): Promi
     throw e;
   }
   return { files: accepted, records, unknown: [...unknown] };
+}
+
+/** A token recovered from a layer-0 dump, and how sure: the cosine of its embedding row with the dumped row, and the runner-up's. */
+export interface RecoveredToken {
+  pos: number;
+  id: number;
+  cosine: number;
+  runnerUp: number;
+}
+
+/** A recovered token's embedding row must be parallel to the dumped row to f32 precision, and no other row close. */
+const RECOVERY_COSINE = 1 - 1e-6;
+
+/**
+ * Every token a ds4 run evaluated, 0..lastPos: the `given` ones, then the ones it fed back itself (ds4
+ * `-n N` prints the generated text, not its ids, and overwrites the head's dump at every step). Each is
+ * recovered from the run's own layer-0 dump of attn_cur (ds4 `hc_attn_pre`) at its position: at layer 0
+ * the four HC streams all hold the token's embedding row, so attn_cur is that row times the sum of the
+ * HC pre weights — parallel to exactly one row of token_embd, found by scanning the vocabulary.
+ */
+export function evaluatedTokens(prefix: string, embeddingRow: (id: number) => Float32Array, cfg: Ds4Config, given: number[], lastPos: number): { tokens: number[]; recovered: RecoveredToken[] } {
+  const tokens = [...given];
+  const recovered: RecoveredToken[] = [];
+  const name = resolveStage('attn_cur')!.aliases.graph![0];
+  const files = new Map(listDs4Dumps(prefix).filter((f) => f.name === name && f.layer === 0 && !f.problem).map((f) => [f.pos, f]));
+  const norms = new Float64Array(cfg.nVocab);
+  for (let pos = tokens.length; pos <= lastPos; pos++) {
+    const f = files.get(pos);
+    if (!f) throw badInput(`${prefix}: the run evaluated position ${pos}, past the ${tokens.length} tokens known, and its token can only be recovered from the layer-0 ${name} dump at that position, which is not there; give every evaluated token with --tokens`);
+    const row = readValues(f, { bytes: 4 * cfg.nEmbd, why: `one row of ${cfg.nEmbd} values` });
+    if (row.length !== cfg.nEmbd || row instanceof Int32Array) throw badInput(`${f.file}: ${row.length} values, not one row of ${cfg.nEmbd}`);
+    let rn = 0;
+    for (const v of row) rn += v * v;
+    let best = { id: -1, cosine: -Infinity }, runnerUp = -Infinity;
+    for (let id = 0; id < cfg.nVocab; id++) {
+      const e = embeddingRow(id);
+      let d = 0, en = norms[id];
+      if (!en) {
+        for (const v of e) en += v * v;
+        norms[id] = en;
+      }
+      for (let i = 0; i < e.length; i++) d += e[i] * row[i];
+      const c = en && rn ? d / Math.sqrt(en * rn) : 0;
+      if (c > best.cosine) [runnerUp, best] = [best.cosine, { id, cosine: c }];
+      else if (c > runnerUp) runnerUp = c;
+    }
+    if (!(best.cosine >= RECOVERY_COSINE) || runnerUp >= RECOVERY_COSINE) {
+      throw badInput(`${f.file}: is not one token's embedding times a weight (best token ${best.id} at cosine ${best.cosine.toFixed(9)}, next ${runnerUp.toFixed(9)}); cannot recover the token fed at position ${pos}: give every evaluated token with --tokens`);
+    }
+    tokens.push(best.id);
+    recovered.push({ pos, id: best.id, cosine: best.cosine, runnerUp });
+  }
+  return { tokens, recovered };
+}
+
+/** The last position a ds4 dump directory holds for a layer stage (a prefill batch file counts from its first position), or -1. */
+export function lastDumpedPos(prefix: string): number {
+  let last = -1;
+  for (const f of listDs4Dumps(prefix)) if (!f.problem && resolveStage(f.name)?.scope === 'layer') last = Math.max(last, f.pos);
+  return last;
 }

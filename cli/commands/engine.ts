@@ -26,12 +26,12 @@ import { throwIfCancelled } from '../../diff/cancel.ts';
 import { stringifyJson } from '../../diff/json.ts';
 import { replayDump } from '../../diff/replay.ts';
 import { makeJudge, type RunVerdict } from '../../diff/gate.ts';
-import { importDs4Dumps, listDs4Dumps, type DumpFile, type ImportSummary } from '../../diff/import.ts';
+import { evaluatedTokens, importDs4Dumps, listDs4Dumps, type DumpFile, type ImportSummary } from '../../diff/import.ts';
 import type { RunManifest } from '../../diff/manifest.ts';
 import { defaultRunDir, withRunDir } from '../../diff/rundir.ts';
 import { loadPolicy, type Policy } from '../../diff/policy.ts';
 import { iterateDump } from '../../diff/dump.ts';
-import { recordKey } from '../../model/stages.ts';
+import { recordKey, resolveStage } from '../../model/stages.ts';
 import { openCapture } from '../../diff/sink.ts';
 import type { Ds4Config } from '../../model/config.ts';
 import { Ds4DiffError, EXIT, badInput } from '../../model/errors.ts';
@@ -271,7 +271,23 @@ async function engineCommand(engine: string[], rawOpts: EngineOptions, command: 
     for (const r of report.rejectedLines) warn(r.reason);
 
     // 2. tokens, then the engine's dumps → device.arrow
-    const { tokens, source } = chooseTokens(run, opts, report, warn);
+    const chosen = chooseTokens(run, opts, report, warn);
+    let tokens = chosen.tokens;
+    let source = chosen.source;
+    const weights = new ModelWeights(run.model, run.cfg);
+    if (prefix !== '') {
+      // ds4 -n N evaluates a head at the prompt's end and at each decode step, feeding back tokens it prints
+      // as text: the steps it took are its head dumps and the positions its layers dumped
+      const heads = report.dumps.filter((d) => d.stage === 'logits').length;
+      const layerEnd = Math.max(-1, ...report.dumps.filter((d) => d.stage && resolveStage(d.stage)?.scope === 'layer').map((d) => d.pos));
+      const lastPos = Math.max(tokens.length - 1 + (opts.tokens === undefined ? Math.max(heads - 1, 0) : 0), layerEnd);
+      if (lastPos >= tokens.length) {
+        const r = evaluatedTokens(resolve(prefix), (id) => weights.embeddingRow(id), run.cfg, tokens, lastPos);
+        notes.push(`decode steps: the engine evaluated positions ${tokens.length}..${lastPos} past the ${tokens.length} prompt tokens; the tokens it fed back (${r.recovered.map((t) => t.id).join(', ')}) were recovered from its layer-0 dumps`);
+        source += `, then ${r.recovered.length} generated tokens recovered from the engine's layer-0 dumps`;
+        tokens = r.tokens;
+      }
+    }
     manifest.promptTokens = tokens;
     engineInfo.tokensSource = source;
     let imported: { summary?: ImportSummary; rejected: Rejected[] } = { rejected: [] };
@@ -283,7 +299,9 @@ async function engineCommand(engine: string[], rawOpts: EngineOptions, command: 
       prefix, lines: report.dumps.length, files: listed, records: imported.summary?.records ?? 0,
       unknownNames: imported.summary?.unknown ?? [], rejectedFiles: imported.rejected, rejectedLines: report.rejectedLines, inventory: inventory(report),
     };
-    if (report.dumps.length > listed + imported.rejected.length) notes.push(`the engine reported ${report.dumps.length} dumps but ${listed + imported.rejected.length} files are in the dump directory`);
+    // ds4 rewrites the head's files at every head it evaluates: count each file once
+    const reported = new Set(report.dumps.map((d) => `${d.name}/${d.layer}/${d.pos}`)).size;
+    if (reported > listed + imported.rejected.length) notes.push(`the engine reported ${reported} dump files but ${listed + imported.rejected.length} are in the dump directory`);
     if (report.fallbackSummary) engineInfo.fallbackSummary = report.fallbackSummary;
     if (report.unimplemented.length) engineInfo.unimplemented = report.unimplemented;
     manifest.fallbackLedger = engineFallbackLedger(report);
@@ -311,7 +329,6 @@ async function engineCommand(engine: string[], rawOpts: EngineOptions, command: 
       layers.add(rec.layer);
     }
     const filter = { stages: [...stages], layers: [...layers], pos: 'all' as const };
-    const weights = new ModelWeights(run.model, run.cfg);
     const refProg = progress('reference');
     const { result } = await referencePass(rd, { ...run, tokens }, { version: VERSION, weights, filter, keep: (r) => keys.has(recordKey(r)), onProgress: (m) => refProg.tick(m) });
     refProg.done();

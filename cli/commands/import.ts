@@ -4,7 +4,8 @@
 // 3 (bad input) whenever any file was rejected.
 import * as fs from 'node:fs';
 import type { Command } from 'commander';
-import { importDs4Dumps } from '../../diff/import.ts';
+import { evaluatedTokens, importDs4Dumps, lastDumpedPos } from '../../diff/import.ts';
+import { ModelWeights } from '../../reference/weights.ts';
 import { badInput } from '../../model/errors.ts';
 import { loadModel, parseTokenIds } from '../common.ts';
 
@@ -17,16 +18,25 @@ export function register(program: Command): void {
     .requiredOption('--ds4-prefix <prefix>', 'the DS4_METAL_GRAPH_DUMP_PREFIX the ds4 run used')
     .requiredOption('--out <file>', 'Arrow dump to write')
     .option('-m, --model <gguf>', 'the GGUF the ds4 run used: checks every file against its stage shape')
-    .option('--tokens <ids>', 'prompt token ids (comma-separated), stored in the dump')
+    .option('--tokens <ids>', 'the token ids the run evaluated (comma-separated): the prompt, then the generated tokens it fed back; with -m, tokens past these are recovered from the layer-0 dumps')
     .action(async (opts: { ds4Prefix: string; out: string; model?: string; tokens?: string }) => {
       const loaded = opts.model ? await loadModel(opts.model) : undefined;
       const rejected: string[] = [];
       try {
+        let tokens = opts.tokens ? parseTokenIds(opts.tokens, loaded?.cfg.nVocab) : undefined;
+        if (loaded) {
+          // the head's file holds the last head ds4 evaluated: every evaluated token is needed to place it
+          const given = tokens ?? [];
+          const weights = new ModelWeights(loaded.model, loaded.cfg);
+          const r = evaluatedTokens(opts.ds4Prefix, (id) => weights.embeddingRow(id), loaded.cfg, given, Math.max(given.length - 1, lastDumpedPos(opts.ds4Prefix)));
+          if (r.recovered.length) process.stderr.write(`ds4-diff: tokens at positions ${r.recovered[0].pos}..${r.recovered.at(-1)!.pos} recovered from the layer-0 dumps: ${r.recovered.map((t) => t.id).join(',')}\n`);
+          tokens = r.tokens;
+        }
         const s = await importDs4Dumps(opts.ds4Prefix, {
           out: opts.out,
           cfg: loaded?.cfg,
           modelFingerprint: loaded?.model.fingerprint,
-          promptTokens: opts.tokens ? parseTokenIds(opts.tokens, loaded?.cfg.nVocab) : undefined,
+          promptTokens: tokens,
           version: VERSION,
           // one bad file is named and left out; the rest imports
           onReject: (f, reason) => {
