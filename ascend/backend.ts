@@ -4,8 +4,9 @@
 // plainly instead of pretending. `planBackend` runs nothing: it lets the orchestrator walk a pass's
 // launches before the pass (what an injected fault will land on).
 import { Ds4DiffError, EXIT, badInput } from '../model/errors.ts';
+import type { GgufModel } from '../model/gguf.ts';
 import { KernelCatalog, kernelCatalog } from './kernels.ts';
-import { loadNative, type KernelStat, type LaunchOptions, type MathModeName, type NativeDevice } from './native.ts';
+import { loadNative, type KernelStat, type LaunchOptions, type MathModeName, type NativeAddon, type NativeDevice } from './native.ts';
 
 /** What the orchestrator needs from a device: memory, an in-order stream of named kernels, stats. */
 export interface DeviceBackend {
@@ -13,6 +14,11 @@ export interface DeviceBackend {
   /** the kernels' signatures (ascend/kernels.ts): launches are named through it */
   readonly catalog: KernelCatalog;
   alloc(bytes: number, tag: string): number;
+  /**
+   * A weight buffer of `bytes` model bytes at absolute file `offset`, backed by the model file's mapping (no
+   * fill, no copy, no upload), when this device can read that mapping; else undefined (alloc and upload it).
+   */
+  mapWeight(model: GgufModel, offset: number, bytes: number, tag: string): number | undefined;
   free(handle: number): void;
   upload(handle: number, data: ArrayBufferView, offset?: number): void;
   download(handle: number, bytes?: number, offset?: number): Uint8Array;
@@ -26,11 +32,13 @@ export interface DeviceBackend {
 
 export type BackendName = 'sim' | 'ascend';
 
-function simBackend(dev: NativeDevice, catalog: KernelCatalog): DeviceBackend {
+function simBackend(dev: NativeDevice, addon: NativeAddon, catalog: KernelCatalog): DeviceBackend {
   return {
     name: 'sim',
     catalog,
     alloc: (b, t) => dev.alloc(b, t),
+    // the model's mapping lives in the addon that made it: another build of the addon (DS4_SIM_ADDON) uploads
+    mapWeight: (m, offset, bytes, tag) => (m.mapping?.addon === addon ? dev.mapWeight(m.mapping.id, offset, bytes, tag) : undefined),
     free: (h) => dev.free(h),
     upload: (h, d, o) => dev.upload(h, d, o),
     download: (h, b, o) => dev.download(h, b, o),
@@ -53,7 +61,7 @@ export function openBackend(name: string, addonPath?: string): DeviceBackend {
   if (name !== 'sim') throw badInput(`unknown backend '${name}' (expected sim or ascend)`);
   const load = loadNative(addonPath);
   if (!load.ok) throw new Ds4DiffError(load.reason, EXIT.cannotEvaluate);
-  return simBackend(load.dev, kernelCatalog(addonPath));
+  return simBackend(load.dev, load.addon, kernelCatalog(addonPath));
 }
 
 /**
@@ -67,6 +75,7 @@ export function planBackend(addonPath?: string): DeviceBackend {
     name: 'plan',
     catalog,
     alloc: () => next++,
+    mapWeight: () => undefined,
     free: () => undefined,
     upload: () => undefined,
     download: (_h, bytes = 0) => new Uint8Array(bytes),

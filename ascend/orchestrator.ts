@@ -157,10 +157,22 @@ class DeviceMemory {
       this.cache.weightBytes -= old.bytes;
       this.freeNow(old.h);
     }
-    const h = this.dev.alloc(t.nbytes, name);
-    if (!this.dry) this.dev.upload(h, this.o.model.read(t.offset, t.nbytes));
+    const h = this.place(t.offset, t.nbytes, name);
     this.cache.weights.set(name, { h, bytes: t.nbytes });
     this.cache.weightBytes += t.nbytes;
+    return h;
+  }
+
+  /**
+   * `bytes` model bytes at file `offset` on the device: the mapped file itself when the device reads the
+   * model's mapping (nothing copied: a 1 GB embedding costs nothing, only the rows a kernel reads are
+   * touched), else allocated and uploaded.
+   */
+  private place(offset: number, bytes: number, tag: string): number {
+    const mapped = this.dry ? undefined : this.dev.mapWeight(this.o.model, offset, bytes, tag);
+    if (mapped !== undefined) return mapped;
+    const h = this.dev.alloc(bytes, tag);
+    if (!this.dry) this.dev.upload(h, this.o.model.read(offset, bytes));
     return h;
   }
 
@@ -179,8 +191,7 @@ class DeviceMemory {
         this.cache.experts.delete(oldKey);
         this.freeNow(oldH);
       }
-      h = this.dev.alloc(bytes, key);
-      if (!this.dry) this.dev.upload(h, this.o.model.read(t.offset + e * bytes, bytes));
+      h = this.place(t.offset + e * bytes, bytes, key);
     }
     this.cache.experts.set(key, h);
     return { h, bytes };

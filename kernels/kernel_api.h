@@ -44,6 +44,15 @@
 #include <string>
 #include <vector>
 
+// Hot row functions are built for AVX-512, AVX2 and the portable baseline, and the loader picks the widest
+// the CPU has (GCC/Clang function multiversioning): their integer block dots are exact and their float
+// sums keep their order, so every clone computes the same bits — only faster.
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#define DS4_VECTOR_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#else
+#define DS4_VECTOR_CLONES
+#endif
+
 namespace ds4 {
 
 // 'ascend' = the AscendC kernels' approximations (ascend_math.h); 'exact' = libm / IEEE behaviour.
@@ -207,6 +216,24 @@ class KernelCall {
       for (int64_t idx = p; idx < total; idx += np) body(idx);
     };
     // Small launches run their parts on the stream thread (same ownership, same results).
+    if (total < kSerialPartsBelow) for (int p = 0; p < np; p++) part(p);
+    else run_parts(part);
+  }
+
+  // As for_each_index, with up to G of a part's indices at a time: body(idx, n) gets idx[j] = i + j·parts,
+  // j < n. The same ownership and the same order within each output: a kernel interleaves their
+  // independent reductions to keep the float adder busy instead of waiting on one dependency chain.
+  template <int G, class F>
+  void for_each_index_group(int64_t total, F &&body) const {
+    const int np = parts < 1 ? 1 : parts;
+    auto part = [&](int p) {
+      int64_t idx[G];
+      for (int64_t i = p; i < total; i += (int64_t)G * np) {
+        int n = 0;
+        for (; n < G && i + n * np < total; n++) idx[n] = i + n * np;
+        body(idx, n);
+      }
+    };
     if (total < kSerialPartsBelow) for (int p = 0; p < np; p++) part(p);
     else run_parts(part);
   }

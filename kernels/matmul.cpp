@@ -4,10 +4,6 @@
 // gid = t·out_dim + r), as the AscendC scalar loops do.
 #include <vector>
 
-#if defined(__SSE4_1__)
-#include <smmintrin.h>
-#endif
-
 #include "q8_0.h"
 
 namespace ds4 {
@@ -107,45 +103,41 @@ DS4_KERNEL("quantize_q8_0", quantize_q8_0)
     .uses("round")
     .max_nmse(0, 0);
 
-// int8·int8 over one 32-block. Integer sums are exact, so any lane order gives the device's value:
-// SSE4.1 sign-extends to int16 and uses pmaddwd (exact for every int8 pair, -128 included); other
-// hosts get the plain loop, which compilers vectorise the same way.
-static inline int32_t dot_i8_32(const int8_t *a, const int8_t *b) {
-#if defined(__SSE4_1__)
-  __m128i acc = _mm_setzero_si128();
-  for (int h = 0; h < 32; h += 16) {
-    const __m128i va = _mm_loadu_si128(reinterpret_cast<const __m128i *>(a + h));
-    const __m128i vb = _mm_loadu_si128(reinterpret_cast<const __m128i *>(b + h));
-    acc = _mm_add_epi32(acc, _mm_madd_epi16(_mm_cvtepi8_epi16(va), _mm_cvtepi8_epi16(vb)));
-    acc = _mm_add_epi32(acc, _mm_madd_epi16(_mm_cvtepi8_epi16(_mm_srli_si128(va, 8)),
-                                            _mm_cvtepi8_epi16(_mm_srli_si128(vb, 8))));
+// Up to four weight rows (nb blocks each) · their activation rows: per block the int8·int8 dot (an exact
+// integer, so any lane order gives the device's value: the loop vectorises per clone), accumulated in f32
+// in block order — four independent sums interleaved, each in its own order, so the same bits as one.
+DS4_VECTOR_CLONES
+static void q8_0_rows(const uint8_t *const wr[4], const int8_t *const qt[4], const float *const dt[4], int n, int64_t nb,
+                      const float *h2f, float acc[4]) {
+  for (int j = 0; j < 4; j++) acc[j] = 0.0f;
+  for (int64_t b = 0; b < nb; b++) {
+    for (int j = 0; j < n; j++) {
+      const uint8_t *blk = wr[j] + b * kQ8_0BlockBytes;
+      const int8_t *wq = reinterpret_cast<const int8_t *>(blk + 2), *xq = qt[j] + b * kQK8_0;
+      int32_t dot = 0;
+      for (int i = 0; i < kQK8_0; i++) dot += (int32_t)wq[i] * (int32_t)xq[i];
+      const float dw = h2f[(uint16_t)(blk[0] | (blk[1] << 8))];
+      acc[j] += dw * dt[j][b] * (float)dot;
+    }
   }
-  acc = _mm_add_epi32(acc, _mm_shuffle_epi32(acc, 0x4e));
-  acc = _mm_add_epi32(acc, _mm_shuffle_epi32(acc, 0xb1));
-  return _mm_cvtsi128_si32(acc);
-#else
-  int32_t s = 0;
-  for (int i = 0; i < kQK8_0; i++) s += (int32_t)a[i] * (int32_t)b[i];
-  return s;
-#endif
 }
 
-// Accumulated in f32 block by block, in block order.
 void q8_0_matmul_rows(const KernelCall &c, const uint8_t *w, const int8_t *q, const float *d, float *out, int64_t nb,
                       int64_t out_dim, int64_t n_tok, int64_t n_groups) {
   const float *h2f = f16_table();
-  c.for_each_index(n_tok * out_dim, [&](int64_t gid) {
-    const int64_t t = gid / out_dim, r = gid % out_dim;
-    const uint8_t *wr = w + ((t % n_groups) * out_dim + r) * nb * kQ8_0BlockBytes;
-    const int8_t *qt = q + t * nb * kQK8_0;
-    const float *dt = d + t * nb;
-    float acc = 0.0f;
-    for (int64_t b = 0; b < nb; b++) {
-      const uint8_t *blk = wr + b * kQ8_0BlockBytes;
-      const float dw = h2f[(uint16_t)(blk[0] | (blk[1] << 8))];
-      acc += dw * dt[b] * (float)dot_i8_32(reinterpret_cast<const int8_t *>(blk + 2), qt + b * kQK8_0);
+  c.for_each_index_group<4>(n_tok * out_dim, [&](const int64_t *gid, int n) {
+    const uint8_t *wr[4];
+    const int8_t *qt[4];
+    const float *dt[4];
+    float acc[4];
+    for (int j = 0; j < n; j++) {
+      const int64_t t = gid[j] / out_dim, r = gid[j] % out_dim;
+      wr[j] = w + ((t % n_groups) * out_dim + r) * nb * kQ8_0BlockBytes;
+      qt[j] = q + t * nb * kQK8_0;
+      dt[j] = d + t * nb;
     }
-    out[gid] = acc;
+    q8_0_rows(wr, qt, dt, n, nb, h2f, acc);
+    for (int j = 0; j < n; j++) out[gid[j]] = acc[j];
   });
 }
 

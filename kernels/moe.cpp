@@ -7,8 +7,9 @@
 // orchestrator passes either the selected expert ids (the whole tensor on the device) or indices into
 // its expert cache buffer (ds4-ascend's expert cache) — the kernel only sees slots.
 #include <algorithm>
-#include <vector>
+#include <cstring>
 #include <string>
+#include <vector>
 
 #include "q8_k.h"
 
@@ -92,6 +93,19 @@ static int8_t iq2_sign_of(uint32_t s7, int j) {
 }
 
 constexpr int64_t kIq2xxsBlockBytes = 66;  // f16 d + 32 × u16 (ggml block_iq2_xxs)
+
+// The eight signed values of grid point g under sign index s, for every (g, s): 256 KB, built once, so a
+// row's 8-value groups are one table read each instead of eight sign lookups.
+static const int8_t *iq2_signed_grid() {
+  static const std::vector<int8_t> table = [] {
+    std::vector<int8_t> t(256 * 128 * 8);
+    for (uint32_t g = 0; g < 256; g++)
+      for (uint32_t s7 = 0; s7 < 128; s7++)
+        for (int j = 0; j < 8; j++) t[(g * 128 + s7) * 8 + j] = (int8_t)((int)((kIq2xxsGrid[g] >> (8 * j)) & 0xffu) * iq2_sign_of(s7, j));
+    return t;
+  }();
+  return table.data();
+}
 constexpr int64_t kQ2KBlockBytes = 84;     // 16 scale bytes + 64 q bytes + f16 d + f16 dmin (block_q2_K)
 
 static uint16_t load_u16(const uint8_t *p) { return (uint16_t)(p[0] | (p[1] << 8)); }
@@ -107,7 +121,9 @@ static int32_t dot_i8(const int8_t *a, const int8_t *b, int n) {
 // One IQ2_XXS row (nb 256-blocks) · Q8_K activation. Per 32-element sub-block: two u32 words, the
 // first holds 4 grid indices, the second 4 × 7-bit sign indices and a 4-bit scale ls = 2·(aux>>28)+1;
 // the block value is f16(d_w)·d_x·Σ ls·dot, and the row total ×1/8 (ggml's 0.125 factor).
+DS4_VECTOR_CLONES
 static float dot_iq2xxs_q8k(const uint8_t *w, const int8_t *q, const float *d, int64_t nb, const float *h2f) {
+  const int8_t *table = iq2_signed_grid();
   float sum = 0.0f;
   int8_t signed_grid[32];
   for (int64_t b = 0; b < nb; b++) {
@@ -116,11 +132,8 @@ static float dot_iq2xxs_q8k(const uint8_t *w, const int8_t *q, const float *d, i
     int32_t bsum = 0;
     for (int ib = 0; ib < 8; ib++) {
       const uint32_t idx = load_u32(qs + 8 * ib), aux = load_u32(qs + 8 * ib + 4);
-      for (int l = 0; l < 4; l++) {
-        const uint64_t g = kIq2xxsGrid[(idx >> (8 * l)) & 0xffu];
-        const uint32_t s7 = (aux >> (7 * l)) & 127u;
-        for (int j = 0; j < 8; j++) signed_grid[8 * l + j] = (int8_t)((int)((g >> (8 * j)) & 0xffu) * iq2_sign_of(s7, j));
-      }
+      for (int l = 0; l < 4; l++)
+        std::memcpy(signed_grid + 8 * l, table + (((idx >> (8 * l)) & 0xffu) * 128 + ((aux >> (7 * l)) & 127u)) * 8, 8);
       const int32_t ls = 2 * (int32_t)(aux >> 28) + 1;
       bsum += ls * dot_i8(signed_grid, q + b * kQK_K + 32 * ib, 32);
     }
@@ -132,6 +145,7 @@ static float dot_iq2xxs_q8k(const uint8_t *w, const int8_t *q, const float *d, i
 // One Q2_K row · Q8_K activation (ggml semantics): 16 sub-blocks of 16, scale nibble sc&15 and min
 // nibble sc>>4; value = f16(d)·d_x·Σ (sc&15)·dot(q2, q8) − f16(dmin)·d_x·Σ (sc>>4)·bsum.
 // q2 layout: byte qs[32·h + l] holds elements 128·h + 32·j + l in bits 2j..2j+1 (j = 0..3).
+DS4_VECTOR_CLONES
 static float dot_q2k_q8k(const uint8_t *w, const int8_t *q, const float *d, const int32_t *bsums, int64_t nb,
                          const float *h2f) {
   float sum = 0.0f;

@@ -7,7 +7,7 @@
 import fs from 'node:fs';
 import { createHash } from 'node:crypto';
 import { constants as bufferConstants } from 'node:buffer';
-import { loadAddon } from '../ascend/native.ts';
+import { loadAddon, type NativeAddon } from '../ascend/native.ts';
 import { badInput } from './errors.ts';
 import { GGMLType, TYPE_TRAITS, isKnownType } from './quant/types.ts';
 
@@ -43,9 +43,9 @@ export interface GgufModel {
    * the file (no copy: pages come from the page cache as they are touched), else `read(offset, length, true)`.
    */
   bytes(offset: number, length: number): Uint8Array;
-  /** the addon's id of the file mapping when bytes() are views of it (worker threads and the device read
-   *  the weights through it: ascend/native.ts NativeAddon.mapRange, mapWeight), else undefined */
-  mapId?: number;
+  /** the addon's mapping of the file when bytes() are views of it — worker threads and the simulated device
+   *  read the weights through it (ascend/native.ts NativeAddon.mapRange, NativeDevice.mapWeight) — else undefined */
+  mapping?: { id: number; addon: NativeAddon };
   /** a string array of the metadata read in place (nothing decoded), or undefined when `key` is not one */
   stringArray(key: string): GgufStrings | undefined;
   close(): void;
@@ -184,10 +184,10 @@ class HeaderReader {
   /** A u64 count or size, which must be at most `max` (a safe integer). */
   count(max: number, what: () => string): number {
     this.need(8);
-    const v = this.buf.readBigUInt64LE(this.pos);
+    const v = u64At(this.buf, this.pos);
     this.pos += 8;
-    if (v > BigInt(max)) throw malformed(this.path, `${what()} is ${v}, more than the ${max} allowed`);
-    return Number(v);
+    if (v > max) throw malformed(this.path, `${what()} is ${this.buf.readBigUInt64LE(this.pos - 8)}, more than the ${max} allowed`);
+    return v;
   }
 
   /** A GGUF string: u64 byte length, then UTF-8 bytes. */
@@ -218,8 +218,12 @@ class HeaderReader {
     const n = this.count(MAX_ARRAY_LENGTH, () => `the length of ${what()}`);
     const at = this.pos;
     if (type === GGUF_VALUE.string) {
+      // a vocabulary is ~130k strings: lengths read in a plain loop, nothing allocated per element
       for (let i = 0; i < n; i++) {
-        const len = this.count(MAX_STRING_BYTES, () => `the length of element ${i} of ${what()}`);
+        this.need(8);
+        const len = u64At(this.buf, this.pos);
+        if (len > MAX_STRING_BYTES) throw malformed(this.path, `the length of element ${i} of ${what()} is ${this.buf.readBigUInt64LE(this.pos)}, more than the ${MAX_STRING_BYTES} allowed`);
+        this.pos += 8;
         this.need(len);
         this.pos += len;
       }
@@ -240,6 +244,11 @@ interface LazyArray {
   type: number;
   n: number;
   at: number;
+}
+
+/** A little-endian u64 as a number: exact below 2^53, and above it still larger than every bound we check against. */
+function u64At(b: Buffer, o: number): number {
+  return b.readUInt32LE(o) + b.readUInt32LE(o + 4) * 4294967296;
 }
 
 function malformed(path: string, what: string) {
@@ -268,11 +277,11 @@ function decodeArray(b: Buffer, a: LazyArray): { values: unknown[]; end: number 
   let o = a.at;
   for (let i = 0; i < a.n; i++) {
     if (a.type === GGUF_VALUE.string) {
-      const len = Number(b.readBigUInt64LE(o));
+      const len = u64At(b, o);
       values[i] = b.toString('utf8', o + 8, o + 8 + len);
       o += 8 + len;
     } else if (a.type === GGUF_VALUE.array) {
-      const inner = decodeArray(b, { type: b.readUInt32LE(o), n: Number(b.readBigUInt64LE(o + 4)), at: o + 12 });
+      const inner = decodeArray(b, { type: b.readUInt32LE(o), n: u64At(b, o + 4), at: o + 12 });
       values[i] = inner.values;
       o = inner.end;
     } else {
@@ -291,7 +300,7 @@ function stringsIn(b: Buffer, a: LazyArray): GgufStrings {
     starts = new Float64Array(a.n);
     for (let i = 0, o = a.at; i < a.n; i++) {
       starts[i] = o;
-      o += 8 + Number(b.readBigUInt64LE(o));
+      o += 8 + u64At(b, o);
     }
     return starts;
   };
@@ -300,16 +309,16 @@ function stringsIn(b: Buffer, a: LazyArray): GgufStrings {
     at(i) {
       if (!(Number.isInteger(i) && i >= 0 && i < a.n)) throw new RangeError(`string array element ${i} of ${a.n}`);
       const o = index()[i];
-      return b.toString('utf8', o + 8, o + 8 + Number(b.readBigUInt64LE(o)));
+      return b.toString('utf8', o + 8, o + 8 + u64At(b, o));
     },
     present(texts) {
       const wanted = texts.map((t) => Buffer.from(t, 'utf8'));
       const found = new Set<string>();
       for (let i = 0, o = a.at; i < a.n && found.size < texts.length; i++) {
-        const len = Number(b.readBigUInt64LE(o));
-        wanted.forEach((w, k) => {
-          if (w.length === len && b.compare(w, 0, len, o + 8, o + 8 + len) === 0) found.add(texts[k]);
-        });
+        const len = u64At(b, o);
+        for (let k = 0; k < wanted.length; k++) {
+          if (wanted[k].length === len && b.compare(wanted[k], 0, len, o + 8, o + 8 + len) === 0) found.add(texts[k]);
+        }
         o += 8 + len;
       }
       return found;
@@ -398,7 +407,7 @@ function parse(fd: number, path: string, map: boolean): GgufModel {
   checkNoOverlap(path, tensors);
   const fingerprint = createHash('sha256').update(h.buf.subarray(0, headerEnd)).digest('hex');
   const addon = map ? loadAddon() : undefined;
-  const mapId = addon?.ok ? addon.addon.mapFile(fd) : undefined;
+  const mapping = addon?.ok ? { id: addon.addon.mapFile(fd), addon: addon.addon } : undefined;
   let open = true;
   const read = (offset: number, length: number, shared = false): Buffer => {
     if (!open) throw new Error(`${path}: read after close`);
@@ -417,12 +426,12 @@ function parse(fd: number, path: string, map: boolean): GgufModel {
     dataOffset,
     read,
     bytes(offset: number, length: number): Uint8Array {
-      if (mapId === undefined || !addon?.ok) return read(offset, length, true);
+      if (!mapping) return read(offset, length, true);
       if (!open) throw new Error(`${path}: read after close`);
       if (offset < 0 || length < 0 || offset + length > fileSize) throw badInput(`${path}: read of ${length} bytes at ${offset} is outside the file (${fileSize} bytes)`);
-      return new Uint8Array(addon.addon.mapRange(mapId, offset, length));
+      return new Uint8Array(mapping.addon.mapRange(mapping.id, offset, length));
     },
-    mapId,
+    mapping,
     stringArray(key: string): GgufStrings | undefined {
       const a = arrays.get(key);
       return a && a.type === GGUF_VALUE.string ? stringsIn(h.buf, a) : undefined;
@@ -430,7 +439,7 @@ function parse(fd: number, path: string, map: boolean): GgufModel {
     close() {
       if (open) fs.closeSync(fd);
       // views still held keep the mapping until they are collected
-      if (open && mapId !== undefined && addon?.ok) addon.addon.unmapFile(mapId);
+      if (open && mapping) mapping.addon.unmapFile(mapping.id);
       open = false;
     },
   };

@@ -45,7 +45,7 @@ export class ModelWeights {
 
   /** Where a tensor's bytes at `offset` in it are in the file mapping, when the model is mapped. */
   private src(t: TensorInfo, offset = 0): Weight['src'] {
-    return this.model.mapId === undefined ? undefined : { mapId: this.model.mapId, offset: t.offset + offset };
+    return this.model.mapping && { mapId: this.model.mapping.id, offset: t.offset + offset };
   }
 
   /** A 2-D tensor as a Weight (dims[0] = row length, dims[1] = rows). */

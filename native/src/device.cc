@@ -242,7 +242,7 @@ void Device::evict_quarantine() {
     if (running_uses(h)) break;  // the running kernel still holds its address
     quarantine_.pop_front();
     Buffer &b = buffers_[h];
-    quarantine_bytes_ -= b.bytes;
+    quarantine_bytes_ -= b.held();
     b.mem.reset();
     b.file.reset();
   }
@@ -277,7 +277,7 @@ void Device::free(uint32_t h) {
   if (in_running) poison_after_running_.push_back(h);
   else poison(b);
   quarantine_.push_back(h);
-  quarantine_bytes_ += b.bytes;
+  quarantine_bytes_ += b.held();
   evict_quarantine();
 }
 

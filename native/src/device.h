@@ -81,6 +81,8 @@ class Device {
     std::shared_ptr<FileMapping> file;  // a mapped weight: its bytes are file->base + file_off
     size_t file_off = 0;
     uint8_t *data() const { return mem ? mem.get() : file ? const_cast<uint8_t *>(file->base) + file_off : nullptr; }
+    // device memory it holds: a mapped weight holds none (its bytes are the file's)
+    size_t held() const { return mem ? bytes : 0; }
     size_t bytes = 0;
     bool freed = false;
     // The latest launch that names this buffer, and its first declared access (for frees that come

@@ -22,8 +22,4 @@ uint32_t map_file(int fd);
 std::shared_ptr<FileMapping> mapping(uint32_t id);
 void unmap_file(uint32_t id);
 
-// Memory read bandwidth of this machine in bytes/s: `threads` threads summing disjoint parts of a
-// `bytes`-byte buffer with the widest vector loads the CPU has, best of `reps` passes.
-double read_bandwidth(size_t bytes, int threads, int reps);
-
 }  // namespace ds4
