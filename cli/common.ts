@@ -8,6 +8,7 @@ import { badInput } from '../model/errors.ts';
 import { Tokenizer } from '../model/tokenizer.ts';
 import { validateModel } from '../model/validate.ts';
 import { MANIFEST_FORMAT_VERSION, type RunManifest } from '../diff/manifest.ts';
+import { startRowPool } from '../reference/rowpool.ts';
 
 export interface ModelPromptOptions {
   model?: string;
@@ -87,6 +88,8 @@ export function parseTokenIds(text: string, nVocab?: number): number[] {
 export async function loadModelAndPrompt(opts: ModelPromptOptions): Promise<LoadedRun> {
   if (opts.prompt === undefined && opts.tokens === undefined) throw badInput('needs -p TEXT or --tokens IDS');
   if (opts.think && opts.nothink) throw badInput('--think and --nothink exclude each other');
+  // every command that loads a prompt runs the reference: its product workers load while the model opens
+  startRowPool();
   const { modelPath, model, cfg } = await loadModel(opts.model);
   let tokens: number[];
   if (opts.tokens !== undefined) {

@@ -222,12 +222,15 @@ function checkTid2eid(m: GgufModel, cfg: Ds4Config, name: string, v: string[]) {
   const rowsPerRead = Math.max(1, Math.floor((1 << 20) / (4 * t.dims[0])));
   for (let r0 = 0; r0 < t.dims[1]; r0 += rowsPerRead) {
     const n = Math.min(rowsPerRead, t.dims[1] - r0) * t.dims[0];
-    const b = m.read(t.offset + r0 * t.dims[0] * 4, n * 4);
+    const b = m.bytes(t.offset + r0 * t.dims[0] * 4, n * 4);
+    // tensor data is aligned (at least 32 bytes), so an int32 view of it is too
     const ids = new Int32Array(b.buffer, b.byteOffset, n);
-    const bad = ids.findIndex((id) => id < 0 || id >= cfg.nExpert);
-    if (bad >= 0) {
-      v.push(`tensor ${name}: token ${r0 + Math.floor(bad / t.dims[0])} maps to expert ${ids[bad]}, expected 0..${cfg.nExpert - 1}`);
-      return;
+    for (let i = 0; i < n; i++) {
+      const id = ids[i];
+      if (id < 0 || id >= cfg.nExpert) {
+        v.push(`tensor ${name}: token ${r0 + Math.floor(i / t.dims[0])} maps to expert ${id}, expected 0..${cfg.nExpert - 1}`);
+        return;
+      }
     }
   }
 }

@@ -87,17 +87,20 @@ export function indexerTopk(scores: ArrayLike<number>, k: number): Int32Array {
 /**
  * S11 ds4.c `layer_grouped_out_one`, first half: the heads form oGroups groups of nHead/oGroups
  * consecutive heads; group g goes through rows g·oLora.. of attn_output_a with its own activation
- * quantization (one matvec per group).
+ * quantization (one matvec per group): these (weight rows, heads) pairs.
  */
-export function groupedOutLow(cfg: Ds4Config, oa: Weight, heads: Vec, p: Precision): Vec {
+export function groupedOutProducts(cfg: Ds4Config, oa: Weight, heads: Vec): Array<[Weight, Vec]> {
   const G = cfg.oGroups;
   const groupDim = (cfg.nHead / G) * cfg.headDim;
   if (oa.cols !== groupDim || oa.rows < G * cfg.oLoraRank) {
     throw badInput(`${oa.name}: expected [${groupDim}, ${G * cfg.oLoraRank}] (group dim, groups × output_lora_rank), got [${oa.cols}, ${oa.rows}]`);
   }
-  const low = allocVec(p, G * cfg.oLoraRank);
-  for (let g = 0; g < G; g++) {
-    low.set(matvec(rowSlice(oa, g * cfg.oLoraRank, cfg.oLoraRank), heads.subarray(g * groupDim, (g + 1) * groupDim), p), g * cfg.oLoraRank);
-  }
+  return Array.from({ length: G }, (_, g) => [rowSlice(oa, g * cfg.oLoraRank, cfg.oLoraRank), heads.subarray(g * groupDim, (g + 1) * groupDim)]);
+}
+
+/** S11 the grouped output's low-rank half: each group's product, concatenated (groupedOutProducts). */
+export function groupedOutLow(cfg: Ds4Config, oa: Weight, heads: Vec, p: Precision): Vec {
+  const low = allocVec(p, cfg.oGroups * cfg.oLoraRank);
+  groupedOutProducts(cfg, oa, heads).forEach(([w, x], g) => low.set(matvec(w, x, p), g * cfg.oLoraRank));
   return low;
 }

@@ -83,16 +83,21 @@ export function compressorPool(st: CompressorState, p: Precision): Vec {
   return out;
 }
 
+/** The lane's projection of attn_norm: `_kv` (the row) or `_gate` (its score). */
+export function compressorWeight(w: LayerWeights, lane: CompressorLane, part: 'kv' | 'gate'): Weight {
+  return w.get(`${TENSOR_PREFIX[lane]}_${part}.weight`);
+}
+
 /** S7/S8 one token's kv projection: the lane's `_kv` F16 matvec of the token's attn_norm (ds4.c compressor_decode_one). */
 export function compressorKv(w: LayerWeights, lane: CompressorLane, x: Vec, p: Precision): Vec {
-  return matvec(w.get(`${TENSOR_PREFIX[lane]}_kv.weight`), x, p);
+  return matvec(compressorWeight(w, lane, 'kv'), x, p);
 }
 
 /** S7/S8 one token's score: the lane's `_gate` matvec of attn_norm plus ape[pos mod ratio] (ds4.c compressor_decode_one). */
 export function compressorScore(w: LayerWeights, lane: CompressorLane, x: Vec, pos: number, ratio: number, p: Precision): Vec {
   const r = rounder(p);
   const tp = TENSOR_PREFIX[lane];
-  const sc = matvec(w.get(`${tp}_gate.weight`), x, p);
+  const sc = matvec(compressorWeight(w, lane, 'gate'), x, p);
   const width = sc.length;
   const ape = w.get(`${tp}_ape.weight`);
   checkApe(ape, width, ratio);

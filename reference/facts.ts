@@ -9,6 +9,7 @@
 // element, shape [2, n]; selection: the score gap, shape [1]).
 import { stage as stageDef, stageKey, type StageId, type StageRecord } from '../model/stages.ts';
 import { evaluate, type Graph, type Read, type Values } from './interpreter.ts';
+import { sharedProducts } from './matvec.ts';
 import type { Decisions } from './steps.ts';
 
 export interface StageFacts {
@@ -24,9 +25,14 @@ export interface StageFacts {
 
 /**
  * The stage at (layer, pos) from its inputs through `read`, at ds4 precision and by the f64 twin; with
- * `approxRead`, also by the approximation twin reading its inputs through it (fusedTwinRead).
+ * `approxRead`, also by the approximation twin reading its inputs through it (fusedTwinRead). The three
+ * share their products (reference/matvec.ts sharedProducts): one pass over each weight for all of them.
  */
 export function stageFacts(g: Graph, stage: StageId, layer: number, pos: number, read: Read, approxRead?: Read): StageFacts {
+  return sharedProducts(true, () => facts(g, stage, layer, pos, read, approxRead));
+}
+
+function facts(g: Graph, stage: StageId, layer: number, pos: number, read: Read, approxRead?: Read): StageFacts {
   const decisions: Decisions | undefined = stageDef(stage).decision ? {} : undefined;
   const values = evaluate(g, stage, layer, pos, 'ds4', read, decisions);
   if (values instanceof Int32Array) return { values, decisions };

@@ -109,15 +109,25 @@ function expectType(wt: Weight, t: GGMLType, il: number): void {
 export function expertsProject(w: LayerWeights, il: number, name: 'ffn_gate_exps.weight' | 'ffn_up_exps.weight', x: Vec, selected: Int32Array, F: number, clamp: number, p: Precision): Vec {
   const out = allocVec(p, selected.length * F);
   const clampSide = name === 'ffn_gate_exps.weight' ? clampGate : clampUp;
-  for (let k = 0; k < selected.length; k++) {
-    const y = matvec(expertWeight(w, il, name, selected[k], GGMLType.IQ2_XXS), x, p);
+  expertsProjectProducts(w, il, name, x, selected).forEach(([ew, v], k) => {
+    const y = matvec(ew, v, p);
     for (let row = 0; row < F; row++) out[k * F + row] = clampSide(y[row], clamp);
-  }
+  });
   return out;
 }
 
+/** S15 the selected experts' gate or up slices (IQ2_XXS), each times ffn_norm, in slot order. */
+export function expertsProjectProducts(w: LayerWeights, il: number, name: 'ffn_gate_exps.weight' | 'ffn_up_exps.weight', x: Vec, selected: Int32Array): Array<[Weight, Vec]> {
+  return Array.from(selected, (e) => [expertWeight(w, il, name, e, GGMLType.IQ2_XXS), x]);
+}
+
+/** S15 the selected experts' down slices (Q2_K), each times its slot's row of moe_mid. */
+export function expertsDownProducts(w: LayerWeights, il: number, selected: Int32Array, mid: Vec, F: number): Array<[Weight, Vec]> {
+  return Array.from(selected, (e, k) => [expertWeight(w, il, 'ffn_down_exps.weight', e, GGMLType.Q2_K), mid.subarray(k * F, (k + 1) * F)]);
+}
+
 /** Expert e's slice of a routed expert tensor, of the type the reference's routed experts run. */
-export function expertWeight(w: LayerWeights, il: number, name: string, e: number, type: GGMLType): Weight {
+function expertWeight(w: LayerWeights, il: number, name: string, e: number, type: GGMLType): Weight {
   const ew = w.expert(name, e);
   expectType(ew, type, il);
   return ew;
@@ -137,9 +147,7 @@ export function expertsMid(gate: Vec, up: Vec, weights: Vec, F: number, p: Preci
 /** S15 the down projections of the selected experts: per slot, Q8_K of its mid row · Q2_K rows (`f64`: the same codes, combined in double). */
 export function expertsDown(w: LayerWeights, il: number, selected: Int32Array, mid: Vec, F: number, E: number, p: Precision): Vec {
   const down = allocVec(p, selected.length * E);
-  for (let k = 0; k < selected.length; k++) {
-    down.set(matvec(expertWeight(w, il, 'ffn_down_exps.weight', selected[k], GGMLType.Q2_K), mid.subarray(k * F, (k + 1) * F), p), k * E);
-  }
+  expertsDownProducts(w, il, selected, mid, F).forEach(([dw, v], k) => down.set(matvec(dw, v, p), k * E));
   return down;
 }
 
@@ -155,10 +163,14 @@ export function sumExperts(down: Vec, K: number, E: number, p: Precision): Vec {
   return out;
 }
 
+/** S16 the shared expert's gate and up projections of ffn_norm. */
+export function sharedExpertProducts(w: LayerWeights, x: Vec): Array<[Weight, Vec]> {
+  return [[w.get('ffn_gate_shexp.weight'), x], [w.get('ffn_up_shexp.weight'), x]];
+}
+
 /** S16 shared expert's mid: Q8_0 gate/up projections of ffn_norm, clamped SwiGLU (ds4.c shared expert). */
 export function sharedMid(w: LayerWeights, x: Vec, clamp: number, p: Precision): Vec {
-  const gate = matvec(w.get('ffn_gate_shexp.weight'), x, p);
-  const up = matvec(w.get('ffn_up_shexp.weight'), x, p);
+  const [gate, up] = sharedExpertProducts(w, x).map(([wt, v]) => matvec(wt, v, p));
   const r = rounder(p);
   const mid = allocVec(p, gate.length);
   for (let i = 0; i < gate.length; i++) mid[i] = r(silu(clampGate(gate[i], clamp), p) * clampUp(up[i], clamp));

@@ -5,7 +5,7 @@
 import type { Ds4Config } from '../model/config.ts';
 import { emittedPositions, stage as stageDef, stageAt, windowPositions, type StageId } from '../model/stages.ts';
 import { STEPS, type Decisions, type StepInputs } from './steps.ts';
-import type { LayerWeights, Precision, Vec } from './types.ts';
+import type { LayerWeights, Precision, Vec, Weight } from './types.ts';
 import type { Weights } from './weights.ts';
 
 export type Values = Vec | Int32Array;
@@ -61,4 +61,9 @@ export function stepInputs(g: Graph, stage: StageId, layer: number, pos: number,
 /** One stage at (layer, pos), precision p, its inputs through `read`; `decisions` collects where it rounded or chose. */
 export function evaluate(g: Graph, stage: StageId, layer: number, pos: number, p: Precision, read: Read, decisions?: Decisions): Values {
   return STEPS[stage](stepInputs(g, stage, layer, pos, p, read, decisions));
+}
+
+/** The products the stage's step declares at (layer, pos) (reference/steps.ts Products), or none. */
+export function stepProducts(g: Graph, stage: StageId, layer: number, pos: number, p: Precision, read: Read): Array<[Weight, Vec]> {
+  return STEPS[stage].products?.(stepInputs(g, stage, layer, pos, p, read)) ?? [];
 }

@@ -56,15 +56,16 @@ let shared: Products | undefined;
 
 /**
  * Runs `fn` with the products it computes kept and shared (see the file comment); `twins`: the f64 twin
- * will evaluate the same inputs, so every product is combined both ways in its one pass.
+ * will evaluate the same inputs, so every product is combined both ways in its one pass. Inside another
+ * sharedProducts, that one's products are the ones shared.
  */
 export function sharedProducts<T>(twins: boolean, fn: () => T): T {
-  const outer = shared;
+  if (shared) return fn();
   shared = new Products(twins);
   try {
     return fn();
   } finally {
-    shared = outer;
+    shared = undefined;
   }
 }
 

@@ -58,8 +58,10 @@ export function rowsOf(job: Omit<RowJob, 'src'>, r0: number, r1: number, out: Ro
   for (let t0 = 0; t0 < xs.length; t0 += perTurn) {
     const turn = xs.slice(t0, t0 + perTurn) as Array<Q8Act | Q8KAct>;
     const at = stageCodes(turn.map((x) => x.q));
-    for (let a = r0; a < r1; a += ROW_TILE) {
-      const b = Math.min(r1, a + ROW_TILE);
+    // one input: its whole range at once; several: a tile of rows for all of them, then the next tile
+    const tile = turn.length === 1 ? r1 - r0 : ROW_TILE;
+    for (let a = r0; a < r1; a += tile) {
+      const b = Math.min(r1, a + tile);
       turn.forEach((x, i) => {
         const t = t0 + i, o32 = out.f32?.[t], o64 = out.f64?.[t];
         if (kind === 'q8_0') q8_0Rows(w, cols / 32, at[i], x.d, a, b, o32, o64);

@@ -2,9 +2,10 @@
 // registry from its own earlier results — embedding, layers 0..lastLayer, then the output head at the
 // head positions (by default the last token, as ds4 computes logits for the last prompt token).
 // `prefill` is layer-major like ds4's prefill_layer_major_cpu (every stage of layer 0 for all tokens,
-// then layer 1, ...); `decode` feeds the tokens one at a time through every layer like ds4's decode loop.
-// Every stage at (layer, pos) is the same function of the same inputs in both orders, so the captures
-// are bit-identical.
+// then layer 1, ...), each stage's products made for all the tokens in one pass over each weight (the
+// weights of a layer are streamed once, not once per token); `decode` feeds the tokens one at a time
+// through every layer like ds4's decode loop. Every stage at (layer, pos) is the same function of the
+// same inputs in both orders, so the captures are bit-identical.
 import type { Ds4Config } from '../model/config.ts';
 import type { GgufModel } from '../model/gguf.ts';
 import { badInput } from '../model/errors.ts';
@@ -12,7 +13,8 @@ import { STAGES, resolveStage, stageAt, stageKey, type StageDef, type StageRecor
 import { throwIfCancelled } from '../diff/cancel.ts';
 import { compileFilter, type CaptureFilter } from './capture.ts';
 import { factRecords, fusedTwinRead, stageFacts } from './facts.ts';
-import { evaluate, type Graph, type Values } from './interpreter.ts';
+import { evaluate, stepProducts, type Graph, type Values } from './interpreter.ts';
+import { precompute, sharedProducts } from './matvec.ts';
 import type { Precision, Vec } from './types.ts';
 import { ModelWeights } from './weights.ts';
 
@@ -110,6 +112,15 @@ export async function runReference(opts: ReferenceOptions): Promise<ReferenceRes
       if (r.ties) opts.facts!.ties(r.ties);
     }
   };
+  /**
+   * Stage s at the positions `qs` of `layer`: the products its step declares made for all of them first,
+   * then each position evaluated (at ds4 precision and, with facts, by its twins) from those.
+   */
+  const runStage = (s: StageDef, layer: number, qs: number[]): void => sharedProducts(!!opts.facts, () => {
+    const at = qs.filter((q) => stageAt(cfg, s, layer, q));
+    if (at.length > 1) precompute(at.flatMap((q) => stepProducts(g, s.name, layer, q, p, read)), p);
+    for (const q of at) run(s, layer, q);
+  });
   /** after layer il, only its after_ffn_hc is read again (by layer il + 1 or the head) */
   const forgetBelow = (il: number): void => {
     twins.clear();
@@ -120,22 +131,22 @@ export async function runReference(opts: ReferenceOptions): Promise<ReferenceRes
   };
 
   if ((opts.mode ?? 'prefill') === 'prefill') {
-    for (const q of positions) for (const s of EMBED) run(s, 0, q);
+    for (const s of EMBED) runStage(s, 0, positions);
     for (let il = 0; il <= last; il++) {
       await throwIfCancelled();
       opts.onProgress?.(`layer ${il}/${last}: ${tokens.length} tokens`);
-      for (const s of LAYER) for (const q of positions) run(s, il, q);
+      for (const s of LAYER) runStage(s, il, positions);
       forgetBelow(il);
     }
   } else {
     for (const q of positions) {
       await throwIfCancelled();
       opts.onProgress?.(`token ${q + 1}/${tokens.length}`);
-      for (const s of EMBED) run(s, 0, q);
-      for (let il = 0; il <= last; il++) for (const s of LAYER) run(s, il, q);
+      for (const s of EMBED) runStage(s, 0, [q]);
+      for (let il = 0; il <= last; il++) for (const s of LAYER) runStage(s, il, [q]);
     }
   }
-  for (const q of headPositions) for (const s of HEAD) run(s, cfg.nLayer, q);
+  for (const q of headPositions) for (const s of HEAD) runStage(s, cfg.nLayer, [q]);
   const logits = Float32Array.from(read('logits', cfg.nLayer, headPositions[headPositions.length - 1]) as Vec);
   return { logits, top: topLogits(logits, 5) };
 }

@@ -6,15 +6,18 @@
 import type { Ds4Config } from '../model/config.ts';
 import { fp8KvQuantizeInplace, newMargins, type RoundingMargins } from '../model/quant/index.ts';
 import { windowPositions, type StageId } from '../model/stages.ts';
-import { attentionWithSinks, groupedOutLow, indexerScores, indexerTopk } from './attention.ts';
-import { closeCompressedRow, compressorKv, compressorScore, indexerQat, windowState, type CompressorLane } from './compressor.ts';
-import { expertsDown, expertsMid, expertsProject, routerProbs, routerScores, routerSelect, routerWeights, selectionGap, sharedMid, sumExperts } from './ffn.ts';
+import { attentionWithSinks, groupedOutLow, groupedOutProducts, indexerScores, indexerTopk } from './attention.ts';
+import { closeCompressedRow, compressorKv, compressorScore, compressorWeight, indexerQat, windowState, type CompressorLane } from './compressor.ts';
+import {
+  expertsDown, expertsDownProducts, expertsMid, expertsProject, expertsProjectProducts, routerProbs, routerScores, routerSelect, routerWeights,
+  selectionGap, sharedExpertProducts, sharedMid, sumExperts,
+} from './ffn.ts';
 import { embedHc, hcPost, hcSplitSinkhorn, hcWeightedSum, outputHcWeights } from './hc.ts';
 import { cacheStore } from './kvcache.ts';
 import { headRmsNormInplace, rmsNorm, rounder } from './math.ts';
 import { matvec } from './matvec.ts';
 import { ropeTailInplace } from './rope.ts';
-import { allocVec, type LayerWeights, type Precision, type Vec } from './types.ts';
+import { allocVec, type LayerWeights, type Precision, type Vec, type Weight } from './types.ts';
 import type { Weights } from './weights.ts';
 
 /** What a step may read: its declared inputs (model/stages.ts) at its (layer, pos), and the weights. */
@@ -55,7 +58,17 @@ export interface Decisions {
 /** Rounding margins for an n-element output, if the caller asked for decisions. */
 const marginsOf = (x: StepInputs, n: number): RoundingMargins | undefined => (x.decisions ? (x.decisions.margins = newMargins(n)) : undefined);
 
-export type Step = (x: StepInputs) => Vec | Int32Array;
+/**
+ * The products (weight, input) a step makes at one position, when it declares them: the runner makes them
+ * for all of a prompt's positions in one pass over each weight (reference/matvec.ts precompute), as ds4's
+ * prefill streams a layer's weights once. A product left out is made when the step asks for it.
+ */
+export type Products = (x: StepInputs) => Array<[Weight, Vec]>;
+
+export type Step = ((x: StepInputs) => Vec | Int32Array) & { products?: Products };
+
+/** A step with its products declared. */
+const withProducts = (products: Products, step: (x: StepInputs) => Vec | Int32Array): Step => Object.assign(step, { products });
 
 const copy = (v: Vec): Vec => v.slice();
 
@@ -79,7 +92,8 @@ const afterAttn = (x: StepInputs): Vec => x.input('after_attn_hc');
 const normOf = (input: StageId, weight: string): Step => (x) => rmsNorm(x.input(input), x.w.f32(weight), x.cfg.rmsEps, x.p);
 
 /** A projection of the input stage (a Q8_0 weight quantizes the activation first, as ds4's CPU path). */
-const matvecOf = (input: StageId, weight: string): Step => (x) => matvec(x.w.get(weight), x.input(input), x.p);
+const matvecOf = (input: StageId, weight: string): Step =>
+  withProducts((x) => [[x.w.get(weight), x.input(input)]], (x) => matvec(x.w.get(weight), x.input(input), x.p));
 
 /** S5 RoPE of the input's heads at pos (S10: the inverse, of the attention output). */
 const ropeOf = (input: StageId, heads: (c: Ds4Config) => number, inverse: boolean): Step => (x) => {
@@ -105,6 +119,15 @@ const compressedRow = (lane: CompressorLane): Step => (x) => {
   const m = marginsOf(x, st.dim);
   return cacheStore(closeCompressedRow(cfg, layer, x.w, st, pos, p, m), p, m);
 };
+
+/** S7/S8 a compressor lane's projection of attn_norm. */
+const compressorProducts = (lane: CompressorLane, part: 'kv' | 'gate'): Products => (x) => [[compressorWeight(x.w, lane, part), x.input('attn_norm')]];
+
+/** S15 the selected experts' gate or up projections of ffn_norm, clamped. */
+const expertsOf = (name: 'ffn_gate_exps.weight' | 'ffn_up_exps.weight'): Step => withProducts(
+  (x) => expertsProjectProducts(x.w, x.layer, name, x.input('ffn_norm'), x.inputI32('router_topk')),
+  (x) => expertsProject(x.w, x.layer, name, x.input('ffn_norm'), x.inputI32('router_topk'), x.cfg.nFfExp, x.cfg.swigluClamp[x.layer], x.p),
+);
 
 /** The HC state the head reads (hc_in): the last evaluated layer's after_ffn_hc. */
 const headIn = (x: StepInputs): Vec => x.hcIn();
@@ -138,30 +161,30 @@ export const STEPS: Record<StageId, Step> = {
   },
   // S6 the raw window as attention reads it at pos: the window's cached rows, oldest first
   raw_cache: (x) => concat(x.window('kv_cur'), x.cfg.headDim, x.p),
-  attn_comp_kv: (x) => compressorKv(x.w, 'attn', x.input('attn_norm'), x.p),
-  attn_comp_score: (x) => compressorScore(x.w, 'attn', x.input('attn_norm'), x.pos, x.cfg.compressRatios[x.layer], x.p),
+  attn_comp_kv: withProducts(compressorProducts('attn', 'kv'), (x) => compressorKv(x.w, 'attn', x.input('attn_norm'), x.p)),
+  attn_comp_score: withProducts(compressorProducts('attn', 'gate'), (x) => compressorScore(x.w, 'attn', x.input('attn_norm'), x.pos, x.cfg.compressRatios[x.layer], x.p)),
   attn_comp_row: compressedRow('attn'),
-  index_comp_kv: (x) => compressorKv(x.w, 'indexer', x.input('attn_norm'), x.p),
-  index_comp_score: (x) => compressorScore(x.w, 'indexer', x.input('attn_norm'), x.pos, x.cfg.compressRatios[x.layer], x.p),
+  index_comp_kv: withProducts(compressorProducts('indexer', 'kv'), (x) => compressorKv(x.w, 'indexer', x.input('attn_norm'), x.p)),
+  index_comp_score: withProducts(compressorProducts('indexer', 'gate'), (x) => compressorScore(x.w, 'indexer', x.input('attn_norm'), x.pos, x.cfg.compressRatios[x.layer], x.p)),
   index_comp_row: compressedRow('indexer'),
   // S8 indexer query: indexer.attn_q_b of q_lora_norm, RoPE at pos, Hadamard + FP4 per head
-  index_q: (x) => {
+  index_q: withProducts((x) => [[x.w.get('indexer.attn_q_b.weight'), x.input('q_lora_norm')]], (x) => {
     const { cfg, p } = x;
     const iq = matvec(x.w.get('indexer.attn_q_b.weight'), x.input('q_lora_norm'), p);
     ropeTailInplace(cfg, x.layer, iq, cfg.indexerHeads, cfg.indexerHeadDim, x.pos, false, p);
     const m = marginsOf(x, iq.length);
     for (let h = 0; h < cfg.indexerHeads; h++) indexerQat(iq, h * cfg.indexerHeadDim, m);
     return iq;
-  },
+  }),
   // S8 head weights: indexer.proj of attn_norm scaled by 1/sqrt(ID·IH)
-  index_w: (x) => {
+  index_w: withProducts((x) => [[x.w.get('indexer.proj.weight'), x.input('attn_norm')]], (x) => {
     const { cfg, p } = x;
     const r = rounder(p);
     const w = matvec(x.w.get('indexer.proj.weight'), x.input('attn_norm'), p);
     const scale = r(1 / r(Math.sqrt(cfg.indexerHeadDim * cfg.indexerHeads)));
     for (let h = 0; h < cfg.indexerHeads; h++) w[h] = r(w[h] * scale);
     return w;
-  },
+  }),
   index_scores: (x) => {
     const rows = x.emitted('index_comp_row');
     return indexerScores(x.cfg, concat(rows, x.cfg.indexerHeadDim, x.p), rows.length, x.input('index_q'), x.input('index_w'), x.p);
@@ -191,7 +214,10 @@ export const STEPS: Record<StageId, Step> = {
     return attentionWithSinks(x.input('q_rope'), cfg.nHead, D, x.w.f32('attn_sinks.weight'), raw, raw.length / D, concat(comp, D, p), comp.length, allowed, p);
   },
   attn_heads_back: ropeOf('attn_heads', (c) => c.nHead, true),
-  attn_low: (x) => groupedOutLow(x.cfg, x.w.get('attn_output_a.weight'), x.input('attn_heads_back'), x.p),
+  attn_low: withProducts(
+    (x) => groupedOutProducts(x.cfg, x.w.get('attn_output_a.weight'), x.input('attn_heads_back')),
+    (x) => groupedOutLow(x.cfg, x.w.get('attn_output_a.weight'), x.input('attn_heads_back'), x.p),
+  ),
   attn_out: matvecOf('attn_low', 'attn_output_b.weight'),
   after_attn_hc: (x) => hcPost(x.cfg, x.input('attn_out'), x.hcIn(), x.input('hc_attn_post_w'), x.input('hc_attn_comb'), x.p),
   hc_ffn_mix: hcMix('ffn', afterAttn),
@@ -211,12 +237,15 @@ export const STEPS: Record<StageId, Step> = {
     return ids;
   },
   router_w: (x) => routerWeights(x.input('router_probs'), x.inputI32('router_topk'), x.cfg.expertWeightsScale, x.p),
-  moe_gate: (x) => expertsProject(x.w, x.layer, 'ffn_gate_exps.weight', x.input('ffn_norm'), x.inputI32('router_topk'), x.cfg.nFfExp, x.cfg.swigluClamp[x.layer], x.p),
-  moe_up: (x) => expertsProject(x.w, x.layer, 'ffn_up_exps.weight', x.input('ffn_norm'), x.inputI32('router_topk'), x.cfg.nFfExp, x.cfg.swigluClamp[x.layer], x.p),
+  moe_gate: expertsOf('ffn_gate_exps.weight'),
+  moe_up: expertsOf('ffn_up_exps.weight'),
   moe_mid: (x) => expertsMid(x.input('moe_gate'), x.input('moe_up'), x.input('router_w'), x.cfg.nFfExp, x.p),
-  moe_down: (x) => expertsDown(x.w, x.layer, x.inputI32('router_topk'), x.input('moe_mid'), x.cfg.nFfExp, x.cfg.nEmbd, x.p),
+  moe_down: withProducts(
+    (x) => expertsDownProducts(x.w, x.layer, x.inputI32('router_topk'), x.input('moe_mid'), x.cfg.nFfExp),
+    (x) => expertsDown(x.w, x.layer, x.inputI32('router_topk'), x.input('moe_mid'), x.cfg.nFfExp, x.cfg.nEmbd, x.p),
+  ),
   moe_out: (x) => sumExperts(x.input('moe_down'), x.cfg.nExpertUsed, x.cfg.nEmbd, x.p),
-  shared_mid: (x) => sharedMid(x.w, x.input('ffn_norm'), x.cfg.swigluClamp[x.layer], x.p),
+  shared_mid: withProducts((x) => sharedExpertProducts(x.w, x.input('ffn_norm')), (x) => sharedMid(x.w, x.input('ffn_norm'), x.cfg.swigluClamp[x.layer], x.p)),
   shared_out: matvecOf('shared_mid', 'ffn_down_shexp.weight'),
   // S17 ffn_out = moe + shared
   ffn_out: (x) => {
@@ -232,5 +261,5 @@ export const STEPS: Record<StageId, Step> = {
   out_hc_w: (x) => outputHcWeights(x.cfg, x.input('out_hc_pre'), x.weights.globalF32('output_hc_scale.weight'), x.weights.globalF32('output_hc_base.weight'), x.p),
   out_embd: (x) => hcWeightedSum(x.cfg, headIn(x), x.input('out_hc_w'), x.p),
   out_norm: (x) => rmsNorm(x.input('out_embd'), x.weights.globalF32('output_norm.weight'), x.cfg.rmsEps, x.p),
-  logits: (x) => matvec(x.weights.global('output.weight'), x.input('out_norm'), x.p),
+  logits: withProducts((x) => [[x.weights.global('output.weight'), x.input('out_norm')]], (x) => matvec(x.weights.global('output.weight'), x.input('out_norm'), x.p)),
 };
