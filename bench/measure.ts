@@ -1,58 +1,97 @@
-// Machine figures measured in the same run as a benchmark, so results are ratios to this machine.
-import { spawnSync } from 'node:child_process';
-import { openSync, readSync, closeSync } from 'node:fs';
-import { fileURLToPath } from 'node:url';
+// How bench/ measures: whole processes, each run by the addon (posix_spawn + wait4: that child's own wall
+// time, CPU time and peak RSS, whatever else the machine runs), the two sides of a comparison alternated
+// within each repetition so both see the same machine, medians over the repetitions; and the machine
+// itself: its CPU, its load, its memory read bandwidth measured natively.
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { cpus, loadavg, tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { loadAddon, type NativeAddon, type ProcessUsage } from '../ascend/native.ts';
 
 export type Figures = Record<string, number | string>;
 
-/**
- * Run a benchmark module's `measure` in a child process (so its peak RSS is its own): the module, run
- * as a script with the model path, prints its figures as JSON.
- */
-export function measureInChild(moduleUrl: string, modelPath: string): Figures {
-  const child = spawnSync(process.execPath, ['--import', 'tsx', fileURLToPath(moduleUrl), modelPath], { encoding: 'utf8', maxBuffer: 1 << 20 });
-  if (child.status !== 0) throw new Error(`benchmark ${fileURLToPath(moduleUrl)} failed: ${child.stderr.trim().split('\n').pop()}`);
-  return JSON.parse(child.stdout) as Figures;
+export function addon(): NativeAddon {
+  const a = loadAddon();
+  if (!a.ok) throw new Error(`bench needs the addon (it runs and measures the processes): ${a.reason}`);
+  return a.addon;
 }
 
-/** True when `moduleUrl` is the script being run (with a model path argument). */
-export function isChildRun(moduleUrl: string): boolean {
-  return process.argv[1] === fileURLToPath(moduleUrl) && process.argv[2] !== undefined;
+/** One command line: what runs, and what the report calls it. */
+export interface Command {
+  label: string;
+  argv: string[];
 }
 
-/** Memory read bandwidth (bytes/s): summing a 256 MiB Float64Array, best of 3. */
-export function memoryReadBandwidth(): number {
-  const a = new Float64Array(32 << 20);
-  for (let i = 0; i < a.length; i += 512) a[i] = i;
-  let best = 0;
-  for (let rep = 0; rep < 3; rep++) {
-    const t0 = process.hrtime.bigint();
-    let s = 0;
-    for (let i = 0; i < a.length; i++) s += a[i];
-    const dt = Number(process.hrtime.bigint() - t0) / 1e9;
-    if (s < 0) throw new Error('unreachable');
-    best = Math.max(best, a.byteLength / dt);
-  }
-  return best;
+export interface Measured extends ProcessUsage {
+  /** the command's stdout */
+  stdout: string;
 }
 
-/** File read bandwidth (bytes/s) of `length` bytes at `offset` through positional reads (page cache warm after the first pass). */
-export function fileReadBandwidth(path: string, offset: number, length: number): number {
-  const fd = openSync(path, 'r');
-  const buf = Buffer.allocUnsafe(Math.min(length, 64 << 20));
-  let best = 0;
+/** Runs a command once, measured; a failure (non-zero exit) stops the benchmark with its stderr's last line. */
+export function measure(c: Command): Measured {
+  const dir = mkdtempSync(join(tmpdir(), 'ds4-bench-'));
   try {
-    for (let rep = 0; rep < 3; rep++) {
-      const t0 = process.hrtime.bigint();
-      for (let done = 0; done < length; ) {
-        const n = readSync(fd, buf, 0, Math.min(buf.length, length - done), offset + done);
-        if (n <= 0) break;
-        done += n;
-      }
-      best = Math.max(best, length / (Number(process.hrtime.bigint() - t0) / 1e9));
-    }
+    const out = join(dir, 'stdout'), err = join(dir, 'stderr');
+    const u = addon().runMeasured(c.argv, out, err);
+    if (u.status !== 0) throw new Error(`${c.label}: ${c.argv.join(' ')} exited ${u.status}: ${readFileSync(err, 'utf8').trim().split('\n').pop()}`);
+    return { ...u, stdout: readFileSync(out, 'utf8') };
   } finally {
-    closeSync(fd);
+    rmSync(dir, { recursive: true, force: true });
   }
-  return best;
+}
+
+export const median = (xs: number[]): number => {
+  const s = [...xs].sort((a, b) => a - b);
+  return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
+};
+
+/** The medians of a command's repetitions: wall and CPU seconds, peak RSS. */
+export interface Summary {
+  wallS: number;
+  cpuS: number;
+  maxRssBytes: number;
+  reps: number;
+}
+
+export function summarize(runs: ProcessUsage[]): Summary {
+  return {
+    wallS: median(runs.map((r) => r.wallS)),
+    cpuS: median(runs.map((r) => r.userS + r.sysS)),
+    maxRssBytes: median(runs.map((r) => r.maxRssBytes)),
+    reps: runs.length,
+  };
+}
+
+/**
+ * Each command of `group` once per repetition, in turn (a, b, a, b, ...): commands compared with one
+ * another see the same machine. `check` sees every run's stdout (a pairing must compute the same thing).
+ */
+export function alternate(group: Command[], reps: number, check?: (label: string, stdout: string) => void): Map<string, ProcessUsage[]> {
+  const runs = new Map<string, ProcessUsage[]>(group.map((c) => [c.label, []]));
+  for (let r = 0; r < reps; r++) {
+    for (const c of group) {
+      const m = measure(c);
+      check?.(c.label, m.stdout);
+      runs.get(c.label)!.push(m);
+    }
+  }
+  return runs;
+}
+
+/** The machine a run was measured on: CPU, cores, load, native memory read bandwidth. */
+export function machine(): Figures {
+  const a = addon();
+  const c = cpus();
+  return {
+    'machine.cpu': c[0]?.model ?? 'unknown',
+    'machine.cores': c.length,
+    'machine.load_1min': loadavg()[0],
+    'machine.memory_read_bytes_per_s_1_thread': a.readBandwidth(256 << 20, 1, 5),
+    [`machine.memory_read_bytes_per_s_${c.length}_threads`]: a.readBandwidth(256 << 20, c.length, 5),
+  };
+}
+
+/** A scratch directory for the run directories the measured commands write; removed when done. */
+export function scratch(): { dir: string; done: () => void } {
+  const dir = mkdtempSync(join(tmpdir(), 'ds4-bench-runs-'));
+  return { dir, done: () => rmSync(dir, { recursive: true, force: true }) };
 }

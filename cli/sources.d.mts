@@ -1,0 +1,3 @@
+// Types of cli/sources.mjs (plain JavaScript: the entry imports it before anything is compiled).
+export function runtimeSources(): string[];
+export function compiledIsCurrent(): boolean;
