@@ -129,18 +129,6 @@ export interface NativeAddon {
   mapRange(mapId: number, offset: number, length: number): ArrayBuffer;
   /** Memory read bandwidth in bytes/s: `threads` threads summing a `bytes` buffer with vector loads, best of `reps`. */
   readBandwidth(bytes: number, threads: number, reps: number): number;
-  /** Run a command (argv[0] on PATH), stdout/stderr into the files given (else /dev/null): that child's own usage. */
-  runMeasured(argv: string[], stdoutPath?: string, stderrPath?: string): ProcessUsage;
-}
-
-/** One child process's exit and usage (wait4), as bench/ reports it. */
-export interface ProcessUsage {
-  /** exit code, or 128 + the signal that ended it */
-  status: number;
-  wallS: number;
-  userS: number;
-  sysS: number;
-  maxRssBytes: number;
 }
 
 export type NativeLoad = { ok: true; dev: NativeDevice; addon: NativeAddon } | { ok: false; reason: string };

@@ -1,17 +1,30 @@
-// How bench/ measures: whole processes, each run by the addon (posix_spawn + wait4: that child's own wall
-// time, CPU time and peak RSS, whatever else the machine runs), the two sides of a comparison alternated
-// within each repetition so both see the same machine, medians over the repetitions; and the machine
-// itself: its CPU, its load, its memory read bandwidth measured natively.
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+// How bench/ measures: whole processes, each run by the native launcher (native/measure/ds4_measure.cc:
+// fork + wait4, that child's own wall time, CPU time and peak RSS, whatever else the machine runs), the two
+// sides of a comparison alternated within each repetition so both see the same machine, medians over the
+// repetitions; and the machine itself: its CPU, its load, its memory read bandwidth measured natively.
+import { spawnSync } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { cpus, loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { loadAddon, type NativeAddon, type ProcessUsage } from '../ascend/native.ts';
+import { defaultAddonPath, loadAddon, type NativeAddon } from '../ascend/native.ts';
+
+/** One child process's exit and usage, as the launcher reports it. */
+export interface ProcessUsage {
+  /** exit code, or 128 + the signal that ended it */
+  status: number;
+  wallS: number;
+  userS: number;
+  sysS: number;
+  maxRssBytes: number;
+}
+
+const LAUNCHER = join(defaultAddonPath, '..', 'ds4_measure');
 
 export type Figures = Record<string, number | string>;
 
 export function addon(): NativeAddon {
   const a = loadAddon();
-  if (!a.ok) throw new Error(`bench needs the addon (it runs and measures the processes): ${a.reason}`);
+  if (!a.ok) throw new Error(`bench needs the addon (it measures memory bandwidth): ${a.reason}`);
   return a.addon;
 }
 
@@ -31,7 +44,10 @@ export function measure(c: Command): Measured {
   const dir = mkdtempSync(join(tmpdir(), 'ds4-bench-'));
   try {
     const out = join(dir, 'stdout'), err = join(dir, 'stderr');
-    const u = addon().runMeasured(c.argv, out, err);
+    if (!existsSync(LAUNCHER)) throw new Error(`bench needs the native build (${LAUNCHER}): node native/install.mjs`);
+    const launched = spawnSync(LAUNCHER, [out, err, ...c.argv], { encoding: 'utf8' });
+    if (launched.status !== 0) throw new Error(`${c.label}: the launcher failed: ${launched.stderr.trim()}`);
+    const u = JSON.parse(launched.stdout) as ProcessUsage;
     if (u.status !== 0) throw new Error(`${c.label}: ${c.argv.join(' ')} exited ${u.status}: ${readFileSync(err, 'utf8').trim().split('\n').pop()}`);
     return { ...u, stdout: readFileSync(out, 'utf8') };
   } finally {

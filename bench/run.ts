@@ -67,10 +67,10 @@ try {
   const ds4HeadTest = ds4 ? [ds4Cmd('ds4.c', '--head-test', '-p', HELLO, '--nothink')] : [];
   record('reference_1_token', [...ds4HeadTest, cli('ds4-diff', 'reference', '-m', model, '--tokens', String(TOKEN), '--layer', '0')], sameTop);
   if (ds4 && tops.get('ds4.c') !== tops.get('ds4-diff')) throw new Error(`the pair does not compute the same thing: top token ${tops.get('ds4.c')} (ds4.c) vs ${tops.get('ds4-diff')} (ds4-diff)`);
-  record('run_1_token', [...ds4HeadTest, cli('ds4-diff', 'run', '-m', model, '--tokens', String(TOKEN), '--layer', '0', '--no-baseline', '--out', outDir())]);
+  record('run_1_token', [...ds4HeadTest, cli('ds4-diff', 'run', '-m', model, '--tokens', String(TOKEN), '--layer', '0', '--no-baseline', '--force', '--out', outDir())]);
   record('tokenize', [...(ds4 ? [ds4Cmd('ds4.c', '--dump-tokens', '-p', HELLO)] : []), cli('ds4-diff', 'tokenize', '-m', model, '-p', HELLO)]);
   record('help', [{ label: 'node', argv: [process.execPath, '-e', '0'] }, cli('ds4-diff', '--help')]);
-  record('run_hello', [cli('ds4-diff', 'run', '-m', model, '-p', HELLO, '--layer', '0', '--no-baseline', '--out', outDir())]);
+  record('run_hello', [cli('ds4-diff', 'run', '-m', model, '-p', HELLO, '--layer', '0', '--no-baseline', '--force', '--out', outDir())]);
   // prefill: a prompt's tokens through layer 0 (+ the head on the last), as a multiple of one token
   const prompt = (n: number) => Array.from({ length: n }, (_, i) => (i === n - 1 ? TOKEN : 1000 + 37 * i)).join(',');
   const lengths = args.includes('--long') ? [1, 12, 64, 256] : [1, 12, 64];

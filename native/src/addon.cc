@@ -4,7 +4,7 @@
 
 #include "device.h"
 #include "mapping.h"
-#include "measure.h"
+#include "bandwidth.h"
 
 namespace {
 
@@ -190,30 +190,12 @@ Napi::Value MapRange(const Napi::CallbackInfo &info) {
       [](Napi::Env, void *, std::shared_ptr<ds4::FileMapping> *h) { delete h; }, hold);
 }
 
-// readBandwidth(bytes, threads, reps) → bytes/s read from memory (measure.h read_bandwidth).
+// readBandwidth(bytes, threads, reps) → bytes/s read from memory (bandwidth.h read_bandwidth).
 Napi::Value ReadBandwidth(const Napi::CallbackInfo &info) {
   const size_t bytes = size_arg(info, 0, size_t(256) << 20);
   const int threads = info.Length() > 1 && info[1].IsNumber() ? info[1].As<Napi::Number>().Int32Value() : 1;
   const int reps = info.Length() > 2 && info[2].IsNumber() ? info[2].As<Napi::Number>().Int32Value() : 3;
   return Napi::Number::New(info.Env(), ds4::read_bandwidth(bytes, threads, reps < 1 ? 1 : reps));
-}
-
-// runMeasured(argv[], stdoutPath?, stderrPath?) → {status, wallS, userS, sysS, maxRssBytes} of that child alone.
-Napi::Value RunMeasured(const Napi::CallbackInfo &info) {
-  Napi::Env env = info.Env();
-  if (info.Length() < 1 || !info[0].IsArray()) throw Napi::TypeError::New(env, "runMeasured(argv[], stdoutPath?, stderrPath?)");
-  std::vector<std::string> argv;
-  auto a = info[0].As<Napi::Array>();
-  for (uint32_t i = 0; i < a.Length(); i++) argv.push_back(a.Get(i).As<Napi::String>().Utf8Value());
-  const auto path = [&](size_t i) { return info.Length() > i && info[i].IsString() ? info[i].As<Napi::String>().Utf8Value() : std::string(); };
-  const ds4::ProcessUsage u = guarded(env, [&] { return ds4::run_measured(argv, path(1), path(2)); });
-  Napi::Object o = Napi::Object::New(env);
-  o.Set("status", u.status);
-  o.Set("wallS", u.wall_s);
-  o.Set("userS", u.user_s);
-  o.Set("sysS", u.sys_s);
-  o.Set("maxRssBytes", (double)u.max_rss_bytes);
-  return o;
 }
 
 class DeviceWrap : public Napi::ObjectWrap<DeviceWrap> {
@@ -376,7 +358,6 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("unmapFile", Napi::Function::New(env, UnmapFile));
   exports.Set("mapRange", Napi::Function::New(env, MapRange));
   exports.Set("readBandwidth", Napi::Function::New(env, ReadBandwidth));
-  exports.Set("runMeasured", Napi::Function::New(env, RunMeasured));
   return exports;
 }
 
