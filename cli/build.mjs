@@ -5,9 +5,12 @@
 // found relative to a module (package.json, baselines/, kernels/budgets.json, native/) is where it was.
 // Module-level `const`s stay `const` (a bundler would make them `var`): V8 compiles a constant typed
 // array's loads in the hot loops much tighter (model/quant/q8.ts CODES).
-import { readFileSync, writeFileSync } from 'node:fs';
+// Then the top-level help, as the compiled CLI prints it, into cli/help.txt: `ds4-diff --help` prints that
+// file instead of loading every command (cli/ds4-diff.js).
+import { spawnSync } from 'node:child_process';
+import { readFileSync, rmSync, writeFileSync } from 'node:fs';
 import ts from 'typescript';
-import { runtimeSources } from './sources.mjs';
+import { HELP_FILE, runtimeSources } from './sources.mjs';
 
 const compilerOptions = {
   module: ts.ModuleKind.ESNext,
@@ -20,3 +23,8 @@ for (const file of runtimeSources()) {
   if (diagnostics?.length) throw new Error(`${file}: ${ts.flattenDiagnosticMessageText(diagnostics[0].messageText, ' ')}`);
   writeFileSync(file.replace(/\.ts$/, '.js'), outputText);
 }
+
+rmSync(HELP_FILE, { force: true });
+const help = spawnSync(process.execPath, [new URL('./ds4-diff.js', import.meta.url).pathname, '--help'], { encoding: 'utf8' });
+if (help.status !== 0) throw new Error(`ds4-diff --help failed after the build: ${help.stderr.trim()}`);
+writeFileSync(HELP_FILE, help.stdout);

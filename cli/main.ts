@@ -3,7 +3,7 @@
 import { Command, CommanderError } from 'commander';
 import { Cancelled, installSignalHandlers } from '../diff/cancel.ts';
 import { Ds4DiffError, EXIT, fileError } from '../model/errors.ts';
-import { COMMANDS } from './commands/index.ts';
+import { commandsFor } from './commands/index.ts';
 
 export async function main(argv: string[]): Promise<void> {
   // output piped into `head` and closed early: stop quietly, as any Unix filter does
@@ -21,7 +21,7 @@ export async function main(argv: string[]): Promise<void> {
     .description('Correctness-diff workbench for DeepSeek V4 Flash (DS4) backends: reference vs device, stage by stage.')
     .showHelpAfterError()
     .exitOverride();
-  for (const register of COMMANDS) register(program);
+  for (const c of await commandsFor(argv)) c.register(program);
   try {
     await program.parseAsync(argv);
   } catch (err) {

@@ -5,6 +5,9 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 const ROOT = dirname(dirname(fileURLToPath(import.meta.url)));
+/** The top-level help the build saved (cli/build.mjs). */
+export const HELP_FILE = join(ROOT, 'cli', 'help.txt');
+
 /** The folders the CLI runs from (test/ and bench/ run through tsx). */
 const RUNTIME_DIRS = ['model', 'reference', 'ascend', 'diff', 'reports', 'cli'];
 

@@ -17,7 +17,6 @@
 // interrupted run never leaves a file that looks complete. Uncompressed IPC on purpose: apache-arrow
 // 21.2's compressed IPC writer is not reliable.
 import * as fs from 'node:fs';
-import * as path from 'node:path';
 import {
   AsyncByteQueue, Data, DataType, Field, Float32, Int32, List, Precision, RecordBatch, RecordBatchFileWriter, RecordBatchReader,
   Schema, Struct, Utf8, Vector, makeData,
@@ -530,10 +529,4 @@ export async function readDump(file: string): Promise<{ meta: DumpMeta; records:
 export function sideFileName(side: string): string {
   if (!/^[a-z0-9][a-z0-9_-]*$/.test(side)) throw badInput(`invalid dump side name '${side}'`);
   return `${side}.arrow`;
-}
-
-/** Resolves a file name from a manifest inside the run dir, refusing anything that escapes it. */
-export function fileInRun(dir: string, name: string): string {
-  if (name !== path.basename(name) || name === '.' || name === '..') throw badInput(`${dir}/manifest.json: file name '${name}' is not a plain file name`);
-  return path.join(dir, name);
 }

@@ -5,7 +5,6 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { badInput, fileError } from '../model/errors.ts';
-import { fileInRun } from './dump.ts';
 import { readJsonFile } from './json.ts';
 
 export const MANIFEST_FORMAT_VERSION = 1;
@@ -115,4 +114,10 @@ function manifestShapeProblem(m: RunManifest): string | undefined {
 export function sidePath(dir: string, m: RunManifest, side: string): string | undefined {
   const name = m.files[side];
   return name === undefined ? undefined : fileInRun(dir, name);
+}
+
+/** Resolves a file name from a manifest inside the run dir, refusing anything that escapes it. */
+export function fileInRun(dir: string, name: string): string {
+  if (name !== path.basename(name) || name === '.' || name === '..') throw badInput(`${dir}/manifest.json: file name '${name}' is not a plain file name`);
+  return path.join(dir, name);
 }

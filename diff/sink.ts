@@ -5,16 +5,7 @@ import { cancelledError, onCancel } from './cancel.ts';
 import type { StageRecord, Tap } from '../model/stages.ts';
 import { DUMP_FORMAT_VERSION, DumpWriter, sideFileName, type DumpMeta } from './dump.ts';
 import { join } from 'node:path';
-
-export interface StageStats {
-  stage: string;
-  records: number;
-  values: number;
-  min: number;
-  max: number;
-  sumSq: number;
-  nonFinite: number;
-}
+import { accumulateStats, type StageStats } from './stats.ts';
 
 export interface CaptureSink {
   side: string;
@@ -23,23 +14,6 @@ export interface CaptureSink {
   stats: Map<string, StageStats>;
   close(): Promise<void>;
   abort(): Promise<void>;
-}
-
-/** Fold one record into per-stage min/max/rms/non-finite counts. */
-export function accumulateStats(stats: Map<string, StageStats>, rec: StageRecord): void {
-  let s = stats.get(rec.stage);
-  if (!s) stats.set(rec.stage, (s = { stage: rec.stage, records: 0, values: 0, min: Infinity, max: -Infinity, sumSq: 0, nonFinite: 0 }));
-  s.records++;
-  for (const v of rec.values) {
-    if (!Number.isFinite(v)) {
-      s.nonFinite++;
-      continue;
-    }
-    s.values++;
-    if (v < s.min) s.min = v;
-    if (v > s.max) s.max = v;
-    s.sumSq += v * v;
-  }
 }
 
 export async function openCapture(dir: string, side: string, meta: Omit<DumpMeta, 'side' | 'formatVersion'>): Promise<CaptureSink> {

@@ -60,10 +60,12 @@ export interface GgufModel {
 /** A string array of the header, read in place: its length, one element, whether it holds given texts. */
 export interface GgufStrings {
   length: number;
-  /** element i, decoded alone */
-  at(i: number): string;
+  /** element i, decoded alone (undefined past the end) */
+  at(i: number): string | undefined;
   /** which of `texts` occur in the array (a byte comparison per element: nothing else is decoded) */
   present(texts: readonly string[]): Set<string>;
+  /** the position of the last element equal to `text`, or -1: a hash index over the elements' bytes, built on first use */
+  indexOf(text: string): number;
 }
 
 export const GGUF_VALUE = { u8: 0, i8: 1, u16: 2, i16: 3, u32: 4, i32: 5, f32: 6, bool: 7, string: 8, array: 9, u64: 10, i64: 11, f64: 12 } as const;
@@ -246,9 +248,12 @@ interface LazyArray {
   at: number;
 }
 
-/** A little-endian u64 as a number: exact below 2^53, and above it still larger than every bound we check against. */
+/**
+ * A little-endian u64 as a number: exact below 2^53, and above it still larger than every bound we check
+ * against. Byte arithmetic, not Buffer.readUInt32LE: it runs once per vocabulary entry, several times.
+ */
 function u64At(b: Buffer, o: number): number {
-  return b.readUInt32LE(o) + b.readUInt32LE(o + 4) * 4294967296;
+  return (b[o] | (b[o + 1] << 8) | (b[o + 2] << 16)) + b[o + 3] * 16777216 + ((b[o + 4] | (b[o + 5] << 8) | (b[o + 6] << 16)) + b[o + 7] * 16777216) * 4294967296;
 }
 
 function malformed(path: string, what: string) {
@@ -292,24 +297,54 @@ function decodeArray(b: Buffer, a: LazyArray): { values: unknown[]; end: number 
   return { values, end: o };
 }
 
-/** A string array read in place (GgufStrings); element offsets are indexed on the first random access. */
+/** FNV-1a of bytes [at, end) of b: the hash the in-place string index probes with. */
+function fnv1a(b: Uint8Array, at: number, end: number): number {
+  let h = 0x811c9dc5;
+  for (let i = at; i < end; i++) h = Math.imul(h ^ b[i], 0x01000193);
+  return h >>> 0;
+}
+
+/** A string array read in place (GgufStrings); where each element's bytes are is indexed on first use. */
 function stringsIn(b: Buffer, a: LazyArray): GgufStrings {
-  let starts: Float64Array | undefined;
-  const index = (): Float64Array => {
-    if (starts) return starts;
-    starts = new Float64Array(a.n);
+  // element i's bytes are [start[i], start[i] + len[i]) of the header (which is far below 4 GB)
+  let start: Uint32Array | undefined, len: Uint32Array | undefined;
+  const index = (): void => {
+    if (start) return;
+    start = new Uint32Array(a.n);
+    len = new Uint32Array(a.n);
     for (let i = 0, o = a.at; i < a.n; i++) {
-      starts[i] = o;
-      o += 8 + u64At(b, o);
+      const n = u64At(b, o);
+      start[i] = o + 8;
+      len[i] = n;
+      o += 8 + n;
     }
-    return starts;
+  };
+  const same = (i: number, q: Uint8Array, qo: number, qn: number) => len![i] === qn && b.compare(q, qo, qo + qn, start![i], start![i] + qn) === 0;
+  // open addressing over the elements' bytes: slot → element + 1 (0 empty); a later duplicate takes the slot
+  let slots: Int32Array | undefined;
+  const table = (): Int32Array => {
+    if (slots) return slots;
+    index();
+    slots = new Int32Array(2 ** Math.ceil(Math.log2(2 * a.n + 2)));
+    const mask = slots.length - 1;
+    for (let i = 0; i < a.n; i++) {
+      const o = start![i], n = len![i];
+      for (let s = fnv1a(b, o, o + n) & mask; ; s = (s + 1) & mask) {
+        const e = slots[s];
+        if (e === 0 || same(e - 1, b, o, n)) {
+          slots[s] = i + 1;
+          break;
+        }
+      }
+    }
+    return slots;
   };
   return {
     length: a.n,
     at(i) {
-      if (!(Number.isInteger(i) && i >= 0 && i < a.n)) throw new RangeError(`string array element ${i} of ${a.n}`);
-      const o = index()[i];
-      return b.toString('utf8', o + 8, o + 8 + u64At(b, o));
+      if (!(Number.isInteger(i) && i >= 0 && i < a.n)) return undefined;
+      index();
+      return b.toString('utf8', start![i], start![i] + len![i]);
     },
     present(texts) {
       const wanted = texts.map((t) => Buffer.from(t, 'utf8'));
@@ -322,6 +357,12 @@ function stringsIn(b: Buffer, a: LazyArray): GgufStrings {
         o += 8 + len;
       }
       return found;
+    },
+    indexOf(text) {
+      const q = Buffer.from(text, 'utf8');
+      const t = table(), mask = t.length - 1;
+      for (let s = fnv1a(q, 0, q.length) & mask; t[s] !== 0; s = (s + 1) & mask) if (same(t[s] - 1, q, 0, q.length)) return t[s] - 1;
+      return -1;
     },
   };
 }
@@ -405,7 +446,7 @@ function parse(fd: number, path: string, map: boolean): GgufModel {
   }
 
   checkNoOverlap(path, tensors);
-  const fingerprint = createHash('sha256').update(h.buf.subarray(0, headerEnd)).digest('hex');
+  let fingerprint: string | undefined;
   const addon = map ? loadAddon() : undefined;
   const mapping = addon?.ok ? { id: addon.addon.mapFile(fd), addon: addon.addon } : undefined;
   let open = true;
@@ -421,7 +462,10 @@ function parse(fd: number, path: string, map: boolean): GgufModel {
     metadata,
     metadataTypes,
     tensors,
-    fingerprint,
+    // hashed when first asked for (tokenize never asks)
+    get fingerprint() {
+      return (fingerprint ??= createHash('sha256').update(h.buf.subarray(0, headerEnd)).digest('hex'));
+    },
     fileSize,
     dataOffset,
     read,

@@ -152,6 +152,23 @@ export interface VocabTables {
   tokenTypes?: number[];
 }
 
+/**
+ * A list of strings looked up both ways — a vocabulary's tokens or merges, ids being positions: an array
+ * (tableOf), or the GGUF's array in place (model/gguf.ts GgufStrings: nothing decoded but what is looked at).
+ */
+export interface StringTable {
+  length: number;
+  at(i: number): string | undefined;
+  /** the position of the LAST element equal to s (a later duplicate wins, like ds4's table put), or -1 */
+  indexOf(s: string): number;
+}
+
+function tableOf(strings: string[]): StringTable {
+  const index = new Map<string, number>();
+  strings.forEach((t, i) => index.set(t, i));
+  return { length: strings.length, at: (i) => strings[i], indexOf: (s) => index.get(s) ?? -1 };
+}
+
 // The seven special tokens ds4 resolves by text at load and recognises in pre-rendered chat text, in
 // ds4's matching order (ds4.c vocab_load, special_token_at).
 export const SPECIALS = {
@@ -184,41 +201,42 @@ export class Tokenizer {
   readonly size: number;
   readonly bos: number;
   readonly eos: number;
-  private readonly tokens: string[];
-  private readonly tokenToId = new Map<string, number>();
-  private readonly mergeRank = new Map<string, number>();
+  private readonly tokens: StringTable;
+  private readonly merges: StringTable;
   private readonly specialIds = new Map<string, number>();
   /** BPE result per byte-level piece: prompts repeat words, and a real-vocab merge loop is the slow part. */
   private readonly pieceCache = new Map<string, number[]>();
 
-  private constructor(v: VocabTables, source: string) {
+  private constructor(v: { tokens: StringTable; merges: StringTable }, source: string) {
     this.tokens = v.tokens;
+    this.merges = v.merges;
     this.size = v.tokens.length;
     // Later duplicates win, like ds4's hash table put (ds4.c table_put overwrites).
-    v.tokens.forEach((t, i) => this.tokenToId.set(t, i));
-    v.merges.forEach((m, i) => this.mergeRank.set(m, i));
     for (const text of SPECIAL_LIST) {
-      const id = this.tokenToId.get(text);
+      const id = this.tokens.indexOf(text);
       // ds4 exits when any of these is missing ("required tokenizer token is missing").
-      if (id === undefined) throw badInput(`${source}: required tokenizer token ${text} is missing from tokenizer.ggml.tokens`);
+      if (id < 0) throw badInput(`${source}: required tokenizer token ${text} is missing from tokenizer.ggml.tokens`);
       this.specialIds.set(text, id);
     }
     this.bos = this.specialIds.get(SPECIALS.bos)!;
     this.eos = this.specialIds.get(SPECIALS.eos)!;
   }
 
-  /** From tokenizer.ggml.tokens and tokenizer.ggml.merges. ds4 ignores bos/eos_token_id and token_type: ids come from the texts. */
+  /**
+   * From tokenizer.ggml.tokens and tokenizer.ggml.merges, read in place (a 129k vocabulary is not decoded:
+   * a prompt looks up a few hundred entries). ds4 ignores bos/eos_token_id and token_type: ids come from the texts.
+   */
   static fromGguf(m: GgufModel): Tokenizer {
-    const strings = (key: string): string[] => {
-      const v = m.metadata[key];
-      if (!Array.isArray(v) || !v.every((x) => typeof x === 'string')) throw badInput(`${m.path}: ${key} is missing or not an array of strings`);
-      return v as string[];
+    const strings = (key: string): StringTable => {
+      const v = m.stringArray(key);
+      if (!v) throw badInput(`${m.path}: ${key} is missing or not an array of strings`);
+      return v;
     };
     return new Tokenizer({ tokens: strings('tokenizer.ggml.tokens'), merges: strings('tokenizer.ggml.merges') }, m.path);
   }
 
   static fromVocab(v: VocabTables): Tokenizer {
-    return new Tokenizer(v, 'vocabulary');
+    return new Tokenizer({ tokens: tableOf(v.tokens), merges: tableOf(v.merges) }, 'vocabulary');
   }
 
   /** Id of one of ds4's seven special tokens by its text (BOS, EOS, User, Assistant, <think>, </think>, ｜DSML｜). */
@@ -264,7 +282,10 @@ export class Tokenizer {
    */
   private bpePiece(piece: string): number[] {
     const sym = [...piece];
-    const rankAt = (i: number) => this.mergeRank.get(`${sym[i]} ${sym[i + 1]}`) ?? Infinity;
+    const rankAt = (i: number) => {
+      const r = this.merges.indexOf(`${sym[i]} ${sym[i + 1]}`);
+      return r < 0 ? Infinity : r;
+    };
     const ranks = sym.slice(0, -1).map((_, i) => rankAt(i));
     for (;;) {
       let best = -1;
@@ -277,11 +298,11 @@ export class Tokenizer {
     }
     const ids: number[] = [];
     for (const s of sym) {
-      const id = this.tokenToId.get(s);
-      if (id !== undefined) ids.push(id);
+      const id = this.tokens.indexOf(s);
+      if (id >= 0) ids.push(id);
       else for (const ch of s) {
-        const one = ch.charCodeAt(0) < 0x80 ? this.tokenToId.get(ch) : undefined;
-        if (one !== undefined) ids.push(one);
+        const one = ch.charCodeAt(0) < 0x80 ? this.tokens.indexOf(ch) : -1;
+        if (one >= 0) ids.push(one);
       }
     }
     return ids;
@@ -289,7 +310,7 @@ export class Tokenizer {
 
   /** Raw bytes of one token: special-looking tokens verbatim, the rest mapped back through the GPT-2 byte table (unknown code points dropped). */
   tokenBytes(id: number): Uint8Array {
-    return vocabBytes(this.tokens[id]);
+    return vocabBytes(this.tokens.at(id));
   }
 
   /** Ids → text. Bytes are joined before UTF-8 decoding, so a character split across tokens decodes whole. */
@@ -305,11 +326,11 @@ export class Tokenizer {
   /** The text of token `id` read straight from the model's vocabulary, nothing else of it decoded ('' without one). */
   static pieceIn(m: GgufModel, id: number): string {
     const tokens = m.stringArray('tokenizer.ggml.tokens');
-    return tokens && id >= 0 && id < tokens.length ? Buffer.from(vocabBytes(tokens.at(id))).toString('utf8') : '';
+    return tokens ? Buffer.from(vocabBytes(tokens.at(id))).toString('utf8') : '';
   }
 
   /** The token as stored in the vocabulary (byte-level form, e.g. "Ġare"), as ds4 --dump-tokens prints it. */
   vocabText(id: number): string | undefined {
-    return this.tokens[id];
+    return this.tokens.at(id);
   }
 }

@@ -8,7 +8,8 @@ import {
   tableFromArrays, tableFromIPC, tableToIPC, vectorFromArray,
 } from 'apache-arrow';
 import { afterAll, describe, expect, it } from 'vitest';
-import { DumpWriter, fileInRun, iterateDump, readDump, readDumpMeta, type DumpMeta } from '../diff/dump.ts';
+import { DumpWriter, iterateDump, readDump, readDumpMeta, type DumpMeta } from '../diff/dump.ts';
+import { fileInRun } from '../diff/manifest.ts';
 import { readManifest, writeManifest, type RunManifest } from '../diff/manifest.ts';
 import type { StageRecord } from '../model/stages.ts';
 import { Ds4DiffError } from '../model/errors.ts';

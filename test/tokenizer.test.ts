@@ -8,8 +8,8 @@ import { BYTE_TO_CHAR, SPECIALS, Tokenizer, joyaiSplit, joyaiSplitBytes } from '
 import { tinyVocab, deepseekV3Vocab, TOKEN_TYPE, type Vocab } from '../model/vocab.ts';
 import { renderChat, DEFAULT_SYSTEM } from '../model/chat.ts';
 import { Ds4DiffError } from '../model/errors.ts';
-import type { GgufModel } from '../model/gguf.ts';
-import { writeGguf } from '../model/gguf-writer.ts';
+import { openGguf } from '../model/gguf.ts';
+import { writeGguf, type MetaEntry } from '../model/gguf-writer.ts';
 import { main } from '../cli/main.ts';
 
 const SPECIAL_TEXTS = Object.values(SPECIALS);
@@ -270,10 +270,30 @@ describe('GGUF metadata and the tokenize command', () => {
   });
   afterAll(() => fs.rmSync(dir, { recursive: true, force: true }));
 
-  it('fromGguf rejects missing or mistyped tokenizer keys', () => {
-    const fake = (metadata: Record<string, unknown>) => ({ path: 'fake.gguf', metadata }) as unknown as GgufModel;
-    expect(() => Tokenizer.fromGguf(fake({ 'tokenizer.ggml.tokens': v.tokens }))).toThrow(/fake\.gguf: tokenizer\.ggml\.merges is missing/);
-    expect(() => Tokenizer.fromGguf(fake({ 'tokenizer.ggml.tokens': [1, 2], 'tokenizer.ggml.merges': [] }))).toThrow(Ds4DiffError);
+  it('fromGguf rejects missing or mistyped tokenizer keys', async () => {
+    const withKeys = async (name: string, metadata: MetaEntry[]) => {
+      const f = path.join(dir, name);
+      writeGguf(f, { metadata, tensors: [] });
+      return openGguf(f);
+    };
+    const noMerges = await withKeys('no-merges.gguf', [{ key: 'tokenizer.ggml.tokens', type: 'arr_string', value: v.tokens }]);
+    expect(() => Tokenizer.fromGguf(noMerges)).toThrow(/no-merges\.gguf: tokenizer\.ggml\.merges is missing/);
+    const numbers = await withKeys('numbers.gguf', [{ key: 'tokenizer.ggml.tokens', type: 'arr_i32', value: [1, 2] }, { key: 'tokenizer.ggml.merges', type: 'arr_string', value: [] }]);
+    expect(() => Tokenizer.fromGguf(numbers)).toThrow(Ds4DiffError);
+    noMerges.close();
+    numbers.close();
+  });
+
+  it('fromGguf reads the vocabulary in place: the same ids and pieces as from the decoded arrays', async () => {
+    const m = await openGguf(file);
+    const inPlace = Tokenizer.fromGguf(m);
+    const decoded = Tokenizer.fromVocab(v);
+    for (const text of ['Hello, world.', 'You are a helpful assistant.', 'def hello(name):\n    return 42', 'ünïcödé ✓ 漢字']) {
+      expect(renderChat(inPlace, text).ids).toEqual(renderChat(decoded, text).ids);
+    }
+    for (let id = 0; id < v.tokens.length; id += 7) expect(inPlace.piece(id)).toBe(decoded.piece(id));
+    expect(Tokenizer.pieceIn(m, 2)).toBe(decoded.piece(2));
+    m.close();
   });
 
   async function run(args: string[]): Promise<{ out: string; code: number }> {

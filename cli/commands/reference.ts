@@ -1,8 +1,8 @@
 // `ds4-diff reference -p TEXT`: run the pure-TS reference, print a per-stage summary and the top-5
 // next tokens, and write the captures as a run directory (manifest + reference.arrow).
 import type { Command } from 'commander';
-import { withRunDir, type RunDir } from '../../diff/rundir.ts';
-import { accumulateStats, openCapture, type StageStats } from '../../diff/sink.ts';
+import type { RunDir } from '../../diff/rundir.ts';
+import { accumulateStats, type StageStats } from '../../diff/stats.ts';
 import { EXIT, badInput } from '../../model/errors.ts';
 import { Tokenizer } from '../../model/tokenizer.ts';
 import { filterReach, parseFilter } from '../../reference/capture.ts';
@@ -47,7 +47,8 @@ export function register(program: Command): void {
       const side = precision === 'f64' ? 'reference-f64' : 'reference';
       const manifest = newManifest(run, 'reference', { precision, mode: opts.mode, stages: opts.stages, pos: opts.pos });
       const body = async (rd?: RunDir): Promise<void> => {
-        const sink = rd ? await openCapture(rd.dir, side, { modelFingerprint: run.model.fingerprint, promptTokens: run.tokens, producer: { backend: 'reference', precision, options: { mode: opts.mode }, version: VERSION } }) : undefined;
+        // the Arrow writer is loaded only when there is a dump to write
+        const sink = rd ? await (await import('../../diff/sink.ts')).openCapture(rd.dir, side, { modelFingerprint: run.model.fingerprint, promptTokens: run.tokens, producer: { backend: 'reference', precision, options: { mode: opts.mode }, version: VERSION } }) : undefined;
         const stats = new Map<string, StageStats>();
         const prog = progress('reference');
         const result = await runReference({
@@ -92,7 +93,7 @@ export function register(program: Command): void {
         rd?.finish(bad ? EXIT.badInput : EXIT.ok);
         if (bad) throw badInput(`reference produced ${bad} non-finite values (see the NaN/Inf column)`);
       };
-      if (opts.out) await withRunDir({ out: opts.out, force: opts.force, manifest }, body);
+      if (opts.out) await (await import('../../diff/rundir.ts')).withRunDir({ out: opts.out, force: opts.force, manifest }, body);
       else await body();
     });
 }
