@@ -33,7 +33,7 @@ export function makeJudge(o: JudgeOptions): Judge & { warnings: string[] } {
     for (const d of b.deviations) if (Date.parse(d.expires) < today) warnings.push(`known deviation ${d.stage}${d.layer !== undefined ? ` layer ${d.layer}` : ''} expired on ${d.expires} (${d.reason}): the arithmetic budget applies again`);
   }
   const own = new Map((b?.own ?? []).map((e) => [`${e.stage}@${e.layer}`, e.relRms]));
-  const sources = [`arithmetic budgets (${NOISE_MARGIN} × the reference's rounding noise + the device math's bound)`, `end-to-end budget (KL ≤ ${END_TO_END.maxKl}, Δp ≤ ${END_TO_END.maxDeltaP}, top-1 near tie ≤ ${END_TO_END.nearTieLogit})`];
+  const sources = [`arithmetic budgets (${NOISE_MARGIN} × the reference's rounding noise + the device math's bound)`, `end-to-end budget (KL ≤ ${END_TO_END.maxKl}, Δp ≤ ${END_TO_END.maxDeltaP}, a top-1 flip only at a near tie the KL bound can close, ≥ ${END_TO_END.nearTieLogit} logit)`];
   if (o.baseline) sources.push(`baseline ${o.baseline.file}`);
   if (o.policy) sources.push(`policy ${o.policy.file ?? ''}`.trim());
   return {

@@ -69,6 +69,8 @@ export interface LogitsMetrics {
   argmaxMatch: boolean;
   /** reference logit of its own top-1 minus its logit of the candidate's top-1 (0 when they agree) */
   flipMargin: number;
+  /** the reference's probability of its top-1 plus that of the candidate's top-1 (when they differ, else 0) */
+  flipMass: number;
   top5Overlap: number;
   top10Overlap: number;
   kl: number;
@@ -201,6 +203,7 @@ export function logitsMetrics(a: Float32Array, b: Float32Array): LogitsMetrics {
     argmaxB,
     argmaxMatch,
     flipMargin: argmaxMatch ? 0 : a[argmaxA] - a[argmaxB],
+    flipMass: argmaxMatch ? 0 : Math.exp(a[argmaxA] - la) + Math.exp(a[argmaxB] - la),
     top5Overlap: overlap(ta.slice(0, 5), tb.slice(0, 5)),
     top10Overlap: overlap(ta, tb),
     kl: klSoftmax(a, b),
@@ -248,6 +251,7 @@ function worstLogits(x: LogitsMetrics, y: LogitsMetrics): LogitsMetrics {
     ...(y.flipMargin > x.flipMargin ? y : x),
     argmaxMatch: x.argmaxMatch && y.argmaxMatch,
     flipMargin: Math.max(x.flipMargin, y.flipMargin),
+    flipMass: Math.max(x.flipMass, y.flipMass),
     top5Overlap: Math.min(x.top5Overlap, y.top5Overlap),
     top10Overlap: Math.min(x.top10Overlap, y.top10Overlap),
     kl: Math.max(x.kl, y.kl),
