@@ -6,9 +6,14 @@
 //                  own error), with the no-host-fallback gate and the ledger;
 //   judgeRun       the verdict (diff/gate.ts) and the reports, written into the run directory before its
 //                  manifest says complete.
+// A statistics capture (diff/plan.ts) adds refineRegion between the passes and the judgement: the run judged
+// as captured locates the first divergence, and a second pass over the prefix of the run that computes it
+// re-captures the region around it in full on every side.
 import type { FallbackEntry } from '../diff/manifest.ts';
 import { Cancelled } from '../diff/cancel.ts';
-import { compare, factsOf, type Comparison } from '../diff/compare.ts';
+import { compare, compareRun, factsOf, type Comparison } from '../diff/compare.ts';
+import { replaceRows } from '../diff/dump.ts';
+import { inRegion, regionAround, regionText, type CapturePlan, type Region } from '../diff/plan.ts';
 import { gateRunDir, makeJudge, verdictOf, type JudgeOptions, type RunProblems, type RunVerdict, type Verdict } from '../diff/gate.ts';
 import type { Policy } from '../diff/policy.ts';
 import type { RunDir } from '../diff/rundir.ts';
@@ -16,6 +21,7 @@ import { openCapture, type CaptureSink } from '../diff/sink.ts';
 import type { Ds4Config } from '../model/config.ts';
 import { Ds4DiffError, EXIT } from '../model/errors.ts';
 import type { GgufModel } from '../model/gguf.ts';
+import { join } from 'node:path';
 import { recordKey, stageKey, type StageRecord, type Tap } from '../model/stages.ts';
 import type { CaptureFilter } from '../reference/capture.ts';
 import { runReference, type ReferenceResult } from '../reference/runner.ts';
@@ -46,11 +52,11 @@ const meta = (c: RunCase, version: string, backend: string, extra: Record<string
  * The reference pass into the run directory: `reference` and its facts (`reference-noise`, `reference-ties`).
  * `keep` (default: everything) selects the rows captured, e.g. where an engine dumped.
  */
-export async function referencePass(rd: RunDir, c: RunCase, o: { version: string; weights?: ModelWeights; filter?: CaptureFilter; keep?: (r: StageRecord) => boolean; onProgress?: (m: string) => void }): Promise<{ result: ReferenceResult; records: Map<string, StageRecord> }> {
+export async function referencePass(rd: RunDir, c: RunCase, o: { version: string; weights?: ModelWeights; filter?: CaptureFilter; keep?: (r: StageRecord) => boolean; plan?: CapturePlan; onProgress?: (m: string) => void }): Promise<{ result: ReferenceResult; records: Map<string, StageRecord> }> {
   const sinks = {
-    reference: await openCapture(rd.dir, 'reference', meta(c, o.version, 'reference', { precision: 'ds4' })),
-    noise: await openCapture(rd.dir, 'reference-noise', meta(c, o.version, 'reference', { facts: 'noise' })),
-    ties: await openCapture(rd.dir, 'reference-ties', meta(c, o.version, 'reference', { facts: 'ties' })),
+    reference: await openCapture(rd.dir, 'reference', meta(c, o.version, 'reference', { precision: 'ds4' }), o.plan),
+    noise: await openCapture(rd.dir, 'reference-noise', meta(c, o.version, 'reference', { facts: 'noise' }), o.plan),
+    ties: await openCapture(rd.dir, 'reference-ties', meta(c, o.version, 'reference', { facts: 'ties' }), o.plan),
   };
   const records = new Map<string, StageRecord>();
   const keep = o.keep ?? (() => true);
@@ -103,7 +109,7 @@ class Producers {
  * The device passes into the run directory: `device` (free-running), then `device-teacher` (each stage fed
  * the reference's inputs). A primitive the gate refuses stops the pass with exit 2; what was captured is kept.
  */
-export async function devicePasses(rd: RunDir, c: RunCase, d: DeviceCase, reference: Map<string, StageRecord>, o: { version: string; onProgress?: (m: string) => void }): Promise<{ violation?: Ds4DiffError }> {
+export async function devicePasses(rd: RunDir, c: RunCase, d: DeviceCase, reference: Map<string, StageRecord>, o: { version: string; plan?: CapturePlan; onProgress?: (m: string) => void }): Promise<{ violation?: Ds4DiffError }> {
   const { openDeviceSession, runDevice } = await import('./orchestrator.ts');
   const passes: Array<{ side: string; teacher: boolean }> = [{ side: 'device', teacher: false }];
   if (d.teacher) passes.push({ side: 'device-teacher', teacher: true });
@@ -113,7 +119,7 @@ export async function devicePasses(rd: RunDir, c: RunCase, d: DeviceCase, refere
   const session = openDeviceSession(c.model, d.backend);
   try {
     for (const pass of passes) {
-      const sink = await openCapture(rd.dir, pass.side, meta(c, o.version, d.backend, { kernelMath: d.kernelMath, options: { teacherForced: pass.teacher } }));
+      const sink = await openCapture(rd.dir, pass.side, meta(c, o.version, d.backend, { kernelMath: d.kernelMath, options: { teacherForced: pass.teacher } }), o.plan);
       try {
         const dev = await runDevice({
           session, model: c.model, cfg: c.cfg, tokens: c.tokens, lastLayer: c.lastLayer,
@@ -147,6 +153,64 @@ export async function devicePasses(rd: RunDir, c: RunCase, d: DeviceCase, refere
   rd.manifest.producers = producers.table();
   rd.save();
   return {};
+}
+
+/**
+ * A statistics capture's second pass: the run as captured is judged to find the first row that diverged (the first
+ * own failure, else the first failing row, else the first free-running row past its own budget), and the region
+ * around it (diff/plan.ts regionAround) is re-captured in full on every side — the reference with its facts, the
+ * device free-running and teacher-forced — by re-running only the tokens and layers that compute it (rows at a
+ * position depend on nothing later), then written into the dumps in place of their statistics. Returns the region,
+ * or nothing when no row diverged. A re-captured row whose values do not hash to the first pass's statistics is
+ * noted (a producer that is not deterministic).
+ */
+export async function refineRegion(rd: RunDir, c: RunCase, d: DeviceCase, plan: CapturePlan, o: { version: string; weights?: ModelWeights; onProgress?: (m: string) => void }): Promise<{ region?: Region; notes: string[] }> {
+  const located = await compareRun(rd.dir, makeJudge({ deviceBound: runDeviceBounds(rd.manifest) }));
+  const row = located.firstOwnFailure ?? located.firstFailure ?? located.firstDivergence;
+  if (!row) return { notes: [] };
+  const region = regionAround(row, c.cfg, c.lastLayer);
+  const inside = (r: { stage: string; layer: number; pos: number }) => inRegion(region, c.cfg, r.stage, r.layer, r.pos);
+  const withHead = region.layers.includes(c.cfg.nLayer);
+  // the prefix that computes the region: its tokens, its layers (all of them when the head is in it)
+  const prefix: RunCase = {
+    ...c,
+    tokens: c.tokens.slice(0, region.pos[1] + 1),
+    lastLayer: withHead ? c.lastLayer : Math.max(...region.layers),
+    headPositions: withHead ? (c.headPositions ?? [c.tokens.length - 1]).filter((p) => p <= region.pos[1]) : undefined,
+  };
+  if (prefix.headPositions?.length === 0) prefix.headPositions = undefined;
+  const sides: Record<string, Map<string, StageRecord>> = { reference: new Map(), 'reference-noise': new Map(), 'reference-ties': new Map(), device: new Map(), 'device-teacher': new Map() };
+  const into = (side: string): Tap => (r) => {
+    if (inside(r)) sides[side].set(recordKey(r), r);
+  };
+  const all = new Map<string, StageRecord>();
+  await runReference({
+    model: prefix.model, cfg: prefix.cfg, weights: o.weights ?? new ModelWeights(prefix.model, prefix.cfg), tokens: prefix.tokens, lastLayer: prefix.lastLayer, headPositions: prefix.headPositions,
+    tap: (r) => (all.set(recordKey(r), r), into('reference')(r)),
+    facts: { noise: into('reference-noise'), ties: into('reference-ties') },
+    onProgress: (m) => o.onProgress?.(`region reference ${m}`),
+  });
+  const { runDevice } = await import('./orchestrator.ts');
+  for (const teacher of d.teacher ? [false, true] : [false]) {
+    const side = teacher ? 'device-teacher' : 'device';
+    await runDevice({
+      model: prefix.model, cfg: prefix.cfg, tokens: prefix.tokens, lastLayer: prefix.lastLayer, kernelMath: d.kernelMath, allowHostFallback: d.allowHostFallback,
+      disabledKernels: d.disabledKernels, inject: d.inject, prefill: d.prefill, backend: d.backend, filter: (s, l, p) => inside({ stage: s, layer: l, pos: p }), tap: into(side),
+      teacher: teacher ? (s, l, p) => all.get(stageKey(s, l, p))?.values : undefined,
+      onProgress: (m) => o.onProgress?.(`region ${side} ${m}`),
+    });
+  }
+  const notes: string[] = [];
+  const capture = { mode: plan.mode, full: [...(plan.meta.full ?? []), regionText(region)] };
+  for (const [side, rows] of Object.entries(sides)) {
+    const file = rd.manifest.files[side];
+    if (!file) continue;
+    const { changed } = await replaceRows(join(rd.dir, file), rows, capture);
+    if (changed.length) notes.push(`${side}: ${changed.length} rows re-captured in full differ from the first pass's statistics (first ${changed[0]}): the producer is not deterministic`);
+  }
+  rd.manifest.capture = { ...capture, region };
+  rd.save();
+  return { region, notes };
 }
 
 /** The verdict of the run directory and its reports, written before the manifest says complete. */

@@ -1,7 +1,7 @@
 // `ds4-diff run` as a user runs it: a child process, exit codes, the run directory and its reports.
 import { describe, expect, it } from 'vitest';
 import { spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { readDump, DumpWriter } from '../diff/dump.ts';
@@ -74,6 +74,36 @@ describe('ds4-diff run', () => {
     expect(d.code).toBe(3);
     expect(d.err).toContain(bad);
     expect(d.err.trim().split('\n')).toHaveLength(1);
+  });
+
+  it('--capture stats keeps statistics, re-captures the region around the first divergence in full and still names the planted fault', async () => {
+    const full = tmp(), stats = tmp();
+    const args = ['run', '--layer', '0', '-p', 'Hello', '--inject', 'rope_tail:pairs-halves', '--no-baseline'];
+    const a = cli([...args, '--capture', 'full', '--out', full]);
+    const b = cli([...args, '--capture', 'stats', '--out', stats]);
+    expect([a.code, b.code]).toEqual([1, 1]);
+    // the same verdict line: the kernel's first own failure, judged in full in the re-captured region
+    const verdict = (out: string) => out.split('\n').find((l) => l.startsWith('FAIL'))!;
+    expect(verdict(b.out)).toMatch(/^FAIL: q_rope layer 0 pos 1 is wrong by itself: own error relRms [\d.e+-]+ vs/);
+    expect(verdict(b.out)).toBe(verdict(a.out));
+    const m = manifestOf(stats);
+    expect(m.capture).toMatchObject({ mode: 'stats', region: { layers: [0], pos: [0, 1] } });
+    const dev = await readDump(join(stats, m.files['device-teacher']));
+    expect(dev.meta.capture!.mode).toBe('stats');
+    const kind = (stage: string, pos: number) => dev.records.find((r) => r.stage === stage && r.pos === pos && r.layer === 0)!.kind ?? 'full';
+    expect([kind('q_rope', 1), kind('q_rope', 0), kind('q_rope', 5), kind('router_topk', 5)]).toEqual(['full', 'full', 'stats', 'full']);
+    // every side is smaller than the full capture of the same case
+    const size = (dir: string, side: string) => statSync(join(dir, manifestOf(dir).files[side])).size;
+    for (const side of ['reference', 'reference-noise', 'device', 'device-teacher']) expect(size(stats, side)).toBeLessThan(size(full, side) / 2);
+  });
+
+  it('--full and --capture refuse what they do not know with one line and exit 3', () => {
+    const a = cli(['run', '--layer', '0', '-p', 'Hello', '--capture', 'stats', '--full', 'no_such_stage@0']);
+    expect(a.code).toBe(3);
+    expect(a.err.trim()).toBe("ds4-diff: --full 'no_such_stage@0': 'no_such_stage' matches no stage (see ds4-diff stages)");
+    const b = cli(['run', '--layer', '0', '-p', 'Hello', '--capture', 'most']);
+    expect(b.code).toBe(3);
+    expect(b.err.trim()).toBe("ds4-diff: --capture must be full, stats or auto, not 'most'");
   });
 
   it('a perturbed device capture fails the gate with exit 1 and names the first divergent stage', async () => {

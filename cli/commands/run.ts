@@ -3,6 +3,7 @@
 // its own outputs: accumulated error) and teacher-forced (each stage consumes the reference's inputs: its
 // own error) — writes the run directory, judges it (ascend/pipeline.ts, diff/gate.ts) and prints the report.
 import type { Command } from 'commander';
+import { capturePlan, captureMode, parseFullSpecs } from '../../diff/plan.ts';
 import { loadPolicy, type Policy } from '../../diff/policy.ts';
 import { withRunDir } from '../../diff/rundir.ts';
 import { EXIT, badInput } from '../../model/errors.ts';
@@ -23,6 +24,8 @@ interface RunOptions extends ModelPromptOptions, ReportOutputs {
   policy?: string;
   teacher: boolean;
   devicePrefill?: boolean;
+  capture: string;
+  full: string[];
 }
 
 export function register(program: Command): void {
@@ -34,6 +37,8 @@ export function register(program: Command): void {
     .option('--inject <spec>', 'plant a fault in a simulator kernel: KERNEL[.BUFFER]:FAULT[=ARG][@LAYER|@A:B] (repeatable; the head is layer n_layer; faults: bias=X scale=X nan=I pairs-halves transpose-comb expert-off-by-one stale-buffer round-half-away coarse-exp emit-pos; `ds4-diff kernels` lists which a kernel takes)', (v: string, prev: string[]) => [...prev, v], [])
     .option('--device-prefill', 'run the prompt on the device as ds4-ascend\'s batched prefill (layer by layer, its prefill kernels) instead of token by token')
     .option('--no-teacher', 'skip the teacher-forced device pass: no own errors, only the end result is judged')
+    .option('--capture <mode>', 'full (every row\'s values), stats (per-row statistics; in full: the logits, ids and their scores, --full rows and, by a second pass, the region around the first divergence) or auto (stats when one side\'s full dump would pass 256 MiB)', 'auto')
+    .option('--full <spec>', 'with a stats capture, also keep these rows in full: STAGE[@LAYERS], globs over stage names (repeatable, e.g. q_rope@0, \'attn_*@0:3\')', (v: string, prev: string[]) => [...prev, v], [])
     .addHelpText('after', [
       '',
       'Exit codes: 0 pass, 1 regression (a stage wrong by itself, a row on one side only, the end result out of its budget),',
@@ -44,6 +49,7 @@ export function register(program: Command): void {
       '  ds4-diff run --layer 0 -p Hello',
       '  ds4-diff run --layers all -p Hello --kernel-math exact',
       '  ds4-diff run --layer 0 -p Hello --disable-kernel router_select --allow-host-fallback',
+      '  ds4-diff run --layers all -p Hello -m flash.gguf --capture stats --full q_rope@0',
     ].join('\n'))
     .action(async (opts: RunOptions) => {
       process.exitCode = await runCommand(opts);
@@ -61,22 +67,29 @@ async function runCommand(opts: RunOptions): Promise<number> {
   if (forced && opts.allowHostFallback) throw badInput('--allow-host-fallback contradicts DS4_ASCEND_NO_HOST_FALLBACK=1 in the environment');
   const policy: Policy | undefined = opts.policy ? loadPolicy(opts.policy) : undefined;
 
-  const { devicePasses, judgeRun, referencePass } = await import('../../ascend/pipeline.ts');
+  const { devicePasses, judgeRun, referencePass, refineRegion } = await import('../../ascend/pipeline.ts');
   const { refuseUnlandedFaults } = await import('../../ascend/orchestrator.ts');
   const { parseInjects } = await import('../../ascend/faults.ts');
   const inject = parseInjects(opts.inject, opts.backend);
   const run = await loadModelAndPrompt(opts);
   await refuseUnlandedFaults({ model: run.model, cfg: run.cfg, tokens: run.tokens, lastLayer: run.lastLayer, inject, prefill: opts.devicePrefill });
+  parseFullSpecs(opts.full);
+  const plan = capturePlan(captureMode(opts.capture, run.cfg, run.lastLayer, run.tokens.length, [run.tokens.length - 1]), run.cfg, opts.full);
   const manifest = newManifest(run, opts.backend, { disabledKernels: opts.disableKernel, inject: opts.inject, allowHostFallback: !!opts.allowHostFallback, teacher: opts.teacher, devicePrefill: !!opts.devicePrefill }, opts.kernelMath);
   manifest.noHostFallback = !opts.allowHostFallback;
+  manifest.capture = plan.meta;
   return withRunDir({ out: opts.out, force: opts.force, manifest }, async (rd) => {
     const prog = progress('run');
     const weights = new ModelWeights(run.model, run.cfg);
-    const { result, records } = await referencePass(rd, run, { version: VERSION, weights, onProgress: (m) => prog.tick(`reference ${m}`) });
-    const { violation } = await devicePasses(rd, run, {
+    const { result, records } = await referencePass(rd, run, { version: VERSION, weights, plan, onProgress: (m) => prog.tick(`reference ${m}`) });
+    const device = {
       kernelMath: opts.kernelMath as 'ascend' | 'exact', inject, disabledKernels: opts.disableKernel,
       allowHostFallback: !!opts.allowHostFallback, teacher: opts.teacher, backend: opts.backend, prefill: !!opts.devicePrefill,
-    }, records, { version: VERSION, onProgress: prog.tick });
+    };
+    const { violation } = await devicePasses(rd, run, device, records, { version: VERSION, plan, onProgress: prog.tick });
+    records.clear();
+    const notes: string[] = [];
+    if (!violation && plan.mode === 'stats') notes.push(...(await refineRegion(rd, run, device, plan, { version: VERSION, weights, onProgress: prog.tick })).notes);
     prog.done();
     if (violation) {
       process.stderr.write(`ds4-diff: ${violation.message}\n`);
@@ -85,7 +98,7 @@ async function runCommand(opts: RunOptions): Promise<number> {
     }
     const { verdict } = await judgeRun(rd, {
       title: (baseline) => `ds4-diff run: ${run.tokens.length} tokens, layers 0..${run.lastLayer}, ${opts.backend}/${opts.kernelMath}${baseline ? `, baseline ${baseline}` : ''}`,
-      baseline: opts.baseline, policy, allowHostFallback: opts.allowHostFallback, reports: opts,
+      baseline: opts.baseline, policy, allowHostFallback: opts.allowHostFallback, reports: opts, notes,
     });
     if (!opts.json) {
       const top = result.top.map((t) => `${t.id}:${t.logit.toFixed(3)}`).join(' ');
