@@ -218,7 +218,7 @@ export async function judgeRun(rd: RunDir, o: { title: (baseline?: string) => st
   rd.save();
   const v = await gateRunDir(rd.dir, { deviceBound: runDeviceBounds(rd.manifest), baseline: o.baseline || undefined, shipped: o.baseline !== false, policy: o.policy, allowHostFallback: o.allowHostFallback, problems: o.problems });
   v.comparison.notes.unshift(...(o.notes ?? []));
-  emitRunReports(rd.dir, { title: o.title(v.baseline), comparison: v.comparison, verdict: v.verdict, sources: v.judge.sources }, o.reports);
+  emitRunReports(rd.dir, { title: o.title(v.baseline), comparison: v.comparison, verdict: v.verdict, sources: v.judge.sources, manifest: rd.manifest }, o.reports);
   return v;
 }
 

@@ -1,7 +1,8 @@
 // Emits a report in the formats a command was asked for: the terminal table (or JSON with --json) on
-// stdout, and any of Markdown / JUnit / HTML written to files.
+// stdout, and any of Markdown / JUnit / HTML / CSV written to files.
 import * as fs from 'node:fs';
 import { join } from 'node:path';
+import { renderCsv } from './csv.ts';
 import { renderHtml } from './html.ts';
 import { renderJson } from './json.ts';
 import { renderJunit } from './junit.ts';
@@ -14,13 +15,17 @@ export interface ReportOutputs {
   markdown?: string;
   junit?: string;
   html?: string;
+  csv?: string;
+  /** the terminal's stage table split by layer */
+  byLayer?: boolean;
 }
 
 export function emitReports(input: ReportInput, out: ReportOutputs): void {
-  process.stdout.write(out.json ? renderJson(input) : renderTerminal(input));
+  process.stdout.write(out.json ? renderJson(input) : renderTerminal(input, { byLayer: out.byLayer }));
   if (out.markdown) fs.writeFileSync(out.markdown, renderMarkdown(input));
   if (out.junit) fs.writeFileSync(out.junit, renderJunit(input));
   if (out.html) fs.writeFileSync(out.html, renderHtml(input));
+  if (out.csv) fs.writeFileSync(out.csv, renderCsv(input));
 }
 
 /** The reports of a run directory: always report.md, junit.xml and report.html in it, plus any asked-for copies. */
@@ -30,5 +35,7 @@ export function emitRunReports(dir: string, input: ReportInput, out: ReportOutpu
     markdown: out.markdown ?? join(dir, 'report.md'),
     junit: out.junit ?? join(dir, 'junit.xml'),
     html: out.html ?? join(dir, 'report.html'),
+    csv: out.csv,
+    byLayer: out.byLayer,
   });
 }

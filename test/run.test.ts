@@ -97,6 +97,30 @@ describe('ds4-diff run', () => {
     for (const side of ['reference', 'reference-noise', 'device', 'device-teacher']) expect(size(stats, side)).toBeLessThan(size(full, side) / 2);
   });
 
+  it('writes a CSV row per (stage, layer, pos) and splits the terminal table by layer, for run, gate and compare alike', () => {
+    const dir = tmp();
+    const r = cli(['run', '--layer', '1', '-p', 'Hello', '--out', dir, '--csv', join(dir, 'run.csv'), '--by-layer']);
+    expect(r.code).toBe(0);
+    // by layer: the stage table has a layer column, one line per (stage, layer)
+    expect(r.out).toMatch(/\n\s+q_rope\s+0\s+10\s+0\s/);
+    expect(r.out).toMatch(/\n\s+q_rope\s+1\s+10\s+0\s/);
+    const csv = readFileSync(join(dir, 'run.csv'), 'utf8').trimEnd().split('\n');
+    const g = cli(['gate', dir, '--csv', join(dir, 'gate.csv')]);
+    expect(g.code).toBe(0);
+    expect(readFileSync(join(dir, 'gate.csv'), 'utf8').trimEnd().split('\n')).toEqual(csv);
+    const m = manifestOf(dir);
+    const c = cli(['compare', join(dir, m.files.reference), join(dir, m.files.device), '--csv', join(dir, 'compare.csv')]);
+    const rows = readFileSync(join(dir, 'compare.csv'), 'utf8').trimEnd().split('\n');
+    expect(c.code).toBe(0);
+    // the same rows, one per (stage, layer, pos) of the run, with the worst element where the sides differ
+    expect(rows.length).toBe(csv.length);
+    expect(rows.map((l) => l.split(',').slice(0, 3).join(','))).toEqual(csv.map((l) => l.split(',').slice(0, 3).join(',')));
+    const head = rows[0].split(',');
+    const attnOut = rows.find((l) => l.startsWith('attn_out,1,3,'))!.split(',');
+    expect(Number(attnOut[head.indexOf('worst_index')])).toBeGreaterThanOrEqual(0);
+    expect(Math.abs(Number(attnOut[head.indexOf('worst_ref')]) - Number(attnOut[head.indexOf('worst_dev')]))).toBe(Number(attnOut[head.indexOf('max_abs')]));
+  });
+
   it('--full and --capture refuse what they do not know with one line and exit 3', () => {
     const a = cli(['run', '--layer', '0', '-p', 'Hello', '--capture', 'stats', '--full', 'no_such_stage@0']);
     expect(a.code).toBe(3);

@@ -36,7 +36,7 @@ import type { Ds4Config } from '../../model/config.ts';
 import { Ds4DiffError, EXIT, badInput } from '../../model/errors.ts';
 import { ModelWeights } from '../../reference/weights.ts';
 import type { ReportOutputs } from '../../reports/write.ts';
-import { addModelPromptOptions, addRunDirOptions, collectList, loadModelAndPrompt, newManifest, progress, type LoadedRun, type ModelPromptOptions } from '../common.ts';
+import { addModelPromptOptions, addRunDirOptions, collectList, loadModelAndPrompt, newManifest, progress, tokenPieces, type LoadedRun, type ModelPromptOptions } from '../common.ts';
 import { VERSION } from '../version.ts';
 
 interface EngineOptions extends ModelPromptOptions, ReportOutputs {
@@ -263,6 +263,7 @@ async function engineCommand(engine: string[], rawOpts: EngineOptions, command: 
     // 2. tokens, then the engine's dumps → device.arrow
     const { tokens, source } = chooseTokens(run, opts, report, warn);
     manifest.promptTokens = tokens;
+    manifest.tokenPieces = tokenPieces(run.model, tokens);
     engineInfo.tokensSource = source;
     let imported: { summary?: ImportSummary; rejected: Rejected[] } = { rejected: [] };
     if (prefix !== '') imported = await importAccepting(resolve(prefix), join(dir, 'device.arrow'), run.cfg, tokens, run.model.fingerprint, warn);
