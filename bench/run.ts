@@ -1,5 +1,6 @@
 // `npm run bench [-- --json] [-- --only NAME]`: every benchmark, figures measured in one run and
 // reported next to this machine's own bandwidth (ratios), printed as one JSON object with --json.
+import { benchCapture } from './capture.ts';
 import { benchDevice } from './device.ts';
 import type { Figures } from './measure.ts';
 import { benchReference } from './reference.ts';
@@ -7,6 +8,7 @@ import { benchReference } from './reference.ts';
 const BENCHES: Array<{ name: string; run: () => Promise<Figures> }> = [
   { name: 'reference', run: benchReference },
   { name: 'device', run: benchDevice },
+  { name: 'capture', run: benchCapture },
 ];
 
 const args = process.argv.slice(2);

@@ -10,7 +10,7 @@ import type { RunManifest } from '../diff/manifest.ts';
 const CLI = join(import.meta.dirname, '..', 'cli', 'ds4-diff.js');
 
 function cli(args: string[], env: Record<string, string> = {}) {
-  const r = spawnSync(process.execPath, [CLI, ...args], { encoding: 'utf8', env: { ...process.env, NO_COLOR: '1', ...env }, timeout: 120_000 });
+  const r = spawnSync(process.execPath, [CLI, ...args], { encoding: 'utf8', env: { ...process.env, NO_COLOR: '1', ...env }, timeout: 120_000, maxBuffer: 256 << 20 });
   return { code: r.status, out: r.stdout, err: r.stderr };
 }
 const tmp = () => mkdtempSync(join(tmpdir(), 'ds4-run-'));
@@ -119,6 +119,39 @@ describe('ds4-diff run', () => {
     const attnOut = rows.find((l) => l.startsWith('attn_out,1,3,'))!.split(',');
     expect(Number(attnOut[head.indexOf('worst_index')])).toBeGreaterThanOrEqual(0);
     expect(Math.abs(Number(attnOut[head.indexOf('worst_ref')]) - Number(attnOut[head.indexOf('worst_dev')]))).toBe(Number(attnOut[head.indexOf('max_abs')]));
+  });
+
+  it('--generate N: the device generates greedily, the reference follows its tokens, every position is judged, the end result over the steps', async () => {
+    const dir = tmp();
+    const r = cli(['run', '--layer', '1', '-p', 'Hello', '--generate', '4', '--out', dir, '--json']);
+    expect(r.code).toBe(0);
+    const m = manifestOf(dir);
+    const T = m.promptTokens.length;
+    expect(m.generated).toHaveLength(4);
+    expect(m.tokenPieces).toHaveLength(T + 4);
+    const dev = await readDump(join(dir, m.files.device));
+    const ref = await readDump(join(dir, m.files.reference));
+    // the prompt stays the dumps' prompt; the rows carry the generated tokens at their positions
+    expect(dev.meta.promptTokens).toEqual(m.promptTokens);
+    for (let k = 0; k < 3; k++) {
+      for (const d of [dev, ref]) expect(d.records.find((x) => x.stage === 'embed_hc' && x.pos === T + k)!.token).toBe(m.generated![k]);
+    }
+    expect(dev.records.some((x) => x.pos === T + 3)).toBe(false); // the last generated token is never run
+    // the head at every generating step, on both sides; each step's device top-1 is the next token
+    const logits = (d: typeof dev) => d.records.filter((x) => x.stage === 'logits').map((x) => x.pos);
+    expect(logits(dev)).toEqual([T - 1, T, T + 1, T + 2]);
+    expect(logits(ref)).toEqual(logits(dev));
+    for (const x of dev.records.filter((y) => y.stage === 'logits')) {
+      const v = x.values as Float32Array;
+      expect(v.indexOf(Math.max(...v))).toBe(m.generated![x.pos - (T - 1)]);
+    }
+    const report = JSON.parse(r.out) as { view: { endResult: { positions: number; sameTop1: number }; summary: string[] }; comparison: { counts: { own: number } } };
+    expect(report.view.endResult.positions).toBe(4);
+    expect(report.view.summary.some((l) => /^end result over 4 positions: KL mean \S+, median \S+, 99% \S+, max \S+; same top-1 \S+ %/.test(l))).toBe(true);
+    // the teacher-forced pass judged every position's own error, decode steps included
+    const teacher = await readDump(join(dir, m.files['device-teacher']));
+    expect(new Set(teacher.records.map((x) => x.pos)).size).toBe(T + 3);
+    expect(cli(['run', '--layer', '0', '-p', 'Hello', '--generate', '0']).err.trim()).toBe("ds4-diff: --generate: '0' is not a number of tokens (1..4096)");
   });
 
   it('--full and --capture refuse what they do not know with one line and exit 3', () => {
