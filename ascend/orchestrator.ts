@@ -790,7 +790,8 @@ async function forward(g: DeviceGraph, last: number): Promise<Buf> {
       index: ratio === 4 ? newLane(g, il, 'indexer', ratio, cfg.indexerHeadDim, end) : undefined,
     };
   });
-  const embd = g.weight('token_embd.weight', GGMLType.F16);
+  // the embedding is fetched where it is used: the weight cache may evict it while later layers load
+  const embd = () => g.weight('token_embd.weight', GGMLType.F16);
   let logits: Buf | undefined;
   const headAt = (pos: number, hc: Buf) => {
     logits = head(g, pos, hc);
@@ -800,7 +801,7 @@ async function forward(g: DeviceGraph, last: number): Promise<Buf> {
   if (g.o.prefill) {
     const all = tokens.map((_, pos) => pos), hcA = g.buf('hc_a', T * H * E), hcB = g.buf('hc_b', T * H * E), ids = g.buf('token_ids', T);
     g.dev.upload(ids.h, Int32Array.from(tokens));
-    g.launch('embed_tokens_hc', { out: hcA, tokens: ids, token_embd: embd }, { n_vocab: cfg.nVocab, n_tok: T, n_embd: E, n_hc: H }, { layer: 0, pos: 0, stage: 'embed_hc' });
+    g.launch('embed_tokens_hc', { out: hcA, tokens: ids, token_embd: embd() }, { n_vocab: cfg.nVocab, n_tok: T, n_embd: E, n_hc: H }, { layer: 0, pos: 0, stage: 'embed_hc' });
     captureRows(g, 'embed_hc', 0, all, hcA, H * E);
     for (let il = 0; il <= last; il++) {
       await throwIfCancelled();
@@ -815,7 +816,7 @@ async function forward(g: DeviceGraph, last: number): Promise<Buf> {
   for (let pos = start; pos < end; pos++) {
     await throwIfCancelled();
     g.o.onProgress?.(`token ${pos + 1}/${end}`);
-    g.launch('embed_token_hc', { out: hcA, token_embd: embd }, { token: g.o.tokens[pos], n_embd: E, n_hc: H }, { layer: 0, pos, stage: 'embed_hc' });
+    g.launch('embed_token_hc', { out: hcA, token_embd: embd() }, { token: g.o.tokens[pos], n_embd: E, n_hc: H }, { layer: 0, pos, stage: 'embed_hc' });
     g.capture('embed_hc', 0, pos, hcA);
     for (let il = 0; il <= last; il++) {
       const afterAttn = attention(g, il, [pos], hcA, layers[il]);

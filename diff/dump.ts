@@ -30,6 +30,7 @@ import {
 } from 'apache-arrow';
 import type { Footer } from 'apache-arrow/ipc/metadata/file';
 import { badInput, fileError } from '../model/errors.ts';
+import { onCancel } from './cancel.ts';
 import { recordKey, type RowStats, type StageRecord } from '../model/stages.ts';
 import { statsOf } from './stats.ts';
 
@@ -470,6 +471,8 @@ export async function readDump(file: string): Promise<{ meta: DumpMeta; records:
 export async function replaceRows(file: string, rows: Map<string, StageRecord>, capture: CaptureMeta): Promise<{ replaced: number; changed: string[] }> {
   const meta = await readDumpMeta(file);
   const w = await DumpWriter.open(file, { ...meta, capture });
+  // a signal mid-rewrite drops the temp file; the dump as it was stays
+  const unhook = onCancel(() => void w.abort());
   let replaced = 0;
   const changed: string[] = [];
   try {
@@ -486,6 +489,8 @@ export async function replaceRows(file: string, rows: Map<string, StageRecord>, 
   } catch (e) {
     await w.abort();
     throw e;
+  } finally {
+    unhook();
   }
   await w.close();
   return { replaced, changed };

@@ -10,7 +10,7 @@
 //             - `--full STAGE[@LAYERS]` rows;
 //             - the region around the first divergence, re-captured in full by a second pass (ascend/pipeline.ts).
 //   auto    `full` unless one side's full dump would exceed AUTO_STATS_BYTES (a real-dims model through many
-//           layers: 43 layers × 5 tokens of DS4 Flash hold ~290 MB per side), then `stats`.
+//           layers: 43 layers × 5 tokens of DS4 Flash hold ~270 MB per side), then `stats`.
 import type { Ds4Config } from '../model/config.ts';
 import { badInput } from '../model/errors.ts';
 import { STAGES, compressedRowCount, resolveStage, stageAt, type StageDef } from '../model/stages.ts';

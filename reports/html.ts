@@ -124,6 +124,8 @@ const SCRIPT = `
       var lines = [c.stage + ' layer ' + c.layer + ' (' + c.rows + ' rows)',
         (own ? 'own error' : 'free-running error') + ' / own budget: ' + (v === undefined ? '-' : (stat ? '>= ' : '') + fmt(v) + 'x') + (pos === undefined ? '' : ' at pos ' + pos),
         fail ? 'FAILS' : 'no failure'];
+      var said = own ? c.ownText : c.driftText;
+      if (said) lines.push(said);
       if (stat) lines.push('(a lower bound: compared by statistics only)');
       if (c.undecided) lines.push(c.undecided + ' rows undecided (statistics only)');
       if (own && c.firstOwn) lines.push('first stage wrong by itself');

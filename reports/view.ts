@@ -69,9 +69,11 @@ export interface Cell {
   driftFail: boolean;
   /** rows compared by statistics that proved nothing */
   undecided: number;
-  /** the position of the worst own / drift row */
+  /** the position of the worst own / drift row, and that row's judgement in words */
   ownPos?: number;
   driftPos?: number;
+  ownText?: string;
+  driftText?: string;
   /** the cell holds the first stage wrong by itself / the first divergence */
   firstOwn: boolean;
   firstDivergence: boolean;
@@ -187,8 +189,8 @@ function cellsOf(c: Comparison): Array<Cell & { failed: number }> {
     if (r.status === 'fail' || r.status === 'missing') x.failed++;
     if (r.own?.status === 'undecided' || r.free?.status === 'undecided') x.undecided++;
     const o = ratio(r.own), d = ratio(r.free);
-    if (o !== undefined && (x.own === undefined || o > x.own)) (x.own = o), (x.ownPos = r.pos), (x.ownByStats = !!r.own?.byStats);
-    if (d !== undefined && (x.drift === undefined || d > x.drift)) (x.drift = d), (x.driftPos = r.pos), (x.driftByStats = !!r.free?.byStats);
+    if (o !== undefined && (x.own === undefined || o > x.own)) Object.assign(x, { own: o, ownPos: r.pos, ownByStats: !!r.own?.byStats, ownText: judgedText(r.own) });
+    if (d !== undefined && (x.drift === undefined || d > x.drift)) Object.assign(x, { drift: d, driftPos: r.pos, driftByStats: !!r.free?.byStats, driftText: judgedText(r.free) });
     if (r.own?.status === 'fail' || r.missing) x.ownFail = true;
     if (r.free?.status === 'fail' || r.missing) x.driftFail = true;
   }

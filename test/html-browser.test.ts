@@ -45,7 +45,7 @@ describe.skipIf(!CHROMIUM)('HTML report in a browser', () => {
       await page.hover('#own-map rect[data-stage="q_rope"][data-layer="0"]');
       const tip = await page.$eval('#tip', (e) => ({ text: e.textContent ?? '', shown: getComputedStyle(e).display }));
       expect(tip.shown).toBe('block');
-      expect(tip.text).toMatch(/^q_rope layer 0 \(\d+ rows\)\nown error \/ own budget: [\d.e+]+x at pos \d+\nFAILS\nfirst stage wrong by itself/);
+      expect(tip.text).toMatch(/^q_rope layer 0 \(\d+ rows\)\nown error \/ own budget: [\d.e+]+x at pos \d+\nFAILS\nrelRms \S+ vs \S+ .*\nfirst stage wrong by itself$/);
       mkdirSync(ARTIFACTS, { recursive: true });
       await page.screenshot({ path: join(ARTIFACTS, 'report-heatmap-hover.png') });
       // click: the cell's rows, the failing one first
