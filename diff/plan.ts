@@ -9,8 +9,9 @@
 //               choice passes only at a near tie of those scores), and rows no wider than their statistics;
 //             - `--full STAGE[@LAYERS]` rows;
 //             - the region around the first divergence, re-captured in full by a second pass (ascend/pipeline.ts).
-//   auto    `full` unless one side's full dump would exceed AUTO_STATS_BYTES (a real-dims model through many
-//           layers: 43 layers × 5 tokens of DS4 Flash hold ~270 MB per side), then `stats`.
+//   auto    `full` unless one side's full dump would exceed AUTO_STATS_BYTES, then `stats`: DS4 Flash holds
+//           ~1.3 MB per token per layer and side, so its layer-0 runs of a short prompt stay full (10 tokens:
+//           13.5 MB) and a run through all 43 layers is statistics from its first token (54 MB).
 import type { Ds4Config } from '../model/config.ts';
 import { badInput } from '../model/errors.ts';
 import { STAGES, compressedRowCount, resolveStage, stageAt, type StageDef } from '../model/stages.ts';
@@ -20,8 +21,9 @@ import { SELECTION_SCORES } from './judge.ts';
 
 export type CaptureMode = 'full' | 'stats';
 
-/** `auto` picks statistics above this many bytes in one side's full dump (a run writes five sides). */
-export const AUTO_STATS_BYTES = 256 * 2 ** 20;
+/** `auto` picks statistics above this many bytes in one side's full dump: a run writes five sides, so a full
+ *  run directory stays under ~160 MB unless asked (`--capture full`). */
+export const AUTO_STATS_BYTES = 32 * 2 ** 20;
 
 /** A row of at most this many values is kept whole: its statistics (~80 bytes in the dump) would be no smaller. */
 export const STATS_WIDTH = 16;

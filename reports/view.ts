@@ -339,7 +339,7 @@ export function buildView(input: ReportInput): ReportView {
   if (endResult && endResult.positions > 1) {
     summary.push(`end result over ${endResult.positions} positions: KL mean ${fmt(endResult.kl.mean)}, median ${fmt(endResult.kl.median)}, 99% ${fmt(endResult.kl.p99)}, max ${fmt(endResult.kl.max)}; same top-1 ${fmt(100 * endResult.sameTop1)} %${endResult.nearTies ? ` (${endResult.nearTies} near-tie flips)` : ''}; Δp RMS ${fmt(endResult.deltaP.rms)}, max ${fmt(endResult.deltaP.max)}`);
   }
-  if (n.byStats) summary.push(`${n.byStats} rows compared by statistics only (min/max/mean/RMS/NaN/hash: they prove a failure or identity, never a pass)`);
+  if (n.byStats) summary.push(`${n.byStats} rows compared by statistics only (min/max/mean/RMS/NaN/hash: they prove a failure or identity, never that an error is within its budget)`);
   const fallbacks = m && fallbackView(m);
   if (fallbacks) summary.push(fallbacks.statement);
   if (input.bisect) summary.push(`bisect: ${input.bisect.line}`);

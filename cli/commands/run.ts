@@ -41,7 +41,7 @@ export function register(program: Command): void {
     .option('--device-prefill', 'run the prompt on the device as ds4-ascend\'s batched prefill (layer by layer, its prefill kernels) instead of token by token')
     .option('--no-teacher', 'skip the teacher-forced device pass: no own errors, only the end result is judged')
     .option('--generate <n>', 'after the prompt, let the device generate N tokens greedily; the reference follows the device\'s tokens and every position is judged, the end result by KL / same top-1 / Δp over them')
-    .option('--capture <mode>', 'full (every row\'s values), stats (per-row statistics; in full: the logits, ids and their scores, --full rows and, by a second pass, the region around the first divergence) or auto (stats when one side\'s full dump would pass 256 MiB)', 'auto')
+    .option('--capture <mode>', 'full (every row\'s values), stats (per-row statistics; in full: the logits, ids and their scores, --full rows and, by a second pass, the region around the first divergence) or auto (stats when one side\'s full dump would pass 32 MiB: a real-dims model through all layers)', 'auto')
     .option('--full <spec>', 'with a stats capture, also keep these rows in full: STAGE[@LAYERS], globs over stage names (repeatable, e.g. q_rope@0, \'attn_*@0:3\')', (v: string, prev: string[]) => [...prev, v], [])
     .addHelpText('after', [
       '',
