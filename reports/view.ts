@@ -175,17 +175,21 @@ export function heatColour(ratio: number | undefined, fail: boolean): string {
 const cellKey = (stage: string, layer: number) => `${stage}@${layer}`;
 
 /** The (stage, layer) cells in graph order: worst own error and drift against the rows' own budgets. */
-function cellsOf(c: Comparison): Array<Cell & { failed: number }> {
-  const cells = new Map<string, Cell & { failed: number }>();
+type CellSums = Cell & { failed: number; ownRows: number; freeRows: number };
+
+function cellsOf(c: Comparison): CellSums[] {
+  const cells = new Map<string, CellSums>();
   const firstOwn = c.firstOwnFailure && cellKey(c.firstOwnFailure.stage, c.firstOwnFailure.layer);
   const firstDiv = c.firstDivergence && cellKey(c.firstDivergence.stage, c.firstDivergence.layer);
   for (const r of c.rows) {
     const k = cellKey(r.stage, r.layer);
     let x = cells.get(k);
     if (!x) {
-      cells.set(k, (x = { stage: r.stage, layer: r.layer, rows: 0, failed: 0, ownByStats: false, ownFail: false, driftByStats: false, driftFail: false, undecided: 0, firstOwn: k === firstOwn, firstDivergence: k === firstDiv, ownColour: '', driftColour: '' }));
+      cells.set(k, (x = { stage: r.stage, layer: r.layer, rows: 0, failed: 0, ownRows: 0, freeRows: 0, ownByStats: false, ownFail: false, driftByStats: false, driftFail: false, undecided: 0, firstOwn: k === firstOwn, firstDivergence: k === firstDiv, ownColour: '', driftColour: '' }));
     }
     x.rows++;
+    if (r.own) x.ownRows++;
+    if (r.free) x.freeRows++;
     if (r.status === 'fail' || r.status === 'missing') x.failed++;
     if (r.own?.status === 'undecided' || r.free?.status === 'undecided') x.undecided++;
     const o = ratio(r.own), d = ratio(r.free);
@@ -198,16 +202,17 @@ function cellsOf(c: Comparison): Array<Cell & { failed: number }> {
     const ka = graphOrderKey(a.stage, a.layer, 0), kb = graphOrderKey(b.stage, b.layer, 0);
     return ka[1] - kb[1] || ka[2] - kb[2] || ka[3] - kb[3] || (a.stage < b.stage ? -1 : a.stage > b.stage ? 1 : 0);
   });
+  // a judged cell without a ratio (ids, judged choice by choice) that passes is drawn as no error; EMPTY: nothing judged
   for (const x of out) {
-    x.ownColour = heatColour(x.own, x.ownFail);
-    x.driftColour = heatColour(x.drift, x.driftFail);
+    x.ownColour = heatColour(x.own ?? (x.ownRows ? 0 : undefined), x.ownFail);
+    x.driftColour = heatColour(x.drift ?? (x.freeRows ? 0 : undefined), x.driftFail);
   }
   return out;
 }
 
 const atLeast = (v: number | undefined, byStats: boolean) => (v === undefined ? '-' : `${byStats ? '≥' : ''}${fmt(v)}×`);
 
-function stageLayerTable(c: Comparison, cells: Array<Cell & { failed: number }>): Table {
+function stageLayerTable(c: Comparison, cells: CellSums[]): Table {
   return {
     columns: ['', 'stage', 'layer', 'rows', 'fail', 'own ×budget', 'at pos', 'drift ×budget', 'at pos', 'undecided'],
     rows: cells.map((x) => ({
@@ -345,7 +350,7 @@ export function buildView(input: ReportInput): ReportView {
   if (input.bisect) summary.push(`bisect: ${input.bisect.line}`);
   return {
     title: input.title, verdict: v.line, meaning: meaningOf(c, v, m), exitCode: v.exitCode, pass: v.exitCode === 0, summary,
-    stages: stageTable(c), layers: layerTable(c), stageLayers: stageLayerTable(c, cells), cells: cells.map(({ failed: _, ...x }) => x), positions, endResult,
+    stages: stageTable(c), layers: layerTable(c), stageLayers: stageLayerTable(c, cells), cells: cells.map(({ failed: _f, ownRows: _o, freeRows: _r, ...x }) => x), positions, endResult,
     failures: failureTable(c), case: m && caseView(m), fallbacks, bisect: input.bisect, notes,
   };
 }
