@@ -1,6 +1,7 @@
 // `npm run bench [-- --json] [-- --only NAME]`: every benchmark, figures measured in one run and
 // reported next to this machine's own bandwidth (ratios), printed as one JSON object with --json.
 import { benchCalibrate } from './calibrate.ts';
+import { benchCapture } from './capture.ts';
 import { benchDevice } from './device.ts';
 import type { Figures } from './measure.ts';
 import { benchReference } from './reference.ts';
@@ -9,6 +10,7 @@ const BENCHES: Array<{ name: string; run: () => Promise<Figures> }> = [
   { name: 'reference', run: benchReference },
   { name: 'device', run: benchDevice },
   { name: 'calibrate', run: benchCalibrate },
+  { name: 'capture', run: benchCapture },
 ];
 
 const args = process.argv.slice(2);

@@ -5,7 +5,7 @@
 // kernel to blame), the first free-running row past its own budget (where drift starts), the end result.
 // The reference side is always `a`: relative errors, NMSE and KL are taken relative to it.
 import { Ds4DiffError, EXIT, badInput } from '../model/errors.ts';
-import { graphOrderKey, recordKey, resolveStage, stageKey, type StageDef, type StageId, type StageRecord } from '../model/stages.ts';
+import { graphOrderKey, recordKey, resolveStage, stageKey, type RowStats, type StageDef, type StageId, type StageRecord } from '../model/stages.ts';
 import { iterateDump, readDumpMeta, type DumpMeta } from './dump.ts';
 import {
   ALWAYS, END_TO_END, chainBound, check, codeFlips, topFlipTie, endToEndTolerance, ownBudget, relRmsExcept, SELECTION_SCORES, worstBound,
@@ -13,12 +13,14 @@ import {
 } from './judge.ts';
 import { readManifest, sidePath } from './manifest.ts';
 import { checkRunSides } from './rundir.ts';
-import { recordMetrics, worstOf, type Metrics } from './metrics.ts';
+import { recordMetrics, worstElement, worstOf, type Metrics } from './metrics.ts';
+import { isStatsOnly, judgeStats, statsOf, type StatsEvidence } from './stats.ts';
 
 /** One role's verdict on a row. */
 export interface Judged {
   role: Role;
-  status: 'pass' | 'fail';
+  /** `undecided`: compared by statistics (diff/stats.ts), which proved neither a failure nor a pass */
+  status: 'pass' | 'fail' | 'undecided';
   metrics?: Metrics;
   tolerance: Tolerance;
   violations: Violation[];
@@ -28,6 +30,8 @@ export interface Judged {
    *  inherited row's arithmetic own budget, the yardstick of its drift */
   budget?: number;
   note?: string;
+  /** a side was captured as statistics only: what they prove (no `metrics`) */
+  byStats?: StatsEvidence;
 }
 
 export interface CompareRow {
@@ -43,7 +47,12 @@ export interface CompareRow {
   free?: Judged;
   /** the row's own error */
   own?: Judged;
-  /** `unjudged`: on both sides but judged in no role (a replay that could not recompute it, say why elsewhere) */
+  /** the statistics of the reference's and the free-running candidate's values */
+  sides?: { a: RowStats; b: RowStats };
+  /** where the free-running candidate differs most from the reference (both full) */
+  worstAt?: { index: number; a: number; b: number };
+  /** `unjudged`: on both sides but judged in no role (a replay that could not recompute it, say why elsewhere),
+   *  or compared by statistics that decided nothing */
   status: 'pass' | 'fail' | 'missing' | 'unjudged';
 }
 
@@ -88,7 +97,8 @@ export interface Comparison {
   firstDivergence?: CompareRow;
   stages: StageSummary[];
   layers: LayerSummary[];
-  counts: { rows: number; compared: number; failed: number; missing: number; unjudged: number; nearTies: number; own: number; ownFailed: number };
+  /** `own`: rows judged by their own error (decided); `byStats`: rows compared by statistics only (diff/stats.ts) */
+  counts: { rows: number; compared: number; failed: number; missing: number; unjudged: number; nearTies: number; own: number; ownFailed: number; byStats: number };
   pass: boolean;
   notes: string[];
 }
@@ -257,7 +267,13 @@ export async function compare(p: Pairing, judge: Judge): Promise<Comparison> {
         continue;
       }
       const lookup = (s: StageId) => ({ rec: refs.get(stageKey(s, ra.layer, ra.pos)), facts: facts.get(stageKey(s, ra.layer, ra.pos)) });
-      row[slot] = judgePair(roleOf(ra), ra, rb, facts.get(k), judge, lookup, slot === 'own' ? p.derivedInputs?.[canonical(ra.stage)?.name ?? ''] : undefined);
+      const derived = slot === 'own' ? p.derivedInputs?.[canonical(ra.stage)?.name ?? ''] : undefined;
+      const statsOnly = isStatsOnly(ra) || isStatsOnly(rb);
+      row[slot] = statsOnly ? judgeStats(roleOf(ra), canonical(ra.stage), ra, rb, facts.get(k), judge, derived) : judgePair(roleOf(ra), ra, rb, facts.get(k), judge, lookup, derived);
+      if (slot === 'free') {
+        row.sides = { a: statsOf(ra), b: statsOf(rb) };
+        if (!statsOnly && ra.values.length === rb.values.length) row.worstAt = worstElement(ra.values, rb.values);
+      }
     }
     for (const [k, ra] of refs) if (!seen.has(k)) rowOf(ra).missing ??= 'candidate';
   };
@@ -266,7 +282,10 @@ export async function compare(p: Pairing, judge: Judge): Promise<Comparison> {
   await pass(p.own, ownRef, ownFacts, () => 'own', 'own');
   followNearTieChoices(rows);
   const sorted = [...rows.values()].sort(compareKeys);
-  for (const r of sorted) r.status = r.missing ? 'missing' : r.free?.status === 'fail' || r.own?.status === 'fail' ? 'fail' : r.free || r.own ? 'pass' : 'unjudged';
+  for (const r of sorted) {
+    const slots = [r.free, r.own].filter((j): j is Judged => j !== undefined);
+    r.status = r.missing ? 'missing' : slots.some((j) => j.status === 'fail') ? 'fail' : slots.length && slots.every((j) => j.status === 'pass') ? 'pass' : 'unjudged';
+  }
   return summarize(sorted, p.labels?.a ?? 'a', p.labels?.b ?? 'b', p.notes ?? []);
 }
 
@@ -278,14 +297,16 @@ function compareKeys(x: CompareRow, y: CompareRow): number {
 }
 
 const nearTiesOf = (j?: Judged) => (j?.metrics?.nearTies ?? 0);
-const ratio = (j?: Judged): number | undefined => (j?.budget && j.metrics?.kind === 'f32' ? j.metrics.relRms / j.budget : undefined);
+/** A row's relative RMS error as a multiple of its own budget; a lower bound for a row compared by statistics. */
+export const ratio = (j?: Judged): number | undefined =>
+  !j?.budget ? undefined : j.metrics?.kind === 'f32' ? j.metrics.relRms / j.budget : j.byStats ? j.byStats.relRmsAtLeast / j.budget : undefined;
 const maxOf = (a: number | undefined, b: number | undefined) => (a === undefined ? b : b === undefined ? a : Math.max(a, b));
 
 /** Per-stage and per-layer summaries, the first failures and counts, from rows in graph order. */
 export function summarize(rows: CompareRow[], a: string, b: string, notes: string[] = []): Comparison {
   const stages = new Map<string, StageSummary>();
   const layers = new Map<number, LayerSummary>();
-  const counts = { rows: rows.length, compared: 0, failed: 0, missing: 0, unjudged: 0, nearTies: 0, own: 0, ownFailed: 0 };
+  const counts = { rows: rows.length, compared: 0, failed: 0, missing: 0, unjudged: 0, nearTies: 0, own: 0, ownFailed: 0, byStats: 0 };
   for (const r of rows) {
     let s = stages.get(r.stage);
     if (!s) stages.set(r.stage, (s = { stage: r.stage, known: r.known, rows: 0, failed: 0, missing: 0, nearTies: 0, ownFailed: 0 }));
@@ -298,6 +319,7 @@ export function summarize(rows: CompareRow[], a: string, b: string, notes: strin
       counts.missing++;
     }
     if (r.free || r.own) counts.compared++;
+    if (r.free?.byStats || r.own?.byStats) counts.byStats++;
     if (r.status === 'unjudged') counts.unjudged++;
     else if (r.status !== 'pass') {
       s.failed++;
@@ -308,7 +330,7 @@ export function summarize(rows: CompareRow[], a: string, b: string, notes: strin
     const ties = nearTiesOf(r.free) + nearTiesOf(r.own);
     s.nearTies += ties;
     counts.nearTies += ties;
-    if (r.own) {
+    if (r.own && r.own.status !== 'undecided') {
       counts.own++;
       if (r.own.status === 'fail') {
         counts.ownFailed++;
@@ -381,8 +403,13 @@ export async function factsOf(noise: Source, ties: Source): Promise<FactsMap> {
     if (!f) facts.set(k, (f = {}));
     return f;
   };
+  // a noise row captured as statistics keeps only its RMS, all a row judged by statistics needs (diff/stats.ts)
   for await (const r of noise as AsyncIterable<StageRecord>) {
     const f = at(r);
+    if (isStatsOnly(r)) {
+      f.noise = Float32Array.of(statsOf(r).rms);
+      continue;
+    }
     const v = r.values as Float32Array;
     if (r.shape.length === 2 && r.shape[0] === 2) {
       f.noise = v.subarray(0, r.shape[1]);
@@ -390,6 +417,8 @@ export async function factsOf(noise: Source, ties: Source): Promise<FactsMap> {
     } else f.noise = v;
   }
   for await (const r of ties as AsyncIterable<StageRecord>) {
+    // decisions are judged element by element, from full rows only
+    if (isStatsOnly(r)) continue;
     const f = at(r);
     const v = r.values as Float32Array;
     if (r.shape.length === 2 && r.shape[0] === 2) {

@@ -141,6 +141,25 @@ export function f32Metrics(a: Float32Array, b: Float32Array): F32Metrics {
   };
 }
 
+/**
+ * The element where two rows differ most, for a report to show (msprobe's worst element): the first non-finite
+ * mismatch if any, else the largest |a − b| (−1 when the rows are equal).
+ */
+export function worstElement(a: Float32Array | Int32Array, b: Float32Array | Int32Array): { index: number; a: number; b: number } | undefined {
+  let at = -1, worst = 0;
+  for (let i = 0; i < Math.min(a.length, b.length); i++) {
+    const x = a[i], y = b[i];
+    if (!Number.isFinite(x) || !Number.isFinite(y)) {
+      if (Object.is(x, y) || (Number.isNaN(x) && Number.isNaN(y))) continue;
+      at = i;
+      break;
+    }
+    const d = Math.abs(x - y);
+    if (d > worst) (worst = d), (at = i);
+  }
+  return at < 0 ? undefined : { index: at, a: a[at], b: b[at] };
+}
+
 export function i32Metrics(a: Int32Array, b: Int32Array): I32Metrics {
   const n = Math.max(a.length, b.length);
   let mismatches = Math.abs(a.length - b.length);

@@ -248,10 +248,15 @@ describe.skipIf(!ready)('bisect on the simulated device (tiny fixture)', async (
 
   it('CLI: `bisect --layer 0 -p Hello --inject rope_tail:pairs-halves` names rope_tail, in text, JSON and Markdown, and from a run directory', () => {
     const dir = mkdtempSync(join(tmpdir(), 'ds4-bisect-'));
-    const text = cli(['bisect', '--layer', '0', '-p', 'Hello', '--inject', 'rope_tail:pairs-halves', '--markdown', join(dir, 'bisect.md')]);
+    const text = cli(['bisect', '--layer', '0', '-p', 'Hello', '--inject', 'rope_tail:pairs-halves', '--markdown', join(dir, 'bisect.md'), '--html', join(dir, 'bisect.html')]);
     expect(text.code).toBe(1);
-    expect(text.out.split('\n')[0]).toMatch(/^rope_tail diverged first at layer 0 pos \d+ stage q_rope: own error relative RMS \S+ vs budget \S+ \(\S+×\); \d+ later stages inherit$/);
+    const line = text.out.split('\n')[0];
+    expect(line).toMatch(/^rope_tail diverged first at layer 0 pos \d+ stage q_rope: own error relative RMS \S+ vs budget \S+ \(\S+×\); \d+ later stages inherit$/);
     expect(readFileSync(join(dir, 'bisect.md'), 'utf8')).toContain('**rope_tail diverged first');
+    // the HTML report of the comparison carries the bisect's verdict and the case
+    const html = readFileSync(join(dir, 'bisect.html'), 'utf8');
+    expect(html).toContain(`<h2 id="bisect">Bisect</h2>\n<p class="verdict bad">${line}</p>`);
+    expect(html).toContain('<h2 id="case">Case</h2>');
     const json = cli(['bisect', '--layer', '0', '-p', 'Hello', '--inject', 'rope_tail:pairs-halves', '--json']);
     const v = JSON.parse(json.out).verdict;
     expect(v).toMatchObject({ kernel: 'rope_tail', stage: 'q_rope', layer: 0 });
