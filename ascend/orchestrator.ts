@@ -59,6 +59,14 @@ export interface DeviceRunOptions {
    * its kernels batch) instead of in decode order, one token at a time (the default).
    */
   prefill?: boolean;
+  /** positions whose output head is evaluated (default: the last token; with `generate`, every generating step) */
+  headPositions?: number[];
+  /**
+   * Generate this many tokens greedily after `tokens` (ds4's decode loop at temperature 0): the head runs at the
+   * last prompt position and at every decode step, its top-1 (lowest id on a tie) is the next token. The last
+   * generated token is not run through the model (nothing reads it).
+   */
+  generate?: number;
 }
 
 /** A capture holds NaN: the run stops here; `kernels` are the launches that produced the stage. */
@@ -69,7 +77,10 @@ export class KernelNanError extends Ds4DiffError {
 }
 
 export interface DeviceRunResult {
+  /** logits of the last head position */
   logits: Float32Array;
+  /** the tokens run, then the generated ones (`generate`) */
+  tokens: number[];
   ledger: FallbackEntry[];
   stats: Record<string, KernelStat>;
   readbackBytes: number;
@@ -752,31 +763,56 @@ function head(g: DeviceGraph, pos: number, hc: Buf): Buf {
   return logits;
 }
 
+/** The top-1 token of a logits buffer (the lowest id on a tie, as ds4's greedy sampler): read back to feed it. */
+function greedyToken(g: DeviceGraph, logits: Buf): number {
+  // the walk before a run computes nothing: any token walks the same launches
+  if (g.dry) return 0;
+  const n = g.o.cfg.nVocab;
+  const raw = g.dev.download(logits.h, n * 4);
+  g.readbackBytes += n * 4;
+  const v = new Float32Array(raw.buffer.slice(raw.byteOffset, raw.byteOffset + n * 4));
+  let best = 0;
+  for (let i = 1; i < n; i++) if (v[i] > v[best]) best = i;
+  return best;
+}
+
 /**
- * The pass, then the output head of the last token. Decode order: every token through layers 0..last in
- * position order. Prefill (ds4's prompt path, as ds4-ascend runs it): the whole prompt embedded at once,
- * then layer by layer, every batched kernel over all positions, the compressor, indexer and router
- * token by token; the same arithmetic, so the captures are the same.
+ * The pass, then the output head at the head positions (the last token by default). Decode order: every
+ * token through layers 0..last in position order. Prefill (ds4's prompt path, as ds4-ascend runs it): the whole
+ * prompt embedded at once, then layer by layer, every batched kernel over all positions, the compressor, indexer
+ * and router token by token; the same arithmetic, so the captures are the same. Generation continues in decode
+ * order after either, appending each step's greedy token to `g.o.tokens`. Returns the last head's logits.
  */
 async function forward(g: DeviceGraph, last: number): Promise<Buf> {
   const { cfg, tokens } = g.o;
   const E = cfg.nEmbd, H = cfg.nHc, D = cfg.headDim, T = tokens.length;
   for (const tok of tokens) if (!Number.isInteger(tok) || tok < 0 || tok >= cfg.nVocab) throw badInput(`token id ${tok} is outside the vocabulary (0..${cfg.nVocab - 1})`);
+  const gen = g.o.generate ?? 0;
+  // positions run through the layers: the prompt, then every generated token but the last
+  const end = T + Math.max(0, gen - 1);
+  const heads = new Set(g.o.headPositions ?? (gen ? Array.from({ length: gen }, (_, k) => T - 1 + k) : [T - 1]));
   // per-layer state: the raw KV ring; per-token state: the HC stream, ping-ponged between layers
   const layers: LayerState[] = Array.from({ length: last + 1 }, (_, il) => {
     const ratio = cfg.compressRatios[il];
     if (ratio !== 0 && ratio !== 4 && ratio !== 128) throw badInput(`layer ${il}: compress ratio ${ratio} is not 0, 4 or 128`);
     return {
       raw: g.buf(`raw_kv_${il}`, cfg.slidingWindow * D),
-      attn: ratio ? newLane(g, il, 'attn', ratio, D, T) : undefined,
-      index: ratio === 4 ? newLane(g, il, 'indexer', ratio, cfg.indexerHeadDim, T) : undefined,
+      attn: ratio ? newLane(g, il, 'attn', ratio, D, end) : undefined,
+      index: ratio === 4 ? newLane(g, il, 'indexer', ratio, cfg.indexerHeadDim, end) : undefined,
     };
   });
-  const embd = g.weight('token_embd.weight', GGMLType.F16);
+  // the embedding is fetched where it is used: the weight cache may evict it while later layers load
+  const embd = () => g.weight('token_embd.weight', GGMLType.F16);
+  let logits: Buf | undefined;
+  const headAt = (pos: number, hc: Buf) => {
+    logits = head(g, pos, hc);
+    if (gen && pos >= T - 1 && g.o.tokens.length < T + gen) g.o.tokens.push(greedyToken(g, logits));
+  };
+  let start = 0;
   if (g.o.prefill) {
     const all = tokens.map((_, pos) => pos), hcA = g.buf('hc_a', T * H * E), hcB = g.buf('hc_b', T * H * E), ids = g.buf('token_ids', T);
     g.dev.upload(ids.h, Int32Array.from(tokens));
-    g.launch('embed_tokens_hc', { out: hcA, tokens: ids, token_embd: embd }, { n_vocab: cfg.nVocab, n_tok: T, n_embd: E, n_hc: H }, { layer: 0, pos: 0, stage: 'embed_hc' });
+    g.launch('embed_tokens_hc', { out: hcA, tokens: ids, token_embd: embd() }, { n_vocab: cfg.nVocab, n_tok: T, n_embd: E, n_hc: H }, { layer: 0, pos: 0, stage: 'embed_hc' });
     captureRows(g, 'embed_hc', 0, all, hcA, H * E);
     for (let il = 0; il <= last; il++) {
       await throwIfCancelled();
@@ -784,21 +820,24 @@ async function forward(g: DeviceGraph, last: number): Promise<Buf> {
       ffn(g, il, all, attention(g, il, all, hcA, layers[il]), hcB);
       g.launch('copy', { dst: hcA, src: hcB }, { dst_offset: 0, src_offset: 0, bytes: T * H * E * 4 }, { layer: il, pos: 0, stage: 'after_ffn_hc' });
     }
-    return head(g, T - 1, rowOf(g, hcA, T - 1, H * E, 'hc_last', { layer: cfg.nLayer, pos: T - 1, stage: 'out_hc_pre' }));
+    for (const pos of all) if (heads.has(pos)) headAt(pos, rowOf(g, hcA, pos, H * E, 'hc_last', { layer: cfg.nLayer, pos, stage: 'out_hc_pre' }));
+    start = T;
   }
   const hcA = g.buf('hc_a', H * E), hcB = g.buf('hc_b', H * E);
-  for (let pos = 0; pos < T; pos++) {
+  for (let pos = start; pos < end; pos++) {
     await throwIfCancelled();
-    g.o.onProgress?.(`token ${pos + 1}/${T}`);
-    g.launch('embed_token_hc', { out: hcA, token_embd: embd }, { token: tokens[pos], n_embd: E, n_hc: H }, { layer: 0, pos, stage: 'embed_hc' });
+    g.o.onProgress?.(`token ${pos + 1}/${end}`);
+    g.launch('embed_token_hc', { out: hcA, token_embd: embd() }, { token: g.o.tokens[pos], n_embd: E, n_hc: H }, { layer: 0, pos, stage: 'embed_hc' });
     g.capture('embed_hc', 0, pos, hcA);
     for (let il = 0; il <= last; il++) {
       const afterAttn = attention(g, il, [pos], hcA, layers[il]);
       ffn(g, il, [pos], afterAttn, hcB);
       g.launch('copy', { dst: hcA, src: hcB }, { dst_offset: 0, src_offset: 0, bytes: H * E * 4 }, { layer: il, pos, stage: 'after_ffn_hc' });
     }
+    if (heads.has(pos)) headAt(pos, hcA);
   }
-  return head(g, T - 1, hcA);
+  if (!logits) throw badInput(`head positions ${[...heads].join(',')} are outside the run's positions 0..${end - 1}`);
+  return logits;
 }
 
 /**
@@ -807,7 +846,7 @@ async function forward(g: DeviceGraph, last: number): Promise<Buf> {
  * every output, nothing it reads can be stale. Walks the pass's launches on a backend that runs nothing.
  * Commands call it before any work; runDevice does not (bisect's shorter passes legitimately plant less).
  */
-export async function refuseUnlandedFaults(o: Pick<DeviceRunOptions, 'model' | 'cfg' | 'tokens' | 'lastLayer' | 'inject' | 'addonPath' | 'prefill'>): Promise<void> {
+export async function refuseUnlandedFaults(o: Pick<DeviceRunOptions, 'model' | 'cfg' | 'tokens' | 'lastLayer' | 'inject' | 'addonPath' | 'prefill' | 'generate'>): Promise<void> {
   if (!o.inject?.length) return;
   const last = o.lastLayer ?? o.cfg.nLayer - 1;
   const faults = new FaultPlugin(o.inject, new Set(), true);
@@ -819,7 +858,7 @@ export async function refuseUnlandedFaults(o: Pick<DeviceRunOptions, 'model' | '
       layers.set(l.kernel, at);
     },
   };
-  const g = new DeviceGraph(planBackend(o.addonPath), { model: o.model, cfg: o.cfg, tokens: o.tokens, lastLayer: last, prefill: o.prefill }, [seen, faults], faults, true);
+  const g = new DeviceGraph(planBackend(o.addonPath), { model: o.model, cfg: o.cfg, tokens: [...o.tokens], lastLayer: last, prefill: o.prefill, generate: o.generate }, [seen, faults], faults, true);
   try {
     await forward(g, last);
   } finally {
@@ -829,10 +868,15 @@ export async function refuseUnlandedFaults(o: Pick<DeviceRunOptions, 'model' | '
   if (miss) throw badInput(`--inject ${miss.f.spec}: ${miss.why}`);
 }
 
+/** Generation decodes after the prompt; the batched prefill keeps the prompt's KV rows in its own batch buffer,
+ *  not in the raw ring the decode steps read (ds4-ascend copies them over; this simulator does not model that). */
+export const GENERATE_AFTER_PREFILL = 'generating after the batched prefill is not modelled: the decode steps would read a raw KV ring the prefill never filled; generate without --device-prefill';
+
 /** Run the graph on the device; see the file comment. */
 export async function runDevice(opts: DeviceRunOptions): Promise<DeviceRunResult> {
   const { cfg, tokens } = opts;
   if (tokens.length === 0) throw badInput('device run: no tokens');
+  if (opts.prefill && opts.generate) throw badInput(GENERATE_AFTER_PREFILL);
   const last = opts.lastLayer ?? cfg.nLayer - 1;
   if (!(last >= 0 && last < cfg.nLayer)) throw badInput(`device run: layer ${last} is outside 0..${cfg.nLayer - 1}`);
   const dev = opts.session?.dev ?? openBackend(opts.backend ?? 'sim', opts.addonPath);
@@ -842,7 +886,8 @@ export async function runDevice(opts: DeviceRunOptions): Promise<DeviceRunResult
   const faults = new FaultPlugin(opts.inject ?? [], hostKernels);
   const plugins: DevicePlugin[] = [new HostSwap(hostKernels, dev.catalog), faults, new ProducerTracking(opts.producers)];
   if (opts.teacher) plugins.push(new TeacherForcing(dev, opts.teacher));
-  const g = new DeviceGraph(dev, opts, plugins, faults);
+  // the pass appends generated tokens to its own copy of the list
+  const g = new DeviceGraph(dev, { ...opts, tokens: [...tokens] }, plugins, faults);
   try {
     const logitsBuf = await forward(g, last);
     const raw = dev.download(logitsBuf.h, cfg.nVocab * 4);
@@ -850,7 +895,7 @@ export async function runDevice(opts: DeviceRunOptions): Promise<DeviceRunResult
     const logits = new Float32Array(cfg.nVocab);
     new Uint8Array(logits.buffer).set(raw.subarray(0, cfg.nVocab * 4));
     dev.synchronize();
-    return { logits, ledger: g.gate.ledger(), stats: dev.stats(), readbackBytes: g.readbackBytes, selectionReadbackBytes: g.selectionReadbackBytes };
+    return { logits, tokens: g.o.tokens, ledger: g.gate.ledger(), stats: dev.stats(), readbackBytes: g.readbackBytes, selectionReadbackBytes: g.selectionReadbackBytes };
   } catch (e) {
     if (e instanceof Ds4DiffError) throw e;
     // sanitizer reports and kernel faults come back as plain errors from the addon: one line, exit 125

@@ -50,7 +50,9 @@ export function addRunDirOptions(cmd: Command): Command {
     .option('--json', 'print the report as JSON')
     .option('--markdown <file>', 'also write the Markdown report here (always written into the run directory)')
     .option('--junit <file>', 'also write the JUnit XML report here')
-    .option('--html <file>', 'also write the HTML report here');
+    .option('--html <file>', 'also write the HTML report here (always written into the run directory)')
+    .option('--csv <file>', 'also write every (stage, layer, pos) row as CSV: both sides\' statistics, the metrics, the worst element')
+    .option('--by-layer', 'split the terminal\'s stage table by layer');
 }
 
 export interface LoadedRun {
@@ -140,6 +142,12 @@ export function progress(label: string): { tick: (msg: string) => void; done: ()
   };
 }
 
+/** Each token's text (a partial UTF-8 character shows as U+FFFD), for the reports; none when the model has no vocabulary. */
+export function tokenPieces(model: GgufModel, ids: number[]): string[] | undefined {
+  const tok = model.metadata['tokenizer.ggml.tokens'] === undefined ? undefined : Tokenizer.fromGguf(model);
+  return tok && ids.map((id) => tok.piece(id));
+}
+
 /** A fresh (incomplete) run manifest for a loaded model and prompt. */
 export function newManifest(run: LoadedRun, backend: string, options: Record<string, unknown>, kernelMath?: string): RunManifest {
   return {
@@ -149,6 +157,7 @@ export function newManifest(run: LoadedRun, backend: string, options: Record<str
     model: { path: run.modelPath, fingerprint: run.model.fingerprint },
     prompt: run.prompt,
     promptTokens: run.tokens,
+    tokenPieces: tokenPieces(run.model, run.tokens),
     layers: { last: run.lastLayer, all: run.allLayers },
     backend,
     kernelMath,

@@ -36,6 +36,8 @@ export interface BaselineCase {
   backend: string;
   /** absent: any kernel math */
   kernelMath?: string;
+  /** tokens the device generated after the prompt and the run judged (run --generate); absent: none */
+  generated?: number;
 }
 
 export interface OwnEnvelope {
@@ -155,6 +157,7 @@ export function caseDifferences(c: BaselineCase, m: RunManifest): string[] {
   if (c.backend !== m.backend) d.push(`backend ${m.backend} (baseline ${c.backend})`);
   if (c.kernelMath !== undefined && c.kernelMath !== m.kernelMath) d.push(`kernel math ${m.kernelMath ?? 'none'} (baseline ${c.kernelMath})`);
   if (c.layers.last !== m.layers.last || c.layers.all !== m.layers.all) d.push(`layers ${describeLayers(m.layers)} (baseline ${describeLayers(c.layers)})`);
+  if ((c.generated ?? 0) !== (m.generated?.length ?? 0)) d.push(`${m.generated?.length ?? 0} generated tokens (baseline ${c.generated ?? 0})`);
   return d;
 }
 
@@ -222,6 +225,7 @@ export async function recordBaseline(runDir: string, judge: Judge, opts: RecordO
       layers: m.layers,
       backend: m.backend,
       kernelMath: m.kernelMath,
+      ...(m.generated?.length ? { generated: m.generated.length } : {}),
     },
     growth: opts.growth ?? DEFAULT_GROWTH,
     ...envelopes(c, opts.growth ?? DEFAULT_GROWTH),

@@ -5,20 +5,22 @@
 // kernel to blame), the first free-running row past its own budget (where drift starts), the end result.
 // The reference side is always `a`: relative errors, NMSE and KL are taken relative to it.
 import { Ds4DiffError, EXIT, badInput } from '../model/errors.ts';
-import { graphOrderKey, recordKey, resolveStage, stageKey, type StageDef, type StageId, type StageRecord } from '../model/stages.ts';
+import { graphOrderKey, recordKey, resolveStage, stageKey, type RowStats, type StageDef, type StageId, type StageRecord } from '../model/stages.ts';
 import { iterateDump, readDumpMeta, type DumpMeta } from './dump.ts';
 import {
-  ALWAYS, chainBound, check, codeFlips, endToEndTolerance, ownBudget, relRmsExcept, SELECTION_SCORES, worstBound,
+  ALWAYS, END_TO_END, chainBound, check, codeFlips, topFlipTie, endToEndTolerance, ownBudget, relRmsExcept, SELECTION_SCORES, worstBound,
   type Judge, type Role, type RowFacts, type Tolerance, type Violation,
 } from './judge.ts';
 import { readManifest, sidePath } from './manifest.ts';
 import { checkRunSides } from './rundir.ts';
-import { recordMetrics, worstOf, type Metrics } from './metrics.ts';
+import { recordMetrics, worstElement, worstOf, type Metrics } from './metrics.ts';
+import { isStatsOnly, judgeStats, statsOf, type StatsEvidence } from './stats.ts';
 
 /** One role's verdict on a row. */
 export interface Judged {
   role: Role;
-  status: 'pass' | 'fail';
+  /** `undecided`: compared by statistics (diff/stats.ts), which proved neither a failure nor a pass */
+  status: 'pass' | 'fail' | 'undecided';
   metrics?: Metrics;
   tolerance: Tolerance;
   violations: Violation[];
@@ -28,6 +30,8 @@ export interface Judged {
    *  inherited row's arithmetic own budget, the yardstick of its drift */
   budget?: number;
   note?: string;
+  /** a side was captured as statistics only: what they prove (no `metrics`) */
+  byStats?: StatsEvidence;
 }
 
 export interface CompareRow {
@@ -43,7 +47,12 @@ export interface CompareRow {
   free?: Judged;
   /** the row's own error */
   own?: Judged;
-  /** `unjudged`: on both sides but judged in no role (a replay that could not recompute it, say why elsewhere) */
+  /** the statistics of the reference's and the free-running candidate's values */
+  sides?: { a: RowStats; b: RowStats };
+  /** where the free-running candidate differs most from the reference (both full) */
+  worstAt?: { index: number; a: number; b: number };
+  /** `unjudged`: on both sides but judged in no role (a replay that could not recompute it, say why elsewhere),
+   *  or compared by statistics that decided nothing */
   status: 'pass' | 'fail' | 'missing' | 'unjudged';
 }
 
@@ -88,7 +97,8 @@ export interface Comparison {
   firstDivergence?: CompareRow;
   stages: StageSummary[];
   layers: LayerSummary[];
-  counts: { rows: number; compared: number; failed: number; missing: number; unjudged: number; nearTies: number; own: number; ownFailed: number };
+  /** `own`: rows judged by their own error (decided); `byStats`: rows compared by statistics only (diff/stats.ts) */
+  counts: { rows: number; compared: number; failed: number; missing: number; unjudged: number; nearTies: number; own: number; ownFailed: number; byStats: number };
   pass: boolean;
   notes: string[];
 }
@@ -157,6 +167,9 @@ function judgePair(
     tolerance = judge.tolerance(role, ra.stage, ra.layer, ra.pos, endToEndTolerance());
     if (metrics.kind === 'f32' && metrics.logits) {
       const flip = !metrics.logits.argmaxMatch;
+      // the near tie of a top-1 flip: the tolerance's own (a policy's nearTie), else what the KL bound allows
+      const maxKl = tolerance.bounds.find((b) => b.key === 'maxKl')?.limit ?? END_TO_END.maxKl;
+      if (flip && tolerance.tie === undefined) tolerance = { ...tolerance, tie: topFlipTie(maxKl, metrics.logits.flipMass) };
       const near = flip && metrics.logits.flipMargin <= (tolerance.tie ?? 0);
       metrics.clearFlips = flip && !near ? 1 : 0;
       metrics.nearTies = near ? 1 : 0;
@@ -204,6 +217,27 @@ function judgePair(
   return { role, status: violations.length ? 'fail' : 'pass', metrics, tolerance, violations, worst: worstBound(metrics, tolerance), budget, note };
 }
 
+/**
+ * A kernel that chooses (router_select: the experts) and goes on to compute from its own choice (their
+ * weights) cannot be fed the reference's choice between the two: where its choice differed at a near tie,
+ * the stages it computed from it (router_w) are other experts' values, not an error of the kernel. Such an
+ * own row is a near tie that follows that choice; the choice itself was judged as one.
+ */
+function followNearTieChoices(rows: Map<string, CompareRow>): void {
+  for (const row of rows.values()) {
+    const j = row.own;
+    const def = canonical(row.stage);
+    if (!j || j.status !== 'fail' || !def || j.metrics?.kind !== 'f32') continue;
+    const choice = def.inputs.map((x) => canonical(x)).find((s) => s?.decision === 'selection' && s.kernel === def.kernel);
+    const c = choice && rows.get(stageKey(choice.name, row.layer, row.pos))?.own;
+    if (!c || c.status !== 'pass' || !c.metrics?.nearTies) continue;
+    const others = j.violations.filter((v) => v.key !== 'maxRelRms');
+    if (others.length) continue;
+    // no budget: its error is another choice's, not a kernel's, and says nothing of how close the kernels came to theirs
+    row.own = { ...j, status: 'pass', violations: [], budget: undefined, metrics: { ...j.metrics, nearTies: 1 }, note: `follows the near-tie choice of ${choice.name}` };
+  }
+}
+
 /** Compares and judges. The reference sides and facts are held in memory; the candidates are streamed. */
 export async function compare(p: Pairing, judge: Judge): Promise<Comparison> {
   const ref = await collect(p.reference);
@@ -233,15 +267,25 @@ export async function compare(p: Pairing, judge: Judge): Promise<Comparison> {
         continue;
       }
       const lookup = (s: StageId) => ({ rec: refs.get(stageKey(s, ra.layer, ra.pos)), facts: facts.get(stageKey(s, ra.layer, ra.pos)) });
-      row[slot] = judgePair(roleOf(ra), ra, rb, facts.get(k), judge, lookup, slot === 'own' ? p.derivedInputs?.[canonical(ra.stage)?.name ?? ''] : undefined);
+      const derived = slot === 'own' ? p.derivedInputs?.[canonical(ra.stage)?.name ?? ''] : undefined;
+      const statsOnly = isStatsOnly(ra) || isStatsOnly(rb);
+      row[slot] = statsOnly ? judgeStats(roleOf(ra), canonical(ra.stage), ra, rb, facts.get(k), judge, derived) : judgePair(roleOf(ra), ra, rb, facts.get(k), judge, lookup, derived);
+      if (slot === 'free') {
+        row.sides = { a: statsOf(ra), b: statsOf(rb) };
+        if (!statsOnly && ra.values.length === rb.values.length) row.worstAt = worstElement(ra.values, rb.values);
+      }
     }
     for (const [k, ra] of refs) if (!seen.has(k)) rowOf(ra).missing ??= 'candidate';
   };
   const isLogits = (r: StageRecord) => canonical(r.stage)?.name === 'logits';
   await pass(p.free, ref, freeFacts, (r) => (isLogits(r) ? 'end-to-end' : 'inherited'), 'free');
   await pass(p.own, ownRef, ownFacts, () => 'own', 'own');
+  followNearTieChoices(rows);
   const sorted = [...rows.values()].sort(compareKeys);
-  for (const r of sorted) r.status = r.missing ? 'missing' : r.free?.status === 'fail' || r.own?.status === 'fail' ? 'fail' : r.free || r.own ? 'pass' : 'unjudged';
+  for (const r of sorted) {
+    const slots = [r.free, r.own].filter((j): j is Judged => j !== undefined);
+    r.status = r.missing ? 'missing' : slots.some((j) => j.status === 'fail') ? 'fail' : slots.length && slots.every((j) => j.status === 'pass') ? 'pass' : 'unjudged';
+  }
   return summarize(sorted, p.labels?.a ?? 'a', p.labels?.b ?? 'b', p.notes ?? []);
 }
 
@@ -253,14 +297,16 @@ function compareKeys(x: CompareRow, y: CompareRow): number {
 }
 
 const nearTiesOf = (j?: Judged) => (j?.metrics?.nearTies ?? 0);
-const ratio = (j?: Judged): number | undefined => (j?.budget && j.metrics?.kind === 'f32' ? j.metrics.relRms / j.budget : undefined);
+/** A row's relative RMS error as a multiple of its own budget; a lower bound for a row compared by statistics. */
+export const ratio = (j?: Judged): number | undefined =>
+  !j?.budget ? undefined : j.metrics?.kind === 'f32' ? j.metrics.relRms / j.budget : j.byStats ? j.byStats.relRmsAtLeast / j.budget : undefined;
 const maxOf = (a: number | undefined, b: number | undefined) => (a === undefined ? b : b === undefined ? a : Math.max(a, b));
 
 /** Per-stage and per-layer summaries, the first failures and counts, from rows in graph order. */
 export function summarize(rows: CompareRow[], a: string, b: string, notes: string[] = []): Comparison {
   const stages = new Map<string, StageSummary>();
   const layers = new Map<number, LayerSummary>();
-  const counts = { rows: rows.length, compared: 0, failed: 0, missing: 0, unjudged: 0, nearTies: 0, own: 0, ownFailed: 0 };
+  const counts = { rows: rows.length, compared: 0, failed: 0, missing: 0, unjudged: 0, nearTies: 0, own: 0, ownFailed: 0, byStats: 0 };
   for (const r of rows) {
     let s = stages.get(r.stage);
     if (!s) stages.set(r.stage, (s = { stage: r.stage, known: r.known, rows: 0, failed: 0, missing: 0, nearTies: 0, ownFailed: 0 }));
@@ -273,6 +319,7 @@ export function summarize(rows: CompareRow[], a: string, b: string, notes: strin
       counts.missing++;
     }
     if (r.free || r.own) counts.compared++;
+    if (r.free?.byStats || r.own?.byStats) counts.byStats++;
     if (r.status === 'unjudged') counts.unjudged++;
     else if (r.status !== 'pass') {
       s.failed++;
@@ -283,7 +330,7 @@ export function summarize(rows: CompareRow[], a: string, b: string, notes: strin
     const ties = nearTiesOf(r.free) + nearTiesOf(r.own);
     s.nearTies += ties;
     counts.nearTies += ties;
-    if (r.own) {
+    if (r.own && r.own.status !== 'undecided') {
       counts.own++;
       if (r.own.status === 'fail') {
         counts.ownFailed++;
@@ -356,8 +403,13 @@ export async function factsOf(noise: Source, ties: Source): Promise<FactsMap> {
     if (!f) facts.set(k, (f = {}));
     return f;
   };
+  // a noise row captured as statistics keeps only its RMS, all a row judged by statistics needs (diff/stats.ts)
   for await (const r of noise as AsyncIterable<StageRecord>) {
     const f = at(r);
+    if (isStatsOnly(r)) {
+      f.noise = Float32Array.of(statsOf(r).rms);
+      continue;
+    }
     const v = r.values as Float32Array;
     if (r.shape.length === 2 && r.shape[0] === 2) {
       f.noise = v.subarray(0, r.shape[1]);
@@ -365,6 +417,8 @@ export async function factsOf(noise: Source, ties: Source): Promise<FactsMap> {
     } else f.noise = v;
   }
   for await (const r of ties as AsyncIterable<StageRecord>) {
+    // decisions are judged element by element, from full rows only
+    if (isStatsOnly(r)) continue;
     const f = at(r);
     const v = r.values as Float32Array;
     if (r.shape.length === 2 && r.shape[0] === 2) {

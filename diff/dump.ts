@@ -10,15 +10,21 @@
 //   shape      list<int32>       row-major shape of the values
 //   values_f32 list<float32>     the values when dtype = f32, null otherwise
 //   values_i32 list<int32>       the values when dtype = i32, null otherwise
+//   kind       utf8              'full' (the values are there) | 'stats' (only their statistics: values null)
+//   stat_min, stat_max, stat_mean, stat_rms   float64   over the finite values (diff/stats.ts), every row
+//   stat_nan, stat_inf           int32             NaN and ±Inf counts
+//   stat_hash  utf8              64-bit hash of the value bits (16 hex digits): equal values, equal hash
 //   metadata   ds4diff.format_version, ds4diff.model_fingerprint, ds4diff.prompt_tokens (JSON),
-//              ds4diff.producer (JSON), ds4diff.side, ds4diff.created_at (ISO time)
+//              ds4diff.producer (JSON), ds4diff.side, ds4diff.created_at (ISO time),
+//              ds4diff.capture (JSON {mode: full|stats, full: what a stats capture kept in full})
+// Version 1 dumps (no kind and stat_* columns: every row full) are read as they are.
 //
 // Written streaming (one record batch per flush) into `<path>.tmp-<pid>` and renamed on close, so an
 // interrupted run never leaves a file that looks complete. Uncompressed IPC on purpose: apache-arrow
 // 21.2's compressed IPC writer is not reliable.
 import * as fs from 'node:fs';
 import {
-  AsyncByteQueue, Data, DataType, Field, Float32, Int32, List, Precision, RecordBatch, RecordBatchFileWriter, RecordBatchReader,
+  AsyncByteQueue, Data, DataType, Field, Float32, Float64, Int32, List, Precision, RecordBatch, RecordBatchFileWriter, RecordBatchReader,
   Schema, Struct, Utf8, Vector, makeData,
 } from 'apache-arrow';
 import { Footer as FbFooter } from 'apache-arrow/fb/footer';
@@ -28,9 +34,18 @@ import { RecordBatch as FbRecordBatch } from 'apache-arrow/fb/record-batch';
 import * as flatbuffers from 'flatbuffers';
 import type { Ds4Config } from '../model/config.ts';
 import { badInput, fileError } from '../model/errors.ts';
-import { resolveStage, type StageRecord } from '../model/stages.ts';
+import { onCancel } from './cancel.ts';
+import { recordKey, resolveStage, type RowStats, type StageRecord } from '../model/stages.ts';
+import { statsOf } from './stats.ts';
 
-export const DUMP_FORMAT_VERSION = 1;
+export const DUMP_FORMAT_VERSION = 2;
+
+/** How a side was captured: every row in full, or statistics with the rows named in `full` kept in full. */
+export interface CaptureMeta {
+  mode: 'full' | 'stats';
+  /** a stats capture: what it kept in full (diff/plan.ts describes them), e.g. `always: logits, choices…`, `q_rope@0` */
+  full?: string[];
+}
 
 export interface DumpMeta {
   formatVersion: number;
@@ -40,6 +55,8 @@ export interface DumpMeta {
   createdAt?: string;
   /** 'reference' | 'reference-f64' | 'device' | 'device-teacher' | 'ds4-import' | ... */
   side: string;
+  /** absent in version 1 dumps: every row full */
+  capture?: CaptureMeta;
 }
 
 const META = {
@@ -49,6 +66,7 @@ const META = {
   producer: 'ds4diff.producer',
   side: 'ds4diff.side',
   createdAt: 'ds4diff.created_at',
+  capture: 'ds4diff.capture',
 } as const;
 
 const listOf = (t: Int32 | Float32) => new List(new Field('item', t, true));
@@ -63,14 +81,23 @@ function dumpSchema(meta: DumpMeta): Schema {
     new Field('shape', listOf(new Int32()), false),
     new Field('values_f32', listOf(new Float32()), true),
     new Field('values_i32', listOf(new Int32()), true),
+    new Field('kind', new Utf8(), false),
+    new Field('stat_min', new Float64(), false),
+    new Field('stat_max', new Float64(), false),
+    new Field('stat_mean', new Float64(), false),
+    new Field('stat_rms', new Float64(), false),
+    new Field('stat_nan', new Int32(), false),
+    new Field('stat_inf', new Int32(), false),
+    new Field('stat_hash', new Utf8(), false),
   ];
   const md = new Map<string, string>([
-    [META.formatVersion, String(meta.formatVersion)],
+    [META.formatVersion, String(DUMP_FORMAT_VERSION)],
     [META.fingerprint, meta.modelFingerprint],
     [META.promptTokens, JSON.stringify(meta.promptTokens)],
     [META.producer, JSON.stringify(meta.producer)],
     [META.side, meta.side],
     [META.createdAt, meta.createdAt ?? new Date().toISOString()],
+    [META.capture, JSON.stringify(meta.capture ?? { mode: 'full' })],
   ]);
   return new Schema(fields, md);
 }
@@ -118,8 +145,14 @@ function int32Data(values: number[]): Data<Int32> {
   return makeData({ type: new Int32(), length: values.length, data: Int32Array.from(values) });
 }
 
+function float64Data(values: number[]): Data<Float64> {
+  return makeData({ type: new Float64(), length: values.length, data: Float64Array.from(values) });
+}
+
 function recordBatch(schema: Schema, recs: StageRecord[]): RecordBatch {
   const n = recs.length;
+  const full = (r: StageRecord) => r.kind !== 'stats';
+  const stats = recs.map(statsOf);
   const children = [
     utf8Data(recs.map((r) => r.stage)),
     int32Data(recs.map((r) => r.layer)),
@@ -127,8 +160,16 @@ function recordBatch(schema: Schema, recs: StageRecord[]): RecordBatch {
     int32Data(recs.map((r) => r.token)),
     utf8Data(recs.map((r) => r.dtype)),
     listData(new Int32(), n, (i) => recs[i].shape),
-    listData(new Float32(), n, (i) => (recs[i].dtype === 'f32' ? recs[i].values : null)),
-    listData(new Int32(), n, (i) => (recs[i].dtype === 'i32' ? recs[i].values : null)),
+    listData(new Float32(), n, (i) => (recs[i].dtype === 'f32' && full(recs[i]) ? recs[i].values : null)),
+    listData(new Int32(), n, (i) => (recs[i].dtype === 'i32' && full(recs[i]) ? recs[i].values : null)),
+    utf8Data(recs.map((r) => (full(r) ? 'full' : 'stats'))),
+    float64Data(stats.map((s) => s.min)),
+    float64Data(stats.map((s) => s.max)),
+    float64Data(stats.map((s) => s.mean)),
+    float64Data(stats.map((s) => s.rms)),
+    int32Data(stats.map((s) => s.nan)),
+    int32Data(stats.map((s) => s.inf)),
+    utf8Data(stats.map((s) => s.hash)),
   ];
   return new RecordBatch(schema, makeData({ type: new Struct(schema.fields), length: n, nullCount: 0, children }));
 }
@@ -171,10 +212,11 @@ export class DumpWriter {
   write(rec: StageRecord): void {
     if (this.closed) throw new Error(`DumpWriter for ${this.path} is closed`);
     const n = rec.shape.reduce((a, b) => a * b, 1);
-    if (n !== rec.values.length) throw new Error(`${rec.stage} layer ${rec.layer} pos ${rec.pos}: shape [${rec.shape}] does not match ${rec.values.length} values`);
+    const stored = rec.kind === 'stats' ? rec.stats?.n : rec.values.length;
+    if (n !== stored) throw new Error(`${rec.stage} layer ${rec.layer} pos ${rec.pos}: shape [${rec.shape}] does not match ${stored} values`);
     if ((rec.dtype === 'f32') !== rec.values instanceof Float32Array) throw new Error(`${rec.stage}: dtype ${rec.dtype} does not match its value array`);
     this.pending.push(rec);
-    this.pendingValues += n;
+    this.pendingValues += rec.values.length + 16;
     if (this.pendingValues >= AUTO_FLUSH_VALUES) this.writeBatch();
   }
 
@@ -373,6 +415,7 @@ function parseMeta(file: string, md: Map<string, string>): DumpMeta {
       producer: JSON.parse(get(META.producer)) as DumpMeta['producer'],
       side: get(META.side),
       createdAt: md.get(META.createdAt),
+      capture: formatVersion >= 2 ? captureMeta(file, JSON.parse(get(META.capture))) : { mode: 'full' },
     };
   } catch (e) {
     if (e instanceof SyntaxError) throw badInput(`${file}: corrupt schema metadata (${e.message})`);
@@ -380,8 +423,18 @@ function parseMeta(file: string, md: Map<string, string>): DumpMeta {
   }
 }
 
+function captureMeta(file: string, v: unknown): CaptureMeta {
+  const c = v as CaptureMeta;
+  if (typeof c !== 'object' || c === null || (c.mode !== 'full' && c.mode !== 'stats') || (c.full !== undefined && (!Array.isArray(c.full) || c.full.some((x) => typeof x !== 'string')))) {
+    throw badInput(`${file}: schema metadata '${META.capture}' must be {mode: full|stats, full?: [...]}`);
+  }
+  return c;
+}
+
+type ColumnType = { name: string; want: string; ok: (t: DataType) => boolean };
+
 /** Each column the reader takes, with the Arrow type the format gives it (pyarrow may not widen them). */
-const COLUMNS: ReadonlyArray<{ name: string; want: string; ok: (t: DataType) => boolean }> = [
+const COLUMNS: ReadonlyArray<ColumnType> = [
   { name: 'stage', want: 'utf8', ok: (t) => DataType.isUtf8(t) },
   { name: 'layer', want: 'int32', ok: (t) => isInt32(t) },
   { name: 'pos', want: 'int32', ok: (t) => isInt32(t) },
@@ -392,12 +445,20 @@ const COLUMNS: ReadonlyArray<{ name: string; want: string; ok: (t: DataType) => 
   { name: 'values_i32', want: 'list<int32>', ok: (t) => DataType.isList(t) && isInt32(t.children[0].type) },
 ];
 
+/** The statistics columns of format version 2. */
+const STAT_COLUMNS: ReadonlyArray<ColumnType> = [
+  { name: 'kind', want: 'utf8', ok: (t) => DataType.isUtf8(t) },
+  ...['stat_min', 'stat_max', 'stat_mean', 'stat_rms'].map((name) => ({ name, want: 'float64', ok: (t: DataType) => DataType.isFloat(t) && t.precision === Precision.DOUBLE })),
+  ...['stat_nan', 'stat_inf'].map((name) => ({ name, want: 'int32', ok: isInt32 })),
+  { name: 'stat_hash', want: 'utf8', ok: (t) => DataType.isUtf8(t) },
+];
+
 function isInt32(t: DataType): boolean {
   return DataType.isInt(t) && t.bitWidth === 32 && t.isSigned;
 }
 
-function checkColumns(file: string, schema: Schema): void {
-  for (const c of COLUMNS) {
+function checkColumns(file: string, schema: Schema, formatVersion: number): void {
+  for (const c of [...COLUMNS, ...(formatVersion >= 2 ? STAT_COLUMNS : [])]) {
     const f = schema.fields.find((x) => x.name === c.name);
     if (!f) throw badInput(`${file}: not a ds4-diff dump (column '${c.name}' missing)`);
     if (!c.ok(f.type)) throw badInput(`${file}: column '${c.name}' is ${String(f.type)}, a ds4-diff dump has ${c.want}`);
@@ -422,6 +483,7 @@ interface RowCheck {
   keys: Set<string>;
   shapes: Map<string, string>;
   row: number;
+  formatVersion: number;
   /** a facts side (`*-noise`, `*-ties`, reference/facts.ts): its rows are facts about a stage's row (a tie
    *  gap of an i32 choice, [2, n] distances), not the stage's values, so the registry's dtype and shape do not apply */
   facts: boolean;
@@ -439,11 +501,20 @@ const countDependent = (name: string): boolean => {
   return def !== undefined && def.shape(PROBE, { n: 1 }).join() !== def.shape(PROBE, { n: 2 }).join();
 };
 
+/** The statistics columns of row i (version 2), checked. */
+function rowStatsAt(file: string, batch: RecordBatch, i: number, n: number, what: string): RowStats {
+  const num = (c: string) => batch.getChild(c)!.get(i) as number;
+  const s: RowStats = { n, min: num('stat_min'), max: num('stat_max'), mean: num('stat_mean'), rms: num('stat_rms'), nan: num('stat_nan'), inf: num('stat_inf'), hash: batch.getChild('stat_hash')!.get(i) as string };
+  if (!/^[0-9a-f]{16}$/.test(s.hash) || !(s.nan >= 0 && s.inf >= 0 && s.nan + s.inf <= n)) throw badInput(`${file}: row ${i} (${what}) has damaged statistics`);
+  return s;
+}
+
 function* batchRecords(file: string, batch: RecordBatch, seen: RowCheck): Generator<StageRecord> {
   // record batches from the IPC reader have one chunk per column
   const col = (n: string) => batch.getChild(n)!;
   const stage = col('stage'), layer = col('layer'), pos = col('pos'), token = col('token'), dtype = col('dtype');
   const shape = col('shape'), f32 = col('values_f32'), i32 = col('values_i32');
+  const kind = seen.formatVersion >= 2 ? col('kind') : undefined;
   for (let i = 0; i < batch.numRows; i++, seen.row++) {
     const row = seen.row;
     const st = stage.get(i) as string | null;
@@ -452,12 +523,13 @@ function* batchRecords(file: string, batch: RecordBatch, seen: RowCheck): Genera
     if (typeof st !== 'string' || st === '') throw badInput(`${file}: row ${row} has no stage name`);
     if (dt !== 'f32' && dt !== 'i32') throw badInput(`${file}: row ${row} (${st}) has unknown dtype '${dt}'`);
     if (ly === null || ly < 0 || ps === null || ps < 0 || tk === null || tk < -1) throw badInput(`${file}: row ${row} (${st}) has layer ${ly}, pos ${ps}, token ${tk} (layer and pos >= 0, token >= -1)`);
+    const k = (kind?.get(i) as string | null | undefined) ?? 'full';
+    if (k !== 'full' && k !== 'stats') throw badInput(`${file}: row ${row} (${st}) has unknown kind '${k}'`);
     const def = seen.facts ? undefined : resolveStage(st);
     if (def && def.dtype !== dt) throw badInput(`${file}: row ${row} (${st} layer ${ly} pos ${ps}) is ${dt}, but stage ${def.name} is ${def.dtype}`);
-    const values = dt === 'f32' ? listRow(file, f32, i, 'values_f32') : listRow(file, i32, i, 'values_i32');
-    if (!values) throw badInput(`${file}: row ${row} (${st}) has no values_${dt}`);
     const shp = Array.from(listRow(file, shape, i, 'shape') ?? []);
-    if (shp.some((d) => d < 0) || shp.reduce((a, b) => a * b, 1) !== values.length) throw badInput(`${file}: row ${row} (${st}) shape [${shp}] does not match ${values.length} values`);
+    const n = shp.reduce((a, b) => a * b, 1);
+    if (shp.some((d) => d < 0)) throw badInput(`${file}: row ${row} (${st}) has shape [${shp}]`);
     const key = `${st}\u0000${ly}\u0000${ps}`;
     if (seen.keys.has(key)) throw badInput(`${file}: row ${row} repeats ${st} layer ${ly} pos ${ps} (one row per stage, layer and position)`);
     seen.keys.add(key);
@@ -468,7 +540,15 @@ function* batchRecords(file: string, batch: RecordBatch, seen: RowCheck): Genera
       if (was === undefined) seen.shapes.set(sk, now);
       else if (was !== now) throw badInput(`${file}: row ${row} (${st} layer ${ly} pos ${ps}) has shape [${shp}], other positions of the layer [${was.split('x')}]`);
     }
-    yield { stage: st, layer: ly, pos: ps, token: tk, dtype: dt, shape: shp, values };
+    const base = { stage: st, layer: ly, pos: ps, token: tk, dtype: dt, shape: shp } as const;
+    if (k === 'stats') {
+      yield { ...base, values: dt === 'f32' ? new Float32Array(0) : new Int32Array(0), kind: 'stats', stats: rowStatsAt(file, batch, i, n, st) };
+      continue;
+    }
+    const values = dt === 'f32' ? listRow(file, f32, i, 'values_f32') : listRow(file, i32, i, 'values_i32');
+    if (!values) throw badInput(`${file}: row ${row} (${st}) has no values_${dt}`);
+    if (n !== values.length) throw badInput(`${file}: row ${row} (${st}) shape [${shp}] does not match ${values.length} values`);
+    yield { ...base, values, ...(kind ? { stats: rowStatsAt(file, batch, i, n, st) } : {}) };
   }
 }
 
@@ -478,8 +558,9 @@ async function openReader(file: string) {
   try {
     const reader = await RecordBatchReader.from(handle);
     await reader.open();
-    checkColumns(file, reader.schema);
-    return { reader, meta: parseMeta(file, reader.schema.metadata) };
+    const meta = parseMeta(file, reader.schema.metadata);
+    checkColumns(file, reader.schema, meta.formatVersion);
+    return { reader, meta };
   } catch (e) {
     await handle.close();
     throw wrapArrowError(file, e);
@@ -501,7 +582,7 @@ export async function readDumpMeta(file: string): Promise<DumpMeta> {
 /** Streams the records of a dump, one record batch in memory at a time. */
 export async function* iterateDump(file: string): AsyncGenerator<StageRecord> {
   const { reader, meta } = await openReader(file);
-  const seen: RowCheck = { keys: new Set(), shapes: new Map(), row: 0, facts: isFactsSide(meta.side) };
+  const seen: RowCheck = { keys: new Set(), shapes: new Map(), row: 0, formatVersion: meta.formatVersion, facts: isFactsSide(meta.side) };
   try {
     while (true) {
       let next: IteratorResult<RecordBatch>;
@@ -523,6 +604,40 @@ export async function readDump(file: string): Promise<{ meta: DumpMeta; records:
   const records: StageRecord[] = [];
   for await (const r of iterateDump(file)) records.push(r);
   return { meta, records };
+}
+
+/**
+ * Rewrites a dump with some of its rows replaced by full captures of the same rows (a stats capture's second
+ * pass, ascend/pipeline.ts), its capture metadata set to `capture`. A replacement whose values do not hash to
+ * the statistics the first pass captured is still written, and named in `changed` (the producer is not
+ * deterministic: say so). Written like any dump: to a temp name, renamed when complete.
+ */
+export async function replaceRows(file: string, rows: Map<string, StageRecord>, capture: CaptureMeta): Promise<{ replaced: number; changed: string[] }> {
+  const meta = await readDumpMeta(file);
+  const w = await DumpWriter.open(file, { ...meta, capture });
+  // a signal mid-rewrite drops the temp file; the dump as it was stays
+  const unhook = onCancel(() => void w.abort());
+  let replaced = 0;
+  const changed: string[] = [];
+  try {
+    for await (const r of iterateDump(file)) {
+      const full = rows.get(recordKey(r));
+      if (!full) {
+        w.write(r);
+        continue;
+      }
+      if (statsOf(r).hash !== statsOf(full).hash) changed.push(`${r.stage} layer ${r.layer} pos ${r.pos}`);
+      w.write({ ...full, kind: 'full', stats: undefined });
+      replaced++;
+    }
+  } catch (e) {
+    await w.abort();
+    throw e;
+  } finally {
+    unhook();
+  }
+  await w.close();
+  return { replaced, changed };
 }
 
 /** The default file name of a side in a run directory. */

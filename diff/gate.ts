@@ -33,7 +33,7 @@ export function makeJudge(o: JudgeOptions): Judge & { warnings: string[] } {
     for (const d of b.deviations) if (Date.parse(d.expires) < today) warnings.push(`known deviation ${d.stage}${d.layer !== undefined ? ` layer ${d.layer}` : ''} expired on ${d.expires} (${d.reason}): the arithmetic budget applies again`);
   }
   const own = new Map((b?.own ?? []).map((e) => [`${e.stage}@${e.layer}`, e.relRms]));
-  const sources = [`arithmetic budgets (${NOISE_MARGIN} × the reference's rounding noise + the device math's bound)`, `end-to-end budget (KL ≤ ${END_TO_END.maxKl}, Δp ≤ ${END_TO_END.maxDeltaP}, top-1 near tie ≤ ${END_TO_END.nearTieLogit})`];
+  const sources = [`arithmetic budgets (${NOISE_MARGIN} × the reference's rounding noise + the device math's bound)`, `end-to-end budget (KL ≤ ${END_TO_END.maxKl}, Δp ≤ ${END_TO_END.maxDeltaP}, a top-1 flip only at a near tie the KL bound can close, ≥ ${END_TO_END.nearTieLogit} logit)`];
   if (o.baseline) sources.push(`baseline ${o.baseline.file}`);
   if (o.policy) sources.push(`policy ${o.policy.file ?? ''}`.trim());
   return {
@@ -85,6 +85,7 @@ const where = (r: { stage: string; layer: number; pos: number }) => `${r.stage} 
 export function judgedText(j: Judged | undefined): string {
   if (!j) return '-';
   if (j.note && j.violations.some((v) => v.key === 'dtype' || v.key === 'shape')) return j.note;
+  if (j.byStats) return statsText(j);
   // the most telling violation first: a non-finite value, a flipped code or choice, then the figures
   const rank = (k: string) => (k === 'maxNonFinite' ? 0 : k === 'maxClearFlips' ? 1 : 2);
   const failing = [...j.violations].sort((a, b) => rank(a.key) - rank(b.key))[0];
@@ -101,6 +102,16 @@ export function judgedText(j: Judged | undefined): string {
   const budget = j.tolerance.bounds.find((x) => x.key === w.key);
   const pastBy = w.key.startsWith('max') && w.limit > 0 ? ` (${fmtNum(w.value / w.limit)}×)` : '';
   return `${w.key.replace(/^max|^min/, '').replace(/^./, (c) => c.toLowerCase())} ${fmtNum(w.value)} vs ${fmtNum(w.limit)}${pastBy}${budget && j.violations.length ? ` [${budget.from}]` : ''}`;
+}
+
+/** A row judged by statistics in words: what they proved, and that it came from statistics. */
+function statsText(j: Judged): string {
+  const e = j.byStats!;
+  if (e.identical) return 'identical values (equal hashes; statistics only)';
+  const v = j.violations[0];
+  if (v) return v.key === 'maxNonFinite' ? `at least ${v.value} non-finite values where the reference is finite (statistics only)` : `${v.key === 'maxAbs' ? 'maxAbs' : 'relRms'} at least ${fmtNum(v.value)} vs ${fmtNum(v.limit)} (statistics only)`;
+  const lb = `relRms at least ${fmtNum(e.relRmsAtLeast)}${j.budget ? ` (${fmtNum(e.relRmsAtLeast / j.budget)}× its own budget)` : ''}`;
+  return j.status === 'undecided' ? `undecided: ${lb} (statistics only)` : `${lb}, no non-finite value (statistics only)`;
 }
 
 /** The end result of a comparison in words: "logits KL 3e-4 within 1e-2, top-1 match". */
@@ -157,7 +168,10 @@ export function verdictOf(c: Comparison, problems: RunProblems = {}, warnings: s
   const ownUnknown = c.rows.filter((r) => !r.own && r.free?.role === 'inherited').length;
   const freeBounded = c.rows.some((r) => r.free && (r.free.role === 'end-to-end' || r.free.tolerance.bounds.some((b) => b.key !== 'maxNonFinite')));
   // bit-identical rows need no budget
-  const identical = c.counts.compared > 0 && c.rows.every((r) => !r.free?.metrics || (r.free.metrics.kind === 'f32' ? r.free.metrics.maxAbs === 0 : r.free.metrics.exact));
+  const identical = c.counts.compared > 0 && c.rows.every((r) => (r.free?.byStats ? r.free.byStats.identical : !r.free?.metrics || (r.free.metrics.kind === 'f32' ? r.free.metrics.maxAbs === 0 : r.free.metrics.exact)));
+  // rows compared by statistics that proved nothing either way: never counted as judged, always named
+  const undecided = c.rows.filter((r) => r.status === 'unjudged' && (r.own?.status === 'undecided' || r.free?.status === 'undecided')).length;
+  const undecidedPart = undecided ? `; ${undecided} rows compared by statistics only, undecided (capture them in full to judge them)` : '';
   if (!regression && !fallbackViolations.length && c.counts.own === 0 && !freeBounded && !identical) {
     unfinished.unshift(`no row was judged by its own error or by the end result (${c.counts.compared} free-running rows, checked only for non-finite values${c.counts.unjudged ? `; ${c.counts.unjudged} unjudged` : ''}): dump the inputs of these stages too, or the logits`);
   }
@@ -169,10 +183,12 @@ export function verdictOf(c: Comparison, problems: RunProblems = {}, warnings: s
   if (status === 'pass') {
     const worst = c.stages.filter((s) => s.ownRatio !== undefined).sort((x, y) => (y.ownRatio ?? 0) - (x.ownRatio ?? 0))[0];
     const ownPart = c.counts.own
-      ? `every kernel within its own budget (${c.counts.own} rows${worst ? `, closest ${worst.stage} at ${fmtNum(worst.ownRatio!)}× its budget` : ''}${ownUnknown ? `; ${ownUnknown} rows' own error unknown` : ''})`
+      ? `every kernel within its own budget (${c.counts.own} rows${worst ? `, closest ${worst.stage} at ${fmtNum(worst.ownRatio!)}× its budget` : ''}${ownUnknown ? `; ${ownUnknown} rows' own error unknown` : ''}${undecidedPart})`
       : identical
         ? `all ${c.counts.compared} rows bit-identical`
-        : 'no own-error side: the free-running rows and the end result were judged';
+        : undecided
+          ? `no row's own error was judged in full (${undecided} rows compared by statistics only, undecided: capture them in full to judge them)`
+          : 'no own-error side: the free-running rows and the end result were judged';
     const driftPart = drift ? `; free-running drift from ${where(drift)} is accumulation` : '';
     line = `PASS: ${ownPart}${driftPart}${e2e ? `: ${e2e}` : ''}${c.counts.nearTies ? ` (${c.counts.nearTies} near ties)` : ''}`;
   } else if (status === 'cannot-evaluate') {

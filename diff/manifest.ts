@@ -5,6 +5,8 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { badInput, fileError } from '../model/errors.ts';
+import type { CaptureMeta } from './dump.ts';
+import type { Region } from './plan.ts';
 import { readJsonFile } from './json.ts';
 
 export const MANIFEST_FORMAT_VERSION = 1;
@@ -28,12 +30,19 @@ export interface RunManifest {
   model: { path: string; fingerprint: string };
   prompt?: string;
   promptTokens: number[];
+  /** the tokens the device generated after the prompt (`run --generate`), each evaluated by both sides */
+  generated?: number[];
+  /** each token's text piece (prompt, then generated), for the reports */
+  tokenPieces?: string[];
   layers: { last: number; all: boolean };
   backend: string;
   kernelMath?: string;
   options: Record<string, unknown>;
   /** the kernels the device passes launched for each stage (the judge's device bound counts these, ascend/budgets.ts) */
   producers?: Record<string, string[]>;
+  /** how the dumps were captured (diff/plan.ts): in full, or statistics with what was kept in full, and the
+   *  region a statistics capture's second pass re-captured in full */
+  capture?: CaptureMeta & { region?: Region };
   /** side ('reference', 'device', 'device-teacher', 'reference-f64', ...) -> file name in the run dir */
   files: Record<string, string>;
   noHostFallback: boolean;

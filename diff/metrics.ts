@@ -69,6 +69,8 @@ export interface LogitsMetrics {
   argmaxMatch: boolean;
   /** reference logit of its own top-1 minus its logit of the candidate's top-1 (0 when they agree) */
   flipMargin: number;
+  /** the reference's probability of its top-1 plus that of the candidate's top-1 (when they differ, else 0) */
+  flipMass: number;
   top5Overlap: number;
   top10Overlap: number;
   kl: number;
@@ -139,6 +141,25 @@ export function f32Metrics(a: Float32Array, b: Float32Array): F32Metrics {
   };
 }
 
+/**
+ * The element where two rows differ most, for a report to show (msprobe's worst element): the first non-finite
+ * mismatch if any, else the largest |a − b| (−1 when the rows are equal).
+ */
+export function worstElement(a: Float32Array | Int32Array, b: Float32Array | Int32Array): { index: number; a: number; b: number } | undefined {
+  let at = -1, worst = 0;
+  for (let i = 0; i < Math.min(a.length, b.length); i++) {
+    const x = a[i], y = b[i];
+    if (!Number.isFinite(x) || !Number.isFinite(y)) {
+      if (Object.is(x, y) || (Number.isNaN(x) && Number.isNaN(y))) continue;
+      at = i;
+      break;
+    }
+    const d = Math.abs(x - y);
+    if (d > worst) (worst = d), (at = i);
+  }
+  return at < 0 ? undefined : { index: at, a: a[at], b: b[at] };
+}
+
 export function i32Metrics(a: Int32Array, b: Int32Array): I32Metrics {
   const n = Math.max(a.length, b.length);
   let mismatches = Math.abs(a.length - b.length);
@@ -201,6 +222,7 @@ export function logitsMetrics(a: Float32Array, b: Float32Array): LogitsMetrics {
     argmaxB,
     argmaxMatch,
     flipMargin: argmaxMatch ? 0 : a[argmaxA] - a[argmaxB],
+    flipMass: argmaxMatch ? 0 : Math.exp(a[argmaxA] - la) + Math.exp(a[argmaxB] - la),
     top5Overlap: overlap(ta.slice(0, 5), tb.slice(0, 5)),
     top10Overlap: overlap(ta, tb),
     kl: klSoftmax(a, b),
@@ -248,6 +270,7 @@ function worstLogits(x: LogitsMetrics, y: LogitsMetrics): LogitsMetrics {
     ...(y.flipMargin > x.flipMargin ? y : x),
     argmaxMatch: x.argmaxMatch && y.argmaxMatch,
     flipMargin: Math.max(x.flipMargin, y.flipMargin),
+    flipMass: Math.max(x.flipMass, y.flipMass),
     top5Overlap: Math.min(x.top5Overlap, y.top5Overlap),
     top10Overlap: Math.min(x.top10Overlap, y.top10Overlap),
     kl: Math.max(x.kl, y.kl),

@@ -118,6 +118,7 @@ class DumpSource {
   private checked(r: StageRecord, stage: StageId, layer: number, pos: number): Values {
     const def = stageDef(stage);
     const where = `input ${stage} layer ${layer} pos ${pos}`;
+    if (r.kind === 'stats') throw new Unavailable(`${where} was captured as statistics only`);
     if ((r.values instanceof Int32Array) !== (def.dtype === 'i32')) throw new Unavailable(`${where} is ${r.dtype}, the registry says ${def.dtype}`);
     const one = product(def.shape(this.g.cfg, { layer, n: 1 }));
     // count-dependent stages (raw_cache rows, indexer candidates) are checked by the step that reads them
@@ -151,6 +152,7 @@ function headLayerOf(file: string, records: Iterable<StageRecord>, cfg: Ds4Confi
 
 /** Why a dumped record cannot be replayed at all, independent of the other records. */
 function notReplayable(rec: StageRecord, cfg: Ds4Config): string | undefined {
+  if (rec.kind === 'stats') return 'captured as statistics only: no values to replay';
   const def = resolveStage(rec.stage);
   if (!def) return `'${rec.stage}' is not a registry stage`;
   if (def.scope === 'layer' && !(rec.layer >= 0 && rec.layer < cfg.nLayer)) return `layer ${rec.layer} is not a layer of the model (0..${cfg.nLayer - 1})`;

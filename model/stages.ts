@@ -81,7 +81,27 @@ export interface StageRecord {
   token: number;
   dtype: StageDtype;
   shape: number[];
+  /** the values; empty for a `stats` record (its shape still says how many there were) */
   values: Float32Array | Int32Array;
+  /** `full` (the default): the values are here; `stats`: only their statistics were captured (diff/stats.ts) */
+  kind?: 'full' | 'stats';
+  /** the statistics of the values (always set on a `stats` record; computed on demand for a full one) */
+  stats?: RowStats;
+}
+
+/** Statistics of one record's values, what a `stats` capture keeps instead of them (diff/stats.ts rowStats). */
+export interface RowStats {
+  /** element count */
+  n: number;
+  /** over the finite elements (NaN when there are none) */
+  min: number;
+  max: number;
+  mean: number;
+  rms: number;
+  nan: number;
+  inf: number;
+  /** 64-bit hash of the value bits, 16 hex digits: equal hashes are (all but certainly) identical values */
+  hash: string;
 }
 
 /** A capture tap: every stage of every layer and position passes through one. */

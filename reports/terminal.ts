@@ -1,4 +1,5 @@
-// Terminal table: stages in graph order, failing stages in red, the first divergence marked `>>`.
+// Terminal table: stages in graph order (or, `--by-layer`, each stage per layer), failing stages in red, the
+// first divergence marked `>>`.
 // Colour follows chalk's terminal detection and is off whenever NO_COLOR is set (no-color.org).
 import { Chalk, type ChalkInstance } from 'chalk';
 import { buildView, type ReportInput, type Table } from './view.ts';
@@ -18,12 +19,12 @@ export function drawTable(t: Table, c: ChalkInstance): string[] {
   return out;
 }
 
-export function renderTerminal(input: ReportInput): string {
+export function renderTerminal(input: ReportInput, o: { byLayer?: boolean } = {}): string {
   const c = colors();
   const v = buildView(input);
   const out: string[] = [c.bold(v.title)];
   out.push(...v.summary.map((s) => `  ${s}`), '');
-  out.push(...drawTable(v.stages, c));
+  out.push(...drawTable(o.byLayer ? v.stageLayers : v.stages, c));
   if (v.layers.rows.length > 1) out.push('', c.bold('by layer (error growth with depth):'), ...drawTable(v.layers, c));
   if (v.failures.rows.length) out.push('', c.bold('failing rows (graph order):'), ...drawTable(v.failures, c));
   if (v.notes.length) out.push('', ...v.notes.map((n) => c.yellow(n)));

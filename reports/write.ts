@@ -1,8 +1,9 @@
 // Emits a report in the formats a command was asked for: the terminal table (or JSON with --json) on
-// stdout, and any of Markdown / JUnit / HTML written to files.
+// stdout, and any of Markdown / JUnit / HTML / CSV written to files.
 import * as fs from 'node:fs';
 import { join } from 'node:path';
 import { fileError } from '../model/errors.ts';
+import { renderCsv } from './csv.ts';
 import { renderHtml } from './html.ts';
 import { renderJson } from './json.ts';
 import { renderJunit } from './junit.ts';
@@ -15,13 +16,17 @@ export interface ReportOutputs {
   markdown?: string;
   junit?: string;
   html?: string;
+  csv?: string;
+  /** the terminal's stage table split by layer */
+  byLayer?: boolean;
 }
 
 export function emitReports(input: ReportInput, out: ReportOutputs): void {
-  process.stdout.write(out.json ? renderJson(input) : renderTerminal(input));
+  process.stdout.write(out.json ? renderJson(input) : renderTerminal(input, { byLayer: out.byLayer }));
   if (out.markdown) writeReport(out.markdown, renderMarkdown(input));
   if (out.junit) writeReport(out.junit, renderJunit(input));
   if (out.html) writeReport(out.html, renderHtml(input));
+  if (out.csv) writeReport(out.csv, renderCsv(input));
 }
 
 /** A report file; a write that fails (disk full, no such directory) is one line naming the file. */
@@ -40,5 +45,7 @@ export function emitRunReports(dir: string, input: ReportInput, out: ReportOutpu
     markdown: out.markdown ?? join(dir, 'report.md'),
     junit: out.junit ?? join(dir, 'junit.xml'),
     html: out.html ?? join(dir, 'report.html'),
+    csv: out.csv,
+    byLayer: out.byLayer,
   });
 }

@@ -166,6 +166,23 @@ describe.skipIf(!ready)('bisect on the simulated device (tiny fixture)', async (
     });
   }
 
+  // the bug this tool exists to find: a kernel whose every output is off by 1 % or 0.1 % — named, at the
+  // layer it was planted in, on a stage it produces (calibrate measures the smallest such magnitude per kernel)
+  const SMALL = ['matmul_q8_0:scale=1.01@1', 'attention_decode:scale=1.01@2', 'swiglu:scale=1.001@2', 'moe_down_q2_q8:scale=1.001@1', 'hc_split_sinkhorn4:scale=1.001@0', 'router_select:scale=1.001@2', 'rms_norm_weight:scale=1.001@1'];
+  for (const spec of SMALL) {
+    const kernel = spec.split(':')[0];
+    const layer = Number(spec.split('@')[1]);
+    it(`${spec} → ${kernel} (a small scale error)`, async () => {
+      const { result } = await bisectCase(TOKENS, 2, [spec]);
+      const v = result.verdict;
+      expect(v.kernel, v.line).toBe(kernel);
+      expect(v).toMatchObject({ method: 'own-error', layer, metric: 'maxRelRms' });
+      const { kernelCatalog } = await import('../ascend/kernels.ts');
+      expect(kernelCatalog(process.env.DS4_SIM_ADDON).get(kernel).stages).toContain(v.stage);
+      expect(v.own_error!).toBeGreaterThan(v.tolerance!);
+    });
+  }
+
   it('the round-half-away row has rounding ties to act on: the reference attn_heads_back of layer 1 pos 0 has Q8_0 codes at an even k + ½', async () => {
     const reference: StageRecord[] = [];
     await runReference({ model, cfg, tokens: TIE_TOKENS, lastLayer: 1, tap: (r) => reference.push(r) });
@@ -231,10 +248,15 @@ describe.skipIf(!ready)('bisect on the simulated device (tiny fixture)', async (
 
   it('CLI: `bisect --layer 0 -p Hello --inject rope_tail:pairs-halves` names rope_tail, in text, JSON and Markdown, and from a run directory', () => {
     const dir = mkdtempSync(join(tmpdir(), 'ds4-bisect-'));
-    const text = cli(['bisect', '--layer', '0', '-p', 'Hello', '--inject', 'rope_tail:pairs-halves', '--markdown', join(dir, 'bisect.md')]);
+    const text = cli(['bisect', '--layer', '0', '-p', 'Hello', '--inject', 'rope_tail:pairs-halves', '--markdown', join(dir, 'bisect.md'), '--html', join(dir, 'bisect.html')]);
     expect(text.code).toBe(1);
-    expect(text.out.split('\n')[0]).toMatch(/^rope_tail diverged first at layer 0 pos \d+ stage q_rope: own error relative RMS \S+ vs budget \S+ \(\S+×\); \d+ later stages inherit$/);
+    const line = text.out.split('\n')[0];
+    expect(line).toMatch(/^rope_tail diverged first at layer 0 pos \d+ stage q_rope: own error relative RMS \S+ vs budget \S+ \(\S+×\); \d+ later stages inherit$/);
     expect(readFileSync(join(dir, 'bisect.md'), 'utf8')).toContain('**rope_tail diverged first');
+    // the HTML report of the comparison carries the bisect's verdict and the case
+    const html = readFileSync(join(dir, 'bisect.html'), 'utf8');
+    expect(html).toContain(`<h2 id="bisect">Bisect</h2>\n<p class="verdict bad">${line}</p>`);
+    expect(html).toContain('<h2 id="case">Case</h2>');
     const json = cli(['bisect', '--layer', '0', '-p', 'Hello', '--inject', 'rope_tail:pairs-halves', '--json']);
     const v = JSON.parse(json.out).verdict;
     expect(v).toMatchObject({ kernel: 'rope_tail', stage: 'q_rope', layer: 0 });

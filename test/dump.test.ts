@@ -8,16 +8,17 @@ import {
   tableFromArrays, tableFromIPC, tableToIPC, vectorFromArray,
 } from 'apache-arrow';
 import { afterAll, describe, expect, it } from 'vitest';
-import { DumpWriter, iterateDump, readDump, readDumpMeta, type DumpMeta } from '../diff/dump.ts';
-import { fileInRun } from '../diff/manifest.ts';
-import { readManifest, writeManifest, type RunManifest } from '../diff/manifest.ts';
+import { DUMP_FORMAT_VERSION, DumpWriter, iterateDump, readDump, readDumpMeta, replaceRows, type DumpMeta } from '../diff/dump.ts';
+import { fileInRun, readManifest, writeManifest, type RunManifest } from '../diff/manifest.ts';
+import { rowStats, statsRecord } from '../diff/stats.ts';
 import type { StageRecord } from '../model/stages.ts';
 import { Ds4DiffError } from '../model/errors.ts';
 
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ds4-dump-'));
 afterAll(() => fs.rmSync(dir, { recursive: true, force: true }));
 
-const META: DumpMeta = { formatVersion: 1, modelFingerprint: 'f00d', promptTokens: [0, 42, 7], producer: { backend: 'sim', precision: 'ds4', kernelMath: 'exact', options: { window: 8 }, version: '0.1.0' }, side: 'device', createdAt: '2026-01-02T03:04:05.000Z' };
+const META: DumpMeta = { formatVersion: DUMP_FORMAT_VERSION, modelFingerprint: 'f00d', promptTokens: [0, 42, 7], producer: { backend: 'sim', precision: 'ds4', kernelMath: 'exact', options: { window: 8 }, version: '0.1.0' }, side: 'device', createdAt: '2026-01-02T03:04:05.000Z', capture: { mode: 'full' } };
+const COLUMNS = ['stage', 'layer', 'pos', 'token', 'dtype', 'shape', 'values_f32', 'values_i32'];
 
 const RECS: StageRecord[] = [
   { stage: 'attn_norm', layer: 0, pos: 0, token: 0, dtype: 'f32', shape: [2, 3], values: Float32Array.of(1, -0, NaN, Infinity, 2 ** -149, -3.5) },
@@ -47,7 +48,11 @@ describe('Arrow dump', () => {
     await writeDump(file, RECS);
     const t = tableFromIPC(fs.readFileSync(file));
     const fields = t.schema.fields.map((f) => [f.name, Type[f.type.typeId]]);
-    expect(fields).toEqual([['stage', 'Utf8'], ['layer', 'Int'], ['pos', 'Int'], ['token', 'Int'], ['dtype', 'Utf8'], ['shape', 'List'], ['values_f32', 'List'], ['values_i32', 'List']]);
+    expect(fields).toEqual([
+      ['stage', 'Utf8'], ['layer', 'Int'], ['pos', 'Int'], ['token', 'Int'], ['dtype', 'Utf8'], ['shape', 'List'], ['values_f32', 'List'], ['values_i32', 'List'],
+      ['kind', 'Utf8'], ['stat_min', 'Float'], ['stat_max', 'Float'], ['stat_mean', 'Float'], ['stat_rms', 'Float'], ['stat_nan', 'Int'], ['stat_inf', 'Int'], ['stat_hash', 'Utf8'],
+    ]);
+    for (const n of ['stat_min', 'stat_max', 'stat_mean', 'stat_rms']) expect(t.schema.fields.find((f) => f.name === n)!.type.toString()).toBe('Float64');
     for (const n of ['layer', 'pos', 'token']) expect(t.schema.fields.find((f) => f.name === n)!.type.toString()).toBe('Int32');
     expect(t.schema.fields.find((f) => f.name === 'values_f32')!.type.toString()).toBe('List<Float32>');
     expect(t.schema.fields.find((f) => f.name === 'values_i32')!.type.toString()).toBe('List<Int32>');
@@ -64,8 +69,15 @@ describe('Arrow dump', () => {
     expect(t.getChild('values_i32')!.isValid(0)).toBe(false);
     expect([...t.getChild('values_i32')!.get(1)!]).toEqual([5, -1]);
     expect([...t.getChild('values_f32')!.get(2)!]).toEqual([0.25, 0.5, 0.75, 1]);
+    // every row carries its statistics: over the finite values, NaN and ±Inf counted apart
+    expect([...t.getChild('kind')!]).toEqual(['full', 'full', 'full']);
+    expect([t.getChild('stat_min')!.get(2), t.getChild('stat_max')!.get(2), t.getChild('stat_mean')!.get(2)]).toEqual([0.25, 1, 0.625]);
+    expect(t.getChild('stat_rms')!.get(2)).toBeCloseTo(Math.sqrt((0.0625 + 0.25 + 0.5625 + 1) / 4), 15);
+    expect([t.getChild('stat_nan')!.get(0), t.getChild('stat_inf')!.get(0), t.getChild('stat_min')!.get(0), t.getChild('stat_max')!.get(0)]).toEqual([1, 1, -3.5, 1]);
+    expect(t.getChild('stat_hash')!.get(0)).toMatch(/^[0-9a-f]{16}$/);
     const md = t.schema.metadata;
-    expect(md.get('ds4diff.format_version')).toBe('1');
+    expect(md.get('ds4diff.format_version')).toBe(String(DUMP_FORMAT_VERSION));
+    expect(JSON.parse(md.get('ds4diff.capture')!)).toEqual({ mode: 'full' });
     expect(md.get('ds4diff.model_fingerprint')).toBe('f00d');
     expect(JSON.parse(md.get('ds4diff.prompt_tokens')!)).toEqual([0, 42, 7]);
     expect(JSON.parse(md.get('ds4diff.producer')!)).toEqual(META.producer);
@@ -83,8 +95,56 @@ describe('Arrow dump', () => {
     expect(a).toBeInstanceOf(Float32Array);
     expect(new Uint32Array(a.buffer, a.byteOffset, a.length)).toEqual(new Uint32Array((RECS[0].values as Float32Array).buffer));
     expect(Object.is(a[1], -0)).toBe(true);
-    expect(records[1]).toEqual(RECS[1]);
-    expect(records[2]).toEqual(RECS[2]);
+    const { stats: s1, ...r1 } = records[1];
+    expect(r1).toEqual(RECS[1]);
+    expect(s1).toEqual(rowStats(RECS[1].values));
+    expect({ ...records[2], stats: undefined }).toEqual({ ...RECS[2], stats: undefined });
+  });
+
+  it('a stats capture keeps a row\'s shape and statistics, not its values; a full row hashes to the same statistics', async () => {
+    const file = path.join(dir, 'stats.arrow');
+    const big: StageRecord = { stage: 'q_rope', layer: 0, pos: 1, token: 42, dtype: 'f32', shape: [4, 64], values: Float32Array.from({ length: 256 }, (_, i) => Math.sin(i)) };
+    const w = await DumpWriter.open(file, { ...META, capture: { mode: 'stats', full: ['always: logits'] } });
+    w.write(statsRecord(big));
+    w.write(RECS[2]);
+    await w.close();
+    const t = tableFromIPC(fs.readFileSync(file));
+    expect([...t.getChild('kind')!]).toEqual(['stats', 'full']);
+    expect(t.getChild('values_f32')!.isValid(0)).toBe(false);
+    expect([...t.getChild('shape')!.get(0)!]).toEqual([4, 64]);
+    const { meta, records } = await readDump(file);
+    expect(meta.capture).toEqual({ mode: 'stats', full: ['always: logits'] });
+    expect(records[0]).toMatchObject({ stage: 'q_rope', kind: 'stats', shape: [4, 64], stats: rowStats(big.values) });
+    expect(records[0].values.length).toBe(0);
+    // the second pass writes the full row in place of its statistics, and says when it is not the same row
+    const changed = { ...big, values: big.values.map((v, i) => (i === 7 ? v + 1e-3 : v)) };
+    expect(await replaceRows(file, new Map([['q_rope/0/1', big]]), { mode: 'stats', full: ['region'] })).toEqual({ replaced: 1, changed: [] });
+    const after = await readDump(file);
+    expect(after.meta.capture).toEqual({ mode: 'stats', full: ['region'] });
+    expect(after.records[0].kind).toBeUndefined();
+    expect(after.records[0].values).toEqual(big.values);
+    // the statistics of a full row are those of a stats capture of it
+    expect(after.records[0].stats).toEqual(records[0].stats);
+    const rewritten = path.join(dir, 'stats2.arrow');
+    const w2 = await DumpWriter.open(rewritten, META);
+    w2.write(statsRecord(big));
+    await w2.close();
+    expect((await replaceRows(rewritten, new Map([['q_rope/0/1', changed]]), { mode: 'stats' })).changed).toEqual(['q_rope layer 0 pos 1']);
+  });
+
+  it('reads version 1 dumps (no kind and statistics columns): every row full', async () => {
+    const file = path.join(dir, 'v2.arrow');
+    await writeDump(file, RECS);
+    const t = tableFromIPC(fs.readFileSync(file));
+    const v1 = t.select(COLUMNS);
+    v1.schema.metadata.set('ds4diff.format_version', '1');
+    v1.schema.metadata.delete('ds4diff.capture');
+    const old = path.join(dir, 'v1.arrow');
+    fs.writeFileSync(old, tableToIPC(v1, 'file'));
+    const { meta, records } = await readDump(old);
+    expect(meta).toMatchObject({ formatVersion: 1, capture: { mode: 'full' } });
+    expect(records.map((r) => [r.stage, r.kind, r.stats])).toEqual([['attn_norm', undefined, undefined], ['router_topk', undefined, undefined], ['logits', undefined, undefined]]);
+    expect(records[2].values).toEqual(RECS[2].values);
   });
 
   it('writes one record batch per flush and streams them back', async () => {

@@ -11,7 +11,9 @@ import { renderJson } from '../reports/json.ts';
 import { renderJunit } from '../reports/junit.ts';
 import { renderMarkdown } from '../reports/markdown.ts';
 import { renderTerminal } from '../reports/terminal.ts';
-import { buildView, fmt, type ReportInput, type ReportView } from '../reports/view.ts';
+import { renderCsv } from '../reports/csv.ts';
+import type { RunManifest } from '../diff/manifest.ts';
+import { buildView, EMPTY_COLOUR, endResultOf, FAIL_COLOUR, fmt, heatColour, type ReportInput, type ReportView } from '../reports/view.ts';
 
 const rec = (stage: string, layer: number, values: number[], pos = 0): StageRecord => ({ stage, layer, pos, token: 5, dtype: 'f32', shape: [values.length], values: Float32Array.from(values) });
 
@@ -99,13 +101,86 @@ describe('reports', () => {
     expect(j.comparison.rows.find((r) => r.stage === 'attn_norm')!.own!.metrics!.sqnrDb).toBe(Infinity);
   });
 
-  it('HTML: a static page with the verdict and the same tables, escaped', async () => {
+  it('HTML: one self-contained page with the verdict, the same tables, escaped, and its data inline', async () => {
     const i = await input();
     const h = renderHtml(i);
     expect(h).toMatch(/^<!doctype html>/);
     expect(h).toMatch(/<tr class="first"><td>&gt;&gt;<\/td><td>ffn_norm<\/td>/);
-    expect(h).toContain('<p class="verdict bad">FAIL: ffn_norm layer 0 pos 0 is wrong by itself');
-    expect(h).not.toMatch(/<script/);
+    expect(h).toContain('<p class="verdict bad" id="verdict">FAIL: ffn_norm layer 0 pos 0 is wrong by itself');
+    // nothing is fetched: no external script, stylesheet, image or URL (the SVG namespace is a name, not a fetch)
+    expect(h.replaceAll('http://www.w3.org/2000/svg', '')).not.toMatch(/<script[^>]+src=|<link|<img|url\(|@import|https?:\/\//);
+    const data = JSON.parse(/<script type="application\/json" id="report-data">(.*?)<\/script>/s.exec(h)![1]);
+    expect(data.stages).toEqual(buildView(i).stages.rows.map((r) => r.cells[1].replace(' (unknown)', '')));
+    expect(data.firstOwn).toEqual({ stage: 'ffn_norm', layer: 0, pos: 0 });
+    expect(data.rows['ffn_norm@0'].list[0].slice(0, 3)).toEqual([0, 5, 'fail']);
+  });
+
+  it('CSV: one line per row with both sides\' statistics, the metrics and the worst element with its two values', async () => {
+    const lines = renderCsv(await input()).trimEnd().split('\n').map((l) => l.split(','));
+    const head = lines[0];
+    const row = (stage: string) => Object.fromEntries(head.map((h, i) => [h, lines.find((l) => l[0] === stage)![i]]));
+    expect(lines.length).toBe(1 + 6);
+    const q = row('q_rope');
+    // reference [1, 2, 3] vs free-running [1, 2, 3.5]: the worst element is the third
+    expect([q.ref_min, q.ref_max, q.ref_mean, q.dev_max, q.worst_index, q.worst_ref, q.worst_dev, q.max_abs]).toEqual(['1', '3', '2', '3.5', '2', '3', '3.5', '0.5']);
+    expect(Number(q.ref_norm)).toBeCloseTo(Math.sqrt(14), 6);
+    expect(Number(q.dev_norm)).toBeCloseTo(Math.sqrt(1 + 4 + 12.25), 6);
+    expect([q.kind, q.free_status, q.own_status]).toEqual(['full', 'pass', 'pass']);
+    expect(row('ffn_norm').own_status).toBe('fail');
+    expect(row('embed_hc').status).toBe('missing');
+  });
+
+  it('--by-layer: the terminal\'s stage table per (stage, layer), the first stage wrong by itself marked', async () => {
+    const t = renderTerminal(await input(), { byLayer: true });
+    const header = t.split('\n').find((l) => l.includes('stage') && l.includes('layer') && l.includes('at pos'))!;
+    expect(header).toBeDefined();
+    expect(t.split('\n').find((l) => l.startsWith('>>'))).toMatch(/^>>\s+ffn_norm\s+0\s+1\s+1\s+4860×\s+0/);
+    expect(t).toMatch(/\n\s+q_rope\s+1\s+1\s+0\s+0×\s+0\s+1\.2e\+4×\s+0/);
+  });
+
+  it('heatmap colours: failing cells in the failing colour, a log scale below and above the budget', () => {
+    expect(heatColour(1e-6, true)).toBe(FAIL_COLOUR);
+    expect(heatColour(undefined, false)).toBe(EMPTY_COLOUR);
+    const green = (c: string) => parseInt(c.slice(3, 5), 16);
+    // within budget: darker green the closer to the budget; past it (drift): another hue, darker further out
+    expect(green(heatColour(1e-3, false))).toBeGreaterThan(green(heatColour(0.1, false)));
+    expect(heatColour(10, false)).not.toBe(heatColour(0.5, false));
+    expect(green(heatColour(10, false))).toBeGreaterThan(green(heatColour(1000, false)));
+    expect(new Set([1e-5, 1e-2, 1, 10, 1e4].map((r) => heatColour(r, false))).has(FAIL_COLOUR)).toBe(false);
+  });
+
+  it('the end result over positions: KL mean, median, 99 %, max, same top-1 and Δp, as llama-perplexity reports them', () => {
+    const e = endResultOf([
+      { pos: 0, token: 1 },
+      { pos: 1, token: 2, kl: 0.01, deltaP: 0.02, sameTop1: true },
+      { pos: 2, token: 3, kl: 0.03, deltaP: 0.04, sameTop1: false, nearTie: true },
+      { pos: 3, token: 4, kl: 0.02, deltaP: 0, sameTop1: true },
+    ])!;
+    expect(e.positions).toBe(3);
+    expect(e.kl.mean).toBeCloseTo(0.02, 12);
+    expect([e.kl.median, e.kl.p99, e.kl.max]).toEqual([0.02, 0.03, 0.03]);
+    expect(e.sameTop1).toBeCloseTo(2 / 3, 12);
+    expect(e.nearTies).toBe(1);
+    expect(e.deltaP.rms).toBeCloseTo(Math.sqrt((0.0004 + 0.0016) / 3), 12);
+    expect(e.deltaP.max).toBe(0.04);
+    expect(endResultOf([{ pos: 0, token: 1 }])).toBeUndefined();
+  });
+
+  it('a run\'s report has its case with the tokens\' pieces and its fallback ledger, or says there was none', async () => {
+    const manifest: RunManifest = {
+      formatVersion: 1, complete: true, createdAt: '2026-01-01T00:00:00Z', model: { path: '/m/tiny.gguf', fingerprint: 'f00d' }, prompt: 'Hi',
+      promptTokens: [0, 42], tokenPieces: ['<BOS>', 'Hi'], layers: { last: 0, all: false }, backend: 'sim', kernelMath: 'exact', options: {}, files: {},
+      noHostFallback: true, fallbackLedger: [], capture: { mode: 'stats', full: ['always: logits'] },
+    };
+    const v = buildView({ ...(await input()), manifest });
+    expect(Object.fromEntries(v.case!.lines)).toMatchObject({ fingerprint: 'f00d', prompt: '"Hi"', backend: 'sim', 'kernel math': 'exact', capture: 'statistics; in full: always: logits' });
+    expect(v.case!.tokens.rows.map((r) => r.cells.slice(0, 3))).toEqual([['0', '0', '<BOS>'], ['1', '42', 'Hi']]);
+    expect(v.fallbacks!.statement).toBe('no host fallback: every primitive ran on the device (no-host-fallback gate on)');
+    expect(v.summary).toContain(v.fallbacks!.statement);
+    const ledger = buildView({ ...(await input()), manifest: { ...manifest, noHostFallback: false, fallbackLedger: [{ primitive: 'swiglu', calls: 3, bytesToHost: 96, bytesToDevice: 48 }] } });
+    expect(ledger.fallbacks!.statement).toMatch(/^1 primitive ran on the host/);
+    expect(ledger.fallbacks!.table.rows[0].cells.slice(0, 4)).toEqual(['swiglu', '3', '96', '48']);
+    expect(renderTerminal({ ...(await input()), manifest })).toContain('no host fallback: every primitive ran on the device');
   });
 
   it('numbers are formatted readably', () => {

@@ -1,7 +1,7 @@
 // `ds4-diff run` as a user runs it: a child process, exit codes, the run directory and its reports.
 import { describe, expect, it } from 'vitest';
 import { spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { readDump, DumpWriter } from '../diff/dump.ts';
@@ -10,7 +10,7 @@ import type { RunManifest } from '../diff/manifest.ts';
 const CLI = join(import.meta.dirname, '..', 'cli', 'ds4-diff.js');
 
 function cli(args: string[], env: Record<string, string> = {}) {
-  const r = spawnSync(process.execPath, [CLI, ...args], { encoding: 'utf8', env: { ...process.env, NO_COLOR: '1', ...env }, timeout: 120_000 });
+  const r = spawnSync(process.execPath, [CLI, ...args], { encoding: 'utf8', env: { ...process.env, NO_COLOR: '1', ...env }, timeout: 120_000, maxBuffer: 256 << 20 });
   return { code: r.status, out: r.stdout, err: r.stderr };
 }
 const tmp = () => mkdtempSync(join(tmpdir(), 'ds4-run-'));
@@ -74,6 +74,93 @@ describe('ds4-diff run', () => {
     expect(d.code).toBe(3);
     expect(d.err).toContain(bad);
     expect(d.err.trim().split('\n')).toHaveLength(1);
+  });
+
+  it('--capture stats keeps statistics, re-captures the region around the first divergence in full and still names the planted fault', async () => {
+    const full = tmp(), stats = tmp();
+    const args = ['run', '--layer', '0', '-p', 'Hello', '--inject', 'rope_tail:pairs-halves', '--no-baseline'];
+    const a = cli([...args, '--capture', 'full', '--out', full]);
+    const b = cli([...args, '--capture', 'stats', '--out', stats]);
+    expect([a.code, b.code]).toEqual([1, 1]);
+    // the same verdict line: the kernel's first own failure, judged in full in the re-captured region
+    const verdict = (out: string) => out.split('\n').find((l) => l.startsWith('FAIL'))!;
+    expect(verdict(b.out)).toMatch(/^FAIL: q_rope layer 0 pos 1 is wrong by itself: own error relRms [\d.e+-]+ vs/);
+    expect(verdict(b.out)).toBe(verdict(a.out));
+    const m = manifestOf(stats);
+    expect(m.capture).toMatchObject({ mode: 'stats', region: { layers: [0], pos: [0, 1] } });
+    const dev = await readDump(join(stats, m.files['device-teacher']));
+    expect(dev.meta.capture!.mode).toBe('stats');
+    const kind = (stage: string, pos: number) => dev.records.find((r) => r.stage === stage && r.pos === pos && r.layer === 0)!.kind ?? 'full';
+    expect([kind('q_rope', 1), kind('q_rope', 0), kind('q_rope', 5), kind('router_topk', 5)]).toEqual(['full', 'full', 'stats', 'full']);
+    // every side is smaller than the full capture of the same case
+    const size = (dir: string, side: string) => statSync(join(dir, manifestOf(dir).files[side])).size;
+    for (const side of ['reference', 'reference-noise', 'device', 'device-teacher']) expect(size(stats, side)).toBeLessThan(size(full, side) / 2);
+  });
+
+  it('writes a CSV row per (stage, layer, pos) and splits the terminal table by layer, for run, gate and compare alike', () => {
+    const dir = tmp();
+    const r = cli(['run', '--layer', '1', '-p', 'Hello', '--out', dir, '--csv', join(dir, 'run.csv'), '--by-layer']);
+    expect(r.code).toBe(0);
+    // by layer: the stage table has a layer column, one line per (stage, layer)
+    expect(r.out).toMatch(/\n\s+q_rope\s+0\s+10\s+0\s/);
+    expect(r.out).toMatch(/\n\s+q_rope\s+1\s+10\s+0\s/);
+    const csv = readFileSync(join(dir, 'run.csv'), 'utf8').trimEnd().split('\n');
+    const g = cli(['gate', dir, '--csv', join(dir, 'gate.csv')]);
+    expect(g.code).toBe(0);
+    expect(readFileSync(join(dir, 'gate.csv'), 'utf8').trimEnd().split('\n')).toEqual(csv);
+    const m = manifestOf(dir);
+    const c = cli(['compare', join(dir, m.files.reference), join(dir, m.files.device), '--csv', join(dir, 'compare.csv')]);
+    const rows = readFileSync(join(dir, 'compare.csv'), 'utf8').trimEnd().split('\n');
+    expect(c.code).toBe(0);
+    // the same rows, one per (stage, layer, pos) of the run, with the worst element where the sides differ
+    expect(rows.length).toBe(csv.length);
+    expect(rows.map((l) => l.split(',').slice(0, 3).join(','))).toEqual(csv.map((l) => l.split(',').slice(0, 3).join(',')));
+    const head = rows[0].split(',');
+    const attnOut = rows.find((l) => l.startsWith('attn_out,1,3,'))!.split(',');
+    expect(Number(attnOut[head.indexOf('worst_index')])).toBeGreaterThanOrEqual(0);
+    expect(Math.abs(Number(attnOut[head.indexOf('worst_ref')]) - Number(attnOut[head.indexOf('worst_dev')]))).toBe(Number(attnOut[head.indexOf('max_abs')]));
+  });
+
+  it('--generate N: the device generates greedily, the reference follows its tokens, every position is judged, the end result over the steps', async () => {
+    const dir = tmp();
+    const r = cli(['run', '--layer', '1', '-p', 'Hello', '--generate', '4', '--out', dir, '--json']);
+    expect(r.code).toBe(0);
+    const m = manifestOf(dir);
+    const T = m.promptTokens.length;
+    expect(m.generated).toHaveLength(4);
+    expect(m.tokenPieces).toHaveLength(T + 4);
+    const dev = await readDump(join(dir, m.files.device));
+    const ref = await readDump(join(dir, m.files.reference));
+    // the prompt stays the dumps' prompt; the rows carry the generated tokens at their positions
+    expect(dev.meta.promptTokens).toEqual(m.promptTokens);
+    for (let k = 0; k < 3; k++) {
+      for (const d of [dev, ref]) expect(d.records.find((x) => x.stage === 'embed_hc' && x.pos === T + k)!.token).toBe(m.generated![k]);
+    }
+    expect(dev.records.some((x) => x.pos === T + 3)).toBe(false); // the last generated token is never run
+    // the head at every generating step, on both sides; each step's device top-1 is the next token
+    const logits = (d: typeof dev) => d.records.filter((x) => x.stage === 'logits').map((x) => x.pos);
+    expect(logits(dev)).toEqual([T - 1, T, T + 1, T + 2]);
+    expect(logits(ref)).toEqual(logits(dev));
+    for (const x of dev.records.filter((y) => y.stage === 'logits')) {
+      const v = x.values as Float32Array;
+      expect(v.indexOf(Math.max(...v))).toBe(m.generated![x.pos - (T - 1)]);
+    }
+    const report = JSON.parse(r.out) as { view: { endResult: { positions: number; sameTop1: number }; summary: string[] }; comparison: { counts: { own: number } } };
+    expect(report.view.endResult.positions).toBe(4);
+    expect(report.view.summary.some((l) => /^end result over 4 positions: KL mean \S+, median \S+, 99% \S+, max \S+; same top-1 \S+ %/.test(l))).toBe(true);
+    // the teacher-forced pass judged every position's own error, decode steps included
+    const teacher = await readDump(join(dir, m.files['device-teacher']));
+    expect(new Set(teacher.records.map((x) => x.pos)).size).toBe(T + 3);
+    expect(cli(['run', '--layer', '0', '-p', 'Hello', '--generate', '0']).err.trim()).toBe("ds4-diff: --generate: '0' is not a number of tokens (1..4096)");
+  });
+
+  it('--full and --capture refuse what they do not know with one line and exit 3', () => {
+    const a = cli(['run', '--layer', '0', '-p', 'Hello', '--capture', 'stats', '--full', 'no_such_stage@0']);
+    expect(a.code).toBe(3);
+    expect(a.err.trim()).toBe("ds4-diff: --full 'no_such_stage@0': 'no_such_stage' matches no stage (see ds4-diff stages)");
+    const b = cli(['run', '--layer', '0', '-p', 'Hello', '--capture', 'most']);
+    expect(b.code).toBe(3);
+    expect(b.err.trim()).toBe("ds4-diff: --capture must be full, stats or auto, not 'most'");
   });
 
   it('a perturbed device capture fails the gate with exit 1 and names the first divergent stage', async () => {

@@ -9,7 +9,7 @@ import { runDeviceBounds } from '../../ascend/budgets.ts';
 import { caseDifferences, findShippedBaseline, loadBaseline } from '../../diff/baseline.ts';
 import { bisect, bisectFromReplay } from '../../diff/bisect.ts';
 import { compareRun, factsOf } from '../../diff/compare.ts';
-import { makeJudge } from '../../diff/gate.ts';
+import { makeJudge, verdictOf } from '../../diff/gate.ts';
 import type { Judge } from '../../diff/judge.ts';
 import { readManifest, sidePath, type RunManifest } from '../../diff/manifest.ts';
 import { loadPolicy } from '../../diff/policy.ts';
@@ -18,6 +18,7 @@ import { badInput } from '../../model/errors.ts';
 import { runReference } from '../../reference/runner.ts';
 import { ModelWeights } from '../../reference/weights.ts';
 import { renderBisectJson, renderBisectMarkdown, renderBisectTerminal, type BisectReportInput } from '../../reports/bisect.ts';
+import { renderHtml } from '../../reports/html.ts';
 import { addModelPromptOptions, collectList, loadModel, loadModelAndPrompt, newManifest, progress, type LoadedRun, type ModelPromptOptions } from '../common.ts';
 
 interface BisectCliOptions extends ModelPromptOptions {
@@ -30,6 +31,7 @@ interface BisectCliOptions extends ModelPromptOptions {
   maxTrials: string;
   json?: boolean;
   markdown?: string;
+  html?: string;
 }
 
 export function register(program: Command): void {
@@ -45,6 +47,7 @@ export function register(program: Command): void {
     .option('--max-trials <n>', 'most device passes the kernel-swap search may make', '64')
     .option('--json', 'print the result as JSON (verdict object: kernel, stage, layer, pos, own_error, tolerance)')
     .option('--markdown <file>', 'also write the report as Markdown')
+    .option('--html <file>', 'also write the HTML report of the comparison (heatmaps, plots, the case) with the bisect verdict')
     .addHelpText('after', [
       '',
       'Exit codes: 0 nothing diverged, 1 a culprit kernel was named, 3 bad input, 125 diverged but no culprit found.',
@@ -113,11 +116,13 @@ async function bisectEngineRun(dir: string, m: RunManifest, opts: BisectCliOptio
   const run = await runOfManifest(m, opts.model);
   const { judge, text } = judgeFor(m, opts);
   const result = bisectFromReplay(await compareRun(dir, judge));
-  return report({ title: `ds4-diff bisect: ${m.backend} run ${dir}, ${run.tokens.length} tokens, layers 0..${run.lastLayer}`, result, tolerances: text }, opts);
+  return report({ title: `ds4-diff bisect: ${m.backend} run ${dir}, ${run.tokens.length} tokens, layers 0..${run.lastLayer}`, result, tolerances: text }, opts, m);
 }
 
-function report(input: BisectReportInput, opts: BisectCliOptions): number {
+function report(input: BisectReportInput, opts: BisectCliOptions, manifest: RunManifest): number {
   if (opts.markdown) writeFileSync(opts.markdown, renderBisectMarkdown(input));
+  const c = input.result.comparison;
+  if (opts.html) writeFileSync(opts.html, renderHtml({ title: input.title, comparison: c, verdict: verdictOf(c), sources: [input.tolerances], bisect: input.result.verdict, manifest }));
   process.stdout.write(opts.json ? renderBisectJson(input) : renderBisectTerminal(input));
   return input.result.exitCode;
 }
@@ -129,10 +134,12 @@ async function bisectCommand(runDir: string | undefined, opts: BisectCliOptions)
   const maxTrials = Number(opts.maxTrials);
   if (!Number.isInteger(maxTrials) || maxTrials < 1) throw badInput(`--max-trials: '${opts.maxTrials}' is not a positive integer`);
   let c: Case;
+  let manifest: RunManifest | undefined;
   if (runDir !== undefined) {
     const m = readManifest(runDir);
     if (m.backend !== 'sim') return bisectEngineRun(runDir, m, opts);
     c = await caseFromRun(runDir, m, opts);
+    manifest = m;
   } else {
     c = { run: await loadModelAndPrompt(opts), kernelMath: (kc ?? 'ascend') as 'ascend' | 'exact', inject: opts.inject, disabledKernels: opts.disableKernel, allowHostFallback: !!opts.allowHostFallback, source: 'command line' };
   }
@@ -141,7 +148,9 @@ async function bisectCommand(runDir: string | undefined, opts: BisectCliOptions)
   const { refuseUnlandedFaults } = await import('../../ascend/orchestrator.ts');
   const inject = parseInjects(c.inject, 'sim');
   await refuseUnlandedFaults({ model: c.run.model, cfg: c.run.cfg, tokens: c.run.tokens, lastLayer: c.run.lastLayer, inject });
-  const { judge, text: tolerances } = judgeFor(newManifest(c.run, 'sim', {}, c.kernelMath), opts);
+  const caseManifest = newManifest(c.run, 'sim', { inject: c.inject, disabledKernels: c.disabledKernels, allowHostFallback: c.allowHostFallback }, c.kernelMath);
+  manifest ??= caseManifest;
+  const { judge, text: tolerances } = judgeFor(caseManifest, opts);
 
   const prog = progress('bisect');
   const reference: StageRecord[] = [];
@@ -165,5 +174,5 @@ async function bisectCommand(runDir: string | undefined, opts: BisectCliOptions)
   }
   prog.done();
   const title = `ds4-diff bisect: ${run.tokens.length} tokens, layers 0..${run.lastLayer}, sim/${c.kernelMath}${inject.length ? `, injected ${inject.map((f) => f.spec).join(' ')}` : ''} (${c.source})`;
-  return report({ title, result, tolerances }, opts);
+  return report({ title, result, tolerances }, opts, manifest);
 }

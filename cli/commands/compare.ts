@@ -20,7 +20,9 @@ export function register(program: Command): void {
     .option('--json', 'print the report as JSON instead of the table')
     .option('--markdown <file>', 'also write a Markdown report')
     .option('--junit <file>', 'also write a JUnit XML report (one test case per stage)')
-    .option('--html <file>', 'also write a static HTML report')
+    .option('--html <file>', 'also write the HTML report (one self-contained file: heatmaps, plots, the case)')
+    .option('--csv <file>', 'also write every (stage, layer, pos) row as CSV: both sides\' statistics, the metrics, the worst element')
+    .option('--by-layer', 'split the terminal\'s stage table by layer')
     .action(async (a: string, b: string, opts: ReportOutputs & { policy?: string }) => {
       for (const f of [a, b]) checkDumpRunComplete(f);
       // without the reference's facts no own budget exists: the device bound is never consulted

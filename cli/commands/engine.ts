@@ -37,7 +37,7 @@ import type { Ds4Config } from '../../model/config.ts';
 import { Ds4DiffError, EXIT, badInput } from '../../model/errors.ts';
 import { ModelWeights } from '../../reference/weights.ts';
 import type { ReportOutputs } from '../../reports/write.ts';
-import { addModelPromptOptions, addRunDirOptions, collectList, loadModelAndPrompt, newManifest, progress, type LoadedRun, type ModelPromptOptions } from '../common.ts';
+import { addModelPromptOptions, addRunDirOptions, collectList, loadModelAndPrompt, newManifest, progress, tokenPieces, type LoadedRun, type ModelPromptOptions } from '../common.ts';
 import { VERSION } from '../version.ts';
 
 interface EngineOptions extends ModelPromptOptions, ReportOutputs {
@@ -282,13 +282,20 @@ async function engineCommand(engine: string[], rawOpts: EngineOptions, command: 
       const layerEnd = Math.max(-1, ...report.dumps.filter((d) => d.stage && resolveStage(d.stage)?.scope === 'layer').map((d) => d.pos));
       const lastPos = Math.max(tokens.length - 1 + (opts.tokens === undefined ? Math.max(heads - 1, 0) : 0), layerEnd);
       if (lastPos >= tokens.length) {
-        const r = evaluatedTokens(resolve(prefix), (id) => weights.embeddingRow(id), run.cfg, tokens, lastPos);
-        notes.push(`decode steps: the engine evaluated positions ${tokens.length}..${lastPos} past the ${tokens.length} prompt tokens; the tokens it fed back (${r.recovered.map((t) => t.id).join(', ')}) were recovered from its layer-0 dumps`);
-        source += `, then ${r.recovered.length} generated tokens recovered from the engine's layer-0 dumps`;
-        tokens = r.tokens;
+        try {
+          const r = evaluatedTokens(resolve(prefix), (id) => weights.embeddingRow(id), run.cfg, tokens, lastPos);
+          notes.push(`decode steps: the engine evaluated positions ${tokens.length}..${lastPos} past the ${tokens.length} prompt tokens; the tokens it fed back (${r.recovered.map((t) => t.id).join(', ')}) were recovered from its layer-0 dumps`);
+          source += `, then ${r.recovered.length} generated tokens recovered from the engine's layer-0 dumps`;
+          tokens = r.tokens;
+        } catch (e) {
+          if (!(e instanceof Ds4DiffError)) throw e;
+          // the dumps past the prompt cannot be placed: the import rejects them by name
+          warn(`the engine dumped positions up to ${lastPos}, past the ${tokens.length} tokens known, and their tokens cannot be recovered: ${e.message}`);
+        }
       }
     }
     manifest.promptTokens = tokens;
+    manifest.tokenPieces = tokenPieces(run.model, tokens);
     engineInfo.tokensSource = source;
     let imported: { summary?: ImportSummary; rejected: Rejected[] } = { rejected: [] };
     if (prefix !== '') imported = await importAccepting(resolve(prefix), join(dir, 'device.arrow'), run.cfg, tokens, run.model.fingerprint, warn);

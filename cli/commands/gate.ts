@@ -18,7 +18,9 @@ export function register(program: Command): void {
     .option('--json', 'print the report as JSON instead of the table')
     .option('--markdown <file>', 'also write a Markdown report (CI job summary)')
     .option('--junit <file>', 'also write a JUnit XML report')
-    .option('--html <file>', 'also write a static HTML report')
+    .option('--html <file>', 'also write the HTML report (one self-contained file: heatmaps, plots, the case)')
+    .option('--csv <file>', 'also write every (stage, layer, pos) row as CSV: both sides\' statistics, the metrics, the worst element')
+    .option('--by-layer', 'split the terminal\'s stage table by layer')
     .action(async (runDir: string, opts: ReportOutputs & { baseline?: string | false; policy?: string }) => {
       const m = readManifest(runDir);
       const r = await gateRunDir(runDir, {
@@ -28,7 +30,7 @@ export function register(program: Command): void {
         policy: opts.policy ? loadPolicy(opts.policy) : undefined,
         allowHostFallback: m.options.allowHostFallback === true,
       });
-      emitReports({ title: `ds4-diff gate ${runDir}${r.baseline ? ` (baseline ${r.baseline})` : ''}`, comparison: r.comparison, verdict: r.verdict, sources: r.judge.sources }, opts);
+      emitReports({ title: `ds4-diff gate ${runDir}${r.baseline ? ` (baseline ${r.baseline})` : ''}`, comparison: r.comparison, verdict: r.verdict, sources: r.judge.sources, manifest: m }, opts);
       process.exitCode = r.verdict.exitCode;
     });
 }

@@ -2,7 +2,7 @@
 // next tokens, and write the captures as a run directory (manifest + reference.arrow).
 import type { Command } from 'commander';
 import type { RunDir } from '../../diff/rundir.ts';
-import { accumulateStats, type StageStats } from '../../diff/stats.ts';
+import { accumulateStats, type StageStats } from '../../diff/summary.ts';
 import { EXIT, badInput } from '../../model/errors.ts';
 import { Tokenizer } from '../../model/tokenizer.ts';
 import { filterReach, parseFilter } from '../../reference/capture.ts';
@@ -28,14 +28,14 @@ export function register(program: Command): void {
     .option('--stages <globs>', 'capture only these stages (globs over canonical names and ds4 aliases, comma-separated)')
     .option('--capture-layers <list>', 'capture only these layers ("0,2,5:7"); the embedding and head are always kept')
     .option('--pos <list>', 'capture only these positions ("0", "3:5")')
-    .option('--precision <p>', 'ds4 (the CPU path\'s arithmetic and quantization points) or f64 (the same quantization, every other result in double: the rounding-noise twin)', 'ds4')
+    .option('--precision <p>', 'ds4 (the CPU path\'s arithmetic and quantization points), f64 (the same quantization, every other result in double: the rounding-noise twin) or ascend (ds4 with the Ascend kernels\' exp/rsqrt/sqrt/log: the approximation twin)', 'ds4')
     .option('--mode <m>', 'prefill (layer-major, like ds4) or decode (token by token); captures are identical', 'prefill')
     .option('--out <dir>', 'run directory for manifest.json and the dump (default: no files); new or empty, or an old run directory with --force')
     .option('--force', 'replace the run directory --out names if it holds an earlier run (a directory that holds no run is never cleared)')
     .option('--json', 'print the summary as JSON')
     .addHelpText('after', '\nExamples:\n  ds4-diff reference -p Hello --layers all --out runs/ref\n  ds4-diff reference -p Hello --layer 0 --stages "q_*,kv_*" --precision f64')
     .action(async (opts: ReferenceOptions) => {
-      if (opts.precision !== 'ds4' && opts.precision !== 'f64') throw badInput(`--precision must be ds4 or f64, not '${opts.precision}'`);
+      if (opts.precision !== 'ds4' && opts.precision !== 'f64' && opts.precision !== 'ascend') throw badInput(`--precision must be ds4, f64 or ascend, not '${opts.precision}'`);
       if (opts.mode !== 'prefill' && opts.mode !== 'decode') throw badInput(`--mode must be prefill or decode, not '${opts.mode}'`);
       const run = await loadModelAndPrompt(opts);
       const filter = parseFilter({ stages: opts.stages, layers: opts.captureLayers, pos: opts.pos });
@@ -44,7 +44,7 @@ export function register(program: Command): void {
       if (reach.nothing) throw badInput(`nothing would be captured: ${reach.unmatched.length ? reach.unmatched.join('; ') : 'no stage the run emits passes --stages, --capture-layers and --pos together'}`);
       for (const u of reach.unmatched) process.stderr.write(`ds4-diff: warning: ${u}\n`);
       const precision = opts.precision as Precision;
-      const side = precision === 'f64' ? 'reference-f64' : 'reference';
+      const side = precision === 'ds4' ? 'reference' : `reference-${precision}`;
       const manifest = newManifest(run, 'reference', { precision, mode: opts.mode, stages: opts.stages, pos: opts.pos });
       const body = async (rd?: RunDir): Promise<void> => {
         // the Arrow writer is loaded only when there is a dump to write
