@@ -7,7 +7,7 @@ import {
   e4m3fnRound, encodeBF16, encodeF16, f16Round, f16ToF32, f32ToBf16, f32ToF16, fp4ActQuantizeInplace,
   fp8KvQuantizeInplace, hadamard128Inplace, ksignsIq2xs, matvecF16, matvecQ8_0, matvecQ8_0Act, packQ4KScales,
   quantizeQ8_0Act, quantizeQ8_0Weights, quantizeQ8_K, synthIQ2_XXS, synthQ2_K, synthQ4_K, unpackQ4KScales,
-  type Q8KAct,
+  type Q8KAct, F16_TABLE, IQ2_XXS_BLOCK_BYTES, Q2_K_BLOCK_BYTES, f16Rows, iq2xxsRows, q2kRows, q8_0Rows, stageCodes,
 } from '../model/quant/index.ts';
 import { Ds4DiffError } from '../model/errors.ts';
 
@@ -522,5 +522,106 @@ describe('Hadamard-128', () => {
     expect(Math.abs(n1 / n0 - 1)).toBeLessThan(1e-5);
     hadamard128Inplace(y, 0);
     for (let i = 0; i < 128; i++) expect(Math.abs(y[i] - x[i])).toBeLessThan(1e-5);
+  });
+});
+
+// The row kernels (model/quant q8_0Rows, f16Rows, iq2xxsRows, q2kRows) are written for the JIT: words of
+// four codes through a DataView, codes as doubles, several rows interleaved, both precisions in one pass.
+// Each must give the bits of the plain ds4 scalar loop, written here from the formulas (catalog §3).
+describe('row kernels = the plain ds4 loops, bit for bit', () => {
+  const rnd = lcg(11);
+  const sym = () => rnd() * 2 - 1;
+  const signed = (b: number) => (b << 24) >> 24;
+  const half = (w: Uint8Array, o: number) => F16_TABLE[w[o] | (w[o + 1] << 8)];
+
+  it('Q8_0: f32 accumulation of f16(d_w)·d_x·(int8 dot) per block, and the f64 twin', () => {
+    // 5 blocks per row: rows start at odd and even multiples of 34 bytes (every word alignment)
+    const rows = 9, cols = 160, blocks = cols / 32;
+    const w = quantizeQ8_0Weights(Float32Array.from({ length: rows * cols }, () => sym() * (rnd() < 0.05 ? 40 : 1)));
+    // the int8 extremes, -128 included (a file may hold it even if ggml's quantizer never writes it)
+    w[2] = 0x80, w[3] = 0x7f;
+    const x = Float32Array.from({ length: cols }, () => sym() * 3);
+    const act = quantizeQ8_0Act(x);
+    const o32 = new Float32Array(rows), o64 = new Float64Array(rows);
+    q8_0Rows(w, blocks, stageCodes([act.q])[0], act.d, 0, rows, o32, o64);
+    for (let r = 0; r < rows; r++) {
+      let a32 = 0, a64 = 0;
+      for (let b = 0; b < blocks; b++) {
+        const o = (r * blocks + b) * 34;
+        let dot = 0;
+        for (let i = 0; i < 32; i++) dot += signed(w[o + 2 + i]) * act.q[b * 32 + i];
+        a32 = f32(a32 + f32(f32(half(w, o) * act.d[b]) * dot));
+        a64 += half(w, o) * act.d[b] * dot;
+      }
+      expect(Object.is(o32[r], a32)).toBe(true);
+      expect(Object.is(o64[r], a64)).toBe(true);
+    }
+  });
+
+  it('F16: one f32 accumulator per row in column order (rows four at a time and the remainder), and the f64 twin', () => {
+    const rows = 7, cols = 37;
+    const w = encodeF16(Float32Array.from({ length: rows * cols }, sym));
+    const x = Float32Array.from({ length: cols }, () => sym() * 5);
+    const o32 = new Float32Array(rows), o64 = new Float64Array(rows);
+    f16Rows(w, cols, Float64Array.from(x), 0, rows, o32, o64);
+    for (let r = 0; r < rows; r++) {
+      let a32 = 0, a64 = 0;
+      for (let c = 0; c < cols; c++) {
+        const v = half(w, 2 * (r * cols + c));
+        a32 = f32(a32 + f32(v * x[c]));
+        a64 += v * x[c];
+      }
+      expect(Object.is(o32[r], a32)).toBe(true);
+      expect(Object.is(o64[r], a64)).toBe(true);
+    }
+  });
+
+  it('IQ2_XXS and Q2_K · Q8_K: the dequantized-code dots of ds4\'s scalar order, and their f64 twins', () => {
+    const rows = 3, cols = 512, nb = cols / QK_K;
+    const x = Float32Array.from({ length: cols }, () => sym() * 2);
+    const xq = quantizeQ8_K(x);
+    const at = stageCodes([xq.q])[0];
+    const iq = synthIQ2_XXS(rnd, rows * cols, 0.05), q2 = synthQ2_K(rnd, rows * cols, 0.05);
+    const i32 = new Float32Array(rows), i64 = new Float64Array(rows), k32 = new Float32Array(rows), k64 = new Float64Array(rows);
+    iq2xxsRows(iq, xq, at, 0, rows, i32, i64);
+    q2kRows(q2, xq, at, 0, rows, k32, k64);
+    for (let r = 0; r < rows; r++) {
+      // IQ2_XXS: per 32-sub-block Σ grid·sign·q8, times 2s+1, per block f32 += f16(d)·d_x·bsum, × 1/8
+      let s32 = 0, s64 = 0;
+      for (let b = 0; b < nb; b++) {
+        const o = (r * nb + b) * IQ2_XXS_BLOCK_BYTES;
+        let bsum = 0;
+        for (let k = 0; k < 8; k++) {
+          const so = o + 2 + 8 * k;
+          const aux = (iq[so + 4] | (iq[so + 5] << 8) | (iq[so + 6] << 16) | (iq[so + 7] << 24)) >>> 0;
+          let sumi = 0;
+          for (let l = 0; l < 4; l++) {
+            const signs = ksignsIq2xs((aux >>> (7 * l)) & 127);
+            for (let j = 0; j < 8; j++) sumi += IQ2XXS_GRID[iq[so + l] * 8 + j] * (signs & (1 << j) ? -1 : 1) * xq.q[b * QK_K + 32 * k + 8 * l + j];
+          }
+          bsum += sumi * (2 * (aux >>> 28) + 1);
+        }
+        s32 = f32(s32 + f32(f32(half(iq, o) * xq.d[b]) * f32(bsum)));
+        s64 += half(iq, o) * xq.d[b] * bsum;
+      }
+      expect(Object.is(i32[r], f32(0.125 * s32))).toBe(true);
+      expect(Object.is(i64[r], 0.125 * s64)).toBe(true);
+      // Q2_K: isum = Σ (sc&15)·dot(2-bit codes, q8) per 16, summs = Σ bsums·(sc>>4), f32 += d_x·d·isum − d_x·dmin·summs
+      let t32 = 0, t64 = 0;
+      for (let b = 0; b < nb; b++) {
+        const o = (r * nb + b) * Q2_K_BLOCK_BYTES;
+        let isum = 0, summs = 0;
+        for (let i = 0; i < QK_K; i++) {
+          const code = (q2[o + 16 + 32 * (i >> 7) + (i & 31)] >> (2 * ((i >> 5) & 3))) & 3;
+          isum += (q2[o + (i >> 4)] & 15) * code * xq.q[b * QK_K + i];
+        }
+        for (let s = 0; s < 16; s++) summs += xq.bsums[b * 16 + s] * (q2[o + s] >> 4);
+        const d = half(q2, o + 80), dmin = half(q2, o + 82);
+        t32 = f32(t32 + f32(f32(f32(xq.d[b] * d) * f32(isum)) - f32(f32(xq.d[b] * dmin) * f32(summs))));
+        t64 += xq.d[b] * d * isum - xq.d[b] * dmin * summs;
+      }
+      expect(Object.is(k32[r], t32)).toBe(true);
+      expect(Object.is(k64[r], t64)).toBe(true);
+    }
   });
 });
