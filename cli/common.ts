@@ -142,10 +142,12 @@ export function progress(label: string): { tick: (msg: string) => void; done: ()
   };
 }
 
-/** Each token's text (a partial UTF-8 character shows as U+FFFD), for the reports; none when the model has no vocabulary. */
+/**
+ * Each token's text (a partial UTF-8 character shows as U+FFFD), for the reports; none when the model has no
+ * vocabulary. Read entry by entry in place: a --tokens run never decodes the vocabulary.
+ */
 export function tokenPieces(model: GgufModel, ids: number[]): string[] | undefined {
-  const tok = model.metadata['tokenizer.ggml.tokens'] === undefined ? undefined : Tokenizer.fromGguf(model);
-  return tok && ids.map((id) => tok.piece(id));
+  return model.stringArray('tokenizer.ggml.tokens') && ids.map((id) => Tokenizer.pieceIn(model, id));
 }
 
 /** A fresh (incomplete) run manifest for a loaded model and prompt. */

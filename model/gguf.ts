@@ -161,7 +161,8 @@ class HeaderReader {
   pos = 0;
 
   constructor(private readonly fd: number, readonly path: string, private readonly fileSize: number) {
-    this.buf = Buffer.alloc(Math.min(fileSize, 1 << 20));
+    // a DS4 header with its vocabulary is ~5 MB: most are read in one go
+    this.buf = Buffer.allocUnsafe(Math.min(fileSize, 8 << 20));
     readExactly(fd, path, this.buf, 0);
   }
 
@@ -170,7 +171,8 @@ class HeaderReader {
     const end = this.pos + n;
     if (end <= this.buf.length) return;
     if (end > this.fileSize) throw badInput(`${this.path}: truncated GGUF: the header runs past the end of the file (${this.fileSize} bytes)`);
-    const grown = Buffer.alloc(Math.min(this.fileSize, Math.max(end, 2 * this.buf.length)));
+    // every byte of it is written: the old bytes, then the file's
+    const grown = Buffer.allocUnsafe(Math.min(this.fileSize, Math.max(end, 2 * this.buf.length)));
     this.buf.copy(grown);
     readExactly(this.fd, this.path, grown.subarray(this.buf.length), this.buf.length);
     this.buf = grown;
@@ -447,6 +449,7 @@ function parse(fd: number, path: string, map: boolean): GgufModel {
 
   checkNoOverlap(path, tensors);
   let fingerprint: string | undefined;
+  const strings = new Map<string, GgufStrings>();
   const addon = map ? loadAddon() : undefined;
   const mapping = addon?.ok ? { id: addon.addon.mapFile(fd), addon: addon.addon } : undefined;
   let open = true;
@@ -478,7 +481,11 @@ function parse(fd: number, path: string, map: boolean): GgufModel {
     mapping,
     stringArray(key: string): GgufStrings | undefined {
       const a = arrays.get(key);
-      return a && a.type === GGUF_VALUE.string ? stringsIn(h.buf, a) : undefined;
+      if (!a || a.type !== GGUF_VALUE.string) return undefined;
+      // one per key: its index is built once
+      let s = strings.get(key);
+      if (!s) strings.set(key, (s = stringsIn(h.buf, a)));
+      return s;
     },
     close() {
       if (open) fs.closeSync(fd);

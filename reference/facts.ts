@@ -36,7 +36,11 @@ function facts(g: Graph, stage: StageId, layer: number, pos: number, read: Read,
   const decisions: Decisions | undefined = stageDef(stage).decision ? {} : undefined;
   const values = evaluate(g, stage, layer, pos, 'ds4', read, decisions);
   if (values instanceof Int32Array) return { values, decisions };
-  const distance = (twin: Values) => Float32Array.from(values, (v, i) => Math.abs(twin[i] - v));
+  const distance = (twin: Values) => {
+    const d = new Float32Array(values.length);
+    for (let i = 0; i < d.length; i++) d[i] = Math.abs(twin[i] - values[i]);
+    return d;
+  };
   const twin = approxRead ? evaluate(g, stage, layer, pos, 'ascend', approxRead) : undefined;
   return { values, decisions, noise: distance(evaluate(g, stage, layer, pos, 'f64', read)), approx: twin && distance(twin), twin };
 }

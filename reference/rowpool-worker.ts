@@ -1,15 +1,15 @@
-// Worker side of reference/rowpool.ts: computes a row range of a job's products into shared memory.
+// Worker side of reference/rowpool.ts: claims chunks of a job's rows and computes them into shared memory.
 import { parentPort, workerData } from 'node:worker_threads';
 import { loadAddon } from '../ascend/native.ts';
-import { rowsOf, type MappedRange, type RowJob, type RowOutputs } from './rowpool.ts';
+import { claimRows, type MappedRange, type RowJob, type RowOutputs } from './rowpool.ts';
 
 interface Msg extends Omit<RowJob, 'w'> {
   /** the weight in shared memory, or undefined when `src` names it in the file mapping */
   w?: Uint8Array;
   bytes: number;
   out: RowOutputs;
-  r0: number;
-  r1: number;
+  /** the job's chunk counter, shared with every thread on it */
+  next: Int32Array;
   done: Int32Array;
 }
 
@@ -31,7 +31,7 @@ parentPort!.on('message', (m: Msg) => {
   let status = 1;
   try {
     const w = m.w ?? mapped(m.src!, m.bytes);
-    rowsOf({ kind: m.kind, w, rows: m.rows, cols: m.cols, xs: m.xs }, m.r0, m.r1, m.out);
+    claimRows({ kind: m.kind, w, rows: m.rows, cols: m.cols, xs: m.xs }, m.out, m.next);
   } catch {
     status = -1;
   }

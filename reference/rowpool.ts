@@ -1,7 +1,8 @@
 // Row-parallel products for the large projections (the 129280-row output head, attn_q_b, the routed
-// experts, ...): the output rows are split between this thread and worker threads; every output element
-// is still reduced by exactly one thread with the same code, so results are bit-identical to the
-// single-thread path (ds4 splits its threaded matvecs by output rows the same way). A worker reaches the
+// experts, ...): the output rows are split into chunks that this thread and the worker threads claim in
+// turn (a thread slowed by the machine's other load takes fewer); every output element is still reduced
+// by exactly one thread with the same code, so results are bit-identical to the single-thread path (ds4
+// splits its threaded matvecs by output rows the same way). A worker reaches the
 // weight through the model file's mapping (the addon maps it in every thread: no copy) or, without the
 // addon, through the shared memory ModelWeights read it into; anything else runs on this thread.
 import { availableParallelism } from 'node:os';
@@ -43,6 +44,17 @@ export interface RowOutputs {
 
 /** Rows of a weight processed for every input before the next rows: the rows stay in cache across the inputs. */
 const ROW_TILE = 4;
+/** Chunks a job's rows are claimed in: enough that the threads finish together, few enough to cost nothing. */
+const CHUNKS = 64;
+
+/**
+ * Claims chunks of the job's rows from the shared counter until none is left, computing each: what this
+ * thread and every worker run for a job.
+ */
+export function claimRows(job: Omit<RowJob, 'src'>, out: RowOutputs, next: Int32Array): void {
+  const size = Math.ceil(job.rows / CHUNKS);
+  for (let c = Atomics.add(next, 0, 1); c * size < job.rows; c = Atomics.add(next, 0, 1)) rowsOf(job, c * size, Math.min(job.rows, (c + 1) * size), out);
+}
 
 /**
  * Rows [r0, r1) of every product of the job into the outputs — the kernel of model/quant for the weight's
@@ -158,14 +170,13 @@ export function parallelRows(job: RowJob, want: { f32: boolean; f64: boolean }):
     rowsOf(job, 0, job.rows, out);
     return out;
   }
-  const parts = ws.length + 1;
-  const bound = (i: number) => Math.floor((job.rows * i) / parts);
-  ws.forEach((pw, i) => {
+  const next = new Int32Array(new SharedArrayBuffer(4));
+  for (const pw of ws) {
     Atomics.store(pw.done, 0, 0);
     const w = job.src ? undefined : job.w;
-    pw.worker.postMessage({ kind: job.kind, w, src: job.src, bytes: job.w.length, rows: job.rows, cols: job.cols, xs: job.xs, out, r0: bound(i + 1), r1: bound(i + 2), done: pw.done });
-  });
-  rowsOf(job, 0, bound(1), out);
+    pw.worker.postMessage({ kind: job.kind, w, src: job.src, bytes: job.w.length, rows: job.rows, cols: job.cols, xs: job.xs, out, next, done: pw.done });
+  }
+  claimRows(job, out, next);
   const t0 = Date.now();
   for (const pw of ws) {
     while (Atomics.load(pw.done, 0) === 0 && Date.now() - t0 < JOB_TIMEOUT_MS) Atomics.wait(pw.done, 0, 0, 1000);

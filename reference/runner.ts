@@ -116,11 +116,16 @@ export async function runReference(opts: ReferenceOptions): Promise<ReferenceRes
    * Stage s at the positions `qs` of `layer`: the products its step declares made for all of them first,
    * then each position evaluated (at ds4 precision and, with facts, by its twins) from those.
    */
-  const runStage = (s: StageDef, layer: number, qs: number[]): void => sharedProducts(!!opts.facts, () => {
+  const runStage = (s: StageDef, layer: number, qs: number[]): void => {
     const at = qs.filter((q) => stageAt(cfg, s, layer, q));
-    if (at.length > 1) precompute(at.flatMap((q) => stepProducts(g, s.name, layer, q, p, read)), p);
-    for (const q of at) run(s, layer, q);
-  });
+    const all = () => {
+      if (at.length > 1) precompute(at.flatMap((q) => stepProducts(g, s.name, layer, q, p, read)), p);
+      for (const q of at) run(s, layer, q);
+    };
+    // one position without twins: nothing to share
+    if (opts.facts || at.length > 1) sharedProducts(!!opts.facts, all);
+    else all();
+  };
   /** after layer il, only its after_ffn_hc is read again (by layer il + 1 or the head) */
   const forgetBelow = (il: number): void => {
     twins.clear();

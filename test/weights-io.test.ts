@@ -15,6 +15,9 @@ import { runReference } from '../reference/runner.ts';
 import { matmul, matvec, sharedProducts } from '../reference/matvec.ts';
 import { ModelWeights } from '../reference/weights.ts';
 import { loadNative } from '../ascend/native.ts';
+import { loadModelAndPrompt, newManifest } from '../cli/common.ts';
+import { Tokenizer } from '../model/tokenizer.ts';
+import { tinyVocab } from '../model/vocab.ts';
 
 let path: string;
 let cfg: Ds4Config;
@@ -53,10 +56,13 @@ describe('weights through the file mapping', () => {
     read.close();
   });
 
-  it('a --tokens run validates and runs without decoding the vocabulary (it stays in the header, read in place)', async () => {
-    const m = await openGguf(path);
+  it('a --tokens run loads, validates, runs and reports without decoding the vocabulary (it stays in the header, read in place)', async () => {
+    const run = await loadModelAndPrompt({ model: path, tokens: tokens.join(',') });
+    const m = run.model;
     expect(validateModel(m).violations).toEqual([]);
     await runReference({ model: m, cfg, tokens, lastLayer: 0 });
+    // the manifest names each token's piece, read entry by entry
+    expect(newManifest(run, 'reference', {}).tokenPieces).toEqual(tokens.map((id) => Tokenizer.fromVocab(tinyVocab()).piece(id)));
     for (const key of ['tokenizer.ggml.tokens', 'tokenizer.ggml.merges']) {
       // still the lazy getter: never read
       expect(Object.getOwnPropertyDescriptor(m.metadata, key)?.get, key).toBeTypeOf('function');
