@@ -8,7 +8,7 @@
 import { availableParallelism } from 'node:os';
 import { Worker } from 'node:worker_threads';
 import { onCancel } from '../diff/cancel.ts';
-import { CODES_CAPACITY, f16Rows, iq2xxsRows, q2kRows, q8_0Rows, stageCodes, type Q8Act, type Q8KAct } from '../model/quant/index.ts';
+import { CODES_CAPACITY, f16Rows, iq2xxsRows, q2kRows, q8_0Rows, q8_0RowsPaired, stageCodes, stagePairedCodes, type Q8Act, type Q8KAct } from '../model/quant/index.ts';
 
 /** Products at least this large (weight bytes) are split across threads. */
 export const PARALLEL_MIN_BYTES = 1 << 20;
@@ -42,46 +42,41 @@ export interface RowOutputs {
   f64?: Float64Array[];
 }
 
-/** Rows of a weight processed for every input before the next rows: the rows stay in cache across the inputs. */
-const ROW_TILE = 4;
 /** Chunks a job's rows are claimed in: enough that the threads finish together, few enough to cost nothing. */
 const CHUNKS = 64;
 
 /**
  * Claims chunks of the job's rows from the shared counter until none is left, computing each: what this
- * thread and every worker run for a job.
+ * thread and every worker run for a job. The inputs' codes are staged once, then every claimed chunk is
+ * computed by the kernel of model/quant for the weight's type; a Q8_0 weight with several inputs (a
+ * prompt's positions) takes them two per double (q8_0RowsPaired).
  */
 export function claimRows(job: Omit<RowJob, 'src'>, out: RowOutputs, next: Int32Array): void {
+  const { kind, w, cols, xs } = job;
   const size = Math.ceil(job.rows / CHUNKS);
-  for (let c = Atomics.add(next, 0, 1); c * size < job.rows; c = Atomics.add(next, 0, 1)) rowsOf(job, c * size, Math.min(job.rows, (c + 1) * size), out);
+  let rows: (r0: number, r1: number) => void;
+  if (kind === 'f16') {
+    rows = (r0, r1) => xs.forEach((x, t) => f16Rows(w, cols, x as Float64Array, r0, r1, out.f32?.[t], out.f64?.[t]));
+  } else if (kind === 'q8_0' && xs.length > 1) {
+    const acts = xs as Q8Act[];
+    const at = stagePairedCodes(acts.map((x) => x.q));
+    rows = (r0, r1) => q8_0RowsPaired(w, cols / 32, at, acts.map((x) => x.d), r0, r1, out.f32, out.f64);
+  } else {
+    const acts = xs as Array<Q8Act | Q8KAct>;
+    const at = stageCodes(acts.map((x) => x.q));
+    rows = (r0, r1) => acts.forEach((x, t) => {
+      const o32 = out.f32?.[t], o64 = out.f64?.[t];
+      if (kind === 'q8_0') q8_0Rows(w, cols / 32, at[t], x.d, r0, r1, o32, o64);
+      else if (kind === 'iq2_xxs') iq2xxsRows(w, x as Q8KAct, at[t], r0, r1, o32, o64);
+      else q2kRows(w, x as Q8KAct, at[t], r0, r1, o32, o64);
+    });
+  }
+  for (let c = Atomics.add(next, 0, 1); c * size < job.rows; c = Atomics.add(next, 0, 1)) rows(c * size, Math.min(job.rows, (c + 1) * size));
 }
 
-/**
- * Rows [r0, r1) of every product of the job into the outputs — the kernel of model/quant for the weight's
- * type; inputs beyond what CODES holds at once go in turns. The one code path of both threads.
- */
-export function rowsOf(job: Omit<RowJob, 'src'>, r0: number, r1: number, out: RowOutputs): void {
-  const { kind, w, cols, xs } = job;
-  if (kind === 'f16') {
-    for (let t = 0; t < xs.length; t++) f16Rows(w, cols, xs[t] as Float64Array, r0, r1, out.f32?.[t], out.f64?.[t]);
-    return;
-  }
-  const perTurn = Math.max(1, Math.floor(CODES_CAPACITY / cols));
-  for (let t0 = 0; t0 < xs.length; t0 += perTurn) {
-    const turn = xs.slice(t0, t0 + perTurn) as Array<Q8Act | Q8KAct>;
-    const at = stageCodes(turn.map((x) => x.q));
-    // one input: its whole range at once; several: a tile of rows for all of them, then the next tile
-    const tile = turn.length === 1 ? r1 - r0 : ROW_TILE;
-    for (let a = r0; a < r1; a += tile) {
-      const b = Math.min(r1, a + tile);
-      turn.forEach((x, i) => {
-        const t = t0 + i, o32 = out.f32?.[t], o64 = out.f64?.[t];
-        if (kind === 'q8_0') q8_0Rows(w, cols / 32, at[i], x.d, a, b, o32, o64);
-        else if (kind === 'iq2_xxs') iq2xxsRows(w, x as Q8KAct, at[i], a, b, o32, o64);
-        else q2kRows(w, x as Q8KAct, at[i], a, b, o32, o64);
-      });
-    }
-  }
+/** How many inputs of `cols` codes one job stages at once (CODES' capacity; paired Q8_0 codes take half). */
+export function inputsPerJob(kind: RowKernel, cols: number): number {
+  return Math.max(1, Math.floor(CODES_CAPACITY / cols) * (kind === 'q8_0' ? 2 : 1));
 }
 
 interface PoolWorker {
@@ -166,21 +161,22 @@ export function parallelRows(job: RowJob, want: { f32: boolean; f64: boolean }):
     f32: want.f32 ? Array.from({ length: n }, () => (ws.length ? sharedF32(job.rows) : new Float32Array(job.rows))) : undefined,
     f64: want.f64 ? Array.from({ length: n }, () => (ws.length ? sharedF64(job.rows) : new Float64Array(job.rows))) : undefined,
   };
-  if (ws.length === 0) {
-    rowsOf(job, 0, job.rows, out);
-    return out;
-  }
-  const next = new Int32Array(new SharedArrayBuffer(4));
-  for (const pw of ws) {
-    Atomics.store(pw.done, 0, 0);
-    const w = job.src ? undefined : job.w;
-    pw.worker.postMessage({ kind: job.kind, w, src: job.src, bytes: job.w.length, rows: job.rows, cols: job.cols, xs: job.xs, out, next, done: pw.done });
-  }
-  claimRows(job, out, next);
-  const t0 = Date.now();
-  for (const pw of ws) {
-    while (Atomics.load(pw.done, 0) === 0 && Date.now() - t0 < JOB_TIMEOUT_MS) Atomics.wait(pw.done, 0, 0, 1000);
-    if (Atomics.load(pw.done, 0) !== 1) throw new Error(`product worker failed or timed out on a ${job.kind} ${job.rows}x${job.cols} matrix`);
+  const per = job.kind === 'f16' ? n : inputsPerJob(job.kind, job.cols);
+  for (let t0 = 0; t0 < n; t0 += per) {
+    const part = { ...job, xs: job.xs.slice(t0, t0 + per) };
+    const partOut = { f32: out.f32?.slice(t0, t0 + per), f64: out.f64?.slice(t0, t0 + per) };
+    const next = new Int32Array(new SharedArrayBuffer(4));
+    for (const pw of ws) {
+      Atomics.store(pw.done, 0, 0);
+      const w = part.src ? undefined : part.w;
+      pw.worker.postMessage({ kind: part.kind, w, src: part.src, bytes: part.w.length, rows: part.rows, cols: part.cols, xs: part.xs, out: partOut, next, done: pw.done });
+    }
+    claimRows(part, partOut, next);
+    const start = Date.now();
+    for (const pw of ws) {
+      while (Atomics.load(pw.done, 0) === 0 && Date.now() - start < JOB_TIMEOUT_MS) Atomics.wait(pw.done, 0, 0, 1000);
+      if (Atomics.load(pw.done, 0) !== 1) throw new Error(`product worker failed or timed out on a ${job.kind} ${job.rows}x${job.cols} matrix`);
+    }
   }
   return out;
 }

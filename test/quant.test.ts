@@ -7,7 +7,8 @@ import {
   e4m3fnRound, encodeBF16, encodeF16, f16Round, f16ToF32, f32ToBf16, f32ToF16, fp4ActQuantizeInplace,
   fp8KvQuantizeInplace, hadamard128Inplace, ksignsIq2xs, matvecF16, matvecQ8_0, matvecQ8_0Act, packQ4KScales,
   quantizeQ8_0Act, quantizeQ8_0Weights, quantizeQ8_K, synthIQ2_XXS, synthQ2_K, synthQ4_K, unpackQ4KScales,
-  type Q8KAct, F16_TABLE, IQ2_XXS_BLOCK_BYTES, Q2_K_BLOCK_BYTES, f16Rows, iq2xxsRows, q2kRows, q8_0Rows, stageCodes,
+  type Q8KAct, F16_TABLE, IQ2_XXS_BLOCK_BYTES, Q2_K_BLOCK_BYTES, f16Rows, iq2xxsRows, q2kRows, q8_0Rows, q8_0RowsPaired, stageCodes,
+  stagePairedCodes,
 } from '../model/quant/index.ts';
 import { Ds4DiffError } from '../model/errors.ts';
 
@@ -556,6 +557,26 @@ describe('row kernels = the plain ds4 loops, bit for bit', () => {
       expect(Object.is(o32[r], a32)).toBe(true);
       expect(Object.is(o64[r], a64)).toBe(true);
     }
+  });
+
+  it('Q8_0 over a batch: two activations per double (paired codes) give each one\'s own result, an odd one out included', () => {
+    const rows = 6, cols = 96, blocks = cols / 32;
+    const w = quantizeQ8_0Weights(Float32Array.from({ length: rows * cols }, sym));
+    w[5] = 0x80; // a -128 weight code against ±127 activation codes: the largest block sums there are
+    const acts = [0, 1, 2, 3, 4].map((k) => {
+      const a = quantizeQ8_0Act(Float32Array.from({ length: cols }, () => sym() * (k + 1)));
+      if (k === 1) a.q.fill(127, 0, 32);
+      if (k === 2) a.q.fill(-127, 0, 32);
+      return a;
+    });
+    const p32 = acts.map(() => new Float32Array(rows)), p64 = acts.map(() => new Float64Array(rows));
+    q8_0RowsPaired(w, blocks, stagePairedCodes(acts.map((a) => a.q)), acts.map((a) => a.d), 0, rows, p32, p64);
+    acts.forEach((a, t) => {
+      const o32 = new Float32Array(rows), o64 = new Float64Array(rows);
+      q8_0Rows(w, blocks, stageCodes([a.q])[0], a.d, 0, rows, o32, o64);
+      expect(Buffer.from(p32[t].buffer).equals(Buffer.from(o32.buffer))).toBe(true);
+      expect(Buffer.from(p64[t].buffer).equals(Buffer.from(o64.buffer))).toBe(true);
+    });
   });
 
   it('F16: one f32 accumulator per row in column order (rows four at a time and the remainder), and the f64 twin', () => {

@@ -5,7 +5,7 @@ export { type RoundingMargins, newMargins, noteTie } from './margins.ts';
 export { dequantizeRow } from './dequant.ts';
 export {
   type Q8Act, type Q8KAct, Q8_0_BLOCK_BYTES, roundHalfEven, quantizeQ8_0Act, dotQ8_0, matvecQ8_0, matvecQ8_0Act,
-  matvecF16, quantizeQ8_K, q8_0Rows, f16Rows, stageCodes, CODES_CAPACITY,
+  matvecF16, quantizeQ8_K, q8_0Rows, q8_0RowsPaired, f16Rows, stageCodes, stagePairedCodes, CODES_CAPACITY,
 } from './q8.ts';
 export {
   IQ2_XXS_BLOCK_BYTES, Q2_K_BLOCK_BYTES, Q4_K_BLOCK_BYTES, ksignsIq2xs, unpackQ4KScales, dotQ2_K_Q8_K, dotIQ2_XXS_Q8_K,

@@ -67,6 +67,79 @@ export const CODES = new Float64Array(CODES_CAPACITY);
 const XQ = CODES;
 const Q8_0_BYTES = 34;
 
+/**
+ * Two activations' codes in one double: a + b·2^26. A 32-block's products of int8 weights with it sum to
+ * A + B·2^26 where A and B are the two exact block dots (|A|, |B| < 2^19 < 2^25): B = round(sum / 2^26),
+ * A = sum − B·2^26, both exact (|sum| < 2^46) — two dots for the price of one.
+ */
+const PAIR = 67108864;
+
+/**
+ * Copies activations' codes into CODES two by two (paired: a + b·2^26; an odd last one alone); returns
+ * each pair's offset. What q8_0RowsPaired reads.
+ */
+export function stagePairedCodes(qs: readonly Int8Array[]): number[] {
+  const offsets: number[] = [];
+  let at = 0;
+  for (let p = 0; p < qs.length; p += 2) {
+    const a = qs[p], b = qs[p + 1];
+    if (at + a.length > CODES_CAPACITY) throw new Error(`activation codes: ${at + a.length} do not fit the ${CODES_CAPACITY} staged at once`);
+    offsets.push(at);
+    for (let i = 0; i < a.length; i++) XQ[at + i] = b ? a[i] + b[i] * PAIR : a[i];
+    at += a.length;
+  }
+  return offsets;
+}
+
+/** One row's 32-block of weight codes as doubles: read once, used for every activation of a batch. */
+const W32 = new Float64Array(32);
+
+/**
+ * Rows [r0, r1) of a Q8_0 matrix dotted with several activations at once (a prompt's positions): each
+ * block's weight codes are extracted once, then multiplied with the paired codes of two activations per
+ * double (stagePairedCodes at `xo`); every output is the same f32 (and f64 twin) accumulation as q8_0Rows
+ * gives it alone, block by block in order.
+ */
+export function q8_0RowsPaired(w: Uint8Array, blocks: number, xo: readonly number[], xd: readonly Float32Array[], r0: number, r1: number, out32?: Float32Array[], out64?: Float64Array[]): void {
+  const dv = dataView(w);
+  const xq = XQ, W = W32;
+  const n = xd.length;
+  const a32 = new Float64Array(n), a64 = new Float64Array(n);
+  const rb = blocks * Q8_0_BYTES;
+  for (let r = r0; r < r1; r++) {
+    a32.fill(0);
+    a64.fill(0);
+    for (let b = 0, o = r * rb; b < blocks; b++, o += Q8_0_BYTES) {
+      for (let j = o + 2, k = 0; k < 32; j += 4, k += 4) {
+        const v = dv.getInt32(j, true);
+        W[k] = (v << 24) >> 24;
+        W[k + 1] = (v << 16) >> 24;
+        W[k + 2] = (v << 8) >> 24;
+        W[k + 3] = v >> 24;
+      }
+      const dw = F16[dv.getUint16(o, true)];
+      for (let p = 0; p < xo.length; p++) {
+        let sum = 0;
+        for (let i = 0, x = xo[p] + 32 * b; i < 32; i += 4, x += 4) sum += W[i] * xq[x] + W[i + 1] * xq[x + 1] + W[i + 2] * xq[x + 2] + W[i + 3] * xq[x + 3];
+        const hi = Math.round(sum / PAIR), lo = sum - hi * PAIR;
+        const t = 2 * p;
+        const s = dw * xd[t][b];
+        a32[t] = fround(a32[t] + fround(fround(s) * lo));
+        a64[t] += s * lo;
+        if (t + 1 < n) {
+          const s1 = dw * xd[t + 1][b];
+          a32[t + 1] = fround(a32[t + 1] + fround(fround(s1) * hi));
+          a64[t + 1] += s1 * hi;
+        }
+      }
+    }
+    for (let t = 0; t < n; t++) {
+      if (out32) out32[t][r] = a32[t];
+      if (out64) out64[t][r] = a64[t];
+    }
+  }
+}
+
 /** Copies the codes of activations into CODES one after another; returns each one's offset. */
 export function stageCodes(qs: readonly Int8Array[]): number[] {
   const offsets: number[] = [];
