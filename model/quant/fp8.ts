@@ -21,19 +21,24 @@ const E4M3_VALUES: Float64Array = (() => {
 /** E2M1 values by code 0..7. */
 const E2M1_VALUES = [0, 0.5, 1, 1.5, 2, 3, 4, 6];
 
+/** The largest index of an ascending table whose value is ≤ a (0 when none is). */
+function floorIndex(values: ArrayLike<number>, a: number): number {
+  let lo = 0;
+  let hi = values.length - 1;
+  while (lo < hi) {
+    const mid = (lo + hi + 1) >> 1;
+    if (values[mid] <= a) lo = mid;
+    else hi = mid - 1;
+  }
+  return lo;
+}
+
 /**
  * Nearest entry of an ascending table to a ≥ 0 (a within the table's range); on a tie the even
  * index wins (ds4's rule: between codes i and i+1, move up only if i+1 is even).
  */
 function nearestEvenTie(values: ArrayLike<number>, a: number): number {
-  let lo = 0;
-  let hi = values.length - 1;
-  while (lo < hi) {
-    // largest index whose value is <= a
-    const mid = (lo + hi + 1) >> 1;
-    if (values[mid] <= a) lo = mid;
-    else hi = mid - 1;
-  }
+  const lo = floorIndex(values, a);
   if (lo + 1 < values.length) {
     const below = a - values[lo];
     const above = values[lo + 1] - a;
@@ -48,13 +53,7 @@ function nearestEvenTie(values: ArrayLike<number>, a: number): number {
  * (a at or past the top) only have the boundary below.
  */
 function gridMargin(values: ArrayLike<number>, a: number): [tie: number, step: number] {
-  let lo = 0;
-  let hi = values.length - 1;
-  while (lo < hi) {
-    const mid = (lo + hi + 1) >> 1;
-    if (values[mid] <= a) lo = mid;
-    else hi = mid - 1;
-  }
+  const lo = floorIndex(values, a);
   if (lo + 1 >= values.length) {
     const step = values[lo] - values[lo - 1];
     return [a - (values[lo] - step / 2), step];
