@@ -46,9 +46,11 @@ class Products {
     return at.get(key);
   }
 
+  /** Keeps the combinations given, beside those already kept. */
   set(w: Weight, x: Vec, p: Product): void {
     const { at, key } = this.slot(w, x);
-    at.set(key, { ...at.get(key), ...p });
+    const kept = at.get(key) ?? {};
+    at.set(key, { f32: p.f32 ?? kept.f32, f64: p.f64 ?? kept.f64 });
   }
 }
 
