@@ -1,8 +1,8 @@
 // Weight access for the reference: a tensor is a view of the GGUF's file mapping (model/gguf.ts bytes():
-// no copy, the page cache serves the pages a product touches) or, without the addon, read by positional
-// reads into shared memory when first used, and kept; routed experts (0.5-0.7 GB per tensor in the real
-// q2 file) are taken one expert slice at a time and kept in a small LRU, the way ds4 touches only the six
-// selected experts.
+// no copy, the page cache serves the pages a product touches; an expert slice or an embedding row is a
+// piece of its tensor's view) or, without the addon, read by positional reads into shared memory when first
+// used, and kept — routed experts (0.5-0.7 GB per tensor in the real q2 file) and embedding rows then one
+// slice at a time in a small LRU, the way ds4 touches only the six selected experts.
 import type { Ds4Config } from '../model/config.ts';
 import { tensorInfo, tensorRows } from '../model/gguf.ts';
 import type { GgufModel, TensorInfo } from '../model/gguf.ts';
@@ -11,16 +11,14 @@ import { GGMLType, typeName } from '../model/quant/types.ts';
 import { f16ToF32 } from '../model/quant/index.ts';
 import type { LayerWeights, Weight } from './types.ts';
 
-const EXPERT_LRU = 64;
+const SLICE_LRU = 64;
 
 /** What the reference's steps read of the model: a layer's tensors, the global tensors, embedding rows. */
 export type Weights = Pick<ModelWeights, 'layer' | 'global' | 'globalF32' | 'embeddingRow'>;
 
 export class ModelWeights {
   private cache = new Map<string, Uint8Array>();
-  private experts = new Map<string, Uint8Array>();
-  /** weight bytes handed to the products so far (the benchmark reports weight bytes touched per second) */
-  bytesRead = 0;
+  private slices = new Map<string, Uint8Array>();
 
   constructor(readonly model: GgufModel, readonly cfg: Ds4Config) {}
 
@@ -37,7 +35,6 @@ export class ModelWeights {
     if (!b) {
       const t = this.info(name);
       b = this.model.bytes(t.offset, t.nbytes);
-      this.bytesRead += b.length;
       this.cache.set(name, b);
     }
     return b;
@@ -73,19 +70,27 @@ export class ModelWeights {
     const t = this.info(name);
     const [cols, rows, n] = t.dims;
     if (t.dims.length !== 3 || e < 0 || e >= n) throw badInput(`${this.model.path}: expert ${e} of ${name} (dims ${t.dims.join('x')}) does not exist`);
-    const key = `${name}#${e}`;
     const { rowBytes } = tensorRows(t);
     const at = e * rows * rowBytes;
-    let b = this.experts.get(key);
+    return { name: `${name}[${e}]`, type: t.type, cols, rows, data: this.slice(name, t, at, rows * rowBytes), src: this.src(t, at) };
+  }
+
+  /**
+   * `length` bytes at `at` in a tensor: a piece of the whole tensor's view when the model is mapped (one view
+   * per tensor however many experts or rows are used), else a positional read kept in a small LRU.
+   */
+  private slice(name: string, t: TensorInfo, at: number, length: number): Uint8Array {
+    if (this.model.mapping) return this.bytes(name).subarray(at, at + length);
+    const key = `${name}@${at}`;
+    let b = this.slices.get(key);
     if (b) {
-      this.experts.delete(key);
+      this.slices.delete(key);
     } else {
-      b = this.model.bytes(t.offset + at, rows * rowBytes);
-      this.bytesRead += b.length;
-      if (this.experts.size >= EXPERT_LRU) this.experts.delete(this.experts.keys().next().value as string);
+      b = this.model.bytes(t.offset + at, length);
+      if (this.slices.size >= SLICE_LRU) this.slices.delete(this.slices.keys().next().value as string);
     }
-    this.experts.set(key, b);
-    return { name: `${name}[${e}]`, type: t.type, cols, rows, data: b, src: this.src(t, at) };
+    this.slices.set(key, b);
+    return b;
   }
 
   /** S0: the embedding row of `token`, decoded to f32 (token_embd is F16 [nEmbd, nVocab]). */
@@ -94,7 +99,7 @@ export class ModelWeights {
     const { rows, rowBytes } = tensorRows(t);
     if (!Number.isInteger(token) || token < 0 || token >= rows) throw badInput(`token id ${token} is outside the vocabulary (0..${rows - 1})`);
     if (t.type !== GGMLType.F16) throw badInput(`${this.model.path}: token_embd.weight is ${typeName(t.type)}, expected F16`);
-    const raw = this.model.bytes(t.offset + token * rowBytes, rowBytes);
+    const raw = this.slice('token_embd.weight', t, token * rowBytes, rowBytes);
     const out = new Float32Array(t.dims[0]);
     for (let i = 0; i < out.length; i++) out[i] = f16ToF32(raw[2 * i] | (raw[2 * i + 1] << 8));
     return out;
