@@ -10,12 +10,13 @@ import { fileURLToPath } from 'node:url';
 import type { DeviceBound } from '../diff/judge.ts';
 import { badInput } from '../model/errors.ts';
 import type { KernelCatalog } from './kernels.ts';
+import { budgetRelAt, type KernelBudget } from './native.ts';
 
 export type KernelMath = 'ascend' | 'exact';
 
 export interface BudgetTable {
-  /** per kernel, its max NMSE against its exact host twin per kernel math */
-  kernels: Record<string, Record<KernelMath, number>>;
+  /** per kernel, its max NMSE against its exact host twin per kernel math (and its growth per position) */
+  kernels: Record<string, KernelBudget>;
   /** per registry stage, every kernel that declares it produces it (the decode and the prefill pass's) */
   stages: Record<string, string[]>;
 }
@@ -27,7 +28,7 @@ export function budgetTable(catalog: KernelCatalog): BudgetTable {
   const kernels: BudgetTable['kernels'] = {};
   const stages: BudgetTable['stages'] = {};
   for (const k of [...catalog.kernels.values()].sort((a, b) => a.name.localeCompare(b.name))) {
-    kernels[k.name] = { ascend: k.budget.ascend, exact: k.budget.exact };
+    kernels[k.name] = { ascend: k.budget.ascend, exact: k.budget.exact, ...(k.budget.perPos ? { perPos: k.budget.perPos } : {}) };
     for (const s of k.stages) (stages[s] ??= []).push(k.name);
   }
   return { kernels, stages };
@@ -53,30 +54,32 @@ export function kernelMathOf(m: { kernelMath?: string; backend: string }): Kerne
 }
 
 /** The device bounds of a run (its manifest): its kernel math, and the kernels its device passes launched when it recorded them. */
-export function runDeviceBounds(m: { kernelMath?: string; backend: string; producers?: Record<string, string[]> }): (stage: string) => DeviceBound {
+export function runDeviceBounds(m: { kernelMath?: string; backend: string; producers?: Record<string, string[]> }): (stage: string, pos: number) => DeviceBound {
   return deviceBounds(kernelMathOf(m), m.producers);
 }
 
 /**
- * The device bound of every stage under one kernel math. `producers` (stage → the kernels a device pass
- * launched for it, recorded by the run) narrows the chain to what really ran; without it (an engine, whose
- * kernels are its own), every kernel that declares the stage counts. Under the Ascend math the bound also
- * carries the exact-math budgets, which the judge uses with a row's approximation twin (diff/judge.ts ownBudget).
+ * The device bound of every stage, at a row's position, under one kernel math. `producers` (stage → the
+ * kernels a device pass launched for it, recorded by the run) narrows the chain to what really ran; without
+ * it (an engine, whose kernels are its own), every kernel that declares the stage counts. Under the Ascend
+ * math the bound also carries the exact-math budgets, which the judge uses with a row's approximation twin
+ * (diff/judge.ts ownBudget). A budget that grows with the position (RoPE's) is taken at the row's.
  */
-export function deviceBounds(math: KernelMath, producers?: Record<string, string[]>, table: BudgetTable = shippedTable()): (stage: string) => DeviceBound {
-  const sum = (chain: string[], m: KernelMath) => {
+export function deviceBounds(math: KernelMath, producers?: Record<string, string[]>, table: BudgetTable = shippedTable()): (stage: string, pos: number) => DeviceBound {
+  const sum = (chain: string[], m: KernelMath, pos: number) => {
     let rel = 0;
     const parts: string[] = [];
     for (const k of chain) {
-      const nmse = table.kernels[k]?.[m];
-      if (nmse === undefined) continue;
-      rel += Math.sqrt(nmse);
-      parts.push(`${k} ${Math.sqrt(nmse).toExponential(1)}`);
+      const b = table.kernels[k];
+      if (b?.[m] === undefined) continue;
+      const r = budgetRelAt(b, m, pos);
+      rel += r;
+      parts.push(`${k} ${r.toExponential(1)}${b.perPos ? ` at pos ${pos}` : ''}`);
     }
     return { rel, from: `${m} device math: ${parts.join(' + ') || 'no kernel declares it'}` };
   };
-  return (stage) => {
+  return (stage, pos) => {
     const chain = producers?.[stage] ?? table.stages[stage] ?? [];
-    return math === 'ascend' ? { ...sum(chain, 'ascend'), exact: sum(chain, 'exact') } : sum(chain, 'exact');
+    return math === 'ascend' ? { ...sum(chain, 'ascend', pos), exact: sum(chain, 'exact', pos) } : sum(chain, 'exact', pos);
   };
 }

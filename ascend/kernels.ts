@@ -3,7 +3,7 @@
 // from it: named launches (no positional argument lists in TS), the byte spans host twins read and
 // write, which stages a kernel produces and its error budget per kernel math.
 import { Ds4DiffError, EXIT } from '../model/errors.ts';
-import { defaultAddonPath, loadAddon, type BufferSignature, type KernelSignature, type LaunchOptions, type MathModeName, type NativeAddon, type NativeDevice, type SpanBytes } from './native.ts';
+import { budgetAt, defaultAddonPath, loadAddon, type BufferSignature, type KernelSignature, type LaunchOptions, type MathModeName, type NativeAddon, type NativeDevice, type SpanBytes } from './native.ts';
 
 export type { BufferSignature, KernelSignature } from './native.ts';
 
@@ -90,7 +90,7 @@ export function stageKernels(stage: string, addonPath?: string): string[] {
   return kernelCatalog(addonPath).stageKernels(stage);
 }
 
-/** `kernel`'s error budget for `math`: the largest NMSE of its outputs against its exact host twin on identical inputs. */
-export function kernelBudget(kernel: string, math: MathModeName, addonPath?: string): number {
-  return kernelCatalog(addonPath).get(kernel).budget[math];
+/** `kernel`'s error budget for `math` at position `pos`: the largest NMSE of its outputs against its exact host twin on identical inputs. */
+export function kernelBudget(kernel: string, math: MathModeName, pos = 0, addonPath?: string): number {
+  return budgetAt(kernelCatalog(addonPath).get(kernel).budget, math, pos);
 }

@@ -56,7 +56,23 @@ export interface KernelSignature {
   /** Named device operations it applies (exp rsqrt sqrt log round f16 rope; kernels/ascend_math.h). */
   approx: string[];
   /** Largest NMSE of its outputs against its exact host twin on identical inputs, per kernel math. */
-  budget: Record<MathModeName, number>;
+  budget: KernelBudget;
+}
+
+/** A kernel's declared budget: max NMSE per kernel math, at position 0 when it grows with the position. */
+export type KernelBudget = Record<MathModeName, number> & {
+  /** relative error added per position of the row written (RoPE's angles; kernels/ascend_math.h) */
+  perPos?: number;
+};
+
+/** A kernel's budget as a relative RMS error at position `pos`: √max_nmse plus its growth per position (`.grows_per_pos`, kernels/kernel_api.h). */
+export function budgetRelAt(b: KernelBudget, math: MathModeName, pos: number): number {
+  return Math.sqrt(b[math]) + (b.perPos ?? 0) * Math.max(0, pos);
+}
+
+/** The same as an NMSE (what the kernel suite judges); the declared value itself where it does not grow. */
+export function budgetAt(b: KernelBudget, math: MathModeName, pos: number): number {
+  return b.perPos ? budgetRelAt(b, math, pos) ** 2 : b[math];
 }
 
 /** One buffer's span for a launch's scalars, in bytes (ring: wrap length, 0 = none). */

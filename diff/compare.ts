@@ -176,7 +176,7 @@ function judgePair(
     }
   } else {
     // the own budget of the row (also the yardstick of a free-running row's drift)
-    const device = def ? chainBound([def.name, ...(role === 'own' ? derived : [])].map((s) => judge.deviceBound(s as StageId))) : undefined;
+    const device = def ? chainBound([def.name, ...(role === 'own' ? derived : [])].map((s) => judge.deviceBound(s as StageId, ra.pos))) : undefined;
     let tie: number | undefined;
     if (def && device && metrics.kind === 'f32' && facts) {
       const b = ownBudget(ra.values, facts, device);
@@ -197,7 +197,7 @@ function judgePair(
       const scores = lookup(SELECTION_SCORES[def.name]!);
       const gap = facts?.gap;
       if (scores.rec && scores.facts && gap !== undefined && !(scores.rec.values instanceof Int32Array)) {
-        tie = ownBudget(scores.rec.values, scores.facts, judge.deviceBound(SELECTION_SCORES[def.name]!)).rel * rms(scores.rec.values);
+        tie = ownBudget(scores.rec.values, scores.facts, judge.deviceBound(SELECTION_SCORES[def.name]!, ra.pos)).rel * rms(scores.rec.values);
       }
       const flip = !metrics.exact;
       const near = flip && gap !== undefined && tie !== undefined && gap <= tie;

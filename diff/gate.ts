@@ -13,7 +13,7 @@ import { applyPolicy, type Policy } from './policy.ts';
 
 export interface JudgeOptions {
   /** what the device math in use adds to each stage's own error (ascend/budgets.ts) */
-  deviceBound: (stage: StageId) => DeviceBound;
+  deviceBound: (stage: StageId, pos: number) => DeviceBound;
   baseline?: { file: string; b: Baseline };
   policy?: Policy;
   /** "today", for the expiry of deviations (tests) */
@@ -231,7 +231,7 @@ export interface RunVerdict {
 }
 
 export interface GateOptions {
-  deviceBound: (stage: StageId) => DeviceBound;
+  deviceBound: (stage: StageId, pos: number) => DeviceBound;
   /** a baseline file; refused (exit 3) when its case is not the run's */
   baseline?: string;
   /** look for a shipped baseline whose case is the run's when none is given (default true) */

@@ -186,7 +186,7 @@ export function chainBound(bounds: DeviceBound[]): DeviceBound {
 
 /** The judge of one case (diff/gate.ts makeJudge): device bounds, and each row's tolerance in its role. */
 export interface Judge {
-  deviceBound(stage: StageId): DeviceBound;
+  deviceBound(stage: StageId, pos: number): DeviceBound;
   /** `base`: the bounds the role starts from (the arithmetic budget of an own row, the end-to-end budget) */
   tolerance(role: Role, stage: string, layer: number, pos: number, base: Tolerance): Tolerance;
   /** what the tolerances come from, for the report */

@@ -114,7 +114,7 @@ export function judgeStats(role: Role, def: StageDef | undefined, ra: StageRecor
   let budget: number | undefined;
   let base: Tolerance = { bounds: [...ALWAYS] };
   if (role !== 'end-to-end' && def && ra.dtype === 'f32' && facts) {
-    const device = chainBound([def.name, ...(role === 'own' ? derived : [])].map((s) => judge.deviceBound(s as StageId)));
+    const device = chainBound([def.name, ...(role === 'own' ? derived : [])].map((s) => judge.deviceBound(s as StageId, ra.pos)));
     // ownBudget reads the reference and its noise only through their RMS: one-element arrays carry the statistics
     const b = ownBudget(Float32Array.of(e.a.rms), facts, device);
     budget = b.rel;

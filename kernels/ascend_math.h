@@ -250,8 +250,7 @@ constexpr double kF16Ulp = 1.0 / 1024;  // round-half-up vs RNE: one f16 ulp (�
 // RoPE: the device builds θ_j = pos·base^(−2j/n_rot) with powf (one ulp; the exponent is exact for n_rot a
 // power of two), the host (ds4.c) by j rounded products, and YaRN's blend rounds 3 more times: θ_j differs
 // by ≤ (j + 4)·2^-24·θ_j, whose largest over j ≥ 1 (θ_0 = pos is exact in both) is ≤ 4·2^-24·pos (j = 1, 2 of
-// base 10000); it moves the rotated pair as much, so the budget holds for positions below kRopeMaxPos.
-constexpr double kRopeMaxPos = 4096;
-constexpr double kRopeTheta = 4 * kU * kRopeMaxPos;
+// base 10000); it moves the rotated pair as much: a relative error of kRopeThetaPerPos per position.
+constexpr double kRopeThetaPerPos = 4 * kU;
 
 }  // namespace ds4

@@ -18,7 +18,10 @@
 //   approx   the named device operations it applies (ascend_math.h): exp rsqrt sqrt log (approximations),
 //            round (float → int8), f16 (f16 store rounding), rope (rotates adjacent tail pairs);
 //   budget   the largest NMSE of its output against its exact host twin on identical inputs, per kernel
-//            math (ascend | exact), as ggml test-backend-ops' max_nmse_err(), derived from the arithmetic.
+//            math (ascend | exact), as ggml test-backend-ops' max_nmse_err(), derived from the arithmetic;
+//            grows_per_pos(e): a relative error that grows by e per position of the row written (RoPE's
+//            angles), so the budget at position p is (√max_nmse + e·p)² — tight at the first positions
+//            instead of a worst case over the context.
 //
 // A kernel is `void fn(const KernelCall&)`; it reads its scalars and buffers by name. Launch model, as in
 // ds4-ascend (catalog §10): each AscendC kernel is launched once per part (p < parts, default 32);
@@ -94,7 +97,7 @@ struct BufSig {
   bool experts = false;
 };
 
-struct Budget { double ascend = 0, exact = 0; };
+struct Budget { double ascend = 0, exact = 0, per_pos = 0; };
 
 struct KernelSig;
 class KernelCall;
@@ -120,6 +123,7 @@ struct KernelSig {
   KernelSig &produces(const char *stage_names);
   KernelSig &uses(const char *approx_names);
   KernelSig &max_nmse(double ascend, double exact);
+  KernelSig &grows_per_pos(double rel);
 
   int scalar_index(const char *name) const;  // -1 if absent
   int buf_index(const char *name) const;

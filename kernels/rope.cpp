@@ -80,9 +80,9 @@ static void check_rot(const KernelCall &c, int64_t head_dim) {
 
 #define DS4_ROPE_TABLE_SCALARS "pos0, freq_base, freq_scale, ext_factor, attn_factor, n_ctx_orig, beta_fast, beta_slow, inverse"
 
-// Budgets: the angles differ from the host's (ds4.c) by kRopeTheta at positions below kRopeMaxPos, which
-// moves each rotated value by as much relative to its pair; cos/sin/mscale and the rotation add a few
-// roundings.
+// Budgets: the angles differ from the host's (ds4.c) by kRopeThetaPerPos × pos, which moves each rotated
+// value by as much relative to its pair (so the budget grows with the position); cos/sin/mscale and the
+// rotation add a few roundings.
 static void rope_table(const KernelCall &c) {
   check_rot(c, c.i("n_rot"));
   build_rope_table(c, c.out<float>("table"), rope_params(c));
@@ -93,7 +93,8 @@ DS4_KERNEL("rope_table", rope_table)
     .takes("n_tok, n_rot, " DS4_ROPE_TABLE_SCALARS)
     .buffers("out table f32[n_tok*n_rot]")
     .produces("q_rope,kv_rope,attn_heads_back")
-    .max_nmse(rel_nmse(kRopeTheta + 4 * kU), rel_nmse(kRopeTheta + 4 * kU));
+    .max_nmse(rel_nmse(4 * kU), rel_nmse(4 * kU))
+    .grows_per_pos(kRopeThetaPerPos);
 
 static void rope_tail_table(const KernelCall &c) {
   check_rot(c, c.i("head_dim"));
@@ -122,6 +123,7 @@ DS4_KERNEL("rope_tail", rope_tail)
     .buffers("inout x f32[n_tok*n_head*head_dim]")
     .produces("q_rope,kv_rope,attn_heads_back,index_q,attn_comp_row,index_comp_row")
     .uses("rope")
-    .max_nmse(rel_nmse(kRopeTheta + 4 * kU), rel_nmse(kRopeTheta + 4 * kU));
+    .max_nmse(rel_nmse(4 * kU), rel_nmse(4 * kU))
+    .grows_per_pos(kRopeThetaPerPos);
 
 }  // namespace ds4

@@ -7,7 +7,7 @@ import { describe, expect, it } from 'vitest';
 import { readFileSync } from 'node:fs';
 
 import { BUDGETS_FILE, budgetTable, deviceBounds } from '../ascend/budgets.ts';
-import { runCase, runKernelSuite, SUITE } from '../ascend/kernel-suite.ts';
+import { lastPos, runCase, runKernelSuite, SUITE } from '../ascend/kernel-suite.ts';
 import { KernelCatalog, kernelBudget, kernelCatalog, stageKernels } from '../ascend/kernels.ts';
 import { loadNative } from '../ascend/native.ts';
 import { STAGES } from '../model/stages.ts';
@@ -34,7 +34,8 @@ describe.skipIf(!load.ok)('kernel suite', () => {
     expect(results.filter((r) => !r.ok).map((r) => r.line)).toEqual([]);
     for (const r of results) {
       expect(r.line).toMatch(new RegExp(`^\\[${r.kernel}\\] .* NMSE = \\S+ [<=] \\S+ OK$`));
-      expect(r.budget).toBe(kernelBudget(r.kernel, r.math, process.env.DS4_SIM_ADDON));
+      const c = SUITE.find((x) => x.kernel === r.kernel && x.label === r.label)!;
+      expect(r.budget).toBe(kernelBudget(r.kernel, r.math, lastPos(c.scalars), process.env.DS4_SIM_ADDON));
     }
     // the approximations show: ascend math moves the exp-based kernels, exact math matches the host
     const worst = (k: string, m: string) => Math.max(...results.filter((r) => r.kernel === k && r.math === m).map((r) => r.nmse));
@@ -92,13 +93,24 @@ describe.skipIf(!load.ok)('the declared budgets the judge reads', () => {
     expect(JSON.parse(readFileSync(BUDGETS_FILE, 'utf8'))).toEqual(budgetTable(catalog));
   });
   it('a stage\'s device bound is the sum of its kernels\' relative errors, narrowed to the kernels a run launched', () => {
-    const all = deviceBounds('ascend')('attn_heads');
+    const all = deviceBounds('ascend')('attn_heads', 3);
     const declared = stageKernels('attn_heads');
-    expect(all.rel).toBeCloseTo(declared.reduce((a, k) => a + Math.sqrt(kernelBudget(k, 'ascend')), 0), 12);
-    const one = deviceBounds('ascend', { attn_heads: [declared[0]] })('attn_heads');
-    expect(one.rel).toBeCloseTo(Math.sqrt(kernelBudget(declared[0], 'ascend')), 12);
+    expect(all.rel).toBeCloseTo(declared.reduce((a, k) => a + Math.sqrt(kernelBudget(k, 'ascend', 3)), 0), 12);
+    const one = deviceBounds('ascend', { attn_heads: [declared[0]] })('attn_heads', 3);
+    expect(one.rel).toBeCloseTo(Math.sqrt(kernelBudget(declared[0], 'ascend', 3)), 12);
     expect(one.from).toContain(declared[0]);
-    expect(deviceBounds('exact')('attn_heads').rel).toBeLessThan(all.rel);
+    expect(deviceBounds('exact')('attn_heads', 3).rel).toBeLessThan(all.rel);
+  });
+  it('RoPE\'s bound grows with the row\'s position (its angles\' rounding), the others\' do not', () => {
+    const rope = deviceBounds('exact', { q_rope: ['rope_tail'] });
+    const growth = catalog.get('rope_tail').budget.perPos!;
+    expect(growth).toBeGreaterThan(0);
+    expect(rope('q_rope', 100).rel - rope('q_rope', 0).rel).toBeCloseTo(100 * growth, 15);
+    expect(rope('q_rope', 100).from).toContain('at pos 100');
+    // at the first positions the bound is ~1000× tighter than a worst case over a 4096-token context
+    expect(rope('q_rope', 4).rel).toBeLessThan(rope('q_rope', 4096).rel / 500);
+    const norm = deviceBounds('exact', { attn_norm: ['rms_norm_weight'] });
+    expect(norm('attn_norm', 100).rel).toBe(norm('attn_norm', 0).rel);
   });
 });
 

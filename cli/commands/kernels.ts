@@ -59,7 +59,7 @@ export function register(program: Command): void {
           const at = [b.offset !== '0' ? `@ ${b.offset}` : '', b.ring ? `ring(${b.ring})` : '', b.mat ? `mat(${b.mat.join(', ')})` : '', b.quant ?? '', b.experts ? 'experts' : ''].filter(Boolean).join(' ');
           lines.push(`    ${b.role.padEnd(6)} ${b.name} ${b.dtype}[${b.count}]${at ? ' ' + at : ''}`);
         }
-        lines.push(`    stages ${k.stages.join(',') || '-'}; approx ${k.approx.join(' ') || '-'}; max NMSE ascend ${k.budget.ascend.toExponential(2)}, exact ${k.budget.exact.toExponential(2)}; faults ${kernelFaults(k).join(' ') || '-'}`);
+        lines.push(`    stages ${k.stages.join(',') || '-'}; approx ${k.approx.join(' ') || '-'}; max NMSE ascend ${k.budget.ascend.toExponential(2)}, exact ${k.budget.exact.toExponential(2)}${k.budget.perPos ? ` (relative error + ${k.budget.perPos.toExponential(2)} per position)` : ''}; faults ${kernelFaults(k).join(' ') || '-'}`);
       }
       lines.push(`${kernels.length} kernels`);
       process.stdout.write(lines.join('\n') + '\n');

@@ -85,6 +85,7 @@ Napi::Value kernel_table(const Napi::Env &env) {
     Napi::Object budget = Napi::Object::New(env);
     budget.Set("ascend", k.budget.ascend);
     budget.Set("exact", k.budget.exact);
+    if (k.budget.per_pos > 0) budget.Set("perPos", k.budget.per_pos);
     o.Set("budget", budget);
     out.Set(i++, o);
   }

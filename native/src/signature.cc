@@ -272,7 +272,15 @@ KernelSig &KernelSig::uses(const char *names) {
 KernelSig &KernelSig::max_nmse(double a, double e) {
   return declare(*this, [&] {
     if (!(a >= 0 && e >= 0)) throw std::invalid_argument(name + ": budgets must be ≥ 0");
-    budget = Budget{a, e};
+    budget.ascend = a;
+    budget.exact = e;
+  });
+}
+
+KernelSig &KernelSig::grows_per_pos(double rel) {
+  return declare(*this, [&] {
+    if (!(rel >= 0)) throw std::invalid_argument(name + ": a budget's growth per position must be ≥ 0");
+    budget.per_pos = rel;
   });
 }
 
