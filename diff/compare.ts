@@ -185,7 +185,7 @@ function judgePair(
       const arith: Tolerance = { bounds: [{ key: 'maxRelRms', limit: b.rel, from: b.from }, ...ALWAYS], tie };
       if (def.decision === 'rounding') {
         // codes on a grid: a differing code must be a near tie; the RMS error is taken over the rest
-        const f = codeFlips(ra.values, rb.values, facts, tie, tie);
+        const f = codeFlips(ra.values, rb.values, facts, tie, tie, (b.twinRel ?? 0) * rms(ra.values));
         metrics.clearFlips = f.clear;
         metrics.nearTies = f.nearTie;
         metrics.relRms = relRmsExcept(ra.values, rb.values, f.nearTieAt);

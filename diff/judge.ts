@@ -228,27 +228,30 @@ function relOf(ref: ArrayLike<number>, d: Float32Array, step?: Float32Array): nu
  * APPROX_MARGIN × the twin's deviation plus the kernels' exact-math budgets; otherwise the kernels' declared
  * budgets (their worst case over the kernel suite's inputs).
  */
-export function ownBudget(ref: ArrayLike<number>, f: RowFacts, device: DeviceBound): { rel: number; from: string } {
-  const noise = noiseRel(ref, f);
+export function ownBudget(ref: ArrayLike<number>, f: RowFacts, device: DeviceBound): { rel: number; from: string; twinRel?: number } {
+  const noise = NOISE_MARGIN * Math.max(noiseRel(ref, f), F32_UNIT);
   let math = { rel: device.rel, from: device.from };
+  let twinRel: number | undefined;
   if (device.exact && f.approx) {
     // every element counts: a code the approximation moves is the device math's deviation, not a tie
     const twin = relOf(ref, f.approx);
     math = { rel: APPROX_MARGIN * twin + device.exact.rel, from: `${APPROX_MARGIN} × approximation twin ${fmtNum(twin)} + ${device.exact.from}` };
+    // what the twin does not model: the device's distance from the twin is the exact math's error
+    twinRel = noise + device.exact.rel;
   }
-  const rel = NOISE_MARGIN * Math.max(noise, F32_UNIT) + math.rel;
-  return { rel, from: `arithmetic: ${NOISE_MARGIN} × noise ${fmtNum(Math.max(noise, F32_UNIT))} + ${math.from}` };
+  return { rel: noise + math.rel, from: `arithmetic: ${NOISE_MARGIN} × noise ${fmtNum(noise / NOISE_MARGIN)} + ${math.from}`, twinRel };
 }
 
 /**
  * Count the elements of a quantized row (codes on a grid) that differ from the reference, as near ties or
  * clear flips: an element within `cont` of the reference is rounding; one that differs by at most ~one code
  * step where the reference's value before rounding lay within `tie` of the boundary is a near tie; one the
- * approximation twin predicts (it lands within a code step of the candidate: the device math's own deviation,
- * taken into the row's RMS error) is neither; anything else is a code the kernel should not have produced. Returns the near-tie elements too, so the row's RMS
- * error can be taken over the rest.
+ * approximation twin predicts (it lands within a code step plus `twinCont` of the candidate — what the twin
+ * does not model, the exact math's error: the device math's own deviation, taken into the row's RMS error) is
+ * neither; anything else is a code the kernel should not have produced. Returns the near-tie elements too, so
+ * the row's RMS error can be taken over the rest.
  */
-export function codeFlips(ref: ArrayLike<number>, cand: ArrayLike<number>, f: RowFacts, cont: number, tie: number): { clear: number; nearTie: number; nearTieAt: Set<number> } {
+export function codeFlips(ref: ArrayLike<number>, cand: ArrayLike<number>, f: RowFacts, cont: number, tie: number, twinCont = 0): { clear: number; nearTie: number; nearTieAt: Set<number> } {
   let clear = 0;
   const nearTieAt = new Set<number>();
   for (let i = 0; i < ref.length; i++) {
@@ -257,7 +260,7 @@ export function codeFlips(ref: ArrayLike<number>, cand: ArrayLike<number>, f: Ro
     const t = f.tie ? f.tie[i] : Infinity;
     const step = f.step ? f.step[i] : 0;
     if (t <= tie && d <= 1.5 * step) nearTieAt.add(i);
-    else if (f.approx && f.approx[i] > 0 && Math.abs(d - f.approx[i]) <= step) continue;
+    else if (f.approx && f.approx[i] > 0 && Math.abs(d - f.approx[i]) <= step + twinCont) continue;
     else clear++;
   }
   return { clear, nearTie: nearTieAt.size, nearTieAt };

@@ -11,7 +11,7 @@ import { diffBaselines, formatBaselineDiff, loadBaseline, recordBaseline, type B
 import { compareRun, type CompareRow } from '../diff/compare.ts';
 import { DumpWriter } from '../diff/dump.ts';
 import { gateRunDir, makeJudge } from '../diff/gate.ts';
-import { END_TO_END, F32_UNIT, NOISE_MARGIN, topFlipTie, type DeviceBound } from '../diff/judge.ts';
+import { APPROX_MARGIN, codeFlips, END_TO_END, F32_UNIT, NOISE_MARGIN, ownBudget, topFlipTie, type DeviceBound } from '../diff/judge.ts';
 import { stringifyJson } from '../diff/json.ts';
 import { writeManifest, type FallbackEntry, type RunManifest } from '../diff/manifest.ts';
 import type { Policy } from '../diff/policy.ts';
@@ -207,6 +207,26 @@ describe('own errors against their arithmetic budgets', () => {
     const clear = await gate(await makeRun({ teacher: candidate(2e-6, flipped) }));
     expect(clear.verdict.exitCode).toBe(1);
     expect(clear.verdict.line).toMatch(/kv_cur layer 0 pos 1 is wrong by itself: own error 1 codes flipped away from a near tie/);
+  });
+
+  it('a code the approximation twin predicts passes up to what the twin does not model (the exact math\'s error), not beyond', () => {
+    // element 0: a tiny value (code step 5e-7) the device's approximations move by 7.5e-4; the twin moved it by
+    // 7.53e-4 — the 3e-6 between them is the exact-math part of the device's error (RoPE's angles), far more than
+    // one code step of so small a value
+    const ref = Float32Array.of(0.0005, 1, -1, 1);
+    const step = Float32Array.of(5e-7, 1e-3, 1e-3, 1e-3);
+    const facts = { noise: new Float32Array(4), approx: Float32Array.of(7.53e-4, 0, 0, 0), tie: Float32Array.of(0.1, 0.1, 0.1, 0.1), step };
+    const device: DeviceBound = { rel: 1e-3, from: 'test ascend', exact: { rel: 5e-6, from: 'test exact' } };
+    const b = ownBudget(ref, facts, device);
+    expect(b.twinRel).toBeCloseTo(NOISE_MARGIN * F32_UNIT + 5e-6, 15);
+    expect(b.rel).toBeCloseTo(NOISE_MARGIN * F32_UNIT + APPROX_MARGIN * (7.53e-4 / 0.8660254) / 2 + 5e-6, 9);
+    const scale = Math.sqrt((0.0005 ** 2 + 3) / 4);
+    const cand = Float32Array.of(0.0005 - 7.5e-4, 1, -1, 1);
+    expect(codeFlips(ref, cand, facts, 0, 0, b.twinRel! * scale)).toMatchObject({ clear: 0, nearTie: 0 });
+    // without that allowance the twin's prediction had to match within one code step: a false alarm
+    expect(codeFlips(ref, cand, facts, 0, 0).clear).toBe(1);
+    // a deviation the twin does not predict (1e-4 past it) is still a code the kernel should not produce
+    expect(codeFlips(ref, Float32Array.of(0.0005 - 8.5e-4, 1, -1, 1), facts, 0, 0, b.twinRel! * scale).clear).toBe(1);
   });
 
   it('another expert passes only where the reference\'s scores were within their own budget of each other', async () => {
