@@ -11,13 +11,13 @@
 // re-captures the region around it in full on every side.
 import type { FallbackEntry } from '../diff/manifest.ts';
 import { Cancelled } from '../diff/cancel.ts';
-import { compare, compareRun, factsOf, type Comparison } from '../diff/compare.ts';
+import { compare, compareRun, factsOf, ratio, type Comparison } from '../diff/compare.ts';
 import { replaceRows } from '../diff/dump.ts';
 import { inRegion, regionAround, regionText, type CapturePlan, type Region } from '../diff/plan.ts';
 import { gateRunDir, makeJudge, verdictOf, type JudgeOptions, type RunProblems, type RunVerdict, type Verdict } from '../diff/gate.ts';
 import type { Policy } from '../diff/policy.ts';
 import type { RunDir } from '../diff/rundir.ts';
-import { openCapture, type CaptureSink } from '../diff/sink.ts';
+import { capturedRecord, openCapture, type CaptureSink } from '../diff/sink.ts';
 import type { Ds4Config } from '../model/config.ts';
 import { Ds4DiffError, EXIT } from '../model/errors.ts';
 import type { GgufModel } from '../model/gguf.ts';
@@ -170,7 +170,8 @@ export async function devicePasses(rd: RunDir, c: RunCase, d: DeviceCase, refere
 
 /**
  * A statistics capture's second pass: the run as captured is judged to find the first row that diverged (the first
- * own failure, else the first failing row, else the first free-running row past its own budget), and the region
+ * own failure, else the first own row its statistics put past its budget without deciding it, else the first failing
+ * row, else the first free-running row past its own budget), and the region
  * around it (diff/plan.ts regionAround) is re-captured in full on every side — the reference with its facts, the
  * device free-running and teacher-forced — by re-running only the tokens and layers that compute it (rows at a
  * position depend on nothing later), then written into the dumps in place of their statistics. Returns the region,
@@ -179,7 +180,10 @@ export async function devicePasses(rd: RunDir, c: RunCase, d: DeviceCase, refere
  */
 export async function refineRegion(rd: RunDir, c: RunCase, d: DeviceCase, plan: CapturePlan, o: { version: string; weights?: ModelWeights; onProgress?: (m: string) => void }): Promise<{ region?: Region; notes: string[] }> {
   const located = await compareRun(rd.dir, makeJudge({ deviceBound: runDeviceBounds(rd.manifest) }));
-  const row = located.firstOwnFailure ?? located.firstFailure ?? located.firstDivergence;
+  // a decision row's statistics past its budget prove nothing (a near-tie code flip moves them too) but point at it:
+  // judged in full, it is a kernel's wrong codes or near ties
+  const suspect = located.rows.find((r) => r.own?.status === 'undecided' && (ratio(r.own) ?? 0) > 1);
+  const row = located.firstOwnFailure ?? suspect ?? located.firstFailure ?? located.firstDivergence;
   if (!row) return { notes: [] };
   const region = regionAround(row, c.cfg, c.lastLayer);
   const inside = (r: { stage: string; layer: number; pos: number }) => inRegion(region, c.cfg, r.stage, r.layer, r.pos);
@@ -219,7 +223,7 @@ export async function refineRegion(rd: RunDir, c: RunCase, d: DeviceCase, plan: 
   for (const [side, rows] of Object.entries(sides)) {
     const file = rd.manifest.files[side];
     if (!file) continue;
-    const { changed } = await replaceRows(join(rd.dir, file), rows, capture);
+    const { changed } = await replaceRows(join(rd.dir, file), rows, capture, (r) => capturedRecord(side, plan, r));
     if (changed.length) notes.push(`${side}: ${changed.length} rows re-captured in full differ from the first pass's statistics (first ${changed[0]}): the producer is not deterministic`);
   }
   rd.manifest.capture = { ...capture, region };

@@ -403,7 +403,8 @@ export async function factsOf(noise: Source, ties: Source): Promise<FactsMap> {
     if (!f) facts.set(k, (f = {}));
     return f;
   };
-  // a noise row captured as statistics keeps only its RMS, all a row judged by statistics needs (diff/stats.ts)
+  // a stats capture writes a noise row as its parts' RMS (diff/stats.ts noiseSummaryRecord), read as a full row;
+  // a noise row captured as statistics (by an earlier version) keeps one RMS over its parts
   for await (const r of noise as AsyncIterable<StageRecord>) {
     const f = at(r);
     if (isStatsOnly(r)) {

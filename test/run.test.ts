@@ -97,6 +97,23 @@ describe('ds4-diff run', () => {
     for (const side of ['reference', 'reference-noise', 'device', 'device-teacher']) expect(size(stats, side)).toBeLessThan(size(full, side) / 2);
   });
 
+  it('--capture stats fails a 1 % kernel fault past layer 0 as --capture full does: the noise keeps the approximation twin, and a decision row past its budget is re-captured', () => {
+    // attention_decode's Ascend worst-case bound (~1.2 %) would pass a 1 % fault: only the approximation twin of
+    // the row keeps the budget tight; the compressor's pooled row ends in FP8 codes, undecided by statistics
+    for (const spec of ['attention_decode:scale=1.01@2', 'compressor_update_pool:bias=0.01@2']) {
+      const full = tmp(), stats = tmp();
+      const args = ['run', '--layer', '2', '-p', 'Hello', '--inject', spec, '--no-baseline'];
+      const a = cli([...args, '--capture', 'full', '--out', full]);
+      const b = cli([...args, '--capture', 'stats', '--out', stats]);
+      expect([a.code, b.code], spec).toEqual([1, 1]);
+      // the same first row wrong by itself, with the same own error (how many more fail: the region's rows only)
+      const verdict = (out: string) => out.split('\n').find((l) => /^(PASS|FAIL)/.test(l))?.split(';')[0];
+      expect(verdict(b.out), spec).toBe(verdict(a.out));
+      // the region's rows written again in full are the first pass's rows: no false note of a non-deterministic producer
+      expect(b.out, spec).not.toMatch(/not deterministic/);
+    }
+  });
+
   it('writes a CSV row per (stage, layer, pos) and splits the terminal table by layer, for run, gate and compare alike', () => {
     const dir = tmp();
     const r = cli(['run', '--layer', '1', '-p', 'Hello', '--out', dir, '--csv', join(dir, 'run.csv'), '--by-layer']);
