@@ -24,6 +24,7 @@ import { Tokenizer } from '../model/tokenizer.ts';
 import { runReference } from '../reference/runner.ts';
 import { ModelWeights } from '../reference/weights.ts';
 import { deviceBounds, type KernelMath } from './budgets.ts';
+import { Producers } from './producers.ts';
 import { kernelFaults, parseInjects } from './faults.ts';
 import { kernelCatalog } from './kernels.ts';
 import { openDeviceSession, runDevice, type DeviceSession } from './orchestrator.ts';
@@ -116,17 +117,15 @@ interface Launched {
 
 async function launched(c: CalibrationCase, session: DeviceSession): Promise<Launched> {
   const byLayer = new Map<number, Set<string>>();
-  const byStage = new Map<string, Set<string>>();
+  const byStage = new Producers();
   await runDevice({
     session, model: c.model, cfg: c.cfg, tokens: c.tokens, kernelMath: c.kernelMath, addonPath: c.addonPath, tap: () => undefined,
-    producers: (stage, layer, _pos, ks) => {
-      for (const k of ks) {
-        (byLayer.get(layer) ?? byLayer.set(layer, new Set()).get(layer)!).add(k);
-        (byStage.get(stage) ?? byStage.set(stage, new Set()).get(stage)!).add(k);
-      }
+    producers: (stage, layer, pos, ks) => {
+      for (const k of ks) (byLayer.get(layer) ?? byLayer.set(layer, new Set()).get(layer)!).add(k);
+      byStage.note(stage, layer, pos, ks);
     },
   });
-  return { byLayer, producers: Object.fromEntries([...byStage].map(([s, ks]) => [s, [...ks].sort()])) };
+  return { byLayer, producers: byStage.table() };
 }
 
 /**
@@ -204,7 +203,7 @@ export async function calibrateKernels(
         for (const m of o.magnitudes ?? MAGNITUDES) {
           const spec = faultSpec(t.kernel, fault, m, t.layer, scale);
           const probe = simProbe({ model: c.model, cfg: c.cfg, tokens: c.tokens, lastLayer, reference, kernelMath: c.kernelMath, inject: parseInjects([spec], 'sim', c.addonPath), addonPath: c.addonPath, session });
-          const result = await bisect(reference, facts, probe, judge, { maxTrials: 16 });
+          const result = await bisect(reference, facts, probe, () => judge, { maxTrials: 16 });
           probe.close();
           const gate = verdictOf(result.comparison).exitCode;
           const named = result.verdict.kernel;

@@ -30,6 +30,7 @@ import { emitRunReports, type ReportOutputs } from '../reports/write.ts';
 import { deviceBounds, kernelMathOf, runDeviceBounds, type KernelMath } from './budgets.ts';
 import type { Injection } from './faults.ts';
 import type { DeviceSession } from './orchestrator.ts';
+import { Producers } from './producers.ts';
 
 /** What a run is about: the model, the tokens, the layers. */
 export interface RunCase {
@@ -94,22 +95,6 @@ export interface DeviceCase {
   prefill?: boolean;
   /** the free-running pass generates this many tokens after the case's (runDevice `generate`) */
   generate?: number;
-}
-
-/** The kernels device passes launched for each stage (what a stage's device bound sums over). */
-class Producers {
-  private readonly at = new Map<string, Set<string>>();
-  constructor(table: Record<string, string[]> = {}) {
-    for (const [s, ks] of Object.entries(table)) this.at.set(s, new Set(ks));
-  }
-  note = (stage: string, _layer: number, _pos: number, kernels: readonly string[]): void => {
-    const s = this.at.get(stage) ?? new Set<string>();
-    for (const k of kernels) s.add(k);
-    this.at.set(stage, s);
-  };
-  table(): Record<string, string[]> {
-    return Object.fromEntries([...this.at].map(([s, ks]) => [s, [...ks].sort()]));
-  }
 }
 
 /**

@@ -8,6 +8,7 @@ import type { Ds4Config } from '../model/config.ts';
 import type { GgufModel } from '../model/gguf.ts';
 import type { Injection } from './faults.ts';
 import { HOST_KERNELS } from './host.ts';
+import { Producers } from './producers.ts';
 import { KernelNanError, openDeviceSession, runDevice, type DeviceSession } from './orchestrator.ts';
 
 export interface SimProbeOptions {
@@ -39,6 +40,7 @@ export function simProbe(o: SimProbeOptions): BisectProbe & { close(): void } {
       const records: StageRecord[] = [];
       const producers = new Map<string, readonly string[]>();
       const launched = new Set<string>();
+      const byStage = new Producers();
       const out: ProbeRun = { records, producers, swappable: [] };
       session ??= openDeviceSession(o.model, 'sim', o.addonPath);
       try {
@@ -51,6 +53,7 @@ export function simProbe(o: SimProbeOptions): BisectProbe & { close(): void } {
           teacher: teacher ? (s, l, p) => ref.get(`${s}/${l}/${p}`) : undefined,
           producers: (s, l, p, ks) => {
             producers.set(`${s}/${l}/${p}`, ks);
+            byStage.note(s, l, p, ks);
             for (const k of ks) launched.add(k);
           },
           onProgress: o.onProgress,
@@ -60,6 +63,7 @@ export function simProbe(o: SimProbeOptions): BisectProbe & { close(): void } {
         out.nan = { stage: e.stage, layer: e.layer, pos: e.pos, element: e.element, kernels: e.kernels, message: e.message };
       }
       out.swappable = [...launched].filter((k) => HOST_KERNELS[k]);
+      out.stageProducers = byStage.table();
       return out;
     },
   };

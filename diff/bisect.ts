@@ -36,6 +36,8 @@ export interface ProbeRun {
   producers: Map<string, readonly string[]>;
   /** kernels launched that have a host implementation (candidates for a swap), in first-launch order */
   swappable: string[];
+  /** stage → the kernels launched for it (what the judge's device bound of the stage sums over, as `run` records them) */
+  stageProducers?: Record<string, string[]>;
   nan?: NanStop;
 }
 
@@ -239,7 +241,12 @@ function emptyVerdict(line: string, method: BisectMethod): BisectVerdict {
   return { kernel: null, kernels: [], method, stage: null, layer: null, pos: null, metric: null, own_error: null, tolerance: null, inherited: 0, confirmed: null, line };
 }
 
-export async function bisect(reference: StageRecord[], facts: FactsMap, device: BisectProbe, judge: Judge, opts: BisectOptions = {}): Promise<BisectResult> {
+/**
+ * `judgeOf` makes the judge from the kernels the case's device pass launched per stage (its device bounds sum
+ * over them, as `run`'s judge does over the ones its manifest records), so bisect holds a row to the budget
+ * `run` held it to.
+ */
+export async function bisect(reference: StageRecord[], facts: FactsMap, device: BisectProbe, judgeOf: (stageProducers?: Record<string, string[]>) => Judge, opts: BisectOptions = {}): Promise<BisectResult> {
   const say = opts.onProgress ?? (() => {});
   let devicePasses = 0;
   const probe: BisectProbe = { lastLayer: device.lastLayer, run: (o) => (devicePasses++, device.run(o)) };
@@ -248,7 +255,9 @@ export async function bisect(reference: StageRecord[], facts: FactsMap, device: 
 
   // 1. first divergence
   say('free-running pass');
-  const free = await measure(reference, facts, await probe.run({ teacher: false }), false, judge);
+  const freeRun = await probe.run({ teacher: false });
+  const judge = judgeOf(freeRun.stageProducers);
+  const free = await measure(reference, facts, freeRun, false, judge);
   if (!free.first) {
     return {
       verdict: emptyVerdict(`no divergence: all ${free.cmp.counts.compared} free-running rows are within their own budgets; no kernel to blame`, 'none'),

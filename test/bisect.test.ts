@@ -31,7 +31,7 @@ describe('bisect on a synthetic probe (no device)', () => {
   const reference = [rec('attn_norm', 0, [1, 2, 3, 4]), rec('logits', 1, LOGITS)];
   // no rounding noise recorded: each row's own budget is the device bound alone (10 % relative RMS here)
   const facts: FactsMap = new Map(reference.map((r) => [recordKey(r), {}]));
-  const judgeOf = (policy?: Policy): Judge => makeJudge({ deviceBound: () => ({ rel: 0.1, from: 'test' }), policy });
+  const judgeOf = (policy?: Policy) => (): Judge => makeJudge({ deviceBound: () => ({ rel: 0.1, from: 'test' }), policy });
   function probe(bias: Record<string, number>, own: Record<string, number> = {}): BisectProbe & { calls: number } {
     const p = {
       lastLayer: 0,
@@ -115,8 +115,8 @@ describe.skipIf(!ready)('bisect on the simulated device (tiny fixture)', async (
     const c = await tinyCase(tokens, lastLayer);
     const probe = simProbe({ ...c, kernelMath: o.kernelMath, inject: parseInjects(inject, 'sim', c.addonPath) });
     try {
-      const judge = makeJudge({ deviceBound: deviceBounds(o.kernelMath ?? 'ascend'), policy: o.policy });
-      return { reference: c.reference, result: await bisect(c.reference, c.facts, probe, judge) };
+      const judgeOf = (producers?: Record<string, string[]>) => makeJudge({ deviceBound: deviceBounds(o.kernelMath ?? 'ascend', producers), policy: o.policy });
+      return { reference: c.reference, result: await bisect(c.reference, c.facts, probe, judgeOf) };
     } finally {
       probe.close();
     }
@@ -266,6 +266,19 @@ describe.skipIf(!ready)('bisect on the simulated device (tiny fixture)', async (
     expect(existsSync(join(runDir, 'manifest.json'))).toBe(true);
     const again = JSON.parse(cli(['bisect', runDir, '--json']).out).verdict;
     expect(again).toEqual(v);
+  });
+
+  it('CLI: bisect holds the culprit row to the budget `run` held it to (the kernels the case launched), so a fault `run` fails just past it is named', () => {
+    // 0.025 % in attention_decode at layer 2: past attn_heads' budget from the decode kernel run launched, within the
+    // looser one of every kernel that declares the stage (the prefill attention kernels too)
+    const dir = join(mkdtempSync(join(tmpdir(), 'ds4-bisect-budget-')), 'run');
+    const run = cli(['run', '--layer', '2', '-p', 'Hello', '--no-baseline', '--inject', 'attention_decode:scale=1.00025@2', '--out', dir]);
+    expect(run.code).toBe(1);
+    const budget = /^FAIL: attn_heads layer 2 pos 0 is wrong by itself: own error relRms (\S+) vs (\S+) \((\S+)×\)/m.exec(run.out);
+    expect(budget, run.out).not.toBeNull();
+    const b = cli(['bisect', dir, '--no-baseline']);
+    expect(b.code, b.out + b.err).toBe(1);
+    expect(b.out.split('\n')[0]).toBe(`attention_decode diverged first at layer 2 pos 0 stage attn_heads: own error relative RMS ${budget![1]} vs budget ${budget![2]} (${budget![3]}×); ${/(\d+) later stages inherit/.exec(b.out)![1]} later stages inherit`);
   });
 
   it('CLI: an engine\'s run directory is bisected from its dumps, own errors by replay', () => {

@@ -6,7 +6,7 @@
 import type { Command } from 'commander';
 import { writeFileSync } from 'node:fs';
 import { runDeviceBounds } from '../../ascend/budgets.ts';
-import { caseDifferences, findShippedBaseline, loadBaseline } from '../../diff/baseline.ts';
+import { caseDifferences, findShippedBaseline, loadBaseline, type Baseline } from '../../diff/baseline.ts';
 import { bisect, bisectFromReplay } from '../../diff/bisect.ts';
 import { compareRun, factsOf } from '../../diff/compare.ts';
 import { makeJudge, verdictOf } from '../../diff/gate.ts';
@@ -94,19 +94,25 @@ async function runOfManifest(m: RunManifest, modelPath = m.model.path): Promise<
   return { modelPath, model, cfg, tokens: m.promptTokens, prompt: m.prompt, lastLayer: m.layers.last, allLayers: m.layers.all };
 }
 
-/** The judge of a case, as `run` and `gate` build it: arithmetic budgets, the baseline (explicit or shipped), the policy. */
-function judgeFor(m: RunManifest, opts: BisectCliOptions): { judge: Judge; text: string } {
+/**
+ * The judge of a case, as `run` and `gate` build it: arithmetic budgets, the baseline (explicit or shipped), the policy.
+ * `judgeOf` makes it with the device bounds of the kernels launched per stage (bisect's own device pass; by default
+ * the manifest's, or every kernel that declares the stage); the baseline and policy are read at once.
+ */
+function judgeFor(m: RunManifest, opts: BisectCliOptions): { judge: Judge; judgeOf: (producers?: Record<string, string[]>) => Judge; text: string } {
   const file = opts.baseline === false ? undefined : (opts.baseline ?? findShippedBaseline(m));
-  let baseline;
+  let baseline: { file: string; b: Baseline } | undefined;
   if (file) {
     const b = loadBaseline(file);
     const diffs = caseDifferences(b.case, m);
     if (diffs.length) throw badInput(`baseline ${file} is for a different case: ${diffs.join('; ')}`);
     baseline = { file, b };
   }
-  const judge = makeJudge({ deviceBound: runDeviceBounds(m), baseline, policy: opts.policy ? loadPolicy(opts.policy) : undefined });
+  const policy = opts.policy ? loadPolicy(opts.policy) : undefined;
+  const judgeOf = (producers = m.producers) => makeJudge({ deviceBound: runDeviceBounds({ ...m, producers }), baseline, policy });
+  const judge = judgeOf();
   for (const w of judge.warnings) process.stderr.write(`ds4-diff: warning: ${w}\n`);
-  return { judge, text: judge.sources.join('; ') };
+  return { judge, judgeOf, text: judge.sources.join('; ') };
 }
 
 /** An engine's run directory: its dumps as they are, own errors from the replay it holds (no device to re-run). */
@@ -150,7 +156,7 @@ async function bisectCommand(runDir: string | undefined, opts: BisectCliOptions)
   await refuseUnlandedFaults({ model: c.run.model, cfg: c.run.cfg, tokens: c.run.tokens, lastLayer: c.run.lastLayer, inject });
   const caseManifest = newManifest(c.run, 'sim', { inject: c.inject, disabledKernels: c.disabledKernels, allowHostFallback: c.allowHostFallback }, c.kernelMath);
   manifest ??= caseManifest;
-  const { judge, text: tolerances } = judgeFor(caseManifest, opts);
+  const { judgeOf, text: tolerances } = judgeFor(caseManifest, opts);
 
   const prog = progress('bisect');
   const reference: StageRecord[] = [];
@@ -168,7 +174,7 @@ async function bisectCommand(runDir: string | undefined, opts: BisectCliOptions)
   });
   let result;
   try {
-    result = await bisect(reference, facts, probe, judge, { maxTrials, onProgress: (m) => prog.tick(m) });
+    result = await bisect(reference, facts, probe, judgeOf, { maxTrials, onProgress: (m) => prog.tick(m) });
   } finally {
     probe.close();
   }
