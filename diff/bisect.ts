@@ -435,8 +435,12 @@ export function bisectFromReplay(comparison: Comparison, opts: BisectOptions = {
   } else {
     const at = first!;
     const d = describe(at, false);
-    verdict = emptyVerdict(`unresolved: the run first diverges at layer ${at.layer} pos ${at.pos} stage ${at.stage}${d ? ` (${metricPhrase(d)})` : ''}, but no replayed stage is wrong by itself; the kernel swap needs the simulator`, 'unresolved');
+    const where = `layer ${at.layer} pos ${at.pos} stage ${at.stage}${d ? ` (${metricPhrase(d)})` : ''}`;
+    // drift past a row's own budget fails nothing by itself: with every row passing, it is accumulated error (as in bisect)
+    verdict = comparison.pass
+      ? emptyVerdict(`no culprit: free-running drift first passes a row's own budget at ${where}, but every replayed stage is within its own budget and no row fails — accumulated error, no kernel to blame`, 'none')
+      : emptyVerdict(`unresolved: the run first diverges at ${where}, but no replayed stage is wrong by itself; the kernel swap needs the simulator`, 'unresolved');
   }
   const evidence = evidenceRows(comparison, first ?? culprit!, culprit, freePass, ownPass, opts.maxEvidence ?? 12);
-  return { verdict, exitCode: verdict.kernel ? EXIT.regression : EXIT.cannotEvaluate, firstDivergence: first && { stage: first.stage, layer: first.layer, pos: first.pos }, evidence, trials: [], comparison, notes, devicePasses: 0 };
+  return { verdict, exitCode: verdict.kernel ? EXIT.regression : verdict.method === 'none' ? EXIT.ok : EXIT.cannotEvaluate, firstDivergence: first && { stage: first.stage, layer: first.layer, pos: first.pos }, evidence, trials: [], comparison, notes, devicePasses: 0 };
 }

@@ -293,6 +293,16 @@ describe.skipIf(!ready)('bisect on the simulated device (tiny fixture)', async (
     expect(cli(['bisect', dir, '--inject', 'swiglu:coarse-exp']).code).toBe(3);
   });
 
+  it('CLI: an engine\'s run that passes its gate has nothing to blame (exit 0), drift and all', () => {
+    const dir = join(mkdtempSync(join(tmpdir(), 'ds4-bisect-engine-')), 'run');
+    const double = join(import.meta.dirname, 'ds4-engine-double.mjs');
+    expect(cli(['engine', '--layer', '0', '--out', dir, '--', process.execPath, double, '--ascend', '-p', 'Hello', '--layers', '0']).code).toBe(0);
+    const r = cli(['bisect', dir, '--json']);
+    expect(r.code, r.out).toBe(0);
+    expect(JSON.parse(r.out).verdict).toMatchObject({ kernel: null, method: 'none' });
+    expect(JSON.parse(r.out).verdict.line).toMatch(/^no culprit: free-running drift first passes a row's own budget at .* accumulated error, no kernel to blame$/);
+  });
+
   it('CLI: bad input is one line and exit 3', () => {
     const r = cli(['bisect', '--layer', '0', '-p', 'Hello', '--inject', 'rope_tail:transpose-comb']);
     expect(r.code).toBe(3);
