@@ -35,6 +35,24 @@ describe('ds4-diff run', () => {
     expect(readFileSync(join(dir, 'junit.xml'), 'utf8')).toContain('<testcase');
   });
 
+  it('--markdown/--junit/--html copies leave the run directory its own reports; a report path that cannot be written is refused before the run', () => {
+    const dir = tmp(), copies = tmp();
+    const [md, xml, html] = ['r.md', 'r.xml', 'r.html'].map((f) => join(copies, f));
+    const r = cli(['run', '--layer', '0', '-p', 'Hello', '--markdown', md, '--junit', xml, '--html', html, '--out', join(dir, 'run')]);
+    expect(r.code, r.err).toBe(0);
+    for (const f of ['report.md', 'junit.xml', 'report.html']) expect(existsSync(join(dir, 'run', f)), f).toBe(true);
+    expect(readFileSync(md, 'utf8')).toBe(readFileSync(join(dir, 'run', 'report.md'), 'utf8'));
+    for (const f of [xml, html]) expect(existsSync(f), f).toBe(true);
+    // no such directory / a directory in the way: one line, exit 3, nothing run (no run directory made)
+    for (const [flag, file, msg] of [['--csv', join(dir, 'no-such-dir', 'rows.csv'), /cannot write the report: no such file or directory \(ENOENT\)$/], ['--html', copies, /cannot write the report: it is a directory$/]] as const) {
+      const bad = cli(['run', '--layer', '0', '-p', 'Hello', flag, file, '--out', join(dir, 'refused')]);
+      expect(bad.code, flag).toBe(3);
+      expect(bad.err.trim().split('\n'), flag).toHaveLength(1);
+      expect(bad.err.trim(), flag).toMatch(msg);
+      expect(existsSync(join(dir, 'refused')), flag).toBe(false);
+    }
+  });
+
   it('stops with exit 2 naming the primitive, layer, pos and stage when a kernel is missing', async () => {
     const dir = tmp();
     const r = cli(['run', '--layer', '0', '-p', 'Hello', '--disable-kernel', 'swiglu', '--out', dir]);

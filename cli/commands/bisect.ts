@@ -19,6 +19,7 @@ import { runReference } from '../../reference/runner.ts';
 import { ModelWeights } from '../../reference/weights.ts';
 import { renderBisectJson, renderBisectMarkdown, renderBisectTerminal, type BisectReportInput } from '../../reports/bisect.ts';
 import { renderHtml } from '../../reports/html.ts';
+import { checkReportPaths } from '../../reports/write.ts';
 import { addModelPromptOptions, collectList, loadModel, loadModelAndPrompt, newManifest, progress, type LoadedRun, type ModelPromptOptions } from '../common.ts';
 
 interface BisectCliOptions extends ModelPromptOptions {
@@ -137,6 +138,7 @@ async function bisectCommand(runDir: string | undefined, opts: BisectCliOptions)
   const kc = opts.kernelMath;
   if (kc !== undefined && kc !== 'ascend' && kc !== 'exact') throw badInput(`--kernel-math must be ascend or exact, not '${kc}'`);
   if (runDir !== undefined && (opts.prompt !== undefined || opts.tokens !== undefined)) throw badInput('give either a run directory or -p/--tokens, not both (-m with a run directory names where its model is now)');
+  checkReportPaths(opts);
   const maxTrials = Number(opts.maxTrials);
   if (!Number.isInteger(maxTrials) || maxTrials < 1) throw badInput(`--max-trials: '${opts.maxTrials}' is not a positive integer`);
   let c: Case;

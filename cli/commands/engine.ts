@@ -36,7 +36,7 @@ import { openCapture } from '../../diff/sink.ts';
 import type { Ds4Config } from '../../model/config.ts';
 import { Ds4DiffError, EXIT, badInput } from '../../model/errors.ts';
 import { ModelWeights } from '../../reference/weights.ts';
-import type { ReportOutputs } from '../../reports/write.ts';
+import { checkReportPaths, type ReportOutputs } from '../../reports/write.ts';
 import { addModelPromptOptions, addRunDirOptions, collectList, loadModelAndPrompt, newManifest, progress, tokenPieces, type LoadedRun, type ModelPromptOptions } from '../common.ts';
 import { VERSION } from '../version.ts';
 
@@ -204,6 +204,7 @@ function chooseTokens(run: LoadedRun, opts: EngineOptions, r: EngineReport, warn
 async function engineCommand(engine: string[], rawOpts: EngineOptions, command: Command): Promise<number> {
   const filters = validateFilters(rawOpts);
   const policy: Policy | undefined = rawOpts.policy ? loadPolicy(rawOpts.policy) : undefined;
+  checkReportPaths(rawOpts);
   const notes: string[] = [];
   const warn = (m: string) => {
     notes.push(m);

@@ -5,7 +5,7 @@ import { runDeviceBounds } from '../../ascend/budgets.ts';
 import { gateRunDir } from '../../diff/gate.ts';
 import { readManifest } from '../../diff/manifest.ts';
 import { loadPolicy } from '../../diff/policy.ts';
-import { emitReports, type ReportOutputs } from '../../reports/write.ts';
+import { checkReportPaths, emitReports, type ReportOutputs } from '../../reports/write.ts';
 
 export function register(program: Command): void {
   program
@@ -22,6 +22,7 @@ export function register(program: Command): void {
     .option('--csv <file>', 'also write every (stage, layer, pos) row as CSV: both sides\' statistics, the metrics, the worst element')
     .option('--by-layer', 'split the terminal\'s stage table by layer')
     .action(async (runDir: string, opts: ReportOutputs & { baseline?: string | false; policy?: string }) => {
+      checkReportPaths(opts);
       const m = readManifest(runDir);
       const r = await gateRunDir(runDir, {
         deviceBound: runDeviceBounds(m),

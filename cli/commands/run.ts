@@ -10,7 +10,7 @@ import type { RunCase } from '../../ascend/pipeline.ts';
 import { Ds4DiffError, EXIT, badInput } from '../../model/errors.ts';
 import type { ReferenceResult } from '../../reference/runner.ts';
 import { ModelWeights } from '../../reference/weights.ts';
-import type { ReportOutputs } from '../../reports/write.ts';
+import { checkReportPaths, type ReportOutputs } from '../../reports/write.ts';
 import { addModelPromptOptions, addRunDirOptions, collectList, loadModelAndPrompt, newManifest, progress, tokenPieces, type ModelPromptOptions } from '../common.ts';
 import { VERSION } from '../version.ts';
 
@@ -71,6 +71,7 @@ async function runCommand(opts: RunOptions): Promise<number> {
   const forced = envGate !== undefined && envGate !== '' && envGate !== '0';
   if (forced && opts.allowHostFallback) throw badInput('--allow-host-fallback contradicts DS4_ASCEND_NO_HOST_FALLBACK=1 in the environment');
   const policy: Policy | undefined = opts.policy ? loadPolicy(opts.policy) : undefined;
+  checkReportPaths(opts);
 
   const { devicePasses, judgeRun, referencePass, refineRegion } = await import('../../ascend/pipeline.ts');
   const { GENERATE_AFTER_PREFILL, refuseUnlandedFaults } = await import('../../ascend/orchestrator.ts');
