@@ -16,6 +16,19 @@ function cli(args: string[]) {
 }
 
 describe('command-line input', () => {
+  it('a wrong flag, a missing argument or an unknown command is one line and exit 3, not the usage', () => {
+    for (const [args, line] of [
+      [['run', '--layer', '0', '-p', 'Hello', '--pos', '3'], "ds4-diff: unknown option '--pos' (see --help)"],
+      [['run', '--lyer', '0'], "ds4-diff: unknown option '--lyer' (Did you mean --layer?) (see --help)"],
+      [['gate'], "ds4-diff: missing required argument 'run-dir' (see --help)"],
+      [['nosuchcmd'], "ds4-diff: unknown command 'nosuchcmd' (see --help)"],
+    ] as const) {
+      const r = cli([...args]);
+      expect(r.code, args.join(' ')).toBe(3);
+      expect(r.err, args.join(' ')).toBe(`${line}\n`);
+    }
+  });
+
   it('--tokens with an empty element is refused, not read as token 0', () => {
     const r = cli(['reference', '--tokens', ',,,', '--layer', '0']);
     expect(r.code).toBe(3);
