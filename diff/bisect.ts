@@ -385,6 +385,8 @@ function evidenceRows(c: Comparison, first: { stage: string; layer: number; pos:
     const ownRow = ownByKey.get(rowKey(r));
     const ownBad = !!ownRow && diverged(ownRow, true, own.run.nan);
     if (!isFirst && !isCulprit && !freeBad && !ownBad) continue;
+    // drift before the culprit is accumulated error: nothing there inherits the culprit's
+    if (culprit && !isFirst && !isCulprit && before(r, culprit)) continue;
     if (!isFirst && !isCulprit && ++after > max) break;
     const role: EvidenceRow['role'] = isFirst && isCulprit ? 'first divergence, culprit' : isCulprit ? 'culprit' : isFirst ? 'first divergence' : ownBad ? 'own failure' : 'inherits';
     out.push({

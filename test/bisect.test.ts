@@ -87,6 +87,24 @@ describe('bisect on a synthetic probe (no device)', () => {
     expect(r.exitCode).toBe(0);
   });
 
+  it('the evidence lists the rows after the culprit as inheriting it, never the drift before it', async () => {
+    // free-running: layer 0 drifts (accumulation), q_rope of layer 1 is wrong by itself, layer 1's attn_norm after it inherits
+    const ref = [rec('attn_norm', 0, [1, 2, 3, 4]), rec('ffn_norm', 0, [1, 2, 3, 4]), rec('q_rope', 1, [1, 2, 3, 4]), rec('ffn_norm', 1, [1, 2, 3, 4]), rec('logits', 2, LOGITS)];
+    const drift = [1, 2, 3, 5];
+    const p: BisectProbe = {
+      lastLayer: 1,
+      async run(o) {
+        const records = o.teacher
+          ? [rec('attn_norm', 0, [1, 2, 3, 4]), rec('ffn_norm', 0, [1, 2, 3, 4]), rec('q_rope', 1, [4, 3, 2, 1]), rec('ffn_norm', 1, [1, 2, 3, 4]), rec('logits', 2, LOGITS)]
+          : [rec('attn_norm', 0, drift), rec('ffn_norm', 0, drift), rec('q_rope', 1, [4, 3, 2, 1]), rec('ffn_norm', 1, drift), rec('logits', 2, LOGITS)];
+        return { records, producers: new Map([['q_rope/1/0', ['k3']]]), swappable: [] };
+      },
+    };
+    const r = await bisect(ref, new Map(ref.map((x) => [recordKey(x), {}])), p, judgeOf());
+    expect(r.verdict).toMatchObject({ kernel: 'k3', stage: 'q_rope', layer: 1, inherited: 1 });
+    expect(r.evidence.map((e) => [e.role, e.stage, e.layer])).toEqual([['first divergence', 'attn_norm', 0], ['culprit', 'q_rope', 1], ['inherits', 'ffn_norm', 1]]);
+  });
+
   it('blames the own-error row, not the first free-running divergence that only inherits', async () => {
     const r = await bisect(reference, facts, probe({ k0: 0.5 }, { k0: 0.5 }), judgeOf(END));
     // own error: relative RMS of a ±0.5 shift of two of four logits of RMS 1.22, against the 0.1 budget
