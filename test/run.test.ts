@@ -94,6 +94,18 @@ describe('ds4-diff run', () => {
     expect(d.err.trim().split('\n')).toHaveLength(1);
   });
 
+  it('--allow-host-fallback without a baseline accepting the fallback is a host-fallback failure (exit 2) in every report, never a pass', () => {
+    const dir = tmp();
+    const r = cli(['run', '--layer', '0', '-p', 'Hello', '--disable-kernel', 'router_select', '--allow-host-fallback', '--no-baseline', '--out', dir]);
+    expect(r.code, r.out).toBe(2);
+    const line = r.out.split('\n').find((l) => /^(PASS|FAIL|NO VERDICT)/.test(l))!;
+    expect(line).toMatch(/^FAIL \(host fallback\): host fallback 'router_select' \(10 calls, .*\): no baseline accepts it$/);
+    expect(readFileSync(join(dir, 'report.md'), 'utf8')).toContain(line);
+    expect(manifestOf(dir).exitCode).toBe(2);
+    const g = cli(['gate', dir, '--no-baseline']);
+    expect(g.code).toBe(2);
+  });
+
   it('--capture stats keeps statistics, re-captures the region around the first divergence in full and still names the planted fault', async () => {
     const full = tmp(), stats = tmp();
     const args = ['run', '--layer', '0', '-p', 'Hello', '--inject', 'rope_tail:pairs-halves', '--no-baseline'];

@@ -29,7 +29,6 @@ export function register(program: Command): void {
         baseline: opts.baseline || undefined,
         shipped: opts.baseline !== false,
         policy: opts.policy ? loadPolicy(opts.policy) : undefined,
-        allowHostFallback: m.options.allowHostFallback === true,
       });
       emitReports({ title: `ds4-diff gate ${runDir}${r.baseline ? ` (baseline ${r.baseline})` : ''}`, comparison: r.comparison, verdict: r.verdict, sources: r.judge.sources, manifest: m }, opts);
       process.exitCode = r.verdict.exitCode;

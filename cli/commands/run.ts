@@ -130,7 +130,7 @@ async function runCommand(opts: RunOptions): Promise<number> {
     }
     const { verdict } = await judgeRun(rd, {
       title: (baseline) => `ds4-diff run: ${T} tokens${generate ? ` + ${generate} generated` : ''}, layers 0..${run.lastLayer}, ${opts.backend}/${opts.kernelMath}${baseline ? `, baseline ${baseline}` : ''}`,
-      baseline: opts.baseline, policy, allowHostFallback: opts.allowHostFallback, reports: opts, notes,
+      baseline: opts.baseline, policy, reports: opts, notes,
     });
     if (!opts.json) {
       const top = result!.top.map((t) => `${t.id}:${t.logit.toFixed(3)}`).join(' ');
