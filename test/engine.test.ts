@@ -142,6 +142,13 @@ describe.skipIf(!ready)('ds4-diff engine -- the test double', async () => {
     expect(killed.code, killed.out + killed.err).toBe(125);
   });
 
+  it('a prompt that is not the one the engine computed is refused (exit 3) by the dump that shows it, not blamed on its first layer', () => {
+    const r = cli(['engine', '--layer', '0', '-p', 'Goodbye', '--out', join(tmp(), 'run'), '--', process.execPath, DOUBLE, ...DOUBLE_ARGS]);
+    expect(r.code, r.out).toBe(3);
+    expect(r.err).toMatch(/^ds4-diff: \S+ds4_hc_attn_pre-0_pos\d+\.bin: position \d+ is not token \d+'s embedding times a weight \(cosine [-\d.]+\): the run evaluated other tokens than \[/m);
+    expect(r.out).not.toMatch(/^FAIL/m);
+  });
+
   it('round trip: a complete run directory, every dump imported and compared, gate verdict 0', async () => {
     const dir = tmp();
     const r = engine(dir);
