@@ -299,6 +299,14 @@ describe.skipIf(!ready)('bisect on the simulated device (tiny fixture)', async (
     expect(b.out.split('\n')[0]).toBe(`attention_decode diverged first at layer 2 pos 0 stage attn_heads: own error relative RMS ${budget![1]} vs budget ${budget![2]} (${budget![3]}×); ${/(\d+) later stages inherit/.exec(b.out)![1]} later stages inherit`);
   });
 
+  it('CLI: a --device-prefill run directory is bisected as it ran (the prefill kernels), naming a prefill kernel', () => {
+    const dir = join(mkdtempSync(join(tmpdir(), 'ds4-bisect-prefill-')), 'run');
+    expect(cli(['run', '--layer', '0', '-p', 'Hello', '--device-prefill', '--inject', 'attention_prefill_raw:scale=1.01', '--out', dir]).code).toBe(1);
+    const b = cli(['bisect', dir, '--json']);
+    expect(b.code, b.err).toBe(1);
+    expect(JSON.parse(b.out).verdict).toMatchObject({ kernel: 'attention_prefill_raw', stage: 'attn_heads', layer: 0 });
+  });
+
   it('CLI: an engine\'s run directory is bisected from its dumps, own errors by replay', () => {
     const dir = join(mkdtempSync(join(tmpdir(), 'ds4-bisect-engine-')), 'run');
     const double = join(import.meta.dirname, 'ds4-engine-double.mjs');

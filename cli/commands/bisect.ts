@@ -70,6 +70,8 @@ interface Case {
   inject: string[];
   disabledKernels: string[];
   allowHostFallback: boolean;
+  /** the prompt as ds4-ascend's batched prefill (`run --device-prefill`) */
+  prefill: boolean;
   source: string;
 }
 
@@ -84,6 +86,7 @@ async function caseFromRun(dir: string, m: RunManifest, opts: BisectCliOptions):
     inject: [...strings(o.inject), ...opts.inject],
     disabledKernels: [...strings(o.disabledKernels), ...opts.disableKernel],
     allowHostFallback: o.allowHostFallback === true || !!opts.allowHostFallback,
+    prefill: o.devicePrefill === true,
     source: `run ${dir}`,
   };
 }
@@ -149,14 +152,14 @@ async function bisectCommand(runDir: string | undefined, opts: BisectCliOptions)
     c = await caseFromRun(runDir, m, opts);
     manifest = m;
   } else {
-    c = { run: await loadModelAndPrompt(opts), kernelMath: (kc ?? 'ascend') as 'ascend' | 'exact', inject: opts.inject, disabledKernels: opts.disableKernel, allowHostFallback: !!opts.allowHostFallback, source: 'command line' };
+    c = { run: await loadModelAndPrompt(opts), kernelMath: (kc ?? 'ascend') as 'ascend' | 'exact', inject: opts.inject, disabledKernels: opts.disableKernel, allowHostFallback: !!opts.allowHostFallback, prefill: false, source: 'command line' };
   }
   const { parseInjects } = await import('../../ascend/faults.ts');
   const { simProbe } = await import('../../ascend/probe.ts');
   const { refuseUnlandedFaults } = await import('../../ascend/orchestrator.ts');
   const inject = parseInjects(c.inject, 'sim');
-  await refuseUnlandedFaults({ model: c.run.model, cfg: c.run.cfg, tokens: c.run.tokens, lastLayer: c.run.lastLayer, inject });
-  const caseManifest = newManifest(c.run, 'sim', { inject: c.inject, disabledKernels: c.disabledKernels, allowHostFallback: c.allowHostFallback }, c.kernelMath);
+  await refuseUnlandedFaults({ model: c.run.model, cfg: c.run.cfg, tokens: c.run.tokens, lastLayer: c.run.lastLayer, inject, prefill: c.prefill });
+  const caseManifest = newManifest(c.run, 'sim', { inject: c.inject, disabledKernels: c.disabledKernels, allowHostFallback: c.allowHostFallback, devicePrefill: c.prefill }, c.kernelMath);
   manifest ??= caseManifest;
   const { judgeOf, text: tolerances } = judgeFor(caseManifest, opts);
 
@@ -172,7 +175,7 @@ async function bisectCommand(runDir: string | undefined, opts: BisectCliOptions)
   const facts = await factsOf(noise, ties);
   const probe = simProbe({
     model: run.model, cfg: run.cfg, tokens: run.tokens, lastLayer: run.lastLayer, reference,
-    kernelMath: c.kernelMath, inject, disabledKernels: c.disabledKernels, allowHostFallback: c.allowHostFallback,
+    kernelMath: c.kernelMath, inject, disabledKernels: c.disabledKernels, allowHostFallback: c.allowHostFallback, prefill: c.prefill,
   });
   let result;
   try {
@@ -181,6 +184,6 @@ async function bisectCommand(runDir: string | undefined, opts: BisectCliOptions)
     probe.close();
   }
   prog.done();
-  const title = `ds4-diff bisect: ${run.tokens.length} tokens, layers 0..${run.lastLayer}, sim/${c.kernelMath}${inject.length ? `, injected ${inject.map((f) => f.spec).join(' ')}` : ''} (${c.source})`;
+  const title = `ds4-diff bisect: ${run.tokens.length} tokens, layers 0..${run.lastLayer}, sim/${c.kernelMath}${c.prefill ? ', device prefill' : ''}${inject.length ? `, injected ${inject.map((f) => f.spec).join(' ')}` : ''} (${c.source})`;
   return report({ title, result, tolerances }, opts, manifest);
 }
