@@ -421,6 +421,16 @@ describe('refusals and cannot-evaluate', () => {
     expect((await failure(gate(await makeRun({ manifest: { promptTokens: [0, 43] } }), { baseline: base }))).message).toMatch(/prompt tokens \[0,43\] \(baseline \[0,42\]\)/);
   });
 
+  it('a run whose own-error side has no reference facts is refused (exit 3), never passed unjudged', async () => {
+    // a teacher-forced kernel 1 % off: with the facts it fails; with the facts left out of the manifest its rows would have no budget
+    const off = candidate(2e-6, (r) => { if (r.stage === 'q_rope' && r.values instanceof Float32Array) r.values[0] *= 1.01; });
+    expect((await gate(await makeRun({ teacher: off }))).verdict.exitCode).toBe(1);
+    const files = { reference: 'reference.arrow', device: 'device.arrow', 'device-teacher': 'device-teacher.arrow' };
+    const e = await failure(gate(await makeRun({ teacher: off, manifest: { files } })));
+    expect(e.exitCode).toBe(3);
+    expect(e.message).toMatch(/has an own-error side \(device-teacher\) but no reference-noise or reference-ties dump .*its own errors have no budget/);
+  });
+
   it('an incomplete run, a malformed baseline: one line, exit 3; a run without a device side: 125', async () => {
     const base = saveBaseline(await recordBaseline(await makeRun(), makeJudge({ deviceBound }), { now: NOW }), 'refuse.json');
     expect((await failure(gate(await makeRun({ manifest: { complete: false } }), { baseline: base }))).exitCode).toBe(3);
