@@ -16,12 +16,13 @@ function cli(args: string[]) {
 }
 
 describe('command-line input', () => {
-  it('a wrong flag, a missing argument or an unknown command is one line and exit 3, not the usage', () => {
+  it('a wrong flag, a missing argument, an unknown command or flags that exclude each other: one line and exit 3, not the usage', () => {
     for (const [args, line] of [
       [['run', '--layer', '0', '-p', 'Hello', '--pos', '3'], "ds4-diff: unknown option '--pos' (see --help)"],
       [['run', '--lyer', '0'], "ds4-diff: unknown option '--lyer' (Did you mean --layer?) (see --help)"],
       [['gate'], "ds4-diff: missing required argument 'run-dir' (see --help)"],
       [['nosuchcmd'], "ds4-diff: unknown command 'nosuchcmd' (see --help)"],
+      [['run', '--layer', '0', '-p', 'Hello', '--tokens', '1,2'], 'ds4-diff: -p and --tokens exclude each other (the prompt as text, or as token ids)'],
     ] as const) {
       const r = cli([...args]);
       expect(r.code, args.join(' ')).toBe(3);
