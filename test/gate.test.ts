@@ -10,6 +10,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { diffBaselines, formatBaselineDiff, loadBaseline, recordBaseline, type Baseline } from '../diff/baseline.ts';
 import { compareRun, type CompareRow } from '../diff/compare.ts';
 import { DumpWriter } from '../diff/dump.ts';
+import { statsRecord } from '../diff/stats.ts';
 import { gateRunDir, makeJudge } from '../diff/gate.ts';
 import { END_TO_END, F32_UNIT, NOISE_MARGIN, topFlipTie, type DeviceBound } from '../diff/judge.ts';
 import { stringifyJson } from '../diff/json.ts';
@@ -259,6 +260,21 @@ describe('baselines tighten and name known deviations', () => {
     expect(worse.verdict.exitCode).toBe(1);
     expect(worse.comparison.firstOwnFailure!.own!.violations[0].key).toBe('maxRelRms');
     expect(worse.comparison.firstOwnFailure!.own!.tolerance.bounds.find((x) => x.key === 'maxRelRms')!.from).toMatch(/baseline .*roundtrip\.json: 2 × recorded/);
+  });
+
+  it('a run captured partly as statistics passes the baseline recorded from it: its envelopes cover what the statistics prove', async () => {
+    // attn_norm of layer 0 off by 1e-6 at pos 0 (in full) and by 4e-6 at pos 1 (as statistics), own and free-running:
+    // both within the budget; the statistics prove at least ~4e-6, more than growth × the full row's 1e-6
+    const off = (r: StageRecord) => {
+      if (r.stage === 'attn_norm' && r.layer === 0) for (let i = 0; i < r.values.length; i++) r.values[i] *= 1 + (r.pos === 0 ? 1e-6 : 4e-6);
+    };
+    const stats = (rs: StageRecord[]) => rs.map((r) => (r.pos === 1 && r.stage !== 'logits' ? statsRecord(r) : r));
+    const run = await makeRun({ teacher: stats(candidate(0, off)), device: stats(candidate(0, off)) });
+    expect((await gate(run)).verdict.exitCode).toBe(0);
+    const b = await recordBaseline(run, makeJudge({ deviceBound }), { now: NOW });
+    expect(b.own.find((e) => e.stage === 'attn_norm' && e.layer === 0)!.relRms).toBeGreaterThan(3e-6);
+    const g = await gate(run, { baseline: saveBaseline(b, 'stats-self.json') });
+    expect(g.verdict.line).toMatch(/^PASS/);
   });
 
   it('a known deviation lets a stage past its budget until it expires', async () => {
