@@ -17,6 +17,7 @@ import { factsOf, type FactsMap } from '../diff/compare.ts';
 import type { Judge } from '../diff/judge.ts';
 import { DEFAULT_SYSTEM, renderChat } from '../model/chat.ts';
 import { isHashLayer, layerKind, type Ds4Config } from '../model/config.ts';
+import { badInput } from '../model/errors.ts';
 import type { GgufModel } from '../model/gguf.ts';
 import { generatePrompts } from '../model/prompts.ts';
 import { recordKey, type StageRecord } from '../model/stages.ts';
@@ -144,6 +145,10 @@ export function calibrationTargets(cfg: Ds4Config, l: Launched, addonPath: strin
       const takes = kernelFaults(catalog.get(kernel));
       if (CALIBRATION_FAULTS.every((f) => takes.includes(f))) out.push({ kernel, layer, kind: kindOf(cfg, layer) });
     }
+  }
+  // a kernel asked for that nothing here can measure would be calibrated by saying nothing about it
+  for (const k of only.kernels ?? []) {
+    if (!out.some((t) => t.kernel === k)) throw badInput(`--kernel ${k}: a clean pass of this case does not launch it at layers ${layers.join(',')} with a scale and a bias fault to plant (see ds4-diff kernels); nothing to calibrate`);
   }
   return out;
 }
