@@ -6,9 +6,9 @@
 import type { StageId } from '../model/stages.ts';
 import { Ds4DiffError, EXIT, badInput } from '../model/errors.ts';
 import { caseDifferences, findShippedBaseline, loadBaseline, type Baseline } from './baseline.ts';
-import { compareRun, type Comparison, type Judged } from './compare.ts';
+import { compareRun, summarize, type Comparison, type Judged } from './compare.ts';
 import { END_TO_END, F32_UNIT, NOISE_MARGIN, fmtNum, withBound, type DeviceBound, type Judge, type Role, type Tolerance } from './judge.ts';
-import { readManifest, type RunManifest } from './manifest.ts';
+import { readManifest, sidePath, type RunManifest } from './manifest.ts';
 import { applyPolicy, type Policy } from './policy.ts';
 
 export interface JudgeOptions {
@@ -264,10 +264,14 @@ export async function gateRunDir(dir: string, o: GateOptions): Promise<RunVerdic
   }
   const now = o.now ?? new Date();
   const judge = makeJudge({ deviceBound: o.deviceBound, baseline, policy: o.policy, now });
-  const comparison = await compareRun(dir, judge);
-  if (comparison.counts.compared === 0) throw new Ds4DiffError(`${dir}: no stage could be compared between reference and device; cannot evaluate`, EXIT.cannotEvaluate);
-  if (!baseline) comparison.notes.push('no baseline matches this case: judged by the arithmetic budgets alone (record one with `ds4-diff baseline record`)');
   const fallbacks = fallbackViolations(baseline?.b, m, now, warnings);
+  // a run stopped on the host-fallback gate before its reference ran (a generating run's device pass comes first)
+  // or before its first capture is still that failure
+  const comparison = fallbacks.length && !sidePath(dir, m, 'reference')
+    ? summarize([], 'reference', 'device', ['the run stopped before its reference ran: nothing was compared'])
+    : await compareRun(dir, judge);
+  if (comparison.counts.compared === 0 && !fallbacks.length) throw new Ds4DiffError(`${dir}: no stage could be compared between reference and device; cannot evaluate`, EXIT.cannotEvaluate);
+  if (!baseline) comparison.notes.push('no baseline matches this case: judged by the arithmetic budgets alone (record one with `ds4-diff baseline record`)');
   const verdict = verdictOf(comparison, { ...o.problems, fallbacks }, [...warnings, ...judge.warnings]);
   return { comparison, verdict, judge, baseline: file };
 }

@@ -66,6 +66,19 @@ describe('ds4-diff run', () => {
     expect(dev.records.some((x) => x.stage === 'shared_mid')).toBe(false);
   });
 
+  it('a run stopped on the no-host-fallback gate prints and writes its verdict like any run (exit 2), a generating one too', () => {
+    for (const extra of [[], ['--generate', '2']]) {
+      const dir = tmp();
+      const r = cli(['run', '--layer', '0', '-p', 'Hello', '--disable-kernel', 'swiglu', ...extra, '--out', dir]);
+      expect(r.code, extra.join(' ') + r.err).toBe(2);
+      const line = r.out.split('\n').find((l) => /^(PASS|FAIL|NO VERDICT)/.test(l));
+      expect(line, extra.join(' ')).toMatch(/^FAIL \(host fallback\): host fallback 'swiglu' /);
+      expect(readFileSync(join(dir, 'report.md'), 'utf8')).toContain(line!);
+      expect(readFileSync(join(dir, 'junit.xml'), 'utf8')).toContain('name="verdict (exit 2)"');
+      expect(manifestOf(dir)).toMatchObject({ complete: true, exitCode: 2 });
+    }
+  });
+
   it('with --allow-host-fallback records the fallback with bytes in the ledger; the baseline (accepting none) gates exit 2', () => {
     const dir = tmp();
     const r = cli(['run', '--layer', '0', '-p', 'Hello', '--disable-kernel', 'swiglu', '--allow-host-fallback', '--out', dir]);

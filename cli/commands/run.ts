@@ -126,15 +126,16 @@ async function runCommand(opts: RunOptions): Promise<number> {
     if (violation) {
       process.stderr.write(`ds4-diff: ${violation.message}\n`);
       process.stderr.write(`ds4-diff: run directory ${rd.dir} keeps the stages captured before the stop\n`);
-      return rd.finish(EXIT.hostFallback);
+      // judged and reported like any run (what was captured, the stop a host-fallback failure whatever a baseline accepts)
+      rd.manifest.exitCode = EXIT.hostFallback;
     }
     const { verdict } = await judgeRun(rd, {
       title: (baseline) => `ds4-diff run: ${T} tokens${generate ? ` + ${generate} generated` : ''}, layers 0..${run.lastLayer}, ${opts.backend}/${opts.kernelMath}${baseline ? `, baseline ${baseline}` : ''}`,
       baseline: opts.baseline, policy, reports: opts, notes,
     });
     if (!opts.json) {
-      const top = result!.top.map((t) => `${t.id}:${t.logit.toFixed(3)}`).join(' ');
-      process.stdout.write(`reference top-5${generate ? ' (last step)' : ''}: ${top}\nrun directory: ${rd.dir}\n`);
+      if (result) process.stdout.write(`reference top-5${generate ? ' (last step)' : ''}: ${result.top.map((t) => `${t.id}:${t.logit.toFixed(3)}`).join(' ')}\n`);
+      process.stdout.write(`run directory: ${rd.dir}\n`);
       if (verdict.exitCode === EXIT.regression) process.stdout.write(`which kernel: ds4-diff bisect ${rd.dir}\n`);
     }
     return rd.finish(verdict.exitCode);
