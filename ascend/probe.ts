@@ -23,6 +23,8 @@ export interface SimProbeOptions {
   allowHostFallback?: boolean;
   /** the prompt as ds4-ascend's batched prefill (runDevice `prefill`) */
   prefill?: boolean;
+  /** where the head runs (runDevice `headPositions`; default the last token) */
+  headPositions?: number[];
   addonPath?: string;
   onProgress?: (msg: string) => void;
   /** a device session with the case's weights, kept open by the caller (default: the probe opens its own) */
@@ -49,7 +51,7 @@ export function simProbe(o: SimProbeOptions): BisectProbe & { close(): void } {
         await runDevice({
           session,
           model: o.model, cfg: o.cfg, tokens: o.tokens, lastLayer: lastLayer ?? o.lastLayer,
-          kernelMath: o.kernelMath, inject: o.inject, disabledKernels: o.disabledKernels, allowHostFallback: o.allowHostFallback, prefill: o.prefill,
+          kernelMath: o.kernelMath, inject: o.inject, disabledKernels: o.disabledKernels, allowHostFallback: o.allowHostFallback, prefill: o.prefill, headPositions: o.headPositions,
           addonPath: o.addonPath, hostKernels,
           tap: (r) => records.push(r),
           teacher: teacher ? (s, l, p) => ref.get(`${s}/${l}/${p}`) : undefined,

@@ -307,6 +307,15 @@ describe.skipIf(!ready)('bisect on the simulated device (tiny fixture)', async (
     expect(JSON.parse(b.out).verdict).toMatchObject({ kernel: 'attention_prefill_raw', stage: 'attn_heads', layer: 0 });
   });
 
+  it('CLI: a --generate run directory is bisected on the tokens it judged (the generated ones too)', () => {
+    // one prompt token: only the generated positions make a stale buffer possible
+    const dir = join(mkdtempSync(join(tmpdir(), 'ds4-bisect-generate-')), 'run');
+    expect(cli(['run', '--layer', '0', '--tokens', '5', '--generate', '3', '--inject', 'swiglu:stale-buffer', '--out', dir]).code).toBe(1);
+    const b = cli(['bisect', dir, '--json']);
+    expect(b.code, b.err).toBe(1);
+    expect(JSON.parse(b.out).verdict).toMatchObject({ kernel: 'swiglu', stage: 'shared_mid', layer: 0, pos: 1 });
+  });
+
   it('CLI: an engine\'s run directory is bisected from its dumps, own errors by replay', () => {
     const dir = join(mkdtempSync(join(tmpdir(), 'ds4-bisect-engine-')), 'run');
     const double = join(import.meta.dirname, 'ds4-engine-double.mjs');

@@ -72,6 +72,8 @@ interface Case {
   allowHostFallback: boolean;
   /** the prompt as ds4-ascend's batched prefill (`run --device-prefill`) */
   prefill: boolean;
+  /** where the head runs (`run --generate`: at the prompt's end and every decode step; default the last token) */
+  headPositions?: number[];
   source: string;
 }
 
@@ -80,8 +82,13 @@ const strings = (v: unknown): string[] => (Array.isArray(v) ? v.filter((x): x is
 /** The case of a run directory (re-run on the simulator), with command-line additions. */
 async function caseFromRun(dir: string, m: RunManifest, opts: BisectCliOptions): Promise<Case> {
   const o = m.options;
+  const run = await runOfManifest(m, opts.model);
+  // a generating run judged the tokens its device generated (all but the last), the head at every step
+  const generated = m.generated ?? [];
+  const T = run.tokens.length;
   return {
-    run: await runOfManifest(m, opts.model),
+    run: generated.length ? { ...run, tokens: [...run.tokens, ...generated.slice(0, -1)] } : run,
+    headPositions: generated.length ? generated.map((_, k) => T - 1 + k) : undefined,
     kernelMath: (opts.kernelMath ?? m.kernelMath ?? 'ascend') as 'ascend' | 'exact',
     inject: [...strings(o.inject), ...opts.inject],
     disabledKernels: [...strings(o.disabledKernels), ...opts.disableKernel],
@@ -159,7 +166,8 @@ async function bisectCommand(runDir: string | undefined, opts: BisectCliOptions)
   const { refuseUnlandedFaults } = await import('../../ascend/orchestrator.ts');
   const inject = parseInjects(c.inject, 'sim');
   await refuseUnlandedFaults({ model: c.run.model, cfg: c.run.cfg, tokens: c.run.tokens, lastLayer: c.run.lastLayer, inject, prefill: c.prefill });
-  const caseManifest = newManifest(c.run, 'sim', { inject: c.inject, disabledKernels: c.disabledKernels, allowHostFallback: c.allowHostFallback, devicePrefill: c.prefill }, c.kernelMath);
+  // a run's case as its manifest says it (a generating run's prompt and generated tokens apart), for baseline matching
+  const caseManifest = { ...newManifest(c.run, 'sim', { inject: c.inject, disabledKernels: c.disabledKernels, allowHostFallback: c.allowHostFallback, devicePrefill: c.prefill }, c.kernelMath), ...(manifest && { promptTokens: manifest.promptTokens, generated: manifest.generated }) };
   manifest ??= caseManifest;
   const { judgeOf, text: tolerances } = judgeFor(caseManifest, opts);
 
@@ -169,13 +177,13 @@ async function bisectCommand(runDir: string | undefined, opts: BisectCliOptions)
   const ties: StageRecord[] = [];
   const { run } = c;
   await runReference({
-    model: run.model, cfg: run.cfg, weights: new ModelWeights(run.model, run.cfg), tokens: run.tokens, lastLayer: run.lastLayer,
+    model: run.model, cfg: run.cfg, weights: new ModelWeights(run.model, run.cfg), tokens: run.tokens, lastLayer: run.lastLayer, headPositions: c.headPositions,
     tap: (r) => reference.push(r), facts: { noise: (r) => noise.push(r), ties: (r) => ties.push(r), approx: c.kernelMath === 'ascend' }, onProgress: (m) => prog.tick(`reference ${m}`),
   });
   const facts = await factsOf(noise, ties);
   const probe = simProbe({
     model: run.model, cfg: run.cfg, tokens: run.tokens, lastLayer: run.lastLayer, reference,
-    kernelMath: c.kernelMath, inject, disabledKernels: c.disabledKernels, allowHostFallback: c.allowHostFallback, prefill: c.prefill,
+    kernelMath: c.kernelMath, inject, disabledKernels: c.disabledKernels, allowHostFallback: c.allowHostFallback, prefill: c.prefill, headPositions: c.headPositions,
   });
   let result;
   try {
