@@ -17,6 +17,7 @@ import { factsOf, type FactsMap } from '../diff/compare.ts';
 import type { Judge } from '../diff/judge.ts';
 import { DEFAULT_SYSTEM, renderChat } from '../model/chat.ts';
 import { isHashLayer, layerKind, type Ds4Config } from '../model/config.ts';
+import { badInput } from '../model/errors.ts';
 import type { GgufModel } from '../model/gguf.ts';
 import { generatePrompts } from '../model/prompts.ts';
 import { recordKey, type StageRecord } from '../model/stages.ts';
@@ -24,6 +25,7 @@ import { Tokenizer } from '../model/tokenizer.ts';
 import { runReference } from '../reference/runner.ts';
 import { ModelWeights } from '../reference/weights.ts';
 import { deviceBounds, type KernelMath } from './budgets.ts';
+import { Producers } from './producers.ts';
 import { kernelFaults, parseInjects } from './faults.ts';
 import { kernelCatalog } from './kernels.ts';
 import { openDeviceSession, runDevice, type DeviceSession } from './orchestrator.ts';
@@ -116,17 +118,15 @@ interface Launched {
 
 async function launched(c: CalibrationCase, session: DeviceSession): Promise<Launched> {
   const byLayer = new Map<number, Set<string>>();
-  const byStage = new Map<string, Set<string>>();
+  const byStage = new Producers();
   await runDevice({
     session, model: c.model, cfg: c.cfg, tokens: c.tokens, kernelMath: c.kernelMath, addonPath: c.addonPath, tap: () => undefined,
-    producers: (stage, layer, _pos, ks) => {
-      for (const k of ks) {
-        (byLayer.get(layer) ?? byLayer.set(layer, new Set()).get(layer)!).add(k);
-        (byStage.get(stage) ?? byStage.set(stage, new Set()).get(stage)!).add(k);
-      }
+    producers: (stage, layer, pos, ks) => {
+      for (const k of ks) (byLayer.get(layer) ?? byLayer.set(layer, new Set()).get(layer)!).add(k);
+      byStage.note(stage, layer, pos, ks);
     },
   });
-  return { byLayer, producers: Object.fromEntries([...byStage].map(([s, ks]) => [s, [...ks].sort()])) };
+  return { byLayer, producers: byStage.table() };
 }
 
 /**
@@ -145,6 +145,10 @@ export function calibrationTargets(cfg: Ds4Config, l: Launched, addonPath: strin
       const takes = kernelFaults(catalog.get(kernel));
       if (CALIBRATION_FAULTS.every((f) => takes.includes(f))) out.push({ kernel, layer, kind: kindOf(cfg, layer) });
     }
+  }
+  // a kernel asked for that nothing here can measure would be calibrated by saying nothing about it
+  for (const k of only.kernels ?? []) {
+    if (!out.some((t) => t.kernel === k)) throw badInput(`--kernel ${k}: a clean pass of this case does not launch it at layers ${layers.join(',')} with a scale and a bias fault to plant (see ds4-diff kernels); nothing to calibrate`);
   }
   return out;
 }
@@ -204,7 +208,7 @@ export async function calibrateKernels(
         for (const m of o.magnitudes ?? MAGNITUDES) {
           const spec = faultSpec(t.kernel, fault, m, t.layer, scale);
           const probe = simProbe({ model: c.model, cfg: c.cfg, tokens: c.tokens, lastLayer, reference, kernelMath: c.kernelMath, inject: parseInjects([spec], 'sim', c.addonPath), addonPath: c.addonPath, session });
-          const result = await bisect(reference, facts, probe, judge, { maxTrials: 16 });
+          const result = await bisect(reference, facts, probe, () => judge, { maxTrials: 16 });
           probe.close();
           const gate = verdictOf(result.comparison).exitCode;
           const named = result.verdict.kernel;

@@ -11,13 +11,13 @@
 // re-captures the region around it in full on every side.
 import type { FallbackEntry } from '../diff/manifest.ts';
 import { Cancelled } from '../diff/cancel.ts';
-import { compare, compareRun, factsOf, type Comparison } from '../diff/compare.ts';
+import { compare, compareRun, factsOf, ratio, type Comparison } from '../diff/compare.ts';
 import { replaceRows } from '../diff/dump.ts';
 import { inRegion, regionAround, regionText, type CapturePlan, type Region } from '../diff/plan.ts';
 import { gateRunDir, makeJudge, verdictOf, type JudgeOptions, type RunProblems, type RunVerdict, type Verdict } from '../diff/gate.ts';
 import type { Policy } from '../diff/policy.ts';
 import type { RunDir } from '../diff/rundir.ts';
-import { openCapture, type CaptureSink } from '../diff/sink.ts';
+import { capturedRecord, openCapture, type CaptureSink } from '../diff/sink.ts';
 import type { Ds4Config } from '../model/config.ts';
 import { Ds4DiffError, EXIT } from '../model/errors.ts';
 import type { GgufModel } from '../model/gguf.ts';
@@ -30,6 +30,7 @@ import { emitRunReports, type ReportOutputs } from '../reports/write.ts';
 import { deviceBounds, kernelMathOf, runDeviceBounds, type KernelMath } from './budgets.ts';
 import type { Injection } from './faults.ts';
 import type { DeviceSession } from './orchestrator.ts';
+import { Producers } from './producers.ts';
 
 /** What a run is about: the model, the tokens, the layers. */
 export interface RunCase {
@@ -96,22 +97,6 @@ export interface DeviceCase {
   generate?: number;
 }
 
-/** The kernels device passes launched for each stage (what a stage's device bound sums over). */
-class Producers {
-  private readonly at = new Map<string, Set<string>>();
-  constructor(table: Record<string, string[]> = {}) {
-    for (const [s, ks] of Object.entries(table)) this.at.set(s, new Set(ks));
-  }
-  note = (stage: string, _layer: number, _pos: number, kernels: readonly string[]): void => {
-    const s = this.at.get(stage) ?? new Set<string>();
-    for (const k of kernels) s.add(k);
-    this.at.set(stage, s);
-  };
-  table(): Record<string, string[]> {
-    return Object.fromEntries([...this.at].map(([s, ks]) => [s, [...ks].sort()]));
-  }
-}
-
 /**
  * The device passes into the run directory: `device` (free-running), then `device-teacher` (each stage fed
  * the reference's inputs); `sides` runs only some of them (a generating run's free pass comes before the
@@ -170,7 +155,8 @@ export async function devicePasses(rd: RunDir, c: RunCase, d: DeviceCase, refere
 
 /**
  * A statistics capture's second pass: the run as captured is judged to find the first row that diverged (the first
- * own failure, else the first failing row, else the first free-running row past its own budget), and the region
+ * own failure, else the first own row its statistics put past its budget without deciding it, else the first failing
+ * row, else the first free-running row past its own budget), and the region
  * around it (diff/plan.ts regionAround) is re-captured in full on every side — the reference with its facts, the
  * device free-running and teacher-forced — by re-running only the tokens and layers that compute it (rows at a
  * position depend on nothing later), then written into the dumps in place of their statistics. Returns the region,
@@ -179,7 +165,10 @@ export async function devicePasses(rd: RunDir, c: RunCase, d: DeviceCase, refere
  */
 export async function refineRegion(rd: RunDir, c: RunCase, d: DeviceCase, plan: CapturePlan, o: { version: string; weights?: ModelWeights; onProgress?: (m: string) => void }): Promise<{ region?: Region; notes: string[] }> {
   const located = await compareRun(rd.dir, makeJudge({ deviceBound: runDeviceBounds(rd.manifest) }));
-  const row = located.firstOwnFailure ?? located.firstFailure ?? located.firstDivergence;
+  // a decision row's statistics past its budget prove nothing (a near-tie code flip moves them too) but point at it:
+  // judged in full, it is a kernel's wrong codes or near ties
+  const suspect = located.rows.find((r) => r.own?.status === 'undecided' && (ratio(r.own) ?? 0) > 1);
+  const row = located.firstOwnFailure ?? suspect ?? located.firstFailure ?? located.firstDivergence;
   if (!row) return { notes: [] };
   const region = regionAround(row, c.cfg, c.lastLayer);
   const inside = (r: { stage: string; layer: number; pos: number }) => inRegion(region, c.cfg, r.stage, r.layer, r.pos);
@@ -219,7 +208,7 @@ export async function refineRegion(rd: RunDir, c: RunCase, d: DeviceCase, plan: 
   for (const [side, rows] of Object.entries(sides)) {
     const file = rd.manifest.files[side];
     if (!file) continue;
-    const { changed } = await replaceRows(join(rd.dir, file), rows, capture);
+    const { changed } = await replaceRows(join(rd.dir, file), rows, capture, (r) => capturedRecord(side, plan, r));
     if (changed.length) notes.push(`${side}: ${changed.length} rows re-captured in full differ from the first pass's statistics (first ${changed[0]}): the producer is not deterministic`);
   }
   rd.manifest.capture = { ...capture, region };
@@ -228,9 +217,9 @@ export async function refineRegion(rd: RunDir, c: RunCase, d: DeviceCase, plan: 
 }
 
 /** The verdict of the run directory and its reports, written before the manifest says complete. */
-export async function judgeRun(rd: RunDir, o: { title: (baseline?: string) => string; baseline?: string | false; policy?: Policy; allowHostFallback?: boolean; problems?: Omit<RunProblems, 'fallbacks'>; notes?: string[]; reports: ReportOutputs }): Promise<RunVerdict> {
+export async function judgeRun(rd: RunDir, o: { title: (baseline?: string) => string; baseline?: string | false; policy?: Policy; problems?: Omit<RunProblems, 'fallbacks'>; notes?: string[]; reports: ReportOutputs }): Promise<RunVerdict> {
   rd.save();
-  const v = await gateRunDir(rd.dir, { deviceBound: runDeviceBounds(rd.manifest), baseline: o.baseline || undefined, shipped: o.baseline !== false, policy: o.policy, allowHostFallback: o.allowHostFallback, problems: o.problems });
+  const v = await gateRunDir(rd.dir, { deviceBound: runDeviceBounds(rd.manifest), baseline: o.baseline || undefined, shipped: o.baseline !== false, policy: o.policy, problems: o.problems });
   v.comparison.notes.unshift(...(o.notes ?? []));
   emitRunReports(rd.dir, { title: o.title(v.baseline), comparison: v.comparison, verdict: v.verdict, sources: v.judge.sources, manifest: rd.manifest }, o.reports);
   return v;

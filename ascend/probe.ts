@@ -8,6 +8,7 @@ import type { Ds4Config } from '../model/config.ts';
 import type { GgufModel } from '../model/gguf.ts';
 import type { Injection } from './faults.ts';
 import { HOST_KERNELS } from './host.ts';
+import { Producers } from './producers.ts';
 import { KernelNanError, openDeviceSession, runDevice, type DeviceSession } from './orchestrator.ts';
 
 export interface SimProbeOptions {
@@ -20,6 +21,10 @@ export interface SimProbeOptions {
   inject?: Injection[];
   disabledKernels?: string[];
   allowHostFallback?: boolean;
+  /** the prompt as ds4-ascend's batched prefill (runDevice `prefill`) */
+  prefill?: boolean;
+  /** where the head runs (runDevice `headPositions`; default the last token) */
+  headPositions?: number[];
   addonPath?: string;
   onProgress?: (msg: string) => void;
   /** a device session with the case's weights, kept open by the caller (default: the probe opens its own) */
@@ -39,18 +44,20 @@ export function simProbe(o: SimProbeOptions): BisectProbe & { close(): void } {
       const records: StageRecord[] = [];
       const producers = new Map<string, readonly string[]>();
       const launched = new Set<string>();
+      const byStage = new Producers();
       const out: ProbeRun = { records, producers, swappable: [] };
       session ??= openDeviceSession(o.model, 'sim', o.addonPath);
       try {
         await runDevice({
           session,
           model: o.model, cfg: o.cfg, tokens: o.tokens, lastLayer: lastLayer ?? o.lastLayer,
-          kernelMath: o.kernelMath, inject: o.inject, disabledKernels: o.disabledKernels, allowHostFallback: o.allowHostFallback,
+          kernelMath: o.kernelMath, inject: o.inject, disabledKernels: o.disabledKernels, allowHostFallback: o.allowHostFallback, prefill: o.prefill, headPositions: o.headPositions,
           addonPath: o.addonPath, hostKernels,
           tap: (r) => records.push(r),
           teacher: teacher ? (s, l, p) => ref.get(`${s}/${l}/${p}`) : undefined,
           producers: (s, l, p, ks) => {
             producers.set(`${s}/${l}/${p}`, ks);
+            byStage.note(s, l, p, ks);
             for (const k of ks) launched.add(k);
           },
           onProgress: o.onProgress,
@@ -60,6 +67,7 @@ export function simProbe(o: SimProbeOptions): BisectProbe & { close(): void } {
         out.nan = { stage: e.stage, layer: e.layer, pos: e.pos, element: e.element, kernels: e.kernels, message: e.message };
       }
       out.swappable = [...launched].filter((k) => HOST_KERNELS[k]);
+      out.stageProducers = byStage.table();
       return out;
     },
   };

@@ -10,7 +10,7 @@ import { fileURLToPath } from 'node:url';
 import { DumpWriter, iterateDump, readDumpMeta } from '../diff/dump.ts';
 import { readManifest } from '../diff/manifest.ts';
 import { capturePlan } from '../diff/plan.ts';
-import { statsRecord } from '../diff/stats.ts';
+import { statsCaptureRecord } from '../diff/stats.ts';
 import { configFromGguf } from '../model/config.ts';
 import { openGguf } from '../model/gguf.ts';
 import { resolveStage } from '../model/stages.ts';
@@ -27,7 +27,7 @@ async function sideBytes(file: string, plan: ReturnType<typeof capturePlan>, dir
   for await (const r of iterateDump(file)) {
     if (resolveStage(r.stage)?.scope !== 'layer') continue;
     full.write(r);
-    stats.write(plan.full(r.stage, r.layer, r.pos) ? r : statsRecord(r));
+    stats.write(plan.full(r.stage, r.layer, r.pos) ? r : statsCaptureRecord(meta.side, r));
   }
   await full.close();
   await stats.close();

@@ -89,6 +89,8 @@ export function parseTokenIds(text: string, nVocab?: number): number[] {
 
 export async function loadModelAndPrompt(opts: ModelPromptOptions): Promise<LoadedRun> {
   if (opts.prompt === undefined && opts.tokens === undefined) throw badInput('needs -p TEXT or --tokens IDS');
+  // the tokens would be run and the text recorded as the prompt: a case that says one thing and runs another
+  if (opts.prompt !== undefined && opts.tokens !== undefined) throw badInput('-p and --tokens exclude each other (the prompt as text, or as token ids)');
   if (opts.think && opts.nothink) throw badInput('--think and --nothink exclude each other');
   // every command that loads a prompt runs the reference: its product workers load while the model opens
   startRowPool();

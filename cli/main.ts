@@ -19,7 +19,8 @@ export async function main(argv: string[]): Promise<void> {
   program
     .name('ds4-diff')
     .description('Correctness-diff workbench for DeepSeek V4 Flash (DS4) backends: reference vs device, stage by stage.')
-    .showHelpAfterError()
+    // a wrong flag or argument is one line like every other bad input (commander's suggestion on it), not the usage
+    .configureOutput({ outputError: (text, write) => write(`ds4-diff: ${text.trim().replace(/^error: /, '').replace(/\s*\n\s*/g, ' ')} (see --help)\n`) })
     .exitOverride();
   for (const c of await commandsFor(argv)) c.register(program);
   try {

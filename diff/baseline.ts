@@ -16,7 +16,8 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { badInput } from '../model/errors.ts';
-import { compareRun, type Comparison } from './compare.ts';
+import { resolveStage } from '../model/stages.ts';
+import { compareRun, type CompareRow, type Comparison, type Judged } from './compare.ts';
 import { readJsonFile } from './json.ts';
 import { BOUND_KEYS, F32_UNIT, NOISE_MARGIN, type BoundKey, type Judge } from './judge.ts';
 import { readManifest, type RunManifest } from './manifest.ts';
@@ -170,6 +171,16 @@ export interface RecordOptions {
   now?: Date;
 }
 
+/**
+ * A row's relative RMS error in a role: measured, or for an f32 row compared by statistics the least they prove
+ * (diff/stats.ts) — an envelope must cover it too, or the run it was recorded from fails its own baseline.
+ */
+function relRmsOf(r: CompareRow, j: Judged | undefined): number | undefined {
+  if (j?.metrics) return j.metrics.kind === 'f32' ? j.metrics.relRms : undefined;
+  const least = j?.byStats?.relRmsAtLeast;
+  return least !== undefined && Number.isFinite(least) && resolveStage(r.stage)?.dtype === 'f32' ? least : undefined;
+}
+
 /** The worst own error per (stage, layer), and the end-to-end figures, of a judged run. */
 function envelopes(c: Comparison, growth: number): { own: OwnEnvelope[]; endToEnd?: Baseline['endToEnd']; inherited: InheritedEnvelope[] } {
   const own = new Map<string, OwnEnvelope>();
@@ -177,13 +188,10 @@ function envelopes(c: Comparison, growth: number): { own: OwnEnvelope[]; endToEn
   let endToEnd: Baseline['endToEnd'];
   for (const r of c.rows) {
     const k = `${r.stage}@${r.layer}`;
-    const m = r.own?.metrics;
-    if (m?.kind === 'f32') {
-      const e = own.get(k);
-      if (!e || m.relRms > e.relRms) own.set(k, { stage: r.stage, layer: r.layer, relRms: m.relRms });
-    }
-    const f = r.free?.role === 'inherited' ? r.free.metrics : undefined;
-    if (f?.kind === 'f32' && f.relRms > (free.get(k)?.relRms ?? -1)) free.set(k, { stage: r.stage, layer: r.layer, relRms: f.relRms });
+    const o = relRmsOf(r, r.own);
+    if (o !== undefined && o > (own.get(k)?.relRms ?? -1)) own.set(k, { stage: r.stage, layer: r.layer, relRms: o });
+    const f = r.free?.role === 'inherited' ? relRmsOf(r, r.free) : undefined;
+    if (f !== undefined && f > (free.get(k)?.relRms ?? -1)) free.set(k, { stage: r.stage, layer: r.layer, relRms: f });
     const l = r.free?.role === 'end-to-end' && r.free.metrics?.kind === 'f32' ? r.free.metrics.logits : undefined;
     if (l) endToEnd = { kl: Math.max(endToEnd?.kl ?? 0, l.kl), deltaP: Math.max(endToEnd?.deltaP ?? 0, l.deltaP) };
   }

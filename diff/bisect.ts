@@ -36,6 +36,8 @@ export interface ProbeRun {
   producers: Map<string, readonly string[]>;
   /** kernels launched that have a host implementation (candidates for a swap), in first-launch order */
   swappable: string[];
+  /** stage → the kernels launched for it (what the judge's device bound of the stage sums over, as `run` records them) */
+  stageProducers?: Record<string, string[]>;
   nan?: NanStop;
 }
 
@@ -239,7 +241,12 @@ function emptyVerdict(line: string, method: BisectMethod): BisectVerdict {
   return { kernel: null, kernels: [], method, stage: null, layer: null, pos: null, metric: null, own_error: null, tolerance: null, inherited: 0, confirmed: null, line };
 }
 
-export async function bisect(reference: StageRecord[], facts: FactsMap, device: BisectProbe, judge: Judge, opts: BisectOptions = {}): Promise<BisectResult> {
+/**
+ * `judgeOf` makes the judge from the kernels the case's device pass launched per stage (its device bounds sum
+ * over them, as `run`'s judge does over the ones its manifest records), so bisect holds a row to the budget
+ * `run` held it to.
+ */
+export async function bisect(reference: StageRecord[], facts: FactsMap, device: BisectProbe, judgeOf: (stageProducers?: Record<string, string[]>) => Judge, opts: BisectOptions = {}): Promise<BisectResult> {
   const say = opts.onProgress ?? (() => {});
   let devicePasses = 0;
   const probe: BisectProbe = { lastLayer: device.lastLayer, run: (o) => (devicePasses++, device.run(o)) };
@@ -248,7 +255,9 @@ export async function bisect(reference: StageRecord[], facts: FactsMap, device: 
 
   // 1. first divergence
   say('free-running pass');
-  const free = await measure(reference, facts, await probe.run({ teacher: false }), false, judge);
+  const freeRun = await probe.run({ teacher: false });
+  const judge = judgeOf(freeRun.stageProducers);
+  const free = await measure(reference, facts, freeRun, false, judge);
   if (!free.first) {
     return {
       verdict: emptyVerdict(`no divergence: all ${free.cmp.counts.compared} free-running rows are within their own budgets; no kernel to blame`, 'none'),
@@ -376,6 +385,8 @@ function evidenceRows(c: Comparison, first: { stage: string; layer: number; pos:
     const ownRow = ownByKey.get(rowKey(r));
     const ownBad = !!ownRow && diverged(ownRow, true, own.run.nan);
     if (!isFirst && !isCulprit && !freeBad && !ownBad) continue;
+    // drift before the culprit is accumulated error: nothing there inherits the culprit's
+    if (culprit && !isFirst && !isCulprit && before(r, culprit)) continue;
     if (!isFirst && !isCulprit && ++after > max) break;
     const role: EvidenceRow['role'] = isFirst && isCulprit ? 'first divergence, culprit' : isCulprit ? 'culprit' : isFirst ? 'first divergence' : ownBad ? 'own failure' : 'inherits';
     out.push({
@@ -426,8 +437,12 @@ export function bisectFromReplay(comparison: Comparison, opts: BisectOptions = {
   } else {
     const at = first!;
     const d = describe(at, false);
-    verdict = emptyVerdict(`unresolved: the run first diverges at layer ${at.layer} pos ${at.pos} stage ${at.stage}${d ? ` (${metricPhrase(d)})` : ''}, but no replayed stage is wrong by itself; the kernel swap needs the simulator`, 'unresolved');
+    const where = `layer ${at.layer} pos ${at.pos} stage ${at.stage}${d ? ` (${metricPhrase(d)})` : ''}`;
+    // drift past a row's own budget fails nothing by itself: with every row passing, it is accumulated error (as in bisect)
+    verdict = comparison.pass
+      ? emptyVerdict(`no culprit: free-running drift first passes a row's own budget at ${where}, but every replayed stage is within its own budget and no row fails — accumulated error, no kernel to blame`, 'none')
+      : emptyVerdict(`unresolved: the run first diverges at ${where}, but no replayed stage is wrong by itself; the kernel swap needs the simulator`, 'unresolved');
   }
   const evidence = evidenceRows(comparison, first ?? culprit!, culprit, freePass, ownPass, opts.maxEvidence ?? 12);
-  return { verdict, exitCode: verdict.kernel ? EXIT.regression : EXIT.cannotEvaluate, firstDivergence: first && { stage: first.stage, layer: first.layer, pos: first.pos }, evidence, trials: [], comparison, notes, devicePasses: 0 };
+  return { verdict, exitCode: verdict.kernel ? EXIT.regression : verdict.method === 'none' ? EXIT.ok : EXIT.cannotEvaluate, firstDivergence: first && { stage: first.stage, layer: first.layer, pos: first.pos }, evidence, trials: [], comparison, notes, devicePasses: 0 };
 }

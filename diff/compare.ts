@@ -403,7 +403,8 @@ export async function factsOf(noise: Source, ties: Source): Promise<FactsMap> {
     if (!f) facts.set(k, (f = {}));
     return f;
   };
-  // a noise row captured as statistics keeps only its RMS, all a row judged by statistics needs (diff/stats.ts)
+  // a stats capture writes a noise row as its parts' RMS (diff/stats.ts noiseSummaryRecord), read as a full row;
+  // a noise row captured as statistics (by an earlier version) keeps one RMS over its parts
   for await (const r of noise as AsyncIterable<StageRecord>) {
     const f = at(r);
     if (isStatsOnly(r)) {
@@ -462,6 +463,11 @@ export async function compareRun(runDir: string, judge: Judge): Promise<Comparis
   const refFacts = await readFacts(side('reference-noise'), side('reference-ties'));
   const teacher = side('device-teacher');
   const replay = side('replay');
+  // own errors are judged against budgets from the facts of what they are compared with: without them every own
+  // row would pass unjudged
+  const own = teacher ? { side: 'device-teacher', facts: ['reference-noise', 'reference-ties'] } : replay ? { side: 'replay', facts: ['replay-noise', 'replay-ties'] } : undefined;
+  const lacking = own?.facts.filter((f) => !side(f)) ?? [];
+  if (own && lacking.length) throw badInput(`${runDir}: the run has an own-error side (${own.side}) but no ${lacking.join(' or ')} dump (manifest files: ${Object.keys(m.files).join(', ')}): its own errors have no budget; re-run it`);
   if (teacher) return compare({ reference: iterateDump(ref), free: iterateDump(dev), own: iterateDump(teacher), facts: refFacts, labels: { a: 'reference', b: 'device' }, notes }, judge);
   if (replay) {
     const facts = await readFacts(side('replay-noise'), side('replay-ties'));

@@ -609,10 +609,10 @@ export async function readDump(file: string): Promise<{ meta: DumpMeta; records:
 /**
  * Rewrites a dump with some of its rows replaced by full captures of the same rows (a stats capture's second
  * pass, ascend/pipeline.ts), its capture metadata set to `capture`. A replacement whose values do not hash to
- * the statistics the first pass captured is still written, and named in `changed` (the producer is not
- * deterministic: say so). Written like any dump: to a temp name, renamed when complete.
+ * what the first pass captured of it (`firstPass`: diff/sink.ts capturedRecord) is still written, and named in
+ * `changed` (the producer is not deterministic: say so). Written like any dump: to a temp name, renamed when complete.
  */
-export async function replaceRows(file: string, rows: Map<string, StageRecord>, capture: CaptureMeta): Promise<{ replaced: number; changed: string[] }> {
+export async function replaceRows(file: string, rows: Map<string, StageRecord>, capture: CaptureMeta, firstPass: (full: StageRecord) => StageRecord): Promise<{ replaced: number; changed: string[] }> {
   const meta = await readDumpMeta(file);
   const w = await DumpWriter.open(file, { ...meta, capture });
   // a signal mid-rewrite drops the temp file; the dump as it was stays
@@ -626,7 +626,7 @@ export async function replaceRows(file: string, rows: Map<string, StageRecord>, 
         w.write(r);
         continue;
       }
-      if (statsOf(r).hash !== statsOf(full).hash) changed.push(`${r.stage} layer ${r.layer} pos ${r.pos}`);
+      if (statsOf(r).hash !== statsOf(firstPass(full)).hash) changed.push(`${r.stage} layer ${r.layer} pos ${r.pos}`);
       w.write({ ...full, kind: 'full', stats: undefined });
       replaced++;
     }

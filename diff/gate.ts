@@ -6,9 +6,9 @@
 import type { StageId } from '../model/stages.ts';
 import { Ds4DiffError, EXIT, badInput } from '../model/errors.ts';
 import { caseDifferences, findShippedBaseline, loadBaseline, type Baseline } from './baseline.ts';
-import { compareRun, type Comparison, type Judged } from './compare.ts';
+import { compareRun, summarize, type Comparison, type Judged } from './compare.ts';
 import { END_TO_END, F32_UNIT, NOISE_MARGIN, fmtNum, withBound, type DeviceBound, type Judge, type Role, type Tolerance } from './judge.ts';
-import { readManifest, type RunManifest } from './manifest.ts';
+import { readManifest, sidePath, type RunManifest } from './manifest.ts';
 import { applyPolicy, type Policy } from './policy.ts';
 
 export interface JudgeOptions {
@@ -200,7 +200,12 @@ export function verdictOf(c: Comparison, problems: RunProblems = {}, warnings: s
   return { exitCode, status, line, reasons, warnings };
 }
 
-function fallbackViolations(b: Baseline | undefined, m: RunManifest, allowHostFallback: boolean, now: Date, warnings: string[]): string[] {
+/**
+ * The host fallbacks of a run no baseline accepts (exit 2). `--allow-host-fallback` lets a run compute on the host
+ * and record it in its ledger; it does not make a run that computed on the host a pass: only a baseline's
+ * allowance, with an expiry, does.
+ */
+function fallbackViolations(b: Baseline | undefined, m: RunManifest, now: Date, warnings: string[]): string[] {
   const v: string[] = [];
   const today = now.getTime();
   const allowed = new Map((b?.fallbacks ?? []).map((f) => [f.primitive, f]));
@@ -212,8 +217,7 @@ function fallbackViolations(b: Baseline | undefined, m: RunManifest, allowHostFa
     const what = `host fallback '${f.primitive}' (${f.calls} calls, ${f.bytesToHost} B to host, ${f.bytesToDevice} B to device${at})`;
     if (a) {
       if (Date.parse(a.expires) < today) v.push(`${what}: its allowance expired on ${a.expires} (${a.reason})`);
-    } else if (b) v.push(`${what} is not accepted by the baseline`);
-    else if (!allowHostFallback) v.push(`${what}: no baseline accepts it`);
+    } else v.push(b ? `${what} is not accepted by the baseline` : `${what}: no baseline accepts it`);
   }
   if (m.exitCode === EXIT.hostFallback) v.push('the run itself failed the no-host-fallback gate (manifest exitCode 2)');
   for (const a of b?.fallbacks ?? []) {
@@ -237,7 +241,6 @@ export interface GateOptions {
   /** look for a shipped baseline whose case is the run's when none is given (default true) */
   shipped?: boolean;
   policy?: Policy;
-  allowHostFallback?: boolean;
   /** what the caller knows happened besides the rows (an engine that died, a rejected dump) */
   problems?: Omit<RunProblems, 'fallbacks'>;
   now?: Date;
@@ -261,10 +264,14 @@ export async function gateRunDir(dir: string, o: GateOptions): Promise<RunVerdic
   }
   const now = o.now ?? new Date();
   const judge = makeJudge({ deviceBound: o.deviceBound, baseline, policy: o.policy, now });
-  const comparison = await compareRun(dir, judge);
-  if (comparison.counts.compared === 0) throw new Ds4DiffError(`${dir}: no stage could be compared between reference and device; cannot evaluate`, EXIT.cannotEvaluate);
+  const fallbacks = fallbackViolations(baseline?.b, m, now, warnings);
+  // a run stopped on the host-fallback gate before its reference ran (a generating run's device pass comes first)
+  // or before its first capture is still that failure
+  const comparison = fallbacks.length && !sidePath(dir, m, 'reference')
+    ? summarize([], 'reference', 'device', ['the run stopped before its reference ran: nothing was compared'])
+    : await compareRun(dir, judge);
+  if (comparison.counts.compared === 0 && !fallbacks.length) throw new Ds4DiffError(`${dir}: no stage could be compared between reference and device; cannot evaluate`, EXIT.cannotEvaluate);
   if (!baseline) comparison.notes.push('no baseline matches this case: judged by the arithmetic budgets alone (record one with `ds4-diff baseline record`)');
-  const fallbacks = fallbackViolations(baseline?.b, m, !!o.allowHostFallback, now, warnings);
   const verdict = verdictOf(comparison, { ...o.problems, fallbacks }, [...warnings, ...judge.warnings]);
   return { comparison, verdict, judge, baseline: file };
 }

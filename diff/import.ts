@@ -357,6 +357,44 @@ export function evaluatedTokens(prefix: string, embeddingRow: (id: number) => Fl
   return { tokens, recovered };
 }
 
+/**
+ * Refuses tokens that are not the ones a ds4 run evaluated, where its layer-0 dumps of attn_cur (ds4
+ * `hc_attn_pre`) show them: at layer 0 that row is the token's embedding row times a weight (see
+ * evaluatedTokens), for each position a decode file holds, or a prefill batch file from its first position.
+ * A reference run on other tokens would blame the device's first layer for the difference.
+ */
+export function checkEvaluatedTokens(prefix: string, embeddingRow: (id: number) => Float32Array, cfg: Ds4Config, tokens: number[]): void {
+  const name = resolveStage('attn_cur')!.aliases.graph![0];
+  const n = cfg.nEmbd;
+  for (const f of listDs4Dumps(prefix)) {
+    if (f.name !== name || f.layer !== 0 || f.problem || f.pos >= tokens.length) continue;
+    let rows: Float32Array | Int32Array;
+    try {
+      rows = readValues(f, { bytes: 4 * n * (tokens.length - f.pos), why: `${tokens.length - f.pos} rows of ${n} values` });
+    } catch (e) {
+      // a file that is not rows of this model is the import's to reject, by name
+      if (e instanceof DumpRejected) continue;
+      throw e;
+    }
+    if (rows instanceof Int32Array || rows.length % n !== 0) continue;
+    for (let k = 0; k < rows.length / n; k++) {
+      const pos = f.pos + k, id = tokens[pos];
+      const c = cosine(embeddingRow(id), rows.subarray(k * n, (k + 1) * n));
+      if (!(c >= RECOVERY_COSINE)) throw badInput(`${f.file}: position ${pos} is not token ${id}'s embedding times a weight (cosine ${c.toFixed(9)}): the run evaluated other tokens than [${tokens.join(',')}]`);
+    }
+  }
+}
+
+function cosine(a: ArrayLike<number>, b: ArrayLike<number>): number {
+  let d = 0, na = 0, nb = 0;
+  for (let i = 0; i < a.length; i++) {
+    d += a[i] * b[i];
+    na += a[i] * a[i];
+    nb += b[i] * b[i];
+  }
+  return na && nb ? d / Math.sqrt(na * nb) : 0;
+}
+
 /** The last position a ds4 dump directory holds for a layer stage (a prefill batch file counts from its first position), or -1. */
 export function lastDumpedPos(prefix: string): number {
   let last = -1;

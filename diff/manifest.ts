@@ -4,6 +4,7 @@
 // recognised and refused (exit 3), never half-compared.
 import * as fs from 'node:fs';
 import * as path from 'node:path';
+import { writeFileAtomic } from '../model/atomic-write.ts';
 import { badInput, fileError } from '../model/errors.ts';
 import type { CaptureMeta } from './dump.ts';
 import type { Region } from './plan.ts';
@@ -69,15 +70,12 @@ export function markWriting(dir: string, on: boolean): void {
 /** Writes the manifest atomically: on any failure (disk full) the previous manifest stays as it was. */
 export function writeManifest(dir: string, m: RunManifest): void {
   const file = path.join(dir, MANIFEST_NAME);
-  const tmp = `${file}.tmp-${process.pid}`;
   try {
     fs.mkdirSync(dir, { recursive: true });
-    fs.writeFileSync(tmp, JSON.stringify(m, null, 2) + '\n');
-    fs.renameSync(tmp, file);
   } catch (e) {
-    fs.rmSync(tmp, { force: true });
     throw fileError(file, 'write the run manifest', e);
   }
+  writeFileAtomic(file, 'write the run manifest', (fd) => fs.writeFileSync(fd, JSON.stringify(m, null, 2) + '\n'));
 }
 
 // a manifest is a few KB (the engine's dump inventory can make it a few MB)

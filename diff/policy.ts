@@ -89,6 +89,18 @@ function compile(policy: Policy): CompiledRule[] {
   return c;
 }
 
+// metrics that are fractions at most 1 (cosine similarity, msprobe's ratios, set and top-5 overlaps)
+const FRACTIONS = new Set(['cosine', 'ratio1e3', 'ratio5e3', 'setOverlap', 'top5Overlap']);
+
+/** The values a bound may take: a `max` of a metric that is never negative (every `max` one: errors, distances,
+ *  counts) at least 0, a `min` of a fraction at most 1; a near tie is a distance (at least 0). */
+function boundRange(key: string): [number, number] {
+  if (key === 'nearTie') return [0, Infinity];
+  const [metric, side] = BOUND_KEYS[key as BoundKey];
+  if (side === 'max') return [0, Infinity];
+  return FRACTIONS.has(metric) ? [-Infinity, 1] : [-Infinity, Infinity];
+}
+
 /** A policy file, checked rule by rule (one line naming the rule for anything wrong, exit 3). */
 export function loadPolicy(file: string): Policy {
   const p = readJsonFile<Policy>(file, { what: 'policy file', maxBytes: MAX_POLICY_BYTES });
@@ -107,6 +119,9 @@ export function loadPolicy(file: string): Policy {
       }
       if (!(k in BOUND_KEYS) && k !== 'nearTie') throw badInput(`${file}: rule ${i} (${r.stage}): unknown bound '${k}' (bounds: ${Object.keys(BOUND_KEYS).join(', ')}, nearTie)`);
       if (typeof v !== 'number' || Number.isNaN(v)) throw badInput(`${file}: rule ${i} (${r.stage}): '${k}' must be a number`);
+      const range = boundRange(k);
+      if (v < range[0]) throw badInput(`${file}: rule ${i} (${r.stage}): '${k}' is ${v}, must be at least ${range[0]} (no row could meet it)`);
+      if (v > range[1]) throw badInput(`${file}: rule ${i} (${r.stage}): '${k}' is ${v}, must be at most ${range[1]} (no row could meet it)`);
     }
   });
   p.file = file;

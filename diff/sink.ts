@@ -6,7 +6,7 @@ import { cancelledError, onCancel } from './cancel.ts';
 import type { StageRecord, Tap } from '../model/stages.ts';
 import { DUMP_FORMAT_VERSION, DumpWriter, sideFileName, type DumpMeta } from './dump.ts';
 import type { CapturePlan } from './plan.ts';
-import { statsRecord } from './stats.ts';
+import { statsCaptureRecord } from './stats.ts';
 import { accumulateStats, type StageStats } from './summary.ts';
 import { join } from 'node:path';
 
@@ -19,6 +19,11 @@ export interface CaptureSink {
   abort(): Promise<void>;
 }
 
+/** What a capture of `side` under `plan` writes of a row: the row itself, or what a stats capture keeps of it. */
+export function capturedRecord(side: string, plan: CapturePlan | undefined, rec: StageRecord): StageRecord {
+  return !plan || plan.full(rec.stage, rec.layer, rec.pos) ? rec : statsCaptureRecord(side, rec);
+}
+
 export async function openCapture(dir: string, side: string, meta: Omit<DumpMeta, 'side' | 'formatVersion'>, plan?: CapturePlan): Promise<CaptureSink> {
   const fileName = sideFileName(side);
   const w = await DumpWriter.open(join(dir, fileName), { ...meta, formatVersion: DUMP_FORMAT_VERSION, side, createdAt: meta.createdAt ?? new Date().toISOString(), capture: plan?.meta ?? meta.capture });
@@ -28,7 +33,7 @@ export async function openCapture(dir: string, side: string, meta: Omit<DumpMeta
     const stop = cancelledError();
     if (stop) throw stop;
     accumulateStats(stats, rec);
-    w.write(!plan || plan.full(rec.stage, rec.layer, rec.pos) ? rec : statsRecord(rec));
+    w.write(capturedRecord(side, plan, rec));
   };
   // the writer's abort is synchronous: the temp file is gone before the signal handler returns, and a
   // sink still open when the process exits (an error ended the run) leaves no temp file either

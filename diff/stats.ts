@@ -62,6 +62,25 @@ export function statsRecord(r: StageRecord): StageRecord {
   return { stage: r.stage, layer: r.layer, pos: r.pos, token: r.token, dtype: r.dtype, shape: r.shape, values: r.dtype === 'i32' ? new Int32Array(0) : new Float32Array(0), kind: 'stats', stats: statsOf(r) };
 }
 
+/**
+ * The record a `stats` capture writes in place of a noise row (reference/facts.ts factRecords: |f64 twin − row|,
+ * and under the Ascend math |approximation twin − row| as a second part, shape [2, n]): the RMS of each part, a
+ * full row of shape [parts, 1]. A row judged by statistics reads its noise only through these RMS (judge.ts
+ * ownBudget), so its budget is its full row's; one RMS over both parts would lose the approximation twin and
+ * leave the Ascend kernels' worst-case bounds, wide enough to pass a 1 % kernel fault.
+ */
+export function noiseSummaryRecord(r: StageRecord): StageRecord {
+  const parts = r.shape.length === 2 ? r.shape[0] : 1;
+  const n = r.values.length / parts;
+  const values = Float32Array.from({ length: parts }, (_, p) => rowStats(r.values.subarray(p * n, (p + 1) * n)).rms);
+  return { stage: r.stage, layer: r.layer, pos: r.pos, token: r.token, dtype: r.dtype, shape: r.shape.length === 2 ? [parts, 1] : [1], values };
+}
+
+/** What a `stats` capture writes in place of a row of `side`: a noise side its parts' RMS, any other its statistics. */
+export function statsCaptureRecord(side: string, r: StageRecord): StageRecord {
+  return /-noise$/.test(side) && r.dtype === 'f32' ? noiseSummaryRecord(r) : statsRecord(r);
+}
+
 /** What two rows' statistics prove about the error between them (a from the reference side). */
 export interface StatsEvidence {
   a: RowStats;

@@ -6,7 +6,7 @@
 // filesystem the untouched regions cost no disk (the ds4-flash preset is ~81 GB apparent, a few MB real).
 import fs from 'node:fs';
 import { GGMLType, TYPE_TRAITS, isKnownType } from './quant/types.ts';
-import { badInput } from './errors.ts';
+import { writeAll, writeFileAtomic } from './atomic-write.ts';
 
 export type MetaType = 'u32' | 'i32' | 'f32' | 'f64' | 'u64' | 'bool' | 'string' | 'arr_u32' | 'arr_i32' | 'arr_f32' | 'arr_string';
 
@@ -152,23 +152,10 @@ export function layoutGguf(spec: GgufSpec): GgufLayout {
   return { header: s.bytes(), dataStart, offsets, nbytes, totalSize: dataStart + rel };
 }
 
-function writeAll(fd: number, bytes: Uint8Array, position: number) {
-  let done = 0;
-  while (done < bytes.length) done += fs.writeSync(fd, bytes, done, bytes.length - done, position + done);
-}
-
 /** Writes `spec` to `path` atomically (temporary name, then rename). */
 export function writeGguf(path: string, spec: GgufSpec): void {
   const lay = layoutGguf(spec);
-  const tmp = `${path}.tmp-${process.pid}`;
-  let fd: number;
-  try {
-    fd = fs.openSync(tmp, 'w');
-  } catch (err) {
-    const code = (err as NodeJS.ErrnoException).code;
-    throw badInput(`${path}: cannot write (${code === 'ENOENT' ? 'no such directory' : code ?? (err as Error).message})`);
-  }
-  try {
+  writeFileAtomic(path, 'write the GGUF', (fd) => {
     writeAll(fd, lay.header, 0);
     spec.tensors.forEach((t, i) => {
       const start = lay.dataStart + lay.offsets[i];
@@ -188,11 +175,5 @@ export function writeGguf(path: string, spec: GgufSpec): void {
     });
     // Extends the file to its full size; regions never written stay holes.
     fs.ftruncateSync(fd, lay.totalSize);
-    fs.closeSync(fd);
-    fs.renameSync(tmp, path);
-  } catch (err) {
-    try { fs.closeSync(fd); } catch { /* already closed */ }
-    fs.rmSync(tmp, { force: true });
-    throw err;
-  }
+  });
 }

@@ -303,6 +303,7 @@ function meaningOf(c: Comparison, v: Verdict, m?: RunManifest): string {
   if (v.status === 'cannot-evaluate') return 'No verdict: what could be compared passes, but the run did not give the judge enough to decide. The reasons say what is missing.';
   const undecided = c.rows.filter((r) => r.status === 'unjudged').length;
   const caveat = undecided ? ` ${undecided} rows were seen only through their statistics, which proved nothing either way; a run with --capture full judges them.` : '';
+  if (v.status === 'pass' && !c.counts.own) return `Nothing failed what was judged: the end result, rows on one side only, non-finite values and the given bounds. No row's own error was judged, and drift has no budget here: this does not say the kernels are right (gate a run directory, or replay the dump).${caveat}`;
   if (v.status === 'pass') return `The device computes this case like the reference: every row judged is within the error its arithmetic allows, and the end result agrees.${caveat}`;
   const own = c.firstOwnFailure;
   if (own) return `A kernel is wrong by itself: given correct inputs, the device computes ${where(own)} outside its budget; the later rows that fail inherit its error.${m ? ' `ds4-diff bisect RUN_DIR` names the kernel.' : ''}`;
@@ -333,7 +334,13 @@ export function buildView(input: ReportInput): ReportView {
   const fo = c.firstOwnFailure;
   if (fo) summary.push(`first stage wrong by itself: ${fo.stage} layer ${fo.layer} pos ${fo.pos} (token ${fo.token}): ${judgedText(fo.own)}`);
   const fd = c.firstDivergence;
-  summary.push(fd ? `free-running drift first past a row's own budget: ${fd.stage} layer ${fd.layer} pos ${fd.pos}` : 'free-running: every row within its own budget');
+  // two bare dumps (compare) carry no reference noise: their free-running rows have no own budget to be within
+  const budgeted = c.rows.some((r) => r.free?.budget !== undefined);
+  summary.push(
+    fd ? `free-running drift first past a row's own budget: ${fd.stage} layer ${fd.layer} pos ${fd.pos}`
+    : budgeted ? 'free-running: every row within its own budget'
+    : 'free-running: no row has an own budget (no facts of the reference): drift is not judged, only non-finite values, rows on one side only, the end result and policy bounds',
+  );
   const notes = [...c.notes, ...v.reasons.slice(1).map((r) => `reason: ${r}`), ...v.warnings.map((w) => `warning: ${w}`)];
   if (input.sources?.length) notes.push(`tolerances: ${input.sources.join('; ')}`);
   const failing = c.rows.filter((r) => r.status === 'fail' || r.status === 'missing').length;

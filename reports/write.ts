@@ -1,8 +1,8 @@
 // Emits a report in the formats a command was asked for: the terminal table (or JSON with --json) on
 // stdout, and any of Markdown / JUnit / HTML / CSV written to files.
 import * as fs from 'node:fs';
-import { join } from 'node:path';
-import { fileError } from '../model/errors.ts';
+import { dirname, join, resolve } from 'node:path';
+import { badInput, fileError } from '../model/errors.ts';
 import { renderCsv } from './csv.ts';
 import { renderHtml } from './html.ts';
 import { renderJson } from './json.ts';
@@ -29,6 +29,26 @@ export function emitReports(input: ReportInput, out: ReportOutputs): void {
   if (out.csv) writeReport(out.csv, renderCsv(input));
 }
 
+/**
+ * Refuses, before any work, a report file that cannot be written where it is asked for (no such directory, a
+ * directory in its place): a run would otherwise compute everything and then end on it, incomplete. What only the
+ * write itself can tell (a full disk) still fails at the write, one line naming the file.
+ */
+export function checkReportPaths(out: ReportOutputs): void {
+  for (const file of [out.markdown, out.junit, out.html, out.csv]) {
+    if (file === undefined) continue;
+    const dir = dirname(resolve(file));
+    let st: fs.Stats;
+    try {
+      st = fs.statSync(dir);
+    } catch (e) {
+      throw fileError(file, 'write the report', e);
+    }
+    if (!st.isDirectory()) throw badInput(`${file}: cannot write the report: ${dir} is not a directory`);
+    if (fs.statSync(file, { throwIfNoEntry: false })?.isDirectory()) throw badInput(`${file}: cannot write the report: it is a directory`);
+  }
+}
+
 /** A report file; a write that fails (disk full, no such directory) is one line naming the file. */
 function writeReport(file: string, text: string): void {
   try {
@@ -38,14 +58,10 @@ function writeReport(file: string, text: string): void {
   }
 }
 
-/** The reports of a run directory: always report.md, junit.xml and report.html in it, plus any asked-for copies. */
+/** The reports of a run directory: always report.md, junit.xml and report.html in it, then any asked-for copies. */
 export function emitRunReports(dir: string, input: ReportInput, out: ReportOutputs): void {
-  emitReports(input, {
-    json: out.json,
-    markdown: out.markdown ?? join(dir, 'report.md'),
-    junit: out.junit ?? join(dir, 'junit.xml'),
-    html: out.html ?? join(dir, 'report.html'),
-    csv: out.csv,
-    byLayer: out.byLayer,
-  });
+  writeReport(join(dir, 'report.md'), renderMarkdown(input));
+  writeReport(join(dir, 'junit.xml'), renderJunit(input));
+  writeReport(join(dir, 'report.html'), renderHtml(input));
+  emitReports(input, out);
 }

@@ -31,7 +31,7 @@ describe('bisect on a synthetic probe (no device)', () => {
   const reference = [rec('attn_norm', 0, [1, 2, 3, 4]), rec('logits', 1, LOGITS)];
   // no rounding noise recorded: each row's own budget is the device bound alone (10 % relative RMS here)
   const facts: FactsMap = new Map(reference.map((r) => [recordKey(r), {}]));
-  const judgeOf = (policy?: Policy): Judge => makeJudge({ deviceBound: () => ({ rel: 0.1, from: 'test' }), policy });
+  const judgeOf = (policy?: Policy) => (): Judge => makeJudge({ deviceBound: () => ({ rel: 0.1, from: 'test' }), policy });
   function probe(bias: Record<string, number>, own: Record<string, number> = {}): BisectProbe & { calls: number } {
     const p = {
       lastLayer: 0,
@@ -87,6 +87,24 @@ describe('bisect on a synthetic probe (no device)', () => {
     expect(r.exitCode).toBe(0);
   });
 
+  it('the evidence lists the rows after the culprit as inheriting it, never the drift before it', async () => {
+    // free-running: layer 0 drifts (accumulation), q_rope of layer 1 is wrong by itself, layer 1's attn_norm after it inherits
+    const ref = [rec('attn_norm', 0, [1, 2, 3, 4]), rec('ffn_norm', 0, [1, 2, 3, 4]), rec('q_rope', 1, [1, 2, 3, 4]), rec('ffn_norm', 1, [1, 2, 3, 4]), rec('logits', 2, LOGITS)];
+    const drift = [1, 2, 3, 5];
+    const p: BisectProbe = {
+      lastLayer: 1,
+      async run(o) {
+        const records = o.teacher
+          ? [rec('attn_norm', 0, [1, 2, 3, 4]), rec('ffn_norm', 0, [1, 2, 3, 4]), rec('q_rope', 1, [4, 3, 2, 1]), rec('ffn_norm', 1, [1, 2, 3, 4]), rec('logits', 2, LOGITS)]
+          : [rec('attn_norm', 0, drift), rec('ffn_norm', 0, drift), rec('q_rope', 1, [4, 3, 2, 1]), rec('ffn_norm', 1, drift), rec('logits', 2, LOGITS)];
+        return { records, producers: new Map([['q_rope/1/0', ['k3']]]), swappable: [] };
+      },
+    };
+    const r = await bisect(ref, new Map(ref.map((x) => [recordKey(x), {}])), p, judgeOf());
+    expect(r.verdict).toMatchObject({ kernel: 'k3', stage: 'q_rope', layer: 1, inherited: 1 });
+    expect(r.evidence.map((e) => [e.role, e.stage, e.layer])).toEqual([['first divergence', 'attn_norm', 0], ['culprit', 'q_rope', 1], ['inherits', 'ffn_norm', 1]]);
+  });
+
   it('blames the own-error row, not the first free-running divergence that only inherits', async () => {
     const r = await bisect(reference, facts, probe({ k0: 0.5 }, { k0: 0.5 }), judgeOf(END));
     // own error: relative RMS of a ±0.5 shift of two of four logits of RMS 1.22, against the 0.1 budget
@@ -115,8 +133,8 @@ describe.skipIf(!ready)('bisect on the simulated device (tiny fixture)', async (
     const c = await tinyCase(tokens, lastLayer);
     const probe = simProbe({ ...c, kernelMath: o.kernelMath, inject: parseInjects(inject, 'sim', c.addonPath) });
     try {
-      const judge = makeJudge({ deviceBound: deviceBounds(o.kernelMath ?? 'ascend'), policy: o.policy });
-      return { reference: c.reference, result: await bisect(c.reference, c.facts, probe, judge) };
+      const judgeOf = (producers?: Record<string, string[]>) => makeJudge({ deviceBound: deviceBounds(o.kernelMath ?? 'ascend', producers), policy: o.policy });
+      return { reference: c.reference, result: await bisect(c.reference, c.facts, probe, judgeOf) };
     } finally {
       probe.close();
     }
@@ -269,6 +287,36 @@ describe.skipIf(!ready)('bisect on the simulated device (tiny fixture)', async (
     expect(again).toEqual(v);
   });
 
+  it('CLI: bisect holds the culprit row to the budget `run` held it to (the kernels the case launched), so a fault `run` fails just past it is named', () => {
+    // 0.025 % in attention_decode at layer 2: past attn_heads' budget from the decode kernel run launched, within the
+    // looser one of every kernel that declares the stage (the prefill attention kernels too)
+    const dir = join(mkdtempSync(join(tmpdir(), 'ds4-bisect-budget-')), 'run');
+    const run = cli(['run', '--layer', '2', '-p', 'Hello', '--no-baseline', '--inject', 'attention_decode:scale=1.00025@2', '--out', dir]);
+    expect(run.code).toBe(1);
+    const budget = /^FAIL: attn_heads layer 2 pos 0 is wrong by itself: own error relRms (\S+) vs (\S+) \((\S+)×\)/m.exec(run.out);
+    expect(budget, run.out).not.toBeNull();
+    const b = cli(['bisect', dir, '--no-baseline']);
+    expect(b.code, b.out + b.err).toBe(1);
+    expect(b.out.split('\n')[0]).toBe(`attention_decode diverged first at layer 2 pos 0 stage attn_heads: own error relative RMS ${budget![1]} vs budget ${budget![2]} (${budget![3]}×); ${/(\d+) later stages inherit/.exec(b.out)![1]} later stages inherit`);
+  });
+
+  it('CLI: a --device-prefill run directory is bisected as it ran (the prefill kernels), naming a prefill kernel', () => {
+    const dir = join(mkdtempSync(join(tmpdir(), 'ds4-bisect-prefill-')), 'run');
+    expect(cli(['run', '--layer', '0', '-p', 'Hello', '--device-prefill', '--inject', 'attention_prefill_raw:scale=1.01', '--out', dir]).code).toBe(1);
+    const b = cli(['bisect', dir, '--json']);
+    expect(b.code, b.err).toBe(1);
+    expect(JSON.parse(b.out).verdict).toMatchObject({ kernel: 'attention_prefill_raw', stage: 'attn_heads', layer: 0 });
+  });
+
+  it('CLI: a --generate run directory is bisected on the tokens it judged (the generated ones too)', () => {
+    // one prompt token: only the generated positions make a stale buffer possible
+    const dir = join(mkdtempSync(join(tmpdir(), 'ds4-bisect-generate-')), 'run');
+    expect(cli(['run', '--layer', '0', '--tokens', '5', '--generate', '3', '--inject', 'swiglu:stale-buffer', '--out', dir]).code).toBe(1);
+    const b = cli(['bisect', dir, '--json']);
+    expect(b.code, b.err).toBe(1);
+    expect(JSON.parse(b.out).verdict).toMatchObject({ kernel: 'swiglu', stage: 'shared_mid', layer: 0, pos: 1 });
+  });
+
   it('CLI: an engine\'s run directory is bisected from its dumps, own errors by replay', () => {
     const dir = join(mkdtempSync(join(tmpdir(), 'ds4-bisect-engine-')), 'run');
     const double = join(import.meta.dirname, 'ds4-engine-double.mjs');
@@ -279,6 +327,16 @@ describe.skipIf(!ready)('bisect on the simulated device (tiny fixture)', async (
     expect(out.verdict).toMatchObject({ kernel: 'rope_tail', method: 'replay', stage: 'q_rope', layer: 0 });
     expect(out.trials).toEqual([]);
     expect(cli(['bisect', dir, '--inject', 'swiglu:coarse-exp']).code).toBe(3);
+  });
+
+  it('CLI: an engine\'s run that passes its gate has nothing to blame (exit 0), drift and all', () => {
+    const dir = join(mkdtempSync(join(tmpdir(), 'ds4-bisect-engine-')), 'run');
+    const double = join(import.meta.dirname, 'ds4-engine-double.mjs');
+    expect(cli(['engine', '--layer', '0', '--out', dir, '--', process.execPath, double, '--ascend', '-p', 'Hello', '--layers', '0']).code).toBe(0);
+    const r = cli(['bisect', dir, '--json']);
+    expect(r.code, r.out).toBe(0);
+    expect(JSON.parse(r.out).verdict).toMatchObject({ kernel: null, method: 'none' });
+    expect(JSON.parse(r.out).verdict.line).toMatch(/^no culprit: free-running drift first passes a row's own budget at .* accumulated error, no kernel to blame$/);
   });
 
   it('CLI: bad input is one line and exit 3', () => {

@@ -62,7 +62,8 @@ describe.skipIf(!ready)('calibrate on the simulated device (tiny fixture)', asyn
     expect(j.passes).toBe(true);
     expect(j.line).toMatch(/^CALIBRATED: every planted fault \(2: 1 kernels × layer kinds × scale, bias\) detected and named at 0\.01/);
     expect(j.thresholds).toEqual([{ kernel: 'rms_norm_weight', detected: 1e-3, named: 1e-3, rows: 2 }]);
-    for (const bad of [['--magnitudes', '2'], ['--kernel', 'nope'], ['--clean', '-1'], ['--calibrate-layers', '99']]) {
+    // and what would calibrate nothing: a kernel the case does not launch (CALIBRATED on no fault), nothing asked for
+    for (const bad of [['--magnitudes', '2'], ['--kernel', 'nope'], ['--clean', '-1'], ['--calibrate-layers', '99'], ['--kernel', 'attention_prefill_raw'], ['--kernel', 'swiglu', '--calibrate-layers', '6'], ['--no-faults']]) {
       const b = cli(['--clean', '0', ...bad]);
       expect(b.code, bad.join(' ')).toBe(3);
       expect(b.err.trim().split('\n'), bad.join(' ')).toHaveLength(1);

@@ -2,7 +2,7 @@
 // nothing is named (a warning when something else is still selected, exit 3 when nothing is).
 import { describe, expect, it } from 'vitest';
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, readdirSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readdirSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { readDump } from '../diff/dump.ts';
@@ -16,6 +16,40 @@ function cli(args: string[]) {
 }
 
 describe('command-line input', () => {
+  it('a wrong flag, a missing argument, an unknown command or flags that exclude each other: one line and exit 3, not the usage', () => {
+    for (const [args, line] of [
+      [['run', '--layer', '0', '-p', 'Hello', '--pos', '3'], "ds4-diff: unknown option '--pos' (see --help)"],
+      [['run', '--lyer', '0'], "ds4-diff: unknown option '--lyer' (Did you mean --layer?) (see --help)"],
+      [['gate'], "ds4-diff: missing required argument 'run-dir' (see --help)"],
+      [['nosuchcmd'], "ds4-diff: unknown command 'nosuchcmd' (see --help)"],
+      [['run', '--layer', '0', '-p', 'Hello', '--tokens', '1,2'], 'ds4-diff: -p and --tokens exclude each other (the prompt as text, or as token ids)'],
+    ] as const) {
+      const r = cli([...args]);
+      expect(r.code, args.join(' ')).toBe(3);
+      expect(r.err, args.join(' ')).toBe(`${line}\n`);
+    }
+  });
+
+  it('an output path that cannot be written (a directory in the way) is one line naming it, exit 3, no temporary file left', () => {
+    const d = tmp();
+    const model = join(d, 'tiny.gguf');
+    expect(cli(['fixture', '--preset', 'tiny', '--out', model]).code).toBe(0);
+    const run = join(d, 'run');
+    expect(cli(['run', '--layer', '0', '-p', 'Hello', '-m', model, '--out', run]).code).toBe(0);
+    const dir = join(d, 'taken');
+    mkdirSync(dir);
+    for (const [args, what] of [
+      [['inspect', model, '--tensor', 'token_embd.weight', '--rows', '0:2', '--dequant', '--out', dir], 'write the rows'],
+      [['fixture', '--preset', 'tiny', '--out', dir], 'write the GGUF'],
+      [['baseline', 'record', run, '--out', dir], 'write the baseline'],
+    ] as const) {
+      const r = cli([...args]);
+      expect(r.code, args[0]).toBe(3);
+      expect(r.err, args[0]).toBe(`ds4-diff: ${dir}: cannot ${what}: is a directory (EISDIR)\n`);
+    }
+    expect(readdirSync(d).sort()).toEqual(['run', 'taken', 'tiny.gguf']);
+  });
+
   it('--tokens with an empty element is refused, not read as token 0', () => {
     const r = cli(['reference', '--tokens', ',,,', '--layer', '0']);
     expect(r.code).toBe(3);

@@ -118,7 +118,7 @@ describe('Arrow dump', () => {
     expect(records[0].values.length).toBe(0);
     // the second pass writes the full row in place of its statistics, and says when it is not the same row
     const changed = { ...big, values: big.values.map((v, i) => (i === 7 ? v + 1e-3 : v)) };
-    expect(await replaceRows(file, new Map([['q_rope/0/1', big]]), { mode: 'stats', full: ['region'] })).toEqual({ replaced: 1, changed: [] });
+    expect(await replaceRows(file, new Map([['q_rope/0/1', big]]), { mode: 'stats', full: ['region'] }, statsRecord)).toEqual({ replaced: 1, changed: [] });
     const after = await readDump(file);
     expect(after.meta.capture).toEqual({ mode: 'stats', full: ['region'] });
     expect(after.records[0].kind).toBeUndefined();
@@ -129,7 +129,7 @@ describe('Arrow dump', () => {
     const w2 = await DumpWriter.open(rewritten, META);
     w2.write(statsRecord(big));
     await w2.close();
-    expect((await replaceRows(rewritten, new Map([['q_rope/0/1', changed]]), { mode: 'stats' })).changed).toEqual(['q_rope layer 0 pos 1']);
+    expect((await replaceRows(rewritten, new Map([['q_rope/0/1', changed]]), { mode: 'stats' }, statsRecord)).changed).toEqual(['q_rope layer 0 pos 1']);
   });
 
   it('reads version 1 dumps (no kind and statistics columns): every row full', async () => {

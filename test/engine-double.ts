@@ -6,8 +6,9 @@
 // ds4's flags it reads (ds4_cli.c): -m/--model (default: the bundled tiny model), -p/--prompt,
 // --prompt-file, -sys/--system, --think/--think-max/--nothink (ds4 defaults to thinking), --dump-tokens
 // (print the prompt tokens and exit without inference), --metal-graph-test / --metal-graph-full-test (the
-// first prompt token only, through layer 0 / all layers, then the head). Other ds4 flags (--ascend, -c N, -n N, --temp F,
-// ...) are accepted and ignored. Like ds4 it writes a stage only under its graph-dump name (the registry's
+// first prompt token only, through layer 0 / all layers, then the head), --ascend / --backend ascend (ds4-ascend: the
+// device computes with the AscendC kernels' approximations; without, in exact f32 as a CPU/Metal/CUDA ds4 build is
+// judged). Other ds4 flags (-c N, -n N, --temp F, ...) are accepted and ignored. Like ds4 it writes a stage only under its graph-dump name (the registry's
 // first graph alias; stages without one are never dumped), the head at layer n_layer and pos 0, and
 // honours DS4_METAL_GRAPH_DUMP_NAME/LAYER/POS with ds4's own test (ds4WantsDump). Like ds4-ascend it
 // stops at a missing kernel with `ds4: Ascend host fallback disabled: <primitive>` (exit 1) when
@@ -56,13 +57,15 @@ interface DoubleArgs {
   say: string[];
   link: string[];
   prefill: boolean;
+  /** ds4-ascend (--ascend, --backend ascend) computes with the AscendC kernels' approximations; any other ds4 build in exact f32 */
+  kernelMath: 'ascend' | 'exact';
 }
 
 // ds4 flags that take a value but do not matter here
-const IGNORED_WITH_VALUE = new Set(['-c', '--ctx', '-n', '--tokens', '--temp', '--top-p', '--seed', '--backend', '-t', '--threads', '--mtp', '--mtp-draft', '--mtp-margin']);
+const IGNORED_WITH_VALUE = new Set(['-c', '--ctx', '-n', '--tokens', '--temp', '--top-p', '--seed', '-t', '--threads', '--mtp', '--mtp-draft', '--mtp-margin']);
 
 function parseArgs(argv: string[]): DoubleArgs {
-  const a: DoubleArgs = { think: true, dumpTokens: false, printTokens: false, inject: [], disable: [], failAfter: 0, say: [], link: [], prefill: false };
+  const a: DoubleArgs = { think: true, dumpTokens: false, printTokens: false, inject: [], disable: [], failAfter: 0, say: [], link: [], prefill: false, kernelMath: 'exact' };
   const count = (flag: string, v: string | undefined) => {
     if (v === undefined || !/^\d+$/.test(v)) throw new Ds4DiffError(`invalid value for ${flag}: ${v}`, 2);
     return Number(v);
@@ -93,6 +96,8 @@ function parseArgs(argv: string[]): DoubleArgs {
     else if (f === '--say') a.say.push(value());
     else if (f === '--link') a.link.push(value());
     else if (f === '--prefill') a.prefill = true;
+    else if (f === '--ascend') a.kernelMath = 'ascend';
+    else if (f === '--backend') a.kernelMath = value() === 'ascend' ? 'ascend' : 'exact';
     else if (IGNORED_WITH_VALUE.has(f)) value();
     else if (!f.startsWith('-')) throw new Ds4DiffError(`unexpected argument: ${f}`, 2);
   }
@@ -204,7 +209,7 @@ async function main(argv: string[]): Promise<number> {
     const inject = parseInjects(a.inject, 'sim');
     await refuseUnlandedFaults({ model, cfg, tokens, lastLayer, inject });
     const r = await runDevice({
-      model, cfg, tokens, lastLayer,
+      model, cfg, tokens, lastLayer, kernelMath: a.kernelMath,
       allowHostFallback: !gateOn, disabledKernels: a.disable, inject, tap: a.prefill ? (x) => held.push(x) : dump,
     });
     ledger = r.ledger;

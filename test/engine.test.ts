@@ -134,6 +134,21 @@ describe.skipIf(!ready)('ds4-diff engine -- the test double', async () => {
   const headStages = STAGES.filter((s) => s.scope === 'head' && graph(s)).length;
   const T = 5;
 
+  it('the README\'s examples as written: a ds4 build without --ascend computes and is judged in exact f32 (exit 0), a killed one is no verdict (125)', () => {
+    const clean = cli(['engine', '--layer', '0', '--out', join(tmp(), 'run'), '--', process.execPath, DOUBLE, '-p', 'Hello', '--layers', '0']);
+    expect(clean.code, clean.out + clean.err).toBe(0);
+    expect(clean.out).toMatch(/^ds4-diff engine: .*ds4\/exact/m);
+    const killed = cli(['engine', '--layer', '0', '--out', join(tmp(), 'run'), '--', process.execPath, DOUBLE, '-p', 'Hello', '--layers', '0', '--crash-after', '20']);
+    expect(killed.code, killed.out + killed.err).toBe(125);
+  });
+
+  it('a prompt that is not the one the engine computed is refused (exit 3) by the dump that shows it, not blamed on its first layer', () => {
+    const r = cli(['engine', '--layer', '0', '-p', 'Goodbye', '--out', join(tmp(), 'run'), '--', process.execPath, DOUBLE, ...DOUBLE_ARGS]);
+    expect(r.code, r.out).toBe(3);
+    expect(r.err).toMatch(/^ds4-diff: \S+ds4_hc_attn_pre-0_pos\d+\.bin: position \d+ is not token \d+'s embedding times a weight \(cosine [-\d.]+\): the run evaluated other tokens than \[/m);
+    expect(r.out).not.toMatch(/^FAIL/m);
+  });
+
   it('round trip: a complete run directory, every dump imported and compared, gate verdict 0', async () => {
     const dir = tmp();
     const r = engine(dir);

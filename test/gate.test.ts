@@ -10,6 +10,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { diffBaselines, formatBaselineDiff, loadBaseline, recordBaseline, type Baseline } from '../diff/baseline.ts';
 import { compareRun, type CompareRow } from '../diff/compare.ts';
 import { DumpWriter } from '../diff/dump.ts';
+import { statsRecord } from '../diff/stats.ts';
 import { gateRunDir, makeJudge } from '../diff/gate.ts';
 import { APPROX_MARGIN, codeFlips, END_TO_END, F32_UNIT, NOISE_MARGIN, ownBudget, topFlipTie, type DeviceBound } from '../diff/judge.ts';
 import { stringifyJson } from '../diff/json.ts';
@@ -281,6 +282,21 @@ describe('baselines tighten and name known deviations', () => {
     expect(worse.comparison.firstOwnFailure!.own!.tolerance.bounds.find((x) => x.key === 'maxRelRms')!.from).toMatch(/baseline .*roundtrip\.json: 2 × recorded/);
   });
 
+  it('a run captured partly as statistics passes the baseline recorded from it: its envelopes cover what the statistics prove', async () => {
+    // attn_norm of layer 0 off by 1e-6 at pos 0 (in full) and by 4e-6 at pos 1 (as statistics), own and free-running:
+    // both within the budget; the statistics prove at least ~4e-6, more than growth × the full row's 1e-6
+    const off = (r: StageRecord) => {
+      if (r.stage === 'attn_norm' && r.layer === 0) for (let i = 0; i < r.values.length; i++) r.values[i] *= 1 + (r.pos === 0 ? 1e-6 : 4e-6);
+    };
+    const stats = (rs: StageRecord[]) => rs.map((r) => (r.pos === 1 && r.stage !== 'logits' ? statsRecord(r) : r));
+    const run = await makeRun({ teacher: stats(candidate(0, off)), device: stats(candidate(0, off)) });
+    expect((await gate(run)).verdict.exitCode).toBe(0);
+    const b = await recordBaseline(run, makeJudge({ deviceBound }), { now: NOW });
+    expect(b.own.find((e) => e.stage === 'attn_norm' && e.layer === 0)!.relRms).toBeGreaterThan(3e-6);
+    const g = await gate(run, { baseline: saveBaseline(b, 'stats-self.json') });
+    expect(g.verdict.line).toMatch(/^PASS/);
+  });
+
   it('a known deviation lets a stage past its budget until it expires', async () => {
     const b = await recordBaseline(await makeRun(), makeJudge({ deviceBound }), { now: NOW });
     b.deviations = [{ stage: 'q_rope', layer: 1, maxRelRms: 2e-3, reason: 'rope table in f16, ticket 42', expires: '2026-12-31' }];
@@ -439,6 +455,16 @@ describe('refusals and cannot-evaluate', () => {
     expect(e.message).toMatch(/model fingerprint fp-2 \(baseline fp-1\)/);
     expect(e.message).toMatch(/backend ascend \(baseline sim\)/);
     expect((await failure(gate(await makeRun({ manifest: { promptTokens: [0, 43] } }), { baseline: base }))).message).toMatch(/prompt tokens \[0,43\] \(baseline \[0,42\]\)/);
+  });
+
+  it('a run whose own-error side has no reference facts is refused (exit 3), never passed unjudged', async () => {
+    // a teacher-forced kernel 1 % off: with the facts it fails; with the facts left out of the manifest its rows would have no budget
+    const off = candidate(2e-6, (r) => { if (r.stage === 'q_rope' && r.values instanceof Float32Array) r.values[0] *= 1.01; });
+    expect((await gate(await makeRun({ teacher: off }))).verdict.exitCode).toBe(1);
+    const files = { reference: 'reference.arrow', device: 'device.arrow', 'device-teacher': 'device-teacher.arrow' };
+    const e = await failure(gate(await makeRun({ teacher: off, manifest: { files } })));
+    expect(e.exitCode).toBe(3);
+    expect(e.message).toMatch(/has an own-error side \(device-teacher\) but no reference-noise or reference-ties dump .*its own errors have no budget/);
   });
 
   it('an incomplete run, a malformed baseline: one line, exit 3; a run without a device side: 125', async () => {

@@ -165,6 +165,15 @@ describe('aggregation and tolerances', () => {
     expect(() => loadPolicy(file)).toThrow(/role must be own, inherited or end-to-end/);
     write([{ stage: 'x', maxAbs: 1 }], 1);
     expect(() => loadPolicy(file)).toThrow(/policy version 1 is not supported/);
+    // a bound no row could meet is a mistake, not a policy: a negative error, a cosine above 1, a negative near tie
+    write([{ stage: 'q_*', role: 'own', maxRelRms: -1 }]);
+    expect(() => loadPolicy(file)).toThrow(/rule 0 \(q_\*\): 'maxRelRms' is -1, must be at least 0 \(no row could meet it\)$/);
+    write([{ stage: 'x', minCosine: 1.5 }]);
+    expect(() => loadPolicy(file)).toThrow(/'minCosine' is 1.5, must be at most 1/);
+    write([{ stage: 'x', nearTie: -0.1 }]);
+    expect(() => loadPolicy(file)).toThrow(/'nearTie' is -0.1, must be at least 0/);
+    write([{ stage: 'x', minSqnrDb: -20, maxClearFlips: 0 }]);
+    expect(loadPolicy(file).rules).toHaveLength(1);
     write([{ stage: 'attn_*', maxAbs: 2 }]);
     expect(applyPolicy(loadPolicy(file), 'inherited', 'attn_norm', 0, 0, { bounds: [] }).bounds[0].limit).toBe(2);
     fs.rmSync(dir, { recursive: true });

@@ -3,7 +3,7 @@
 // graph-dump protocol. Nobody here wrote these numbers; the tests check the reference, import, replay and
 // the engine command against them (llm.c's style: compare against dumped reference activations).
 import { spawnSync } from 'node:child_process';
-import { copyFileSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
@@ -64,6 +64,13 @@ describe('ds4.c oracle case', () => {
     // given only the prompt, the three decode steps' tokens are recovered
     const imp = cli(['import', '--ds4-prefix', prefix, '-m', MODEL, '--tokens', PROMPT.join(','), '--out', join(dir, 'prompt.arrow')]);
     expect(imp.err).toContain(`tokens at positions 21..23 recovered from the layer-0 dumps: ${GENERATED.slice(0, -1).join(',')}`);
+    // tokens that are not the ones ds4 evaluated are refused by the dump that shows it, not imported for a reference of another case
+    const wrong = [...PROMPT];
+    wrong[5] = (wrong[5] + 1) % 512;
+    const bad = cli(['import', '--ds4-prefix', prefix, '-m', MODEL, '--tokens', wrong.join(','), '--out', join(dir, 'wrong.arrow')]);
+    expect(bad.code).toBe(3);
+    expect(bad.err.trim()).toMatch(/^ds4-diff: \S+ds4_hc_attn_pre-0_pos5\.bin: position 5 is not token \d+'s embedding times a weight \(cosine [-\d.]+\): the run evaluated other tokens than \[/);
+    expect(existsSync(join(dir, 'wrong.arrow'))).toBe(false);
   });
 
   it('replay: every row recomputed from ds4\'s own inputs, none skipped, each within 1e-5 relative and its own budget', () => {

@@ -63,6 +63,21 @@ describe('reports', () => {
     expect(v.layers.rows.map((r) => r.cells.slice(0, 3))).toEqual([['0', '5', '2'], ['1', '1', '0']]);
   });
 
+  it('two bare dumps (no facts, no own side): the report does not call drift within a budget it does not have', async () => {
+    const judge = makeJudge({ deviceBound: () => ({ rel: 1e-5, from: 'test 1e-5' }) });
+    // with the logits, which agree: the end result is judged
+    const logits = rec('logits', 2, [2, 1, 0, -1]);
+    const free = [...FREE.filter((r) => r.stage !== 'ffn_norm'), logits];
+    const comparison = await compare({ reference: [...REF.filter((r) => r.stage !== 'ffn_norm' && r.stage !== 'embed_hc'), logits], free, labels: { a: 'ref', b: 'dev' } }, judge);
+    const verdict = verdictOf(comparison);
+    expect(verdict.status).toBe('pass');
+    const v = buildView({ title: 'compare', comparison, verdict, sources: judge.sources });
+    // q_rope is 14 % off: no budget says that is fine
+    expect(v.summary.join('\n')).not.toMatch(/every row within its own budget/);
+    expect(v.summary[1]).toMatch(/^free-running: no row has an own budget/);
+    expect(v.meaning).not.toMatch(/within the error its arithmetic allows/);
+  });
+
   it('terminal: no colour codes under NO_COLOR, same rows, the verdict last', async () => {
     const i = await input();
     const t = renderTerminal(i);

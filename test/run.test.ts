@@ -35,6 +35,24 @@ describe('ds4-diff run', () => {
     expect(readFileSync(join(dir, 'junit.xml'), 'utf8')).toContain('<testcase');
   });
 
+  it('--markdown/--junit/--html copies leave the run directory its own reports; a report path that cannot be written is refused before the run', () => {
+    const dir = tmp(), copies = tmp();
+    const [md, xml, html] = ['r.md', 'r.xml', 'r.html'].map((f) => join(copies, f));
+    const r = cli(['run', '--layer', '0', '-p', 'Hello', '--markdown', md, '--junit', xml, '--html', html, '--out', join(dir, 'run')]);
+    expect(r.code, r.err).toBe(0);
+    for (const f of ['report.md', 'junit.xml', 'report.html']) expect(existsSync(join(dir, 'run', f)), f).toBe(true);
+    expect(readFileSync(md, 'utf8')).toBe(readFileSync(join(dir, 'run', 'report.md'), 'utf8'));
+    for (const f of [xml, html]) expect(existsSync(f), f).toBe(true);
+    // no such directory / a directory in the way: one line, exit 3, nothing run (no run directory made)
+    for (const [flag, file, msg] of [['--csv', join(dir, 'no-such-dir', 'rows.csv'), /cannot write the report: no such file or directory \(ENOENT\)$/], ['--html', copies, /cannot write the report: it is a directory$/]] as const) {
+      const bad = cli(['run', '--layer', '0', '-p', 'Hello', flag, file, '--out', join(dir, 'refused')]);
+      expect(bad.code, flag).toBe(3);
+      expect(bad.err.trim().split('\n'), flag).toHaveLength(1);
+      expect(bad.err.trim(), flag).toMatch(msg);
+      expect(existsSync(join(dir, 'refused')), flag).toBe(false);
+    }
+  });
+
   it('stops with exit 2 naming the primitive, layer, pos and stage when a kernel is missing', async () => {
     const dir = tmp();
     const r = cli(['run', '--layer', '0', '-p', 'Hello', '--disable-kernel', 'swiglu', '--out', dir]);
@@ -46,6 +64,19 @@ describe('ds4-diff run', () => {
     const dev = await readDump(join(dir, m.files.device));
     expect(dev.records.some((x) => x.stage === 'q_rope')).toBe(true);
     expect(dev.records.some((x) => x.stage === 'shared_mid')).toBe(false);
+  });
+
+  it('a run stopped on the no-host-fallback gate prints and writes its verdict like any run (exit 2), a generating one too', () => {
+    for (const extra of [[], ['--generate', '2']]) {
+      const dir = tmp();
+      const r = cli(['run', '--layer', '0', '-p', 'Hello', '--disable-kernel', 'swiglu', ...extra, '--out', dir]);
+      expect(r.code, extra.join(' ') + r.err).toBe(2);
+      const line = r.out.split('\n').find((l) => /^(PASS|FAIL|NO VERDICT)/.test(l));
+      expect(line, extra.join(' ')).toMatch(/^FAIL \(host fallback\): host fallback 'swiglu' /);
+      expect(readFileSync(join(dir, 'report.md'), 'utf8')).toContain(line!);
+      expect(readFileSync(join(dir, 'junit.xml'), 'utf8')).toContain('name="verdict (exit 2)"');
+      expect(manifestOf(dir)).toMatchObject({ complete: true, exitCode: 2 });
+    }
   });
 
   it('with --allow-host-fallback records the fallback with bytes in the ledger; the baseline (accepting none) gates exit 2', () => {
@@ -76,6 +107,18 @@ describe('ds4-diff run', () => {
     expect(d.err.trim().split('\n')).toHaveLength(1);
   });
 
+  it('--allow-host-fallback without a baseline accepting the fallback is a host-fallback failure (exit 2) in every report, never a pass', () => {
+    const dir = tmp();
+    const r = cli(['run', '--layer', '0', '-p', 'Hello', '--disable-kernel', 'router_select', '--allow-host-fallback', '--no-baseline', '--out', dir]);
+    expect(r.code, r.out).toBe(2);
+    const line = r.out.split('\n').find((l) => /^(PASS|FAIL|NO VERDICT)/.test(l))!;
+    expect(line).toMatch(/^FAIL \(host fallback\): host fallback 'router_select' \(10 calls, .*\): no baseline accepts it$/);
+    expect(readFileSync(join(dir, 'report.md'), 'utf8')).toContain(line);
+    expect(manifestOf(dir).exitCode).toBe(2);
+    const g = cli(['gate', dir, '--no-baseline']);
+    expect(g.code).toBe(2);
+  });
+
   it('--capture stats keeps statistics, re-captures the region around the first divergence in full and still names the planted fault', async () => {
     const full = tmp(), stats = tmp();
     const args = ['run', '--layer', '0', '-p', 'Hello', '--inject', 'rope_tail:pairs-halves', '--no-baseline'];
@@ -95,6 +138,23 @@ describe('ds4-diff run', () => {
     // every side is smaller than the full capture of the same case
     const size = (dir: string, side: string) => statSync(join(dir, manifestOf(dir).files[side])).size;
     for (const side of ['reference', 'reference-noise', 'device', 'device-teacher']) expect(size(stats, side)).toBeLessThan(size(full, side) / 2);
+  });
+
+  it('--capture stats fails a 1 % kernel fault past layer 0 as --capture full does: the noise keeps the approximation twin, and a decision row past its budget is re-captured', () => {
+    // attention_decode's Ascend worst-case bound (~1.2 %) would pass a 1 % fault: only the approximation twin of
+    // the row keeps the budget tight; the compressor's pooled row ends in FP8 codes, undecided by statistics
+    for (const spec of ['attention_decode:scale=1.01@2', 'compressor_update_pool:bias=0.01@2']) {
+      const full = tmp(), stats = tmp();
+      const args = ['run', '--layer', '2', '-p', 'Hello', '--inject', spec, '--no-baseline'];
+      const a = cli([...args, '--capture', 'full', '--out', full]);
+      const b = cli([...args, '--capture', 'stats', '--out', stats]);
+      expect([a.code, b.code], spec).toEqual([1, 1]);
+      // the same first row wrong by itself, with the same own error (how many more fail: the region's rows only)
+      const verdict = (out: string) => out.split('\n').find((l) => /^(PASS|FAIL)/.test(l))?.split(';')[0];
+      expect(verdict(b.out), spec).toBe(verdict(a.out));
+      // the region's rows written again in full are the first pass's rows: no false note of a non-deterministic producer
+      expect(b.out, spec).not.toMatch(/not deterministic/);
+    }
   });
 
   it('writes a CSV row per (stage, layer, pos) and splits the terminal table by layer, for run, gate and compare alike', () => {

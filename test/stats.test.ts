@@ -2,11 +2,11 @@
 // (lower bounds, identity), how the judge uses them (a proved failure fails, an unproved row is undecided, never
 // a pass), and what the verdict says about rows it could only see through their statistics.
 import { describe, expect, it } from 'vitest';
-import { compare } from '../diff/compare.ts';
+import { compare, factsOf as readFacts } from '../diff/compare.ts';
 import { makeJudge, verdictOf } from '../diff/gate.ts';
 import type { RowFacts } from '../diff/judge.ts';
 import { f32Metrics } from '../diff/metrics.ts';
-import { rowStats, statsEvidence, statsRecord } from '../diff/stats.ts';
+import { rowStats, statsCaptureRecord, statsEvidence, statsRecord } from '../diff/stats.ts';
 import { stageKey, type StageRecord } from '../model/stages.ts';
 
 const rec = (stage: string, values: ArrayLike<number>, pos = 0, layer = 0): StageRecord => ({ stage, layer, pos, token: 3, dtype: 'f32', shape: [values.length], values: Float32Array.from(values) });
@@ -95,6 +95,25 @@ describe('judged by statistics', () => {
     const full = await compare({ reference: ref, own, facts: factsOf(ref) }, judge);
     const byStats = await compare({ reference: ref.map(statsRecord), own: own.map(statsRecord), facts: new Map([[stageKey('attn_norm', 0, 0), { noise: Float32Array.of(rowStats(noise(values)).rms) }]]) }, judge);
     expect(byStats.rows[0].own!.budget).toBeCloseTo(full.rows[0].own!.budget!, 12);
+  });
+
+  it('a stats capture keeps each part of a noise row (f64 twin, approximation twin): under the Ascend math its row gets its full row\'s budget', async () => {
+    const ascend = makeJudge({ deviceBound: () => ({ rel: 1e-2, from: 'worst case 1e-2', exact: { rel: 1e-6, from: 'exact 1e-6' } }) });
+    const ref = [rec('attn_norm', values)];
+    const own = [rec('attn_norm', values.map((v) => v * 1.005))];
+    const n = values.length;
+    const twin = Float32Array.from({ length: 2 * n }, (_, i) => (i < n ? 1e-8 : 1e-5) * Math.abs(values[i % n]));
+    const noiseRow: StageRecord = { ...rec('attn_norm', []), shape: [2, n], values: twin };
+    const full = await compare({ reference: ref, own, facts: await readFacts([noiseRow], []) }, ascend);
+    const summary = statsCaptureRecord('reference-noise', noiseRow);
+    expect(summary.kind).toBeUndefined();
+    const byStats = await compare({ reference: ref.map(statsRecord), own: own.map(statsRecord), facts: await readFacts([summary], []) }, ascend);
+    // the same budget up to the f32 rounding of the parts' RMS
+    expect(byStats.rows[0].own!.budget! / full.rows[0].own!.budget!).toBeCloseTo(1, 6);
+    // a 0.5 % error is past that budget: proved by the statistics alone
+    expect([full.rows[0].own!.status, byStats.rows[0].own!.status]).toEqual(['fail', 'fail']);
+    // any other side keeps statistics
+    expect(statsCaptureRecord('device', own[0]).kind).toBe('stats');
   });
 
   it('a decision row (codes on a grid) is never failed on a lower bound: a near-tie flip moves its statistics too', async () => {

@@ -6,6 +6,7 @@ import { diffBaselines, formatBaselineDiff, loadBaseline, recordBaseline } from 
 import { makeJudge } from '../../diff/gate.ts';
 import { stringifyJson } from '../../diff/json.ts';
 import { readManifest } from '../../diff/manifest.ts';
+import { writeFileAtomic } from '../../model/atomic-write.ts';
 import { badInput } from '../../model/errors.ts';
 
 function positive(name: string) {
@@ -29,9 +30,7 @@ export function register(program: Command): void {
       if (opts.growth < 1) throw badInput(`--growth ${opts.growth}: a baseline can only tighten, so growth is at least 1`);
       const judge = makeJudge({ deviceBound: runDeviceBounds(readManifest(runDir)) });
       const b = await recordBaseline(runDir, judge, { growth: opts.growth, acceptFallbackDays: opts.acceptFallbacks });
-      const tmp = `${opts.out}.tmp-${process.pid}`;
-      fs.writeFileSync(tmp, stringifyJson(b));
-      fs.renameSync(tmp, opts.out);
+      writeFileAtomic(opts.out, 'write the baseline', (fd) => fs.writeFileSync(fd, stringifyJson(b)));
       process.stdout.write(`wrote ${opts.out}: ${b.own.length} own-error envelopes, ${b.inherited.length} free-running envelopes, end result ${b.endToEnd ? `KL ${b.endToEnd.kl} Δp ${b.endToEnd.deltaP}` : 'none'}, growth ×${b.growth}, ${b.fallbacks.length} accepted fallback(s)\n`);
     });
   cmd

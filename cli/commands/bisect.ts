@@ -6,7 +6,7 @@
 import type { Command } from 'commander';
 import { writeFileSync } from 'node:fs';
 import { runDeviceBounds } from '../../ascend/budgets.ts';
-import { caseDifferences, findShippedBaseline, loadBaseline } from '../../diff/baseline.ts';
+import { caseDifferences, findShippedBaseline, loadBaseline, type Baseline } from '../../diff/baseline.ts';
 import { bisect, bisectFromReplay } from '../../diff/bisect.ts';
 import { compareRun, factsOf } from '../../diff/compare.ts';
 import { makeJudge, verdictOf } from '../../diff/gate.ts';
@@ -19,6 +19,7 @@ import { runReference } from '../../reference/runner.ts';
 import { ModelWeights } from '../../reference/weights.ts';
 import { renderBisectJson, renderBisectMarkdown, renderBisectTerminal, type BisectReportInput } from '../../reports/bisect.ts';
 import { renderHtml } from '../../reports/html.ts';
+import { checkReportPaths } from '../../reports/write.ts';
 import { addModelPromptOptions, collectList, loadModel, loadModelAndPrompt, newManifest, progress, type LoadedRun, type ModelPromptOptions } from '../common.ts';
 
 interface BisectCliOptions extends ModelPromptOptions {
@@ -69,6 +70,10 @@ interface Case {
   inject: string[];
   disabledKernels: string[];
   allowHostFallback: boolean;
+  /** the prompt as ds4-ascend's batched prefill (`run --device-prefill`) */
+  prefill: boolean;
+  /** where the head runs (`run --generate`: at the prompt's end and every decode step; default the last token) */
+  headPositions?: number[];
   source: string;
 }
 
@@ -77,12 +82,18 @@ const strings = (v: unknown): string[] => (Array.isArray(v) ? v.filter((x): x is
 /** The case of a run directory (re-run on the simulator), with command-line additions. */
 async function caseFromRun(dir: string, m: RunManifest, opts: BisectCliOptions): Promise<Case> {
   const o = m.options;
+  const run = await runOfManifest(m, opts.model);
+  // a generating run judged the tokens its device generated (all but the last), the head at every step
+  const generated = m.generated ?? [];
+  const T = run.tokens.length;
   return {
-    run: await runOfManifest(m, opts.model),
+    run: generated.length ? { ...run, tokens: [...run.tokens, ...generated.slice(0, -1)] } : run,
+    headPositions: generated.length ? generated.map((_, k) => T - 1 + k) : undefined,
     kernelMath: (opts.kernelMath ?? m.kernelMath ?? 'ascend') as 'ascend' | 'exact',
     inject: [...strings(o.inject), ...opts.inject],
     disabledKernels: [...strings(o.disabledKernels), ...opts.disableKernel],
     allowHostFallback: o.allowHostFallback === true || !!opts.allowHostFallback,
+    prefill: o.devicePrefill === true,
     source: `run ${dir}`,
   };
 }
@@ -94,19 +105,25 @@ async function runOfManifest(m: RunManifest, modelPath = m.model.path): Promise<
   return { modelPath, model, cfg, tokens: m.promptTokens, prompt: m.prompt, lastLayer: m.layers.last, allLayers: m.layers.all };
 }
 
-/** The judge of a case, as `run` and `gate` build it: arithmetic budgets, the baseline (explicit or shipped), the policy. */
-function judgeFor(m: RunManifest, opts: BisectCliOptions): { judge: Judge; text: string } {
+/**
+ * The judge of a case, as `run` and `gate` build it: arithmetic budgets, the baseline (explicit or shipped), the policy.
+ * `judgeOf` makes it with the device bounds of the kernels launched per stage (bisect's own device pass; by default
+ * the manifest's, or every kernel that declares the stage); the baseline and policy are read at once.
+ */
+function judgeFor(m: RunManifest, opts: BisectCliOptions): { judge: Judge; judgeOf: (producers?: Record<string, string[]>) => Judge; text: string } {
   const file = opts.baseline === false ? undefined : (opts.baseline ?? findShippedBaseline(m));
-  let baseline;
+  let baseline: { file: string; b: Baseline } | undefined;
   if (file) {
     const b = loadBaseline(file);
     const diffs = caseDifferences(b.case, m);
     if (diffs.length) throw badInput(`baseline ${file} is for a different case: ${diffs.join('; ')}`);
     baseline = { file, b };
   }
-  const judge = makeJudge({ deviceBound: runDeviceBounds(m), baseline, policy: opts.policy ? loadPolicy(opts.policy) : undefined });
+  const policy = opts.policy ? loadPolicy(opts.policy) : undefined;
+  const judgeOf = (producers = m.producers) => makeJudge({ deviceBound: runDeviceBounds({ ...m, producers }), baseline, policy });
+  const judge = judgeOf();
   for (const w of judge.warnings) process.stderr.write(`ds4-diff: warning: ${w}\n`);
-  return { judge, text: judge.sources.join('; ') };
+  return { judge, judgeOf, text: judge.sources.join('; ') };
 }
 
 /** An engine's run directory: its dumps as they are, own errors from the replay it holds (no device to re-run). */
@@ -131,6 +148,7 @@ async function bisectCommand(runDir: string | undefined, opts: BisectCliOptions)
   const kc = opts.kernelMath;
   if (kc !== undefined && kc !== 'ascend' && kc !== 'exact') throw badInput(`--kernel-math must be ascend or exact, not '${kc}'`);
   if (runDir !== undefined && (opts.prompt !== undefined || opts.tokens !== undefined)) throw badInput('give either a run directory or -p/--tokens, not both (-m with a run directory names where its model is now)');
+  checkReportPaths(opts);
   const maxTrials = Number(opts.maxTrials);
   if (!Number.isInteger(maxTrials) || maxTrials < 1) throw badInput(`--max-trials: '${opts.maxTrials}' is not a positive integer`);
   let c: Case;
@@ -141,16 +159,17 @@ async function bisectCommand(runDir: string | undefined, opts: BisectCliOptions)
     c = await caseFromRun(runDir, m, opts);
     manifest = m;
   } else {
-    c = { run: await loadModelAndPrompt(opts), kernelMath: (kc ?? 'ascend') as 'ascend' | 'exact', inject: opts.inject, disabledKernels: opts.disableKernel, allowHostFallback: !!opts.allowHostFallback, source: 'command line' };
+    c = { run: await loadModelAndPrompt(opts), kernelMath: (kc ?? 'ascend') as 'ascend' | 'exact', inject: opts.inject, disabledKernels: opts.disableKernel, allowHostFallback: !!opts.allowHostFallback, prefill: false, source: 'command line' };
   }
   const { parseInjects } = await import('../../ascend/faults.ts');
   const { simProbe } = await import('../../ascend/probe.ts');
   const { refuseUnlandedFaults } = await import('../../ascend/orchestrator.ts');
   const inject = parseInjects(c.inject, 'sim');
-  await refuseUnlandedFaults({ model: c.run.model, cfg: c.run.cfg, tokens: c.run.tokens, lastLayer: c.run.lastLayer, inject });
-  const caseManifest = newManifest(c.run, 'sim', { inject: c.inject, disabledKernels: c.disabledKernels, allowHostFallback: c.allowHostFallback }, c.kernelMath);
+  await refuseUnlandedFaults({ model: c.run.model, cfg: c.run.cfg, tokens: c.run.tokens, lastLayer: c.run.lastLayer, inject, prefill: c.prefill });
+  // a run's case as its manifest says it (a generating run's prompt and generated tokens apart), for baseline matching
+  const caseManifest = { ...newManifest(c.run, 'sim', { inject: c.inject, disabledKernels: c.disabledKernels, allowHostFallback: c.allowHostFallback, devicePrefill: c.prefill }, c.kernelMath), ...(manifest && { promptTokens: manifest.promptTokens, generated: manifest.generated }) };
   manifest ??= caseManifest;
-  const { judge, text: tolerances } = judgeFor(caseManifest, opts);
+  const { judgeOf, text: tolerances } = judgeFor(caseManifest, opts);
 
   const prog = progress('bisect');
   const reference: StageRecord[] = [];
@@ -158,21 +177,21 @@ async function bisectCommand(runDir: string | undefined, opts: BisectCliOptions)
   const ties: StageRecord[] = [];
   const { run } = c;
   await runReference({
-    model: run.model, cfg: run.cfg, weights: new ModelWeights(run.model, run.cfg), tokens: run.tokens, lastLayer: run.lastLayer,
+    model: run.model, cfg: run.cfg, weights: new ModelWeights(run.model, run.cfg), tokens: run.tokens, lastLayer: run.lastLayer, headPositions: c.headPositions,
     tap: (r) => reference.push(r), facts: { noise: (r) => noise.push(r), ties: (r) => ties.push(r), approx: c.kernelMath === 'ascend' }, onProgress: (m) => prog.tick(`reference ${m}`),
   });
   const facts = await factsOf(noise, ties);
   const probe = simProbe({
     model: run.model, cfg: run.cfg, tokens: run.tokens, lastLayer: run.lastLayer, reference,
-    kernelMath: c.kernelMath, inject, disabledKernels: c.disabledKernels, allowHostFallback: c.allowHostFallback,
+    kernelMath: c.kernelMath, inject, disabledKernels: c.disabledKernels, allowHostFallback: c.allowHostFallback, prefill: c.prefill, headPositions: c.headPositions,
   });
   let result;
   try {
-    result = await bisect(reference, facts, probe, judge, { maxTrials, onProgress: (m) => prog.tick(m) });
+    result = await bisect(reference, facts, probe, judgeOf, { maxTrials, onProgress: (m) => prog.tick(m) });
   } finally {
     probe.close();
   }
   prog.done();
-  const title = `ds4-diff bisect: ${run.tokens.length} tokens, layers 0..${run.lastLayer}, sim/${c.kernelMath}${inject.length ? `, injected ${inject.map((f) => f.spec).join(' ')}` : ''} (${c.source})`;
+  const title = `ds4-diff bisect: ${run.tokens.length} tokens, layers 0..${run.lastLayer}, sim/${c.kernelMath}${c.prefill ? ', device prefill' : ''}${inject.length ? `, injected ${inject.map((f) => f.spec).join(' ')}` : ''} (${c.source})`;
   return report({ title, result, tolerances }, opts, manifest);
 }

@@ -60,6 +60,7 @@ async function calibrateCommand(opts: CalibrateOptions): Promise<number> {
   if (opts.kernelMath !== 'ascend' && opts.kernelMath !== 'exact') throw badInput(`--kernel-math must be ascend or exact, not '${opts.kernelMath}'`);
   const clean = int('--clean', opts.clean, 0);
   const seed = int('--seed', opts.seed, 0);
+  if (!opts.faults && clean === 0) throw badInput('nothing to calibrate: --no-faults and --clean 0');
   const magnitudes = opts.magnitudes === undefined ? MAGNITUDES : opts.magnitudes.split(',').map((s) => {
     const m = Number(s);
     if (!(m > 0 && m < 1)) throw badInput(`--magnitudes: '${s}' is not a relative magnitude in (0, 1)`);

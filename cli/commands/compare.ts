@@ -8,7 +8,7 @@ import { compareFiles } from '../../diff/compare.ts';
 import { makeJudge, verdictOf } from '../../diff/gate.ts';
 import { loadPolicy } from '../../diff/policy.ts';
 import { checkDumpRunComplete } from '../../diff/rundir.ts';
-import { emitReports, type ReportOutputs } from '../../reports/write.ts';
+import { checkReportPaths, emitReports, type ReportOutputs } from '../../reports/write.ts';
 
 export function register(program: Command): void {
   program
@@ -24,6 +24,7 @@ export function register(program: Command): void {
     .option('--csv <file>', 'also write every (stage, layer, pos) row as CSV: both sides\' statistics, the metrics, the worst element')
     .option('--by-layer', 'split the terminal\'s stage table by layer')
     .action(async (a: string, b: string, opts: ReportOutputs & { policy?: string }) => {
+      checkReportPaths(opts);
       for (const f of [a, b]) checkDumpRunComplete(f);
       // without the reference's facts no own budget exists: the device bound is never consulted
       const judge = makeJudge({ deviceBound: deviceBounds('exact'), policy: opts.policy ? loadPolicy(opts.policy) : undefined });

@@ -26,7 +26,7 @@ import { throwIfCancelled } from '../../diff/cancel.ts';
 import { stringifyJson } from '../../diff/json.ts';
 import { replayDump } from '../../diff/replay.ts';
 import { makeJudge, type RunVerdict } from '../../diff/gate.ts';
-import { evaluatedTokens, importDs4Dumps, listDs4Dumps, type DumpFile, type ImportSummary } from '../../diff/import.ts';
+import { checkEvaluatedTokens, evaluatedTokens, importDs4Dumps, listDs4Dumps, type DumpFile, type ImportSummary } from '../../diff/import.ts';
 import type { RunManifest } from '../../diff/manifest.ts';
 import { defaultRunDir, withRunDir } from '../../diff/rundir.ts';
 import { loadPolicy, type Policy } from '../../diff/policy.ts';
@@ -36,7 +36,7 @@ import { openCapture } from '../../diff/sink.ts';
 import type { Ds4Config } from '../../model/config.ts';
 import { Ds4DiffError, EXIT, badInput } from '../../model/errors.ts';
 import { ModelWeights } from '../../reference/weights.ts';
-import type { ReportOutputs } from '../../reports/write.ts';
+import { checkReportPaths, type ReportOutputs } from '../../reports/write.ts';
 import { addModelPromptOptions, addRunDirOptions, collectList, loadModelAndPrompt, newManifest, progress, tokenPieces, type LoadedRun, type ModelPromptOptions } from '../common.ts';
 import { VERSION } from '../version.ts';
 
@@ -204,6 +204,7 @@ function chooseTokens(run: LoadedRun, opts: EngineOptions, r: EngineReport, warn
 async function engineCommand(engine: string[], rawOpts: EngineOptions, command: Command): Promise<number> {
   const filters = validateFilters(rawOpts);
   const policy: Policy | undefined = rawOpts.policy ? loadPolicy(rawOpts.policy) : undefined;
+  checkReportPaths(rawOpts);
   const notes: string[] = [];
   const warn = (m: string) => {
     notes.push(m);
@@ -275,6 +276,8 @@ async function engineCommand(engine: string[], rawOpts: EngineOptions, command: 
     let tokens = chosen.tokens;
     let source = chosen.source;
     const weights = new ModelWeights(run.model, run.cfg);
+    // the prompt as we rendered it must be what the engine computed, or the reference runs another case
+    if (prefix !== '') checkEvaluatedTokens(resolve(prefix), (id) => weights.embeddingRow(id), run.cfg, tokens);
     if (prefix !== '') {
       // ds4 -n N evaluates a head at the prompt's end and at each decode step, feeding back tokens it prints
       // as text: the steps it took are its head dumps and the positions its layers dumped

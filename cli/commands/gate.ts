@@ -5,7 +5,7 @@ import { runDeviceBounds } from '../../ascend/budgets.ts';
 import { gateRunDir } from '../../diff/gate.ts';
 import { readManifest } from '../../diff/manifest.ts';
 import { loadPolicy } from '../../diff/policy.ts';
-import { emitReports, type ReportOutputs } from '../../reports/write.ts';
+import { checkReportPaths, emitReports, type ReportOutputs } from '../../reports/write.ts';
 
 export function register(program: Command): void {
   program
@@ -22,13 +22,13 @@ export function register(program: Command): void {
     .option('--csv <file>', 'also write every (stage, layer, pos) row as CSV: both sides\' statistics, the metrics, the worst element')
     .option('--by-layer', 'split the terminal\'s stage table by layer')
     .action(async (runDir: string, opts: ReportOutputs & { baseline?: string | false; policy?: string }) => {
+      checkReportPaths(opts);
       const m = readManifest(runDir);
       const r = await gateRunDir(runDir, {
         deviceBound: runDeviceBounds(m),
         baseline: opts.baseline || undefined,
         shipped: opts.baseline !== false,
         policy: opts.policy ? loadPolicy(opts.policy) : undefined,
-        allowHostFallback: m.options.allowHostFallback === true,
       });
       emitReports({ title: `ds4-diff gate ${runDir}${r.baseline ? ` (baseline ${r.baseline})` : ''}`, comparison: r.comparison, verdict: r.verdict, sources: r.judge.sources, manifest: m }, opts);
       process.exitCode = r.verdict.exitCode;

@@ -4,7 +4,7 @@
 // 3 (bad input) whenever any file was rejected.
 import * as fs from 'node:fs';
 import type { Command } from 'commander';
-import { evaluatedTokens, importDs4Dumps, lastDumpedPos } from '../../diff/import.ts';
+import { checkEvaluatedTokens, evaluatedTokens, importDs4Dumps, lastDumpedPos } from '../../diff/import.ts';
 import { ModelWeights } from '../../reference/weights.ts';
 import { badInput } from '../../model/errors.ts';
 import { loadModel, parseTokenIds } from '../common.ts';
@@ -28,6 +28,7 @@ export function register(program: Command): void {
           // the head's file holds the last head ds4 evaluated: every evaluated token is needed to place it
           const given = tokens ?? [];
           const weights = new ModelWeights(loaded.model, loaded.cfg);
+          checkEvaluatedTokens(opts.ds4Prefix, (id) => weights.embeddingRow(id), loaded.cfg, given);
           const r = evaluatedTokens(opts.ds4Prefix, (id) => weights.embeddingRow(id), loaded.cfg, given, Math.max(given.length - 1, lastDumpedPos(opts.ds4Prefix)));
           if (r.recovered.length) process.stderr.write(`ds4-diff: tokens at positions ${r.recovered[0].pos}..${r.recovered.at(-1)!.pos} recovered from the layer-0 dumps: ${r.recovered.map((t) => t.id).join(',')}\n`);
           tokens = r.tokens;

@@ -2,6 +2,7 @@
 // `--tensor NAME [--rows A:B] --dequant --out FILE.f32`: one tensor's rows as raw little-endian f32.
 import type { Command } from 'commander';
 import fs from 'node:fs';
+import { writeFileAtomic } from '../../model/atomic-write.ts';
 import { openGguf, readRows, tensorInfo, tensorRows, type GgufModel } from '../../model/gguf.ts';
 import { validateModel, type ValidationResult } from '../../model/validate.ts';
 import { isHashLayer, layerKind, type Ds4Config } from '../../model/config.ts';
@@ -117,9 +118,7 @@ function dumpRows(m: GgufModel, name: string, r0: number, r1: number, outPath: s
   const t = tensorInfo(m, name);
   const { rowBytes } = tensorRows(t);
   const batch = Math.max(1, Math.floor((4 << 20) / rowBytes));
-  const tmp = `${outPath}.tmp-${process.pid}`;
-  const fd = fs.openSync(tmp, 'w');
-  try {
+  writeFileAtomic(outPath, 'write the rows', (fd) => {
     for (let r = r0; r < r1; r += batch) {
       const e = Math.min(r1, r + batch);
       const bytes = readRows(m, name, r, e);
@@ -128,13 +127,7 @@ function dumpRows(m: GgufModel, name: string, r0: number, r1: number, outPath: s
         fs.writeSync(fd, new Uint8Array(f.buffer, f.byteOffset, f.byteLength));
       }
     }
-    fs.closeSync(fd);
-    fs.renameSync(tmp, outPath);
-  } catch (err) {
-    fs.closeSync(fd);
-    fs.rmSync(tmp, { force: true });
-    throw err;
-  }
+  });
 }
 
 function inspectTensor(m: GgufModel, opts: InspectOptions & { tensor: string }) {

@@ -10,7 +10,7 @@ import type { RunCase } from '../../ascend/pipeline.ts';
 import { Ds4DiffError, EXIT, badInput } from '../../model/errors.ts';
 import type { ReferenceResult } from '../../reference/runner.ts';
 import { ModelWeights } from '../../reference/weights.ts';
-import type { ReportOutputs } from '../../reports/write.ts';
+import { checkReportPaths, type ReportOutputs } from '../../reports/write.ts';
 import { addModelPromptOptions, addRunDirOptions, collectList, loadModelAndPrompt, newManifest, progress, tokenPieces, type ModelPromptOptions } from '../common.ts';
 import { VERSION } from '../version.ts';
 
@@ -71,6 +71,7 @@ async function runCommand(opts: RunOptions): Promise<number> {
   const forced = envGate !== undefined && envGate !== '' && envGate !== '0';
   if (forced && opts.allowHostFallback) throw badInput('--allow-host-fallback contradicts DS4_ASCEND_NO_HOST_FALLBACK=1 in the environment');
   const policy: Policy | undefined = opts.policy ? loadPolicy(opts.policy) : undefined;
+  checkReportPaths(opts);
 
   const { devicePasses, judgeRun, referencePass, refineRegion } = await import('../../ascend/pipeline.ts');
   const { GENERATE_AFTER_PREFILL, refuseUnlandedFaults } = await import('../../ascend/orchestrator.ts');
@@ -125,15 +126,16 @@ async function runCommand(opts: RunOptions): Promise<number> {
     if (violation) {
       process.stderr.write(`ds4-diff: ${violation.message}\n`);
       process.stderr.write(`ds4-diff: run directory ${rd.dir} keeps the stages captured before the stop\n`);
-      return rd.finish(EXIT.hostFallback);
+      // judged and reported like any run (what was captured, the stop a host-fallback failure whatever a baseline accepts)
+      rd.manifest.exitCode = EXIT.hostFallback;
     }
     const { verdict } = await judgeRun(rd, {
       title: (baseline) => `ds4-diff run: ${T} tokens${generate ? ` + ${generate} generated` : ''}, layers 0..${run.lastLayer}, ${opts.backend}/${opts.kernelMath}${baseline ? `, baseline ${baseline}` : ''}`,
-      baseline: opts.baseline, policy, allowHostFallback: opts.allowHostFallback, reports: opts, notes,
+      baseline: opts.baseline, policy, reports: opts, notes,
     });
     if (!opts.json) {
-      const top = result!.top.map((t) => `${t.id}:${t.logit.toFixed(3)}`).join(' ');
-      process.stdout.write(`reference top-5${generate ? ' (last step)' : ''}: ${top}\nrun directory: ${rd.dir}\n`);
+      if (result) process.stdout.write(`reference top-5${generate ? ' (last step)' : ''}: ${result.top.map((t) => `${t.id}:${t.logit.toFixed(3)}`).join(' ')}\n`);
+      process.stdout.write(`run directory: ${rd.dir}\n`);
       if (verdict.exitCode === EXIT.regression) process.stdout.write(`which kernel: ds4-diff bisect ${rd.dir}\n`);
     }
     return rd.finish(verdict.exitCode);
