@@ -147,10 +147,13 @@ export function dequantizeIQ2_XXS(src: Uint8Array, n: number, out: Float32Array)
  * Rows [r0, r1) of a Q2_K matrix (`blocks` 256-blocks per row) · a Q8_K activation, ds4
  * ds4_vec_dot_q2_K_q8_K's scalar order: per block the integer sums isum = Σ (sc&15)·dot(q2, q8) and
  * summs = Σ bsums·(sc>>4), then sum += d_x·d_w·isum − d_x·dmin_w·summs in f32 into out32[r], and/or the
- * same terms in f64 into out64[r] (the rounding-noise twin) — one pass over the weights for both.
+ * same terms in f64 into out64[r] (the rounding-noise twin) — one pass over the weights for both. The
+ * activation comes as its arrays (codes staged in CODES at xo, scales xd, 16-element sums bsums), not as
+ * the Q8KAct: a worker receives structured clones, objects whose maps come and go with them, and optimized
+ * code that checked one such map was thrown away mid-run.
  */
-export function q2kRows(w: Uint8Array, xq: Q8KAct, xo: number, r0: number, r1: number, out32?: Float32Array, out64?: Float64Array): void {
-  const q8 = C, xd = xq.d, bsums = xq.bsums, blocks = xd.length;
+export function q2kRows(w: Uint8Array, xd: Float32Array, bsums: Int16Array, xo: number, r0: number, r1: number, out32?: Float32Array, out64?: Float64Array): void {
+  const q8 = C, blocks = xd.length;
   const rb = blocks * Q2K_BYTES;
   const dv = dataView(w);
   for (let r = r0; r < r1; r++) {
@@ -196,11 +199,11 @@ export function dotQ2_K_Q8_K(w: Uint8Array, wOffset: number, xq: Q8KAct, exact =
   const row = w.subarray(wOffset, wOffset + xq.d.length * Q2_K_BLOCK_BYTES);
   if (exact) {
     const o = new Float64Array(1);
-    q2kRows(row, xq, stageCodes([xq.q])[0], 0, 1, undefined, o);
+    q2kRows(row, xq.d, xq.bsums, stageCodes([xq.q])[0], 0, 1, undefined, o);
     return o[0];
   }
   const o = new Float32Array(1);
-  q2kRows(row, xq, stageCodes([xq.q])[0], 0, 1, o);
+  q2kRows(row, xq.d, xq.bsums, stageCodes([xq.q])[0], 0, 1, o);
   return o[0];
 }
 
@@ -210,9 +213,10 @@ export function dotQ2_K_Q8_K(w: Uint8Array, wOffset: number, xq: Q8KAct, exact =
  * integer, summed as int per block; sum += d_w·d_x·bsum in f32 into out32[r] (and/or in f64 into out64[r],
  * the twin); result × 0.125 = the format's 1/4 times 1/2 undoing the 2 in ls. Four rows run side by side,
  * each loaded group of eight activation codes used for the four (as q8_0Rows; the same bits per row).
+ * The activation as its arrays (codes at xo, scales xd), as q2kRows takes it.
  */
-export function iq2xxsRows(w: Uint8Array, xq: Q8KAct, xo: number, r0: number, r1: number, out32?: Float32Array, out64?: Float64Array): void {
-  const q8 = C, xd = xq.d, blocks = xd.length;
+export function iq2xxsRows(w: Uint8Array, xd: Float32Array, xo: number, r0: number, r1: number, out32?: Float32Array, out64?: Float64Array): void {
+  const q8 = C, blocks = xd.length;
   const rb = blocks * IQ2_BYTES;
   const G = SIGNED_GRID_WORDS;
   const dv = dataView(w);
@@ -276,11 +280,11 @@ export function dotIQ2_XXS_Q8_K(w: Uint8Array, wOffset: number, xq: Q8KAct, exac
   const row = w.subarray(wOffset, wOffset + xq.d.length * IQ2_XXS_BLOCK_BYTES);
   if (exact) {
     const o = new Float64Array(1);
-    iq2xxsRows(row, xq, stageCodes([xq.q])[0], 0, 1, undefined, o);
+    iq2xxsRows(row, xq.d, stageCodes([xq.q])[0], 0, 1, undefined, o);
     return o[0];
   }
   const o = new Float32Array(1);
-  iq2xxsRows(row, xq, stageCodes([xq.q])[0], 0, 1, o);
+  iq2xxsRows(row, xq.d, stageCodes([xq.q])[0], 0, 1, o);
   return o[0];
 }
 
