@@ -18,7 +18,8 @@ function f32FromBits(bits: number): number {
 /**
  * F16_TABLE[h] = value of half h; decoding is a table lookup because it sits in every F16/Q8_0 inner loop.
  * Built from bits, one exponent (1024 halves) at a time — a normal half's f32 is its sign, its exponent
- * rebiased by 127 − 15 and its mantissa shifted up 13 — since every thread builds it as it starts.
+ * rebiased by 127 − 15 and its mantissa shifted up 13: every thread builds it as it starts, and decoding
+ * each half with its power of two took ~10 ms of that.
  */
 export const F16_TABLE: Float32Array = (() => {
   const t = new Float32Array(65536);
