@@ -354,7 +354,9 @@ function stringsIn(b: Buffer, a: LazyArray): GgufStrings {
       for (let i = 0, o = a.at; i < a.n && found.size < texts.length; i++) {
         const len = u64At(b, o);
         for (let k = 0; k < wanted.length; k++) {
-          if (wanted[k].length === len && b.compare(wanted[k], 0, len, o + 8, o + 8 + len) === 0) found.add(texts[k]);
+          // the first byte before the call: a vocabulary has many tokens as long as a special one
+          const w = wanted[k];
+          if (w.length === len && (len === 0 || w[0] === b[o + 8]) && b.compare(w, 0, len, o + 8, o + 8 + len) === 0) found.add(texts[k]);
         }
         o += 8 + len;
       }

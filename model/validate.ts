@@ -219,20 +219,21 @@ function checkTensor(m: GgufModel, e: TensorExpectation, v: string[]) {
 function checkTid2eid(m: GgufModel, cfg: Ds4Config, name: string, v: string[]) {
   const t = m.tensors.get(name);
   if (!t || t.type !== GGMLType.I32 || t.dims[0] !== cfg.nExpertUsed || t.dims[1] !== cfg.nVocab) return;
-  const rowsPerRead = Math.max(1, Math.floor((1 << 20) / (4 * t.dims[0])));
-  for (let r0 = 0; r0 < t.dims[1]; r0 += rowsPerRead) {
-    const n = Math.min(rowsPerRead, t.dims[1] - r0) * t.dims[0];
-    const b = m.bytes(t.offset + r0 * t.dims[0] * 4, n * 4);
-    // tensor data is aligned (at least 32 bytes), so an int32 view of it is too
-    const ids = new Int32Array(b.buffer, b.byteOffset, n);
-    for (let i = 0; i < n; i++) {
-      const id = ids[i];
-      if (id < 0 || id >= cfg.nExpert) {
-        v.push(`tensor ${name}: token ${r0 + Math.floor(i / t.dims[0])} maps to expert ${id}, expected 0..${cfg.nExpert - 1}`);
-        return;
-      }
-    }
-  }
+  const [perToken, tokens] = t.dims;
+  const b = m.bytes(t.offset, t.nbytes);
+  // tensor data is aligned (at least 32 bytes), so an int32 view of it is too
+  const ids = new Int32Array(b.buffer, b.byteOffset, perToken * tokens);
+  const i = firstOutside(ids, cfg.nExpert);
+  if (i >= 0) v.push(`tensor ${name}: token ${Math.floor(i / perToken)} maps to expert ${ids[i]}, expected 0..${cfg.nExpert - 1}`);
+}
+
+/**
+ * The index of the first id outside [0, n), or -1. A loop of its own over the whole table: V8 optimizes it
+ * at once, where the scan inlined in 1 MB pieces took ~20 ms of a run's start for three tables.
+ */
+function firstOutside(ids: Int32Array, n: number): number {
+  for (let i = 0; i < ids.length; i++) if (ids[i] < 0 || ids[i] >= n) return i;
+  return -1;
 }
 
 /**

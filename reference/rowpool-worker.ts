@@ -1,7 +1,7 @@
 // Worker side of reference/rowpool.ts: claims chunks of a job's rows and computes them into shared memory.
 import { parentPort, workerData } from 'node:worker_threads';
 import { loadAddon } from '../ascend/native.ts';
-import { claimRows, type MappedRange, type RowJob, type RowOutputs } from './rowpool.ts';
+import { claimRows, warmRowKernels, type MappedRange, type RowJob, type RowOutputs } from './rowpool.ts';
 
 interface Msg extends Omit<RowJob, 'w'> {
   /** the weight in shared memory, or undefined when `src` names it in the file mapping */
@@ -39,6 +39,7 @@ parentPort!.on('message', (m: Msg) => {
   Atomics.notify(m.done, 0);
 });
 
-// loaded and listening: tell the (blocked) parent
+// loaded, warm (see warmRowKernels) and listening: tell the parent
+warmRowKernels();
 Atomics.store(ready, 0, 1);
 Atomics.notify(ready, 0);

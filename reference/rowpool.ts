@@ -8,10 +8,16 @@
 import { availableParallelism } from 'node:os';
 import { Worker } from 'node:worker_threads';
 import { onCancel } from '../diff/cancel.ts';
-import { CODES_CAPACITY, f16Rows, iq2xxsRows, q2kRows, q8_0Rows, q8_0RowsPaired, stageCodes, stagePairedCodes, type Q8Act, type Q8KAct } from '../model/quant/index.ts';
+import {
+  CODES_CAPACITY, f16Rows, iq2xxsRows, q2kRows, q8_0Rows, q8_0RowsPaired, quantizeQ8_0Act, quantizeQ8_K, stageCodes, stagePairedCodes, type Q8Act, type Q8KAct,
+} from '../model/quant/index.ts';
 
-/** Products at least this large (weight bytes) are split across threads. */
-export const PARALLEL_MIN_BYTES = 1 << 20;
+/**
+ * Products of at least this many multiply-adds are split across threads. Counted in multiply-adds, not
+ * weight bytes (an F16 byte is half a multiply-add, an IQ2_XXS byte four): a worker compiles each kernel it
+ * runs for itself (tens of ms), which a product smaller than this does not pay back.
+ */
+export const PARALLEL_MIN_MACS = 1 << 22;
 
 export type RowKernel = 'q8_0' | 'f16' | 'iq2_xxs' | 'q2_k';
 
@@ -67,11 +73,41 @@ export function claimRows(job: Omit<RowJob, 'src'>, out: RowOutputs, next: Int32
     rows = (r0, r1) => acts.forEach((x, t) => {
       const o32 = out.f32?.[t], o64 = out.f64?.[t];
       if (kind === 'q8_0') q8_0Rows(w, cols / 32, at[t], x.d, r0, r1, o32, o64);
-      else if (kind === 'iq2_xxs') iq2xxsRows(w, x as Q8KAct, at[t], r0, r1, o32, o64);
-      else q2kRows(w, x as Q8KAct, at[t], r0, r1, o32, o64);
+      else if (kind === 'iq2_xxs') iq2xxsRows(w, x.d, at[t], r0, r1, o32, o64);
+      else q2kRows(w, x.d, (x as Q8KAct).bsums, at[t], r0, r1, o32, o64);
     });
   }
   for (let c = Atomics.add(next, 0, 1); c * size < job.rows; c = Atomics.add(next, 0, 1)) rows(c * size, Math.min(job.rows, (c + 1) * size));
+}
+
+/** Calls of each kernel warmRowKernels makes: enough for V8 to mark it for optimization. */
+const WARM_CALLS = 32;
+
+/**
+ * V8 runs a kernel interpreted (~100× slower) until it has run enough to be optimized, then compiles it
+ * for tens of ms: left to the first products, that cost ~150 ms of a one-token run on each thread, and a
+ * worker still cold held a product up on its slow chunk. So each thread first runs every single-input row
+ * kernel on a small made-up product, in short calls: V8 compiles them on its background threads while
+ * this thread goes on (the model opening), and a worker says it is ready only after. The calls take every
+ * path real products take — two weights in turn (a new weight's views), groups of four rows and a short
+ * one, the f64 twin or not — so that no real product throws the optimized code away. The paired Q8_0
+ * kernel (a prompt's positions) warms on its own products, long enough to pay for it.
+ */
+export function warmRowKernels(): void {
+  const rows = 5, cols = 256;
+  // any bytes are some weights; enough for the widest format (F16, 2 per weight)
+  const ws = [0, 1].map((k) => Uint8Array.from({ length: rows * cols * 2 }, (_, i) => (i * 37 + k) & 255));
+  const x = Float32Array.from({ length: cols }, (_, i) => Math.sin(i));
+  const q8 = quantizeQ8_0Act(x), qk = quantizeQ8_K(x), xf = Float64Array.from(x);
+  const o32 = new Float32Array(rows), o64 = new Float64Array(rows);
+  for (let c = 0; c < WARM_CALLS; c++) {
+    const w = ws[c & 1], twin = c % 3 === 0 ? o64 : undefined;
+    const [x8, xk] = stageCodes([q8.q, qk.q]);
+    q8_0Rows(w, cols / 32, x8, q8.d, 0, rows, o32, twin);
+    iq2xxsRows(w, qk.d, xk, 0, rows, o32, twin);
+    q2kRows(w, qk.d, qk.bsums, xk, 0, rows, o32, twin);
+    f16Rows(w, cols, xf, 0, rows, o32, twin);
+  }
 }
 
 /** How many inputs of `cols` codes one job stages at once (CODES' capacity; paired Q8_0 codes take half). */
@@ -86,7 +122,6 @@ interface PoolWorker {
 }
 
 let pool: PoolWorker[] | undefined;
-const READY_TIMEOUT_MS = 20_000;
 const JOB_TIMEOUT_MS = 120_000;
 
 /**
@@ -97,7 +132,7 @@ const WORKER_FILE = import.meta.url.endsWith('.js') ? './rowpool-worker.js' : '.
 
 /**
  * Start the worker threads without waiting for them (a command calls it before it opens the model, so
- * they load while the model is read); the first parallel product waits until they are up.
+ * they load while the model is read), and warm this thread's kernels; products use the workers that are up.
  */
 export function startRowPool(): void {
   if (pool) return;
@@ -111,35 +146,32 @@ export function startRowPool(): void {
     worker.unref();
     pool.push({ worker, ready, done: new Int32Array(new SharedArrayBuffer(4)) });
   }
+  // the workers warm up as they start; this thread too
+  warmRowKernels();
 }
 
 /**
- * The workers, once each has loaded its module and said so through shared memory (blocking: products are
- * synchronous). A worker that does not come up disables the pool: everything then runs on this thread,
- * which is slower but gives the same numbers.
+ * The workers that are up (each says so through shared memory once its kernels are warm). A product does
+ * not wait for the others: this thread claims their chunks too, so a worker slow to start (a loaded
+ * machine) or one that never comes up costs no time, and the numbers are the same either way.
  */
-function workers(): PoolWorker[] {
+function readyWorkers(): PoolWorker[] {
+  startRowPool();
+  return pool!.filter((p) => Atomics.load(p.ready, 0) === 1);
+}
+
+/** Blocks until every worker is up or `timeoutMs` has passed; how many are up (the tests' way to be sure a product is split). */
+export function awaitRowPool(timeoutMs: number): number {
   startRowPool();
   const t0 = Date.now();
-  for (const p of pool!) {
-    while (Atomics.load(p.ready, 0) === 0 && Date.now() - t0 < READY_TIMEOUT_MS) Atomics.wait(p.ready, 0, 0, 50);
-    if (Atomics.load(p.ready, 0) !== 1) {
-      stopRowPool();
-      break;
-    }
-  }
-  return pool!;
+  for (const p of pool!) while (Atomics.load(p.ready, 0) === 0 && Date.now() - t0 < timeoutMs) Atomics.wait(p.ready, 0, 0, 50);
+  return readyWorkers().length;
 }
 
 /** Terminates the worker threads; later products run on this thread. */
 export function stopRowPool(): void {
   for (const p of pool ?? []) void p.worker.terminate();
   pool = [];
-}
-
-/** Worker threads the pool runs (0 on a one-core machine or if the workers could not start). */
-export function poolSize(): number {
-  return pool?.length ?? 0;
 }
 
 export function isShared(b: Uint8Array): boolean {
@@ -155,7 +187,7 @@ const sharedF64 = (n: number) => new Float64Array(new SharedArrayBuffer(8 * n));
  */
 export function parallelRows(job: RowJob, want: { f32: boolean; f64: boolean }): RowOutputs {
   const reachable = job.src !== undefined || isShared(job.w);
-  const ws = reachable && job.w.length >= PARALLEL_MIN_BYTES ? workers() : [];
+  const ws = reachable && job.rows * job.cols * job.xs.length >= PARALLEL_MIN_MACS ? readyWorkers() : [];
   const n = job.xs.length;
   const out: RowOutputs = {
     f32: want.f32 ? Array.from({ length: n }, () => (ws.length ? sharedF32(job.rows) : new Float32Array(job.rows))) : undefined,

@@ -604,8 +604,8 @@ describe('row kernels = the plain ds4 loops, bit for bit', () => {
     const at = stageCodes([xq.q])[0];
     const iq = synthIQ2_XXS(rnd, rows * cols, 0.05), q2 = synthQ2_K(rnd, rows * cols, 0.05);
     const i32 = new Float32Array(rows), i64 = new Float64Array(rows), k32 = new Float32Array(rows), k64 = new Float64Array(rows);
-    iq2xxsRows(iq, xq, at, 0, rows, i32, i64);
-    q2kRows(q2, xq, at, 0, rows, k32, k64);
+    iq2xxsRows(iq, xq.d, at, 0, rows, i32, i64);
+    q2kRows(q2, xq.d, xq.bsums, at, 0, rows, k32, k64);
     for (let r = 0; r < rows; r++) {
       // IQ2_XXS: per 32-sub-block Σ grid·sign·q8, times 2s+1, per block f32 += f16(d)·d_x·bsum, × 1/8
       let s32 = 0, s64 = 0;

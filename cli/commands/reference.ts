@@ -45,7 +45,6 @@ export function register(program: Command): void {
       for (const u of reach.unmatched) process.stderr.write(`ds4-diff: warning: ${u}\n`);
       const precision = opts.precision as Precision;
       const side = precision === 'ds4' ? 'reference' : `reference-${precision}`;
-      const manifest = newManifest(run, 'reference', { precision, mode: opts.mode, stages: opts.stages, pos: opts.pos });
       const body = async (rd?: RunDir): Promise<void> => {
         // the Arrow writer is loaded only when there is a dump to write
         const sink = rd ? await (await import('../../diff/sink.ts')).openCapture(rd.dir, side, { modelFingerprint: run.model.fingerprint, promptTokens: run.tokens, producer: { backend: 'reference', precision, options: { mode: opts.mode }, version: VERSION } }) : undefined;
@@ -93,7 +92,12 @@ export function register(program: Command): void {
         rd?.finish(bad ? EXIT.badInput : EXIT.ok);
         if (bad) throw badInput(`reference produced ${bad} non-finite values (see the NaN/Inf column)`);
       };
-      if (opts.out) await (await import('../../diff/rundir.ts')).withRunDir({ out: opts.out, force: opts.force, manifest }, body);
-      else await body();
+      // the manifest (the model's fingerprint, the tokens' pieces) only when there is a run directory to hold it
+      if (opts.out) {
+        const manifest = newManifest(run, 'reference', { precision, mode: opts.mode, stages: opts.stages, pos: opts.pos });
+        await (await import('../../diff/rundir.ts')).withRunDir({ out: opts.out, force: opts.force, manifest }, body);
+      } else {
+        await body();
+      }
     });
 }

@@ -147,10 +147,13 @@ export function dequantizeIQ2_XXS(src: Uint8Array, n: number, out: Float32Array)
  * Rows [r0, r1) of a Q2_K matrix (`blocks` 256-blocks per row) · a Q8_K activation, ds4
  * ds4_vec_dot_q2_K_q8_K's scalar order: per block the integer sums isum = Σ (sc&15)·dot(q2, q8) and
  * summs = Σ bsums·(sc>>4), then sum += d_x·d_w·isum − d_x·dmin_w·summs in f32 into out32[r], and/or the
- * same terms in f64 into out64[r] (the rounding-noise twin) — one pass over the weights for both.
+ * same terms in f64 into out64[r] (the rounding-noise twin) — one pass over the weights for both. The
+ * activation comes as its arrays (codes staged in CODES at xo, scales xd, 16-element sums bsums), not as
+ * the Q8KAct: a worker receives structured clones, objects whose maps come and go with them, and optimized
+ * code that checked one such map was thrown away mid-run.
  */
-export function q2kRows(w: Uint8Array, xq: Q8KAct, xo: number, r0: number, r1: number, out32?: Float32Array, out64?: Float64Array): void {
-  const q8 = C, xd = xq.d, bsums = xq.bsums, blocks = xd.length;
+export function q2kRows(w: Uint8Array, xd: Float32Array, bsums: Int16Array, xo: number, r0: number, r1: number, out32?: Float32Array, out64?: Float64Array): void {
+  const q8 = C, blocks = xd.length;
   const rb = blocks * Q2K_BYTES;
   const dv = dataView(w);
   for (let r = r0; r < r1; r++) {
@@ -196,11 +199,11 @@ export function dotQ2_K_Q8_K(w: Uint8Array, wOffset: number, xq: Q8KAct, exact =
   const row = w.subarray(wOffset, wOffset + xq.d.length * Q2_K_BLOCK_BYTES);
   if (exact) {
     const o = new Float64Array(1);
-    q2kRows(row, xq, stageCodes([xq.q])[0], 0, 1, undefined, o);
+    q2kRows(row, xq.d, xq.bsums, stageCodes([xq.q])[0], 0, 1, undefined, o);
     return o[0];
   }
   const o = new Float32Array(1);
-  q2kRows(row, xq, stageCodes([xq.q])[0], 0, 1, o);
+  q2kRows(row, xq.d, xq.bsums, stageCodes([xq.q])[0], 0, 1, o);
   return o[0];
 }
 
@@ -208,34 +211,67 @@ export function dotQ2_K_Q8_K(w: Uint8Array, wOffset: number, xq: Q8KAct, exact =
  * Rows [r0, r1) of an IQ2_XXS matrix · a Q8_K activation, ds4 ds4_vec_dot_iq2_xxs_q8_K's scalar order:
  * per 32-sub-block the int dot of signed grid values with q8, times ls = 2s+1 = 2·(0.5+s) so it stays an
  * integer, summed as int per block; sum += d_w·d_x·bsum in f32 into out32[r] (and/or in f64 into out64[r],
- * the twin); result × 0.125 = the format's 1/4 times 1/2 undoing the 2 in ls.
+ * the twin); result × 0.125 = the format's 1/4 times 1/2 undoing the 2 in ls. Four rows run side by side,
+ * each loaded group of eight activation codes used for the four (as q8_0Rows; the same bits per row).
+ * The activation as its arrays (codes at xo, scales xd), as q2kRows takes it.
  */
-export function iq2xxsRows(w: Uint8Array, xq: Q8KAct, xo: number, r0: number, r1: number, out32?: Float32Array, out64?: Float64Array): void {
-  const q8 = C, xd = xq.d, blocks = xd.length;
+export function iq2xxsRows(w: Uint8Array, xd: Float32Array, xo: number, r0: number, r1: number, out32?: Float32Array, out64?: Float64Array): void {
+  const q8 = C, blocks = xd.length;
   const rb = blocks * IQ2_BYTES;
   const G = SIGNED_GRID_WORDS;
   const dv = dataView(w);
-  for (let r = r0; r < r1; r++) {
-    let s32 = 0, s64 = 0;
-    for (let b = 0, o = r * rb; b < blocks; b++, o += IQ2_BYTES) {
-      let bsum = 0;
+  for (let i0 = r0; i0 < r1; i0 += 4) {
+    const i1 = Math.min(i0 + 1, r1 - 1), i2 = Math.min(i0 + 2, r1 - 1), i3 = Math.min(i0 + 3, r1 - 1);
+    // the other rows' byte offsets from the first's
+    const o1 = (i1 - i0) * rb, o2 = (i2 - i0) * rb, o3 = (i3 - i0) * rb;
+    let s0 = 0, s1 = 0, s2 = 0, s3 = 0, e0 = 0, e1 = 0, e2 = 0, e3 = 0;
+    for (let b = 0, o = i0 * rb; b < blocks; b++, o += IQ2_BYTES) {
+      let b0 = 0, b1 = 0, b2 = 0, b3 = 0;
       for (let k = 0, so = o + 2, xi = xo + b * QK_K; k < 8; k++, so += 8) {
-        const idx = dv.getUint32(so, true), aux = dv.getUint32(so + 4, true);
-        let sumi = 0;
+        const idx0 = dv.getUint32(so, true), aux0 = dv.getUint32(so + 4, true);
+        const idx1 = dv.getUint32(so + o1, true), aux1 = dv.getUint32(so + o1 + 4, true);
+        const idx2 = dv.getUint32(so + o2, true), aux2 = dv.getUint32(so + o2 + 4, true);
+        const idx3 = dv.getUint32(so + o3, true), aux3 = dv.getUint32(so + o3 + 4, true);
+        let u0 = 0, u1 = 0, u2 = 0, u3 = 0;
         for (let l = 0; l < 4; l++, xi += 8) {
-          const gs = (((idx >>> (8 * l)) & 255) * 128 + ((aux >>> (7 * l)) & 127)) * 2;
-          const a = G[gs], c = G[gs + 1];
-          sumi += ((a << 24) >> 24) * q8[xi] + ((a << 16) >> 24) * q8[xi + 1] + ((a << 8) >> 24) * q8[xi + 2] + (a >> 24) * q8[xi + 3]
-            + ((c << 24) >> 24) * q8[xi + 4] + ((c << 16) >> 24) * q8[xi + 5] + ((c << 8) >> 24) * q8[xi + 6] + (c >> 24) * q8[xi + 7];
+          const x0 = q8[xi], x1 = q8[xi + 1], x2 = q8[xi + 2], x3 = q8[xi + 3], x4 = q8[xi + 4], x5 = q8[xi + 5], x6 = q8[xi + 6], x7 = q8[xi + 7];
+          // the 8 signed grid values of (grid index byte l, sign index l): words gs, gs + 1 of G
+          let gs = (((idx0 >>> (8 * l)) & 255) * 128 + ((aux0 >>> (7 * l)) & 127)) * 2;
+          let a = G[gs], c = G[gs + 1];
+          u0 += ((a << 24) >> 24) * x0 + ((a << 16) >> 24) * x1 + ((a << 8) >> 24) * x2 + (a >> 24) * x3
+            + ((c << 24) >> 24) * x4 + ((c << 16) >> 24) * x5 + ((c << 8) >> 24) * x6 + (c >> 24) * x7;
+          gs = (((idx1 >>> (8 * l)) & 255) * 128 + ((aux1 >>> (7 * l)) & 127)) * 2;
+          a = G[gs], c = G[gs + 1];
+          u1 += ((a << 24) >> 24) * x0 + ((a << 16) >> 24) * x1 + ((a << 8) >> 24) * x2 + (a >> 24) * x3
+            + ((c << 24) >> 24) * x4 + ((c << 16) >> 24) * x5 + ((c << 8) >> 24) * x6 + (c >> 24) * x7;
+          gs = (((idx2 >>> (8 * l)) & 255) * 128 + ((aux2 >>> (7 * l)) & 127)) * 2;
+          a = G[gs], c = G[gs + 1];
+          u2 += ((a << 24) >> 24) * x0 + ((a << 16) >> 24) * x1 + ((a << 8) >> 24) * x2 + (a >> 24) * x3
+            + ((c << 24) >> 24) * x4 + ((c << 16) >> 24) * x5 + ((c << 8) >> 24) * x6 + (c >> 24) * x7;
+          gs = (((idx3 >>> (8 * l)) & 255) * 128 + ((aux3 >>> (7 * l)) & 127)) * 2;
+          a = G[gs], c = G[gs + 1];
+          u3 += ((a << 24) >> 24) * x0 + ((a << 16) >> 24) * x1 + ((a << 8) >> 24) * x2 + (a >> 24) * x3
+            + ((c << 24) >> 24) * x4 + ((c << 16) >> 24) * x5 + ((c << 8) >> 24) * x6 + (c >> 24) * x7;
         }
-        bsum += sumi * (2 * (aux >>> 28) + 1);
+        b0 += u0 * (2 * (aux0 >>> 28) + 1);
+        b1 += u1 * (2 * (aux1 >>> 28) + 1);
+        b2 += u2 * (2 * (aux2 >>> 28) + 1);
+        b3 += u3 * (2 * (aux3 >>> 28) + 1);
       }
-      const d = F16[dv.getUint16(o, true)];
-      s64 += d * xd[b] * bsum;
-      s32 = fround(s32 + fround(fround(d * xd[b]) * fround(bsum)));
+      const x = xd[b];
+      const d0 = F16[dv.getUint16(o, true)], d1 = F16[dv.getUint16(o + o1, true)];
+      const d2 = F16[dv.getUint16(o + o2, true)], d3 = F16[dv.getUint16(o + o3, true)];
+      e0 += d0 * x * b0;
+      e1 += d1 * x * b1;
+      e2 += d2 * x * b2;
+      e3 += d3 * x * b3;
+      s0 = fround(s0 + fround(fround(d0 * x) * fround(b0)));
+      s1 = fround(s1 + fround(fround(d1 * x) * fround(b1)));
+      s2 = fround(s2 + fround(fround(d2 * x) * fround(b2)));
+      s3 = fround(s3 + fround(fround(d3 * x) * fround(b3)));
     }
-    if (out32) out32[r] = fround(0.125 * s32);
-    if (out64) out64[r] = 0.125 * s64;
+    if (out32) out32[i0] = fround(0.125 * s0), out32[i1] = fround(0.125 * s1), out32[i2] = fround(0.125 * s2), out32[i3] = fround(0.125 * s3);
+    if (out64) out64[i0] = 0.125 * e0, out64[i1] = 0.125 * e1, out64[i2] = 0.125 * e2, out64[i3] = 0.125 * e3;
   }
 }
 
@@ -244,11 +280,11 @@ export function dotIQ2_XXS_Q8_K(w: Uint8Array, wOffset: number, xq: Q8KAct, exac
   const row = w.subarray(wOffset, wOffset + xq.d.length * IQ2_XXS_BLOCK_BYTES);
   if (exact) {
     const o = new Float64Array(1);
-    iq2xxsRows(row, xq, stageCodes([xq.q])[0], 0, 1, undefined, o);
+    iq2xxsRows(row, xq.d, stageCodes([xq.q])[0], 0, 1, undefined, o);
     return o[0];
   }
   const o = new Float32Array(1);
-  iq2xxsRows(row, xq, stageCodes([xq.q])[0], 0, 1, o);
+  iq2xxsRows(row, xq.d, stageCodes([xq.q])[0], 0, 1, o);
   return o[0];
 }
 
