@@ -31,8 +31,16 @@ export async function defaultModelPath(): Promise<string> {
   if (fs.existsSync(file)) return file;
   fs.mkdirSync(dir, { recursive: true });
   await writeFixture({ preset: 'tiny', seed: 0, out: file }); // atomic: written under a temporary name, then renamed
+  // Older fixtures go once nothing has read or written them for a week: a cache shared by checkouts of
+  // other versions (DS4_DIFF_CACHE) must not lose the file another checkout's running process is about to open.
+  const stale = Date.now() - STALE_FIXTURE_MS;
   for (const f of fs.readdirSync(dir)) {
-    if (/^tiny-seed0-[0-9a-f]{12}\.gguf$/.test(f) && f !== name) fs.rmSync(path.join(dir, f), { force: true });
+    if (!/^tiny-seed0-[0-9a-f]{12}\.gguf$/.test(f) || f === name) continue;
+    const p = path.join(dir, f);
+    const st = fs.statSync(p, { throwIfNoEntry: false });
+    if (st && Math.max(st.atimeMs, st.mtimeMs) < stale) fs.rmSync(p, { force: true });
   }
   return file;
 }
+
+const STALE_FIXTURE_MS = 7 * 24 * 3600 * 1000;

@@ -156,6 +156,15 @@ describe('default model', () => {
       expect(await defaultModelPath()).toBe(p1);
       expect(fs.statSync(p1).mtimeMs).toBe(mtime);
       expect(fs.readdirSync(cache)).toEqual([path.basename(p1)]);
+      // another version's fixture in a shared cache stays while it may be in use, and goes once a week unused
+      fs.rmSync(p1);
+      const recent = path.join(cache, 'tiny-seed0-000000000001.gguf'), old = path.join(cache, 'tiny-seed0-000000000002.gguf');
+      fs.writeFileSync(recent, 'x');
+      fs.writeFileSync(old, 'x');
+      const weekAgo = new Date(Date.now() - 8 * 24 * 3600 * 1000);
+      fs.utimesSync(old, weekAgo, weekAgo);
+      expect(await defaultModelPath()).toBe(p1);
+      expect(fs.readdirSync(cache).sort()).toEqual([path.basename(recent), path.basename(p1)].sort());
     } finally {
       if (saved === undefined) delete process.env.DS4_DIFF_CACHE;
       else process.env.DS4_DIFF_CACHE = saved;
