@@ -329,7 +329,7 @@ export function buildView(input: ReportInput): ReportView {
   const { comparison: c, verdict: v, manifest: m } = input;
   const n = c.counts;
   const summary = [
-    `${c.b} vs ${c.a}: ${n.compared} rows judged (${n.own} by their own error), ${n.failed} failed, ${n.missing} on one side only${n.unjudged ? `, ${n.unjudged} not judged` : ''}, ${n.nearTies} near ties`,
+    `${c.b} vs ${c.a}: ${n.compared} rows compared (${n.own} judged by their own error${n.unjudged ? `, ${n.unjudged} not judged` : ''}), ${n.failed} failed, ${n.missing} on one side only, ${n.nearTies} near ties`,
   ];
   const fo = c.firstOwnFailure;
   if (fo) summary.push(`first stage wrong by itself: ${fo.stage} layer ${fo.layer} pos ${fo.pos} (token ${fo.token}): ${judgedText(fo.own)}`);

@@ -176,7 +176,7 @@ describe.skipIf(!ready)('ds4-diff engine -- the test double', async () => {
     expect(dev.records).toHaveLength(files);
     expect(dev.records.find((x) => x.stage === 'logits')).toMatchObject({ layer: cfg.nLayer, pos: T - 1 });
     // every device row has its reference row: the comparison covers all of them
-    expect(r.out).toContain(`${files} rows judged (${files} by their own error), 0 failed, 0 on one side only`);
+    expect(r.out).toContain(`${files} rows compared (${files} judged by their own error), 0 failed, 0 on one side only`);
     // the protocol is lossless: each imported record is bit for bit what the simulated device computed
     const direct = new Map<string, Float32Array | Int32Array>();
     await runDevice({ model, cfg, tokens: m.promptTokens, lastLayer: 0, tap: (x) => direct.set(`${x.stage}/${x.layer}/${x.pos}`, x.values) });
@@ -257,7 +257,7 @@ describe.skipIf(!ready)('ds4-diff engine -- the test double', async () => {
     const m = manifestOf(dir);
     expect(m.complete).toBe(true);
     expect(engineOf(m).dumps.files).toBe(20);
-    expect(r.out).toMatch(/20 rows judged \(\d+ by their own error\), 0 failed/);
+    expect(r.out).toMatch(/20 rows compared \(\d+ judged by their own error\), 0 failed/);
 
     // behind a shell (nohup/ssh wrappers do the same) the kill arrives as exit status 137
     const dir2 = tmp();
@@ -324,7 +324,7 @@ describe.skipIf(!ready)('ds4-diff engine -- the test double', async () => {
     const r = engine(dir, [], ['--stages', 'q_rope,attn_out', '--pos', '3']);
     expect(readdirSync(join(dir, 'dumps')).sort()).toEqual(['ds4_Qcur-0_pos3.bin', 'ds4_attn_out-0_pos3.bin']);
     // their inputs were not dumped: no own error, no logits — compared, but no evidence either way (125)
-    expect(r.out).toContain('2 rows judged (0 by their own error), 0 failed, 0 on one side only');
+    expect(r.out).toContain('2 rows compared (0 judged by their own error), 0 failed, 0 on one side only');
     expect(r.code).toBe(125);
     expect(r.out).toMatch(/^NO VERDICT: no row was judged by its own error or by the end result/m);
   });

@@ -55,7 +55,7 @@ describe('reports', () => {
     // q_rope drifts free-running past its own budget without failing
     expect(Number(v.stages.rows[3].cells[6].replace('×', ''))).toBeGreaterThan(1);
     expect(v.stages.rows[3].fail).toBe(false);
-    expect(v.summary[0]).toMatch(/5 rows judged \(5 by their own error\), 1 failed, 1 on one side only/);
+    expect(v.summary[0]).toMatch(/5 rows compared \(5 judged by their own error\), 1 failed, 1 on one side only/);
     expect(v.summary[1]).toMatch(/^first stage wrong by itself: ffn_norm layer 0 pos 0 \(token 5\): relRms 0\.0535 vs 1\.1e-5/);
     expect(v.verdict).toMatch(/^FAIL: ffn_norm layer 0 pos 0 is wrong by itself/);
     expect(v.exitCode).toBe(1);
