@@ -50,6 +50,16 @@ describe('command-line input', () => {
     expect(readdirSync(d).sort()).toEqual(['run', 'taken', 'tiny.gguf']);
   });
 
+  it('inspect --rows: an empty range and a range past the tensor are each named as what they are', () => {
+    const model = join(tmp(), 'tiny.gguf');
+    expect(cli(['fixture', '--preset', 'tiny', '--out', model]).code).toBe(0);
+    const empty = cli(['inspect', model, '--tensor', 'token_embd.weight', '--rows', '5:2']);
+    expect([empty.code, empty.err]).toEqual([3, 'ds4-diff: --rows 5:2: an empty range (A must be ≤ B: rows A..B-1)\n']);
+    const past = cli(['inspect', model, '--tensor', 'token_embd.weight', '--rows', '0:100000']);
+    expect(past.code).toBe(3);
+    expect(past.err).toMatch(/^ds4-diff: --rows 0:100000: outside tensor token_embd\.weight \(\d+ rows\)\n$/);
+  });
+
   it('--tokens with an empty element is refused, not read as token 0', () => {
     const r = cli(['reference', '--tokens', ',,,', '--layer', '0']);
     expect(r.code).toBe(3);
