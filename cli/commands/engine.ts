@@ -287,7 +287,7 @@ async function engineCommand(engine: string[], rawOpts: EngineOptions, command: 
       if (lastPos >= tokens.length) {
         try {
           const r = evaluatedTokens(resolve(prefix), (id) => weights.embeddingRow(id), run.cfg, tokens, lastPos);
-          notes.push(`decode steps: the engine evaluated positions ${tokens.length}..${lastPos} past the ${tokens.length} prompt tokens; the tokens it fed back (${r.recovered.map((t) => t.id).join(', ')}) were recovered from its layer-0 dumps`);
+          notes.push(`decode steps: the engine evaluated positions ${tokens.length}..${r.tokens.length - 1} past the ${tokens.length} prompt tokens; the tokens it fed back (${r.recovered.map((t) => t.id).join(', ')}) were recovered from its layer-0 dumps`);
           source += `, then ${r.recovered.length} generated tokens recovered from the engine's layer-0 dumps`;
           tokens = r.tokens;
         } catch (e) {
@@ -330,17 +330,27 @@ async function engineCommand(engine: string[], rawOpts: EngineOptions, command: 
 
     // 3. the reference on the same model and tokens, with its facts, captured exactly where the engine
     // dumped (a filtered or unfinished engine run is judged on what it wrote, not drowned in missing rows)
+    // and, when the engine finished with no layer filter, also where it should have: a stage it dumped in
+    // one layer at a position, in every layer of the run that computes it there — a layer (or a stage in
+    // a layer) it left out is rows on one side only, never a pass on what was not compared
     const keys = new Set<string>();
     const stages = new Set<string>();
     const layers = new Set<number>();
+    const everyLayer = new Set<string>();
     for await (const rec of iterateDump(join(dir, 'device.arrow'))) {
       keys.add(recordKey(rec));
       stages.add(rec.stage);
       layers.add(rec.layer);
+      if (resolveStage(rec.stage)?.scope === 'layer') everyLayer.add(`${rec.stage}/${rec.pos}`);
     }
+    const layerFilter = env[DUMP_LAYER];
+    const expectEveryLayer = !failed && (layerFilter === undefined || layerFilter === 'all');
+    if (expectEveryLayer) for (let l = 0; l <= run.lastLayer; l++) layers.add(l);
+    const expected = (r: { stage: string; layer: number; pos: number }) =>
+      keys.has(recordKey(r)) || (expectEveryLayer && r.layer <= run.lastLayer && everyLayer.has(`${r.stage}/${r.pos}`));
     const filter = { stages: [...stages], layers: [...layers], pos: 'all' as const };
     const refProg = progress('reference');
-    const { result } = await referencePass(rd, { ...run, tokens }, { version: VERSION, weights, filter, keep: (r) => keys.has(recordKey(r)), onProgress: (m) => refProg.tick(m) });
+    const { result } = await referencePass(rd, { ...run, tokens }, { version: VERSION, weights, filter, keep: expected, onProgress: (m) => refProg.tick(m) });
     refProg.done();
 
     // 4. replay: every dumped stage recomputed by the reference from the engine's own inputs, with its facts:
