@@ -8,7 +8,7 @@ import { Ds4DiffError, EXIT, badInput } from '../model/errors.ts';
 import { caseDifferences, findShippedBaseline, loadBaseline, type Baseline } from './baseline.ts';
 import { compareRun, summarize, type Comparison, type Judged } from './compare.ts';
 import { END_TO_END, F32_UNIT, NOISE_MARGIN, fmtNum, withBound, type DeviceBound, type Judge, type Role, type Tolerance } from './judge.ts';
-import { readManifest, sidePath, type RunManifest } from './manifest.ts';
+import { fallbackStopOf, readManifest, sidePath, type RunManifest } from './manifest.ts';
 import { applyPolicy, type Policy } from './policy.ts';
 
 export interface JudgeOptions {
@@ -219,7 +219,8 @@ function fallbackViolations(b: Baseline | undefined, m: RunManifest, now: Date, 
       if (Date.parse(a.expires) < today) v.push(`${what}: its allowance expired on ${a.expires} (${a.reason})`);
     } else v.push(b ? `${what} is not accepted by the baseline` : `${what}: no baseline accepts it`);
   }
-  if (m.exitCode === EXIT.hostFallback) v.push('the run itself failed the no-host-fallback gate (manifest exitCode 2)');
+  const stop = fallbackStopOf(m);
+  if (stop !== undefined) v.push(`the no-host-fallback gate stopped the run: ${stop}`);
   for (const a of b?.fallbacks ?? []) {
     if (!used.has(a.primitive) && Date.parse(a.expires) < today) warnings.push(`unused allowance for '${a.primitive}' expired on ${a.expires}; remove it from the baseline`);
   }

@@ -49,6 +49,9 @@ export interface RunManifest {
   noHostFallback: boolean;
   fallbackLedger: FallbackEntry[];
   exitCode?: number;
+  /** the no-host-fallback gate's stop (`host fallback disabled: X ...`), when it stopped the run: a host-fallback
+   *  failure whatever a baseline accepts (exitCode is the verdict's, which a baseline's allowance decides) */
+  fallbackStop?: string;
   /** set when a signal stopped the run (the manifest then stays complete: false) */
   interrupted?: string;
   /** the one-line error that ended the run, when it did not finish */
@@ -127,4 +130,10 @@ export function sidePath(dir: string, m: RunManifest, side: string): string | un
 export function fileInRun(dir: string, name: string): string {
   if (name !== path.basename(name) || name === '.' || name === '..') throw badInput(`${dir}/manifest.json: file name '${name}' is not a plain file name`);
   return path.join(dir, name);
+}
+
+/** Why the no-host-fallback gate stopped this run, if it did. Run directories written before `fallbackStop`
+ *  show the stop only as the ledger entry of a primitive the gate disabled. */
+export function fallbackStopOf(m: RunManifest): string | undefined {
+  return m.fallbackStop ?? m.fallbackLedger.find((f) => f.reason?.startsWith('host fallback disabled'))?.primitive;
 }

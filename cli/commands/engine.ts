@@ -315,7 +315,7 @@ async function engineCommand(engine: string[], rawOpts: EngineOptions, command: 
     if (report.fallbackSummary) engineInfo.fallbackSummary = report.fallbackSummary;
     if (report.unimplemented.length) engineInfo.unimplemented = report.unimplemented;
     manifest.fallbackLedger = engineFallbackLedger(report);
-    if (report.fallbackDisabled.length) manifest.exitCode = EXIT.hostFallback;
+    if (report.fallbackDisabled.length) manifest.fallbackStop = `host fallback disabled: ${report.fallbackDisabled.join(', ')} (the engine stopped there)`;
 
     const finish = (code: number) => {
       engineInfo.notes = notes;
@@ -386,7 +386,6 @@ async function engineCommand(engine: string[], rawOpts: EngineOptions, command: 
     if (failed) unfinished.push(`${exitText}: only the ${listed} dumps written before are judged`);
     for (const p of report.unimplemented) unfinished.push(`engine primitive not implemented yet: ${p}`);
     const regressions = imported.rejected.map((r) => `rejected dump ${r.file}: ${r.reason}`);
-    if (report.fallbackDisabled.length) manifest.exitCode = EXIT.hostFallback;
     // `node double.mjs`, `nohup ./ds4_ascend`: name the program, not its launcher
     const program = /^(node|python3?|sh|bash|env|nohup|timeout)$/.test(basename(engine[0])) && engine[1] ? basename(engine[1]) : basename(engine[0]);
     let v: RunVerdict;
