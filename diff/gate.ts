@@ -144,6 +144,27 @@ export interface RunProblems {
 }
 
 /**
+ * What an engine's run directory recorded besides its rows (`options.engine`: its exit, the primitives it
+ * lacks, the dumps rejected at import), for every judge of that directory — `engine` itself, `gate`,
+ * `bisect`, `baseline record` — alike: a killed engine's partial dumps are no verdict, a rejected dump a
+ * failure, whichever command reads the directory.
+ */
+export function recordedProblems(m: RunManifest): Omit<RunProblems, 'fallbacks'> {
+  const e = m.options.engine as { exit?: { code?: unknown; signal?: unknown; timedOut?: unknown; description?: unknown }; unimplemented?: unknown; dumps?: { files?: unknown; rejectedFiles?: unknown } } | undefined;
+  if (!e || typeof e !== 'object') return {};
+  const unfinished: string[] = [];
+  const x = e.exit;
+  // as ascend/engine.ts engineFailed: a timeout, a signal or a non-zero exit
+  if (x && typeof x === 'object' && (x.timedOut === true || (x.signal ?? null) !== null || x.code !== 0)) {
+    unfinished.push(`${typeof x.description === 'string' ? x.description : `engine exited with ${String(x.code)}`}: only the ${Number(e.dumps?.files) || 0} dumps written before are judged`);
+  }
+  if (Array.isArray(e.unimplemented)) for (const p of e.unimplemented) unfinished.push(`engine primitive not implemented yet: ${String(p)}`);
+  const rejected = Array.isArray(e.dumps?.rejectedFiles) ? (e.dumps.rejectedFiles as Array<{ file?: unknown; reason?: unknown }>) : [];
+  const regressions = rejected.map((r) => `rejected dump ${String(r?.file)}: ${String(r?.reason)}`);
+  return { regressions, unfinished };
+}
+
+/**
  * The one verdict of a judged run: host fallbacks first (exit 2: a run that computed on the host says nothing
  * about the device), then own errors (a kernel wrong by itself), rows on one side only, the end result, other
  * evidence of a wrong result (exit 1), then an unfinished producer (exit 125). Every renderer prints `line`.
@@ -242,8 +263,6 @@ export interface GateOptions {
   /** look for a shipped baseline whose case is the run's when none is given (default true) */
   shipped?: boolean;
   policy?: Policy;
-  /** what the caller knows happened besides the rows (an engine that died, a rejected dump) */
-  problems?: Omit<RunProblems, 'fallbacks'>;
   now?: Date;
 }
 
@@ -273,6 +292,6 @@ export async function gateRunDir(dir: string, o: GateOptions): Promise<RunVerdic
     : await compareRun(dir, judge);
   if (comparison.counts.compared === 0 && !fallbacks.length) throw new Ds4DiffError(`${dir}: no stage could be compared between reference and device; cannot evaluate`, EXIT.cannotEvaluate);
   if (!baseline) comparison.notes.push('no baseline matches this case: judged by the arithmetic budgets alone (record one with `ds4-diff baseline record`)');
-  const verdict = verdictOf(comparison, { ...o.problems, fallbacks }, [...warnings, ...judge.warnings]);
+  const verdict = verdictOf(comparison, { ...recordedProblems(m), fallbacks }, [...warnings, ...judge.warnings]);
   return { comparison, verdict, judge, baseline: file };
 }

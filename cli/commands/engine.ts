@@ -381,18 +381,15 @@ async function engineCommand(engine: string[], rawOpts: EngineOptions, command: 
     engineInfo.notes = notes;
     rd.save();
 
-    // 5. the verdict (as `run`), with what an unfinished engine or a broken dump means (see the file comment)
-    const unfinished: string[] = [];
-    if (failed) unfinished.push(`${exitText}: only the ${listed} dumps written before are judged`);
-    for (const p of report.unimplemented) unfinished.push(`engine primitive not implemented yet: ${p}`);
-    const regressions = imported.rejected.map((r) => `rejected dump ${r.file}: ${r.reason}`);
+    // 5. the verdict (as `run`), with what an unfinished engine or a broken dump means (see the file comment),
+    // read back from the manifest as `gate` reads it (diff/gate.ts recordedProblems)
     // `node double.mjs`, `nohup ./ds4_ascend`: name the program, not its launcher
     const program = /^(node|python3?|sh|bash|env|nohup|timeout)$/.test(basename(engine[0])) && engine[1] ? basename(engine[1]) : basename(engine[0]);
     let v: RunVerdict;
     try {
       v = await judgeRun(rd, {
         title: (baseline) => `ds4-diff engine: ${program}, ${tokens.length} tokens, layers 0..${run.lastLayer}, ${backend}/${math}${baseline ? `, baseline ${baseline}` : ''}`,
-        baseline: opts.baseline, policy, problems: { regressions, unfinished }, notes: [`prompt tokens: ${source}`, ...notes], reports: opts,
+        baseline: opts.baseline, policy, notes: [`prompt tokens: ${source}`, ...notes], reports: opts,
       });
     } catch (e) {
       finish(e instanceof Ds4DiffError ? e.exitCode : EXIT.cannotEvaluate);
