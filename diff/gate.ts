@@ -8,7 +8,7 @@ import { Ds4DiffError, EXIT, badInput } from '../model/errors.ts';
 import { caseDifferences, findShippedBaseline, loadBaseline, type Baseline } from './baseline.ts';
 import { compareRun, summarize, type Comparison, type Judged } from './compare.ts';
 import { END_TO_END, F32_UNIT, NOISE_MARGIN, fmtNum, withBound, type DeviceBound, type Judge, type Role, type Tolerance } from './judge.ts';
-import { fallbackStopOf, readManifest, sidePath, type RunManifest } from './manifest.ts';
+import { fallbackStopOf, readManifest, recordedProblems, sidePath, type RunManifest } from './manifest.ts';
 import { applyPolicy, type Policy } from './policy.ts';
 
 export interface JudgeOptions {
@@ -141,27 +141,6 @@ export interface RunProblems {
   /** the producer did not finish (killed, timed out, an unimplemented primitive): what it wrote is judged,
    *  but a run whose rows pass has no verdict on the rest: exit 125 */
   unfinished?: string[];
-}
-
-/**
- * What an engine's run directory recorded besides its rows (`options.engine`: its exit, the primitives it
- * lacks, the dumps rejected at import), for every judge of that directory — `engine` itself, `gate`,
- * `bisect`, `baseline record` — alike: a killed engine's partial dumps are no verdict, a rejected dump a
- * failure, whichever command reads the directory.
- */
-export function recordedProblems(m: RunManifest): Omit<RunProblems, 'fallbacks'> {
-  const e = m.options.engine as { exit?: { code?: unknown; signal?: unknown; timedOut?: unknown; description?: unknown }; unimplemented?: unknown; dumps?: { files?: unknown; rejectedFiles?: unknown } } | undefined;
-  if (!e || typeof e !== 'object') return {};
-  const unfinished: string[] = [];
-  const x = e.exit;
-  // as ascend/engine.ts engineFailed: a timeout, a signal or a non-zero exit
-  if (x && typeof x === 'object' && (x.timedOut === true || (x.signal ?? null) !== null || x.code !== 0)) {
-    unfinished.push(`${typeof x.description === 'string' ? x.description : `engine exited with ${String(x.code)}`}: only the ${Number(e.dumps?.files) || 0} dumps written before are judged`);
-  }
-  if (Array.isArray(e.unimplemented)) for (const p of e.unimplemented) unfinished.push(`engine primitive not implemented yet: ${String(p)}`);
-  const rejected = Array.isArray(e.dumps?.rejectedFiles) ? (e.dumps.rejectedFiles as Array<{ file?: unknown; reason?: unknown }>) : [];
-  const regressions = rejected.map((r) => `rejected dump ${String(r?.file)}: ${String(r?.reason)}`);
-  return { regressions, unfinished };
 }
 
 /**

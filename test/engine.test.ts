@@ -149,6 +149,9 @@ describe.skipIf(!ready)('ds4-diff engine -- the test double', async () => {
     expect(k.code, k.out + k.err).toBe(125);
     const kg = cli(['gate', killed]);
     expect([kg.code, verdict(kg.out)]).toEqual([125, verdict(k.out)]);
+    const kb = cli(['baseline', 'record', killed, '--out', join(tmp(), 'b.json')]);
+    expect(kb.code).toBe(3);
+    expect(kb.err.trim()).toMatch(/^ds4-diff: \S+: engine killed by SIGKILL .*; a baseline records a passing run$/);
     const dir = tmp();
     const target = join(dir, '..', `${basename(dir)}-outside.bin`);
     writeFileSync(target, Buffer.alloc(4 * cfg.nEmbd));
