@@ -207,7 +207,7 @@ function envelopes(c: Comparison, growth: number): { own: OwnEnvelope[]; endToEn
 export async function recordBaseline(runDir: string, judge: Judge, opts: RecordOptions = {}): Promise<Baseline> {
   const m = readManifest(runDir);
   const recorded = recordedProblems(m);
-  const problem = [...(recorded.regressions ?? []), ...(recorded.unfinished ?? [])][0];
+  const problem = [...(recorded.regressions ?? []), ...(recorded.unfinished ?? []), ...(recorded.untested ?? [])][0];
   if (problem !== undefined) throw badInput(`${runDir}: ${problem}; a baseline records a passing run`);
   const c = await compareRun(runDir, judge);
   if (!c.pass) {

@@ -141,6 +141,8 @@ export interface RunProblems {
   /** the producer did not finish (killed, timed out, an unimplemented primitive): what it wrote is judged,
    *  but a run whose rows pass has no verdict on the rest: exit 125 */
   unfinished?: string[];
+  /** nothing the rows compare exercised a kernel (weights that hold no data): no verdict whatever the rows say: exit 125 */
+  untested?: string[];
 }
 
 /**
@@ -160,7 +162,8 @@ export function verdictOf(c: Comparison, problems: RunProblems = {}, warnings: s
   for (const r of end) reasons.push(`end result ${where(r)}: ${judgedText(r.free)}`);
   if (freeFails.length) reasons.push(`${freeFails.length} free-running rows past their envelope (first ${where(freeFails[0])}: ${judgedText(freeFails[0].free)})`);
   reasons.push(...(problems.regressions ?? []));
-  const unfinished = [...(problems.unfinished ?? [])];
+  const untested = problems.untested ?? [];
+  const unfinished = [...untested, ...(problems.unfinished ?? [])];
   const drift = c.firstDivergence;
   const e2e = endToEndText(c);
   const regression = !c.pass || (problems.regressions ?? []).length > 0;
@@ -192,7 +195,7 @@ export function verdictOf(c: Comparison, problems: RunProblems = {}, warnings: s
     const driftPart = drift ? `; free-running drift from ${where(drift)} is accumulation` : '';
     line = `PASS: ${ownPart}${driftPart}${e2e ? `: ${e2e}` : ''}${c.counts.nearTies ? ` (${c.counts.nearTies} near ties)` : ''}`;
   } else if (status === 'cannot-evaluate') {
-    line = c.counts.own === 0 && !freeBounded ? `NO VERDICT: ${unfinished[0]}` : `NO VERDICT: ${unfinished[0]}; the ${c.counts.compared} rows it wrote pass, the rest was never computed`;
+    line = (c.counts.own === 0 && !freeBounded) || untested.length ? `NO VERDICT: ${unfinished[0]}` : `NO VERDICT: ${unfinished[0]}; the ${c.counts.compared} rows it wrote pass, the rest was never computed`;
   } else {
     line = `${status === 'host-fallback' ? 'FAIL (host fallback)' : 'FAIL'}: ${reasons[0]}`;
     if (status === 'regression' && !own && e2e) line += `; ${e2e}`;
@@ -271,6 +274,8 @@ export async function gateRunDir(dir: string, o: GateOptions): Promise<RunVerdic
     : await compareRun(dir, judge);
   if (comparison.counts.compared === 0 && !fallbacks.length) throw new Ds4DiffError(`${dir}: no stage could be compared between reference and device; cannot evaluate`, EXIT.cannotEvaluate);
   if (!baseline) comparison.notes.push('no baseline matches this case: judged by the arithmetic budgets alone (record one with `ds4-diff baseline record`)');
-  const verdict = verdictOf(comparison, { ...recordedProblems(m), fallbacks }, [...warnings, ...judge.warnings]);
+  const recorded = recordedProblems(m);
+  comparison.notes.push(...(recorded.notes ?? []));
+  const verdict = verdictOf(comparison, { ...recorded, fallbacks }, [...warnings, ...judge.warnings]);
   return { comparison, verdict, judge, baseline: file };
 }

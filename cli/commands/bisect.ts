@@ -133,7 +133,7 @@ async function bisectEngineRun(dir: string, m: RunManifest, opts: BisectCliOptio
   const run = await runOfManifest(m, opts.model);
   const { judge, text } = judgeFor(m, opts);
   const recorded = recordedProblems(m);
-  const result = bisectFromReplay(await compareRun(dir, judge), {}, [...(recorded.regressions ?? []), ...(recorded.unfinished ?? [])]);
+  const result = bisectFromReplay(await compareRun(dir, judge), {}, [...(recorded.regressions ?? []), ...(recorded.unfinished ?? []), ...(recorded.untested ?? [])]);
   return report({ title: `ds4-diff bisect: ${m.backend} run ${dir}, ${run.tokens.length} tokens, layers 0..${run.lastLayer}`, result, tolerances: text }, opts, m);
 }
 
