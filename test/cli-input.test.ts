@@ -50,6 +50,21 @@ describe('command-line input', () => {
     expect(readdirSync(d).sort()).toEqual(['run', 'taken', 'tiny.gguf']);
   });
 
+  it('inspect --rows: a range whose first row is after its last, or that selects no row, says so (it said "outside tensor")', () => {
+    const model = join(tmp(), 'tiny.gguf');
+    expect(cli(['fixture', '--preset', 'tiny', '--out', model]).code).toBe(0);
+    for (const [rows, line] of [
+      ['5:2', "ds4-diff: --rows 5:2: selects no row (rows A..B-1 need A < B)"],
+      ['3:3', "ds4-diff: --rows 3:3: selects no row (rows A..B-1 need A < B)"],
+      ['0:99999', /^ds4-diff: --rows 0:99999: outside tensor token_embd\.weight \(\d+ rows\)\n$/],
+    ] as const) {
+      const r = cli(['inspect', model, '--tensor', 'token_embd.weight', '--rows', rows]);
+      expect(r.code, rows).toBe(3);
+      if (typeof line === 'string') expect(r.err, rows).toBe(`${line}\n`);
+      else expect(r.err, rows).toMatch(line);
+    }
+  });
+
   it('--tokens with an empty element is refused, not read as token 0', () => {
     const r = cli(['reference', '--tokens', ',,,', '--layer', '0']);
     expect(r.code).toBe(3);
