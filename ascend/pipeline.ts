@@ -14,7 +14,7 @@ import { Cancelled } from '../diff/cancel.ts';
 import { compare, compareRun, factsOf, ratio, type Comparison } from '../diff/compare.ts';
 import { replaceRows } from '../diff/dump.ts';
 import { inRegion, regionAround, regionText, type CapturePlan, type Region } from '../diff/plan.ts';
-import { gateRunDir, makeJudge, verdictOf, type JudgeOptions, type RunProblems, type RunVerdict, type Verdict } from '../diff/gate.ts';
+import { gateRunDir, makeJudge, verdictOf, type JudgeOptions, type RunVerdict, type Verdict } from '../diff/gate.ts';
 import type { Policy } from '../diff/policy.ts';
 import type { RunDir } from '../diff/rundir.ts';
 import { capturedRecord, openCapture, type CaptureSink } from '../diff/sink.ts';
@@ -217,9 +217,9 @@ export async function refineRegion(rd: RunDir, c: RunCase, d: DeviceCase, plan: 
 }
 
 /** The verdict of the run directory and its reports, written before the manifest says complete. */
-export async function judgeRun(rd: RunDir, o: { title: (baseline?: string) => string; baseline?: string | false; policy?: Policy; problems?: Omit<RunProblems, 'fallbacks'>; notes?: string[]; reports: ReportOutputs }): Promise<RunVerdict> {
+export async function judgeRun(rd: RunDir, o: { title: (baseline?: string) => string; baseline?: string | false; policy?: Policy; notes?: string[]; reports: ReportOutputs }): Promise<RunVerdict> {
   rd.save();
-  const v = await gateRunDir(rd.dir, { deviceBound: runDeviceBounds(rd.manifest), baseline: o.baseline || undefined, shipped: o.baseline !== false, policy: o.policy, problems: o.problems });
+  const v = await gateRunDir(rd.dir, { deviceBound: runDeviceBounds(rd.manifest), baseline: o.baseline || undefined, shipped: o.baseline !== false, policy: o.policy });
   v.comparison.notes.unshift(...(o.notes ?? []));
   emitRunReports(rd.dir, { title: o.title(v.baseline), comparison: v.comparison, verdict: v.verdict, sources: v.judge.sources, manifest: rd.manifest }, o.reports);
   return v;

@@ -2,7 +2,7 @@
 // range, and progress on stderr.
 import type { Command } from 'commander';
 import { configFromGguf, type Ds4Config } from '../model/config.ts';
-import { openGguf, type GgufModel } from '../model/gguf.ts';
+import { layersWithoutData, openGguf, type GgufModel } from '../model/gguf.ts';
 import { DEFAULT_SYSTEM, renderChat } from '../model/chat.ts';
 import { badInput } from '../model/errors.ts';
 import { Tokenizer } from '../model/tokenizer.ts';
@@ -163,6 +163,7 @@ export function newManifest(run: LoadedRun, backend: string, options: Record<str
     promptTokens: run.tokens,
     tokenPieces: tokenPieces(run.model, run.tokens),
     layers: { last: run.lastLayer, all: run.allLayers },
+    ...weightlessOf(run),
     backend,
     kernelMath,
     options,
@@ -170,4 +171,10 @@ export function newManifest(run: LoadedRun, backend: string, options: Record<str
     noHostFallback: true,
     fallbackLedger: [],
   };
+}
+
+/** The run's layers whose weights hold no data (a sparse fixture's holes), when there are any. */
+function weightlessOf(run: LoadedRun): { weightless?: number[] } {
+  const w = layersWithoutData(run.model, run.cfg.nLayer, run.lastLayer);
+  return w.length ? { weightless: w } : {};
 }

@@ -20,7 +20,7 @@ import { resolveStage } from '../model/stages.ts';
 import { compareRun, type CompareRow, type Comparison, type Judged } from './compare.ts';
 import { readJsonFile } from './json.ts';
 import { BOUND_KEYS, F32_UNIT, NOISE_MARGIN, type BoundKey, type Judge } from './judge.ts';
-import { readManifest, type RunManifest } from './manifest.ts';
+import { readManifest, recordedProblems, type RunManifest } from './manifest.ts';
 
 export const BASELINE_FORMAT_VERSION = 2;
 const MAX_BASELINE_BYTES = 64 << 20;
@@ -206,6 +206,9 @@ function envelopes(c: Comparison, growth: number): { own: OwnEnvelope[]; endToEn
  */
 export async function recordBaseline(runDir: string, judge: Judge, opts: RecordOptions = {}): Promise<Baseline> {
   const m = readManifest(runDir);
+  const recorded = recordedProblems(m);
+  const problem = [...(recorded.regressions ?? []), ...(recorded.unfinished ?? []), ...(recorded.untested ?? [])][0];
+  if (problem !== undefined) throw badInput(`${runDir}: ${problem}; a baseline records a passing run`);
   const c = await compareRun(runDir, judge);
   if (!c.pass) {
     const f = c.firstFailure!;

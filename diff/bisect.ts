@@ -412,7 +412,7 @@ function evidenceRows(c: Comparison, first: { stage: string; layer: number; pos:
  * the registry's kernel family of the first row wrong by itself. No kernel swap: that needs kernels the
  * workbench can run.
  */
-export function bisectFromReplay(comparison: Comparison, opts: BisectOptions = {}): BisectResult {
+export function bisectFromReplay(comparison: Comparison, opts: BisectOptions = {}, problems: string[] = []): BisectResult {
   const notes = ['own errors from `replay` of the engine\'s dump (each stage recomputed by the reference from the dumped inputs); kernels named by the registry\'s kernel family; no kernel swap without a device to re-run'];
   const first = comparison.rows.find((r) => diverged(r, false));
   const culprit = comparison.rows.find((r) => r.own?.status === 'fail');
@@ -420,8 +420,12 @@ export function bisectFromReplay(comparison: Comparison, opts: BisectOptions = {
   const empty: ProbeRun = { records: [], producers: new Map(), swappable: [] };
   const freePass: Pass = { run: empty, cmp: comparison, teacher: false, first: first && { stage: first.stage, layer: first.layer, pos: first.pos, row: first } };
   const ownPass: Pass = { run: empty, cmp: comparison, teacher: true, first: culprit && { stage: culprit.stage, layer: culprit.layer, pos: culprit.pos, row: culprit } };
+  // what the engine recorded besides its rows (a rejected dump, an engine that did not finish) fails the run
+  // or leaves it without a verdict, and no kernel's own error explains it: unresolved, never "nothing to blame"
+  const unexplained = (at: string) => emptyVerdict(`unresolved: ${at}no replayed stage is wrong by itself, but the run does not pass: ${problems[0]}`, 'unresolved');
   if (!first && !culprit) {
-    return { verdict: emptyVerdict(`no divergence: all ${comparison.counts.compared} rows are within their budgets; no kernel to blame`, 'none'), exitCode: EXIT.ok, evidence: [], trials: [], comparison, notes, devicePasses: 0 };
+    const verdict = problems.length ? unexplained('') : emptyVerdict(`no divergence: all ${comparison.counts.compared} rows are within their budgets; no kernel to blame`, 'none');
+    return { verdict, exitCode: problems.length ? EXIT.cannotEvaluate : EXIT.ok, evidence: [], trials: [], comparison, notes, devicePasses: 0 };
   }
   let verdict: BisectVerdict;
   if (culprit) {
@@ -439,7 +443,7 @@ export function bisectFromReplay(comparison: Comparison, opts: BisectOptions = {
     const d = describe(at, false);
     const where = `layer ${at.layer} pos ${at.pos} stage ${at.stage}${d ? ` (${metricPhrase(d)})` : ''}`;
     // drift past a row's own budget fails nothing by itself: with every row passing, it is accumulated error (as in bisect)
-    verdict = comparison.pass
+    verdict = problems.length ? unexplained(`the run first diverges at ${where}; `) : comparison.pass
       ? emptyVerdict(`no culprit: free-running drift first passes a row's own budget at ${where}, but every replayed stage is within its own budget and no row fails — accumulated error, no kernel to blame`, 'none')
       : emptyVerdict(`unresolved: the run first diverges at ${where}, but no replayed stage is wrong by itself; the kernel swap needs the simulator`, 'unresolved');
   }

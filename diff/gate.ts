@@ -8,7 +8,7 @@ import { Ds4DiffError, EXIT, badInput } from '../model/errors.ts';
 import { caseDifferences, findShippedBaseline, loadBaseline, type Baseline } from './baseline.ts';
 import { compareRun, summarize, type Comparison, type Judged } from './compare.ts';
 import { END_TO_END, F32_UNIT, NOISE_MARGIN, fmtNum, withBound, type DeviceBound, type Judge, type Role, type Tolerance } from './judge.ts';
-import { readManifest, sidePath, type RunManifest } from './manifest.ts';
+import { fallbackStopOf, readManifest, recordedProblems, sidePath, type RunManifest } from './manifest.ts';
 import { applyPolicy, type Policy } from './policy.ts';
 
 export interface JudgeOptions {
@@ -141,6 +141,8 @@ export interface RunProblems {
   /** the producer did not finish (killed, timed out, an unimplemented primitive): what it wrote is judged,
    *  but a run whose rows pass has no verdict on the rest: exit 125 */
   unfinished?: string[];
+  /** nothing the rows compare exercised a kernel (weights that hold no data): no verdict whatever the rows say: exit 125 */
+  untested?: string[];
 }
 
 /**
@@ -160,7 +162,8 @@ export function verdictOf(c: Comparison, problems: RunProblems = {}, warnings: s
   for (const r of end) reasons.push(`end result ${where(r)}: ${judgedText(r.free)}`);
   if (freeFails.length) reasons.push(`${freeFails.length} free-running rows past their envelope (first ${where(freeFails[0])}: ${judgedText(freeFails[0].free)})`);
   reasons.push(...(problems.regressions ?? []));
-  const unfinished = [...(problems.unfinished ?? [])];
+  const untested = problems.untested ?? [];
+  const unfinished = [...untested, ...(problems.unfinished ?? [])];
   const drift = c.firstDivergence;
   const e2e = endToEndText(c);
   const regression = !c.pass || (problems.regressions ?? []).length > 0;
@@ -192,7 +195,7 @@ export function verdictOf(c: Comparison, problems: RunProblems = {}, warnings: s
     const driftPart = drift ? `; free-running drift from ${where(drift)} is accumulation` : '';
     line = `PASS: ${ownPart}${driftPart}${e2e ? `: ${e2e}` : ''}${c.counts.nearTies ? ` (${c.counts.nearTies} near ties)` : ''}`;
   } else if (status === 'cannot-evaluate') {
-    line = c.counts.own === 0 && !freeBounded ? `NO VERDICT: ${unfinished[0]}` : `NO VERDICT: ${unfinished[0]}; the ${c.counts.compared} rows it wrote pass, the rest was never computed`;
+    line = (c.counts.own === 0 && !freeBounded) || untested.length ? `NO VERDICT: ${unfinished[0]}` : `NO VERDICT: ${unfinished[0]}; the ${c.counts.compared} rows it wrote pass, the rest was never computed`;
   } else {
     line = `${status === 'host-fallback' ? 'FAIL (host fallback)' : 'FAIL'}: ${reasons[0]}`;
     if (status === 'regression' && !own && e2e) line += `; ${e2e}`;
@@ -219,7 +222,8 @@ function fallbackViolations(b: Baseline | undefined, m: RunManifest, now: Date, 
       if (Date.parse(a.expires) < today) v.push(`${what}: its allowance expired on ${a.expires} (${a.reason})`);
     } else v.push(b ? `${what} is not accepted by the baseline` : `${what}: no baseline accepts it`);
   }
-  if (m.exitCode === EXIT.hostFallback) v.push('the run itself failed the no-host-fallback gate (manifest exitCode 2)');
+  const stop = fallbackStopOf(m);
+  if (stop !== undefined) v.push(`the no-host-fallback gate stopped the run: ${stop}`);
   for (const a of b?.fallbacks ?? []) {
     if (!used.has(a.primitive) && Date.parse(a.expires) < today) warnings.push(`unused allowance for '${a.primitive}' expired on ${a.expires}; remove it from the baseline`);
   }
@@ -241,8 +245,6 @@ export interface GateOptions {
   /** look for a shipped baseline whose case is the run's when none is given (default true) */
   shipped?: boolean;
   policy?: Policy;
-  /** what the caller knows happened besides the rows (an engine that died, a rejected dump) */
-  problems?: Omit<RunProblems, 'fallbacks'>;
   now?: Date;
 }
 
@@ -272,6 +274,8 @@ export async function gateRunDir(dir: string, o: GateOptions): Promise<RunVerdic
     : await compareRun(dir, judge);
   if (comparison.counts.compared === 0 && !fallbacks.length) throw new Ds4DiffError(`${dir}: no stage could be compared between reference and device; cannot evaluate`, EXIT.cannotEvaluate);
   if (!baseline) comparison.notes.push('no baseline matches this case: judged by the arithmetic budgets alone (record one with `ds4-diff baseline record`)');
-  const verdict = verdictOf(comparison, { ...o.problems, fallbacks }, [...warnings, ...judge.warnings]);
+  const recorded = recordedProblems(m);
+  comparison.notes.push(...(recorded.notes ?? []));
+  const verdict = verdictOf(comparison, { ...recorded, fallbacks }, [...warnings, ...judge.warnings]);
   return { comparison, verdict, judge, baseline: file };
 }

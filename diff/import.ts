@@ -195,6 +195,10 @@ function placeRows(def: StageDef | undefined, cfg: Ds4Config | undefined, f: Dum
     const n = shape[0], keep = Math.min(n, cfg.slidingWindow), D = shape[1];
     return [{ pos: n - 1, shape: [keep, D], values: values.slice((n - keep) * D) }];
   }
+  // a layer's row at a position past the evaluated tokens belongs to no token the reference can run
+  if (lim.prompt !== undefined && f.pos >= lim.prompt) {
+    throw new DumpRejected(f.file, `pos ${f.pos}: the run evaluated positions 0..${lim.prompt - 1} (the tokens known and recovered from the layer-0 dumps); this position has no token`);
+  }
   // a prefill batch holds the batch's rows: never more than the prompt has from its first position
   if (rows > 1 && lim.prompt !== undefined && f.pos + rows > lim.prompt) {
     throw new DumpRejected(f.file, `${values.length} values are ${rows} positions of stage ${def.name} from pos ${f.pos}, past the end of the ${lim.prompt}-token prompt`);
@@ -316,7 +320,8 @@ export interface RecoveredToken {
 const RECOVERY_COSINE = 1 - 1e-6;
 
 /**
- * Every token a ds4 run evaluated, 0..lastPos: the `given` ones, then the ones it fed back itself (ds4
+ * Every token a ds4 run evaluated, 0..lastPos (or to the last position its layer-0 dumps hold, when some
+ * past `given` were recovered and a later one is missing): the `given` ones, then the ones it fed back itself (ds4
  * `-n N` prints the generated text, not its ids, and overwrites the head's dump at every step). Each is
  * recovered from the run's own layer-0 dump of attn_cur (ds4 `hc_attn_pre`) at its position: at layer 0
  * the four HC streams all hold the token's embedding row, so attn_cur is that row times the sum of the
@@ -330,6 +335,9 @@ export function evaluatedTokens(prefix: string, embeddingRow: (id: number) => Fl
   const norms = new Float64Array(cfg.nVocab);
   for (let pos = tokens.length; pos <= lastPos; pos++) {
     const f = files.get(pos);
+    // the tokens end where the layer-0 dumps do: a dump past them (a stray file, a head dumped once too
+    // often) is at a position the run did not evaluate, and the import rejects it by name
+    if (!f && recovered.length) break;
     if (!f) throw badInput(`${prefix}: the run evaluated position ${pos}, past the ${tokens.length} tokens known, and its token can only be recovered from the layer-0 ${name} dump at that position, which is not there; give every evaluated token with --tokens`);
     const row = readValues(f, { bytes: 4 * cfg.nEmbd, why: `one row of ${cfg.nEmbd} values` });
     if (row.length !== cfg.nEmbd || row instanceof Int32Array) throw badInput(`${f.file}: ${row.length} values, not one row of ${cfg.nEmbd}`);

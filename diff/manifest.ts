@@ -49,6 +49,11 @@ export interface RunManifest {
   noHostFallback: boolean;
   fallbackLedger: FallbackEntry[];
   exitCode?: number;
+  /** the run's layers (n_layer: the output head) whose weights hold no data (model/gguf.ts layersWithoutData) */
+  weightless?: number[];
+  /** the no-host-fallback gate's stop (`host fallback disabled: X ...`), when it stopped the run: a host-fallback
+   *  failure whatever a baseline accepts (exitCode is the verdict's, which a baseline's allowance decides) */
+  fallbackStop?: string;
   /** set when a signal stopped the run (the manifest then stays complete: false) */
   interrupted?: string;
   /** the one-line error that ended the run, when it did not finish */
@@ -127,4 +132,58 @@ export function sidePath(dir: string, m: RunManifest, side: string): string | un
 export function fileInRun(dir: string, name: string): string {
   if (name !== path.basename(name) || name === '.' || name === '..') throw badInput(`${dir}/manifest.json: file name '${name}' is not a plain file name`);
   return path.join(dir, name);
+}
+
+/** Why the no-host-fallback gate stopped this run, if it did. Run directories written before `fallbackStop`
+ *  show the stop only as the ledger entry of a primitive the gate disabled. */
+export function fallbackStopOf(m: RunManifest): string | undefined {
+  return m.fallbackStop ?? m.fallbackLedger.find((f) => f.reason?.startsWith('host fallback disabled'))?.primitive;
+}
+
+/**
+ * What an engine's run directory recorded besides its rows (`options.engine`: its exit, the primitives it
+ * lacks, the dumps rejected at import), for every judge of that directory — `engine` itself, `gate`,
+ * `bisect`, `baseline record` — alike: a killed engine's partial dumps are no verdict, a rejected dump a
+ * failure, whichever command reads the directory.
+ */
+export function recordedProblems(m: RunManifest): { regressions?: string[]; unfinished?: string[]; untested?: string[]; notes?: string[] } {
+  const weightless = weightlessProblems(m);
+  const e = m.options.engine as { exit?: { code?: unknown; signal?: unknown; timedOut?: unknown; description?: unknown }; unimplemented?: unknown; dumps?: { files?: unknown; rejectedFiles?: unknown } } | undefined;
+  if (!e || typeof e !== 'object') return weightless;
+  const unfinished: string[] = [];
+  const x = e.exit;
+  // as ascend/engine.ts engineFailed: a timeout, a signal or a non-zero exit
+  if (x && typeof x === 'object' && (x.timedOut === true || (x.signal ?? null) !== null || x.code !== 0)) {
+    unfinished.push(`${typeof x.description === 'string' ? x.description : `engine exited with ${String(x.code)}`}: only the ${Number(e.dumps?.files) || 0} dumps written before are judged`);
+  }
+  if (Array.isArray(e.unimplemented)) for (const p of e.unimplemented) unfinished.push(`engine primitive not implemented yet: ${String(p)}`);
+  const rejected = Array.isArray(e.dumps?.rejectedFiles) ? (e.dumps.rejectedFiles as Array<{ file?: unknown; reason?: unknown }>) : [];
+  const regressions = rejected.map((r) => `rejected dump ${String(r?.file)}: ${String(r?.reason)}`);
+  return { regressions, unfinished, ...weightless };
+}
+
+/**
+ * Layers whose weights hold no data compare zeros with zeros: a run through nothing else tested no kernel
+ * (no verdict, whatever its rows say); otherwise the report says which layers tested nothing.
+ */
+function weightlessProblems(m: RunManifest): { untested?: string[]; notes?: string[] } {
+  const w = Array.isArray(m.weightless) ? m.weightless : [];
+  if (!w.length) return {};
+  const last = m.layers.last;
+  const layers = w.filter((l) => l <= last);
+  const head = w.length > layers.length;
+  if (layers.length === last + 1 && head) return { untested: [`the model holds no weight data in layers 0..${last} or the output head (a sparse file's holes read as zeros): every row compares zeros, no kernel was tested`] };
+  return { notes: [`${layers.length ? `layer${layers.length > 1 ? 's' : ''} ${spans(layers)}` : ''}${layers.length && head ? ' and ' : ''}${head ? 'the output head' : ''} hold${layers.length + (head ? 1 : 0) > 1 ? '' : 's'} no weight data (a sparse file's holes read as zeros): ${layers.length + (head ? 1 : 0) > 1 ? 'their' : 'its'} rows compare zeros and test no kernel`] };
+}
+
+/** Sorted integers as runs: `1..42`, `0, 3..5`. */
+function spans(xs: number[]): string {
+  const out: string[] = [];
+  for (let i = 0; i < xs.length; ) {
+    let j = i;
+    while (j + 1 < xs.length && xs[j + 1] === xs[j] + 1) j++;
+    out.push(j > i ? `${xs[i]}..${xs[j]}` : `${xs[i]}`);
+    i = j + 1;
+  }
+  return out.join(', ');
 }

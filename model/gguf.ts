@@ -518,6 +518,27 @@ export function readTensor(m: GgufModel, name: string): Uint8Array {
   return m.read(t.offset, t.nbytes);
 }
 
+/**
+ * The layers (n_layer for the output head) whose every tensor holds no data: the bytes sampled at a tensor's
+ * start, middle and end all zero — a hole of a sparse file (a layer a fixture did not populate), which reads
+ * as zeros; a trained layer's norm weights alone are never zero. A run through such a layer multiplies zeros
+ * and tests none of its kernels.
+ */
+export function layersWithoutData(m: GgufModel, nLayer: number, lastLayer: number): number[] {
+  const groups = new Map<number, TensorInfo[]>();
+  for (const t of m.tensors.values()) {
+    const l = /^blk\.(\d+)\./.exec(t.name)?.[1];
+    const layer = l !== undefined ? Number(l) : t.name.startsWith('output') ? nLayer : undefined;
+    if (layer === undefined || (layer > lastLayer && layer !== nLayer)) continue;
+    (groups.get(layer) ?? groups.set(layer, []).get(layer)!).push(t);
+  }
+  const empty = (t: TensorInfo) => {
+    const n = Math.min(256, t.nbytes);
+    return [0, Math.floor((t.nbytes - n) / 2), t.nbytes - n].every((at) => m.read(t.offset + at, n).every((b) => b === 0));
+  };
+  return [...groups].filter(([, ts]) => ts.every(empty)).map(([l]) => l).sort((a, b) => a - b);
+}
+
 /** Bytes of ggml rows [r0, r1) of a tensor (rows run over dims[1], then dims[2], ...). */
 export function readRows(m: GgufModel, name: string, r0: number, r1: number): Uint8Array {
   const t = tensorInfo(m, name);

@@ -14,7 +14,14 @@ export interface BisectReportInput {
   tolerances: string;
 }
 
-const violationText = (v: Violation | undefined) => (v ? `${v.key} ${fmt(v.value)} ${v.key.startsWith('min') ? '<' : '>'} ${fmt(v.limit)}` : '-');
+/** A row's decisive bound — its first violation, or for a passing row the closest bound — with the relation
+ *  its numbers have: past a max bound is `>`, within it `≤` (a min bound: `<`, `≥`). */
+const boundText = (v: Violation | undefined) => {
+  if (!v) return '-';
+  const min = v.key.startsWith('min');
+  const past = min ? v.value < v.limit : v.value > v.limit;
+  return `${v.key} ${fmt(v.value)} ${past ? (min ? '<' : '>') : min ? '≥' : '≤'} ${fmt(v.limit)}`;
+};
 
 function evidenceTable(rows: EvidenceRow[]): Table {
   return {
@@ -23,7 +30,7 @@ function evidenceTable(rows: EvidenceRow[]): Table {
       const [im, , ir] = metricCells(r.inherited);
       const [om, , or] = metricCells(r.own);
       return {
-        cells: [r.role, r.stage, String(r.layer), String(r.pos), r.kernels.join(',') || '-', im, ir, om, or, r.ownWorst ? violationText(r.ownWorst) : r.own ? 'within its budget' : '-', r.note ?? ''],
+        cells: [r.role, r.stage, String(r.layer), String(r.pos), r.kernels.join(',') || '-', im, ir, om, or, r.ownWorst ? boundText(r.ownWorst) : r.own ? 'within its budget' : '-', r.note ?? ''],
         fail: r.role !== 'inherits',
         first: r.role.includes('culprit'),
       };

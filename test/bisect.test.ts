@@ -272,6 +272,10 @@ describe.skipIf(!ready)('bisect on the simulated device (tiny fixture)', async (
     const line = text.out.split('\n')[0];
     expect(line).toMatch(/^rope_tail diverged first at layer 0 pos \d+ stage q_rope: own error relative RMS \S+ vs budget \S+ \(\S+×\); \d+ later stages inherit$/);
     expect(readFileSync(join(dir, 'bisect.md'), 'utf8')).toContain('**rope_tail diverged first');
+    // the evidence's own verdicts are true of their numbers: a row within its bound is not written past it
+    const relations = [...text.out.matchAll(/\b(max\w+) (\S+) ([<>≤≥]) (\S+)/g)].map(([, , a, op, b]) => [Number(a), op, Number(b)] as const);
+    expect(relations.length).toBeGreaterThan(3);
+    for (const [a, op, b] of relations) expect(op === '>' ? a > b : a <= b, `${a} ${op} ${b}`).toBe(true);
     // the HTML report of the comparison carries the bisect's verdict and the case
     const html = readFileSync(join(dir, 'bisect.html'), 'utf8');
     expect(html).toContain(`<h2 id="bisect">Bisect</h2>\n<p class="verdict bad">${line}</p>`);

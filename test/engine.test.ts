@@ -142,6 +142,32 @@ describe.skipIf(!ready)('ds4-diff engine -- the test double', async () => {
     expect(killed.code, killed.out + killed.err).toBe(125);
   });
 
+  it('gate and bisect of an engine run directory keep what the engine recorded besides its rows: killed is no verdict (125), a rejected dump a failure (1), never a pass', () => {
+    const verdict = (out: string) => out.split('\n').find((l) => /^(PASS|FAIL|NO VERDICT)/.test(l));
+    const killed = join(tmp(), 'run');
+    const k = cli(['engine', '--layer', '0', '--out', killed, '--', process.execPath, DOUBLE, '-p', 'Hello', '--layers', '0', '--crash-after', '200']);
+    expect(k.code, k.out + k.err).toBe(125);
+    const kg = cli(['gate', killed]);
+    expect([kg.code, verdict(kg.out)]).toEqual([125, verdict(k.out)]);
+    const kb = cli(['baseline', 'record', killed, '--out', join(tmp(), 'b.json')]);
+    expect(kb.code).toBe(3);
+    expect(kb.err.trim()).toMatch(/^ds4-diff: \S+: engine killed by SIGKILL .*; a baseline records a passing run$/);
+    const dir = tmp();
+    const target = join(dir, '..', `${basename(dir)}-outside.bin`);
+    writeFileSync(target, Buffer.alloc(4 * cfg.nEmbd));
+    const l = engine(dir, ['--link', `attn_norm-0_pos3.bin=${target}`]);
+    expect(l.code).toBe(1);
+    const lg = cli(['gate', dir]);
+    expect([lg.code, verdict(lg.out)]).toEqual([1, verdict(l.out)]);
+    expect(verdict(lg.out)).toMatch(/^FAIL: rejected dump ds4_attn_norm-0_pos3\.bin: is a symbolic link/);
+    // no kernel is wrong by itself, but the run fails: unresolved (125), not "nothing to blame" (0)
+    const html = join(tmp(), 'bisect.html');
+    const b = cli(['bisect', dir, '--html', html]);
+    expect(b.code, b.out).toBe(125);
+    expect(b.out).toMatch(/rejected dump ds4_attn_norm-0_pos3\.bin/);
+    expect(readFileSync(html, 'utf8')).toContain(verdict(l.out));
+  });
+
   it('a prompt that is not the one the engine computed is refused (exit 3) by the dump that shows it, not blamed on its first layer', () => {
     const r = cli(['engine', '--layer', '0', '-p', 'Goodbye', '--out', join(tmp(), 'run'), '--', process.execPath, DOUBLE, ...DOUBLE_ARGS]);
     expect(r.code, r.out).toBe(3);

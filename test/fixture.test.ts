@@ -191,7 +191,12 @@ describe('ds4-flash sparse preset', () => {
     const maxRssKb = Number(/Maximum resident set size \(kbytes\): (\d+)/.exec(r.stderr)?.[1]);
     expect(maxRssKb).toBeGreaterThan(0);
     expect(maxRssKb).toBeLessThan(1024 * 1024);
-  });
+
+    // a run on it multiplies zeros: a planted fault changes no row, so it is no verdict (125), never a pass
+    const run = spawnSync(process.execPath, [CLI, 'run', '-m', flash, '--layer', '0', '--tokens', '0,1', '--inject', 'rope_tail:pairs-halves', '--no-baseline', '--out', path.join(dir, 'flash-run')], { cwd: ROOT, encoding: 'utf8', env: { ...process.env, NO_COLOR: '1' } });
+    expect(run.status, run.stdout + run.stderr).toBe(125);
+    expect(run.stdout).toMatch(/^NO VERDICT: the model holds no weight data in layers 0\.\.0 or the output head/m);
+  }, 120_000);
 });
 
 describe('CLI', () => {

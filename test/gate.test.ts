@@ -443,7 +443,10 @@ describe('host fallbacks', () => {
     const g = await gate(both);
     expect(g.verdict.exitCode).toBe(2);
     expect(g.comparison.pass).toBe(false);
-    expect((await gate(await makeRun({ manifest: { exitCode: 2, noHostFallback: true } }))).verdict.exitCode).toBe(2);
+    expect((await gate(await makeRun({ manifest: { fallbackStop: 'host fallback disabled: swiglu (layer 0, pos 1, stage shared_mid)', noHostFallback: true } }))).verdict.exitCode).toBe(2);
+    // a run directory written before fallbackStop records the stop as the ledger entry of the disabled primitive
+    const stopEntry = { primitive: 'swiglu', calls: 0, bytesToHost: 0, bytesToDevice: 0, reason: 'host fallback disabled (no-host-fallback gate)' };
+    expect((await gate(await makeRun({ manifest: { exitCode: 2, noHostFallback: true, fallbackLedger: [stopEntry] } }))).verdict.exitCode).toBe(2);
   });
 });
 

@@ -3,7 +3,7 @@
 // graph-dump protocol. Nobody here wrote these numbers; the tests check the reference, import, replay and
 // the engine command against them (llm.c's style: compare against dumped reference activations).
 import { spawnSync } from 'node:child_process';
-import { copyFileSync, existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { copyFileSync, cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
@@ -133,5 +133,70 @@ describe('ds4.c oracle case', () => {
     expect(e.replay.counts).toMatchObject({ replayed: 3411, skipped: 0, failed: 0 });
     expect(e.notes.join('\n')).toMatch(/the engine evaluated positions 21\.\.23 past the 21 prompt tokens/);
     expect(r.out).toMatch(/^PASS: every kernel within its own budget \(3411 rows, .*logits KL \S+ within 0\.1, .*top-1 match/m);
+  });
+});
+
+// Damaged copies of the recorded run, played back as an engine: what was not compared is never a pass, and
+// each damage is named (the file, or the layer left out) with exit 1 (the engine wrote something broken).
+describe('ds4.c oracle case, damaged', () => {
+  const root = mkdtempSync(join(tmpdir(), 'ds4-oracle-damaged-'));
+  beforeAll(() => {
+    expect(spawnSync('tar', ['xzf', join(CASE, 'graph_dumps.tar.gz'), '-C', root]).status).toBe(0);
+  }, 60_000);
+  /** A copy of the case whose dumps and recorded `dumped` lines `damage` changed. */
+  const damaged = (name: string, damage: (dumps: string, lines: string[]) => string[]) => {
+    const dir = join(root, name);
+    mkdirSync(dir);
+    cpSync(join(root, 'dumps'), join(dir, 'dumps'), { recursive: true });
+    copyFileSync(join(CASE, 'stdout.txt'), join(dir, 'stdout.txt'));
+    const lines = readFileSync(join(CASE, 'stderr.txt'), 'utf8').match(/ds4: dumped \S+ layer \d+ pos \d+ to \S+/g)!;
+    writeFileSync(join(dir, 'stderr.txt'), damage(join(dir, 'dumps'), lines).join('\n') + '\n');
+    return dir;
+  };
+  const engine = (dir: string) => {
+    const out = join(dir, 'run');
+    const r = cli(['engine', '-m', MODEL, '--out', out, '--', process.execPath, join(import.meta.dirname, 'ds4-oracle-engine.mjs'), '--case', dir,
+      '--cpu', '-m', MODEL, '-p', 'The quick brown fox', '-n', '4', '--temp', '0', '--nothink', '-c', '128']);
+    const m = JSON.parse(readFileSync(join(out, 'manifest.json'), 'utf8')) as RunManifest;
+    return { ...r, m, verdict: r.out.split('\n').find((l) => /^(PASS|FAIL|NO VERDICT)/.test(l)) ?? '' };
+  };
+
+  it('a layer the engine left out (no layer filter) is rows on one side only: FAIL, exit 1, not a pass on the other layers', () => {
+    const dir = damaged('no-layer-2', (dumps, lines) => {
+      for (const f of readdirSync(dumps)) if (/-2_pos\d+\./.test(f)) rmSync(join(dumps, f));
+      return lines.filter((l) => !/ layer 2 pos /.test(l));
+    });
+    const r = engine(dir);
+    expect(r.code, r.err).toBe(1);
+    expect(r.verdict).toMatch(/^FAIL: \d+ rows on one side only \(first \S+ layer 2 pos 0: no candidate row\)/);
+  });
+
+  it('a dump at a position the run did not evaluate is rejected by name; the evaluated tokens and the head stay where they were', () => {
+    const dir = damaged('stray-pos', (dumps, lines) => {
+      renameSync(join(dumps, 'ds4_Qcur-1_pos5.bin'), join(dumps, 'ds4_Qcur-1_pos30.bin'));
+      return lines.map((l) => l.replace(/dumped Qcur layer 1 pos 5 to (\S+)_pos5\.bin/, 'dumped Qcur layer 1 pos 30 to $1_pos30.bin'));
+    });
+    const r = engine(dir);
+    expect(r.code, r.err).toBe(1);
+    expect(r.m.promptTokens).toEqual(EVALUATED);
+    expect(r.err).toMatch(/rejected dump ds4_Qcur-1_pos30\.bin: pos 30: the run evaluated positions 0\.\.23/);
+    expect(r.out).not.toMatch(/wrong by itself|end result/);
+    // the same directory imported alone: that file named, the rest written, exit 3
+    const imp = cli(['import', '--ds4-prefix', join(dir, 'dumps', 'ds4'), '-m', MODEL, '--out', join(dir, 'ds4.arrow')]);
+    expect(imp.code, imp.err).toBe(3);
+    expect(imp.err).toMatch(/rejected dump \S+ds4_Qcur-1_pos30\.bin: pos 30/);
+    expect(imp.err).toMatch(/1 of 3411 dump files rejected/);
+  });
+
+  it('a head dumped once too often is rejected by name; it does not move the head or lose the decode steps', () => {
+    const dir = damaged('dup-head', (dumps, lines) => {
+      copyFileSync(join(dumps, 'ds4_result_output-4_pos0.bin'), join(dumps, 'ds4_result_output-4_pos21.bin'));
+      return [...lines, `ds4: dumped result_output layer 4 pos 21 to dumps/ds4_result_output-4_pos21.bin`];
+    });
+    const r = engine(dir);
+    expect(r.code, r.err).toBe(1);
+    expect(r.m.promptTokens).toEqual(EVALUATED);
+    expect(r.verdict).toMatch(/^FAIL: rejected dump ds4_result_output-4_pos21\.bin: holds logits layer 4 pos 23/);
+    expect(r.out).toMatch(/the engine evaluated positions 21\.\.23 past the 21 prompt tokens/);
   });
 });

@@ -119,6 +119,29 @@ describe('ds4-diff run', () => {
     expect(g.code).toBe(2);
   });
 
+  it('a fallback a baseline accepts passes `gate` on the run directory until the allowance expires; a run the gate stopped never does', () => {
+    const dir = tmp(), stopped = tmp(), bl = join(tmp(), 'accepting.json');
+    expect(cli(['run', '--layer', '0', '-p', 'Hello', '--disable-kernel', 'router_select', '--allow-host-fallback', '--no-baseline', '--out', dir]).code).toBe(2);
+    expect(cli(['baseline', 'record', dir, '--out', bl, '--accept-fallbacks', '30']).code).toBe(0);
+    // the run's own exit (2: nothing accepted it then) is not a gate stop: the baseline's allowance judges it now
+    const g = cli(['gate', dir, '--baseline', bl]);
+    expect(g.code, g.out).toBe(0);
+    expect(g.out).toMatch(/^PASS: /m);
+    const expired = JSON.parse(readFileSync(bl, 'utf8'));
+    expired.fallbacks[0].expires = '2020-01-01';
+    writeFileSync(bl, JSON.stringify(expired));
+    const e = cli(['gate', dir, '--baseline', bl]);
+    expect(e.code).toBe(2);
+    expect(e.out).toMatch(/^FAIL \(host fallback\): host fallback 'router_select' .*: its allowance expired on 2020-01-01/m);
+    // stopped by the gate (no --allow-host-fallback): a host-fallback failure whatever a baseline accepts
+    expired.fallbacks[0].expires = '2099-01-01';
+    writeFileSync(bl, JSON.stringify(expired));
+    expect(cli(['run', '--layer', '0', '-p', 'Hello', '--disable-kernel', 'router_select', '--no-baseline', '--out', stopped]).code).toBe(2);
+    const s = cli(['gate', stopped, '--baseline', bl]);
+    expect(s.code).toBe(2);
+    expect(s.out).toMatch(/^FAIL \(host fallback\): the no-host-fallback gate stopped the run/m);
+  });
+
   it('--capture stats keeps statistics, re-captures the region around the first divergence in full and still names the planted fault', async () => {
     const full = tmp(), stats = tmp();
     const args = ['run', '--layer', '0', '-p', 'Hello', '--inject', 'rope_tail:pairs-halves', '--no-baseline'];

@@ -11,7 +11,7 @@ import { bisect, bisectFromReplay } from '../../diff/bisect.ts';
 import { compareRun, factsOf } from '../../diff/compare.ts';
 import { makeJudge, verdictOf } from '../../diff/gate.ts';
 import type { Judge } from '../../diff/judge.ts';
-import { readManifest, sidePath, type RunManifest } from '../../diff/manifest.ts';
+import { readManifest, recordedProblems, sidePath, type RunManifest } from '../../diff/manifest.ts';
 import { loadPolicy } from '../../diff/policy.ts';
 import type { StageRecord } from '../../model/stages.ts';
 import { badInput } from '../../model/errors.ts';
@@ -132,14 +132,15 @@ async function bisectEngineRun(dir: string, m: RunManifest, opts: BisectCliOptio
   if (!sidePath(dir, m, 'replay')) throw badInput(`${dir}: the run holds no replay of the engine's dump (its replay failed: see the manifest's notes); without own errors there is no culprit to name`);
   const run = await runOfManifest(m, opts.model);
   const { judge, text } = judgeFor(m, opts);
-  const result = bisectFromReplay(await compareRun(dir, judge));
+  const recorded = recordedProblems(m);
+  const result = bisectFromReplay(await compareRun(dir, judge), {}, [...(recorded.regressions ?? []), ...(recorded.unfinished ?? []), ...(recorded.untested ?? [])]);
   return report({ title: `ds4-diff bisect: ${m.backend} run ${dir}, ${run.tokens.length} tokens, layers 0..${run.lastLayer}`, result, tolerances: text }, opts, m);
 }
 
 function report(input: BisectReportInput, opts: BisectCliOptions, manifest: RunManifest): number {
   if (opts.markdown) writeFileSync(opts.markdown, renderBisectMarkdown(input));
   const c = input.result.comparison;
-  if (opts.html) writeFileSync(opts.html, renderHtml({ title: input.title, comparison: c, verdict: verdictOf(c), sources: [input.tolerances], bisect: input.result.verdict, manifest }));
+  if (opts.html) writeFileSync(opts.html, renderHtml({ title: input.title, comparison: c, verdict: verdictOf(c, recordedProblems(manifest)), sources: [input.tolerances], bisect: input.result.verdict, manifest }));
   process.stdout.write(opts.json ? renderBisectJson(input) : renderBisectTerminal(input));
   return input.result.exitCode;
 }

@@ -287,7 +287,7 @@ async function engineCommand(engine: string[], rawOpts: EngineOptions, command: 
       if (lastPos >= tokens.length) {
         try {
           const r = evaluatedTokens(resolve(prefix), (id) => weights.embeddingRow(id), run.cfg, tokens, lastPos);
-          notes.push(`decode steps: the engine evaluated positions ${tokens.length}..${lastPos} past the ${tokens.length} prompt tokens; the tokens it fed back (${r.recovered.map((t) => t.id).join(', ')}) were recovered from its layer-0 dumps`);
+          notes.push(`decode steps: the engine evaluated positions ${tokens.length}..${r.tokens.length - 1} past the ${tokens.length} prompt tokens; the tokens it fed back (${r.recovered.map((t) => t.id).join(', ')}) were recovered from its layer-0 dumps`);
           source += `, then ${r.recovered.length} generated tokens recovered from the engine's layer-0 dumps`;
           tokens = r.tokens;
         } catch (e) {
@@ -315,7 +315,7 @@ async function engineCommand(engine: string[], rawOpts: EngineOptions, command: 
     if (report.fallbackSummary) engineInfo.fallbackSummary = report.fallbackSummary;
     if (report.unimplemented.length) engineInfo.unimplemented = report.unimplemented;
     manifest.fallbackLedger = engineFallbackLedger(report);
-    if (report.fallbackDisabled.length) manifest.exitCode = EXIT.hostFallback;
+    if (report.fallbackDisabled.length) manifest.fallbackStop = `host fallback disabled: ${report.fallbackDisabled.join(', ')} (the engine stopped there)`;
 
     const finish = (code: number) => {
       engineInfo.notes = notes;
@@ -330,17 +330,27 @@ async function engineCommand(engine: string[], rawOpts: EngineOptions, command: 
 
     // 3. the reference on the same model and tokens, with its facts, captured exactly where the engine
     // dumped (a filtered or unfinished engine run is judged on what it wrote, not drowned in missing rows)
+    // and, when the engine finished with no layer filter, also where it should have: a stage it dumped in
+    // one layer at a position, in every layer of the run that computes it there — a layer (or a stage in
+    // a layer) it left out is rows on one side only, never a pass on what was not compared
     const keys = new Set<string>();
     const stages = new Set<string>();
     const layers = new Set<number>();
+    const everyLayer = new Set<string>();
     for await (const rec of iterateDump(join(dir, 'device.arrow'))) {
       keys.add(recordKey(rec));
       stages.add(rec.stage);
       layers.add(rec.layer);
+      if (resolveStage(rec.stage)?.scope === 'layer') everyLayer.add(`${rec.stage}/${rec.pos}`);
     }
+    const layerFilter = env[DUMP_LAYER];
+    const expectEveryLayer = !failed && (layerFilter === undefined || layerFilter === 'all');
+    if (expectEveryLayer) for (let l = 0; l <= run.lastLayer; l++) layers.add(l);
+    const expected = (r: { stage: string; layer: number; pos: number }) =>
+      keys.has(recordKey(r)) || (expectEveryLayer && r.layer <= run.lastLayer && everyLayer.has(`${r.stage}/${r.pos}`));
     const filter = { stages: [...stages], layers: [...layers], pos: 'all' as const };
     const refProg = progress('reference');
-    const { result } = await referencePass(rd, { ...run, tokens }, { version: VERSION, weights, filter, keep: (r) => keys.has(recordKey(r)), onProgress: (m) => refProg.tick(m) });
+    const { result } = await referencePass(rd, { ...run, tokens }, { version: VERSION, weights, filter, keep: expected, onProgress: (m) => refProg.tick(m) });
     refProg.done();
 
     // 4. replay: every dumped stage recomputed by the reference from the engine's own inputs, with its facts:
@@ -371,19 +381,15 @@ async function engineCommand(engine: string[], rawOpts: EngineOptions, command: 
     engineInfo.notes = notes;
     rd.save();
 
-    // 5. the verdict (as `run`), with what an unfinished engine or a broken dump means (see the file comment)
-    const unfinished: string[] = [];
-    if (failed) unfinished.push(`${exitText}: only the ${listed} dumps written before are judged`);
-    for (const p of report.unimplemented) unfinished.push(`engine primitive not implemented yet: ${p}`);
-    const regressions = imported.rejected.map((r) => `rejected dump ${r.file}: ${r.reason}`);
-    if (report.fallbackDisabled.length) manifest.exitCode = EXIT.hostFallback;
+    // 5. the verdict (as `run`), with what an unfinished engine or a broken dump means (see the file comment),
+    // read back from the manifest as `gate` reads it (diff/gate.ts recordedProblems)
     // `node double.mjs`, `nohup ./ds4_ascend`: name the program, not its launcher
     const program = /^(node|python3?|sh|bash|env|nohup|timeout)$/.test(basename(engine[0])) && engine[1] ? basename(engine[1]) : basename(engine[0]);
     let v: RunVerdict;
     try {
       v = await judgeRun(rd, {
         title: (baseline) => `ds4-diff engine: ${program}, ${tokens.length} tokens, layers 0..${run.lastLayer}, ${backend}/${math}${baseline ? `, baseline ${baseline}` : ''}`,
-        baseline: opts.baseline, policy, problems: { regressions, unfinished }, notes: [`prompt tokens: ${source}`, ...notes], reports: opts,
+        baseline: opts.baseline, policy, notes: [`prompt tokens: ${source}`, ...notes], reports: opts,
       });
     } catch (e) {
       finish(e instanceof Ds4DiffError ? e.exitCode : EXIT.cannotEvaluate);

@@ -109,7 +109,7 @@ function parseRows(s: string | undefined, rows: number, name: string): [number, 
   if (!m) throw badInput(`--rows ${s}: expected A:B (rows A..B-1; either side may be empty)`);
   const a = m[1] === '' ? 0 : Number(m[1]);
   const b = m[2] === '' ? rows : Number(m[2]);
-  if (a > b) throw badInput(`--rows ${s}: an empty range (A must be ≤ B: rows A..B-1)`);
+  if (a >= b) throw badInput(`--rows ${s}: selects no row (rows A..B-1 need A < B)`);
   if (b > rows) throw badInput(`--rows ${s}: outside tensor ${name} (${rows} rows)`);
   return [a, b];
 }

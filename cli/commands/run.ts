@@ -127,7 +127,7 @@ async function runCommand(opts: RunOptions): Promise<number> {
       process.stderr.write(`ds4-diff: ${violation.message}\n`);
       process.stderr.write(`ds4-diff: run directory ${rd.dir} keeps the stages captured before the stop\n`);
       // judged and reported like any run (what was captured, the stop a host-fallback failure whatever a baseline accepts)
-      rd.manifest.exitCode = EXIT.hostFallback;
+      rd.manifest.fallbackStop = violation.message;
     }
     const { verdict } = await judgeRun(rd, {
       title: (baseline) => `ds4-diff run: ${T} tokens${generate ? ` + ${generate} generated` : ''}, layers 0..${run.lastLayer}, ${opts.backend}/${opts.kernelMath}${baseline ? `, baseline ${baseline}` : ''}`,
