@@ -158,7 +158,7 @@ export function verdictOf(c: Comparison, problems: RunProblems = {}, warnings: s
   const end = c.rows.filter((r) => r.free?.role === 'end-to-end' && r.free.status === 'fail');
   const freeFails = c.rows.filter((r) => r.free?.role === 'inherited' && r.free.status === 'fail');
   if (own) reasons.push(`${where(own)} is wrong by itself: own error ${judgedText(own.own)}; ${c.counts.ownFailed} rows fail on their own`);
-  if (missing.length) reasons.push(`${missing.length} rows on one side only (first ${where(missing[0])}: no ${missing[0].missing} row)`);
+  if (missing.length) reasons.push(`${missing.length} ${missing.length === 1 ? 'row' : 'rows'} on one side only (first ${where(missing[0])}: no ${missing[0].missing} row)`);
   for (const r of end) reasons.push(`end result ${where(r)}: ${judgedText(r.free)}`);
   if (freeFails.length) reasons.push(`${freeFails.length} free-running rows past their envelope (first ${where(freeFails[0])}: ${judgedText(freeFails[0].free)})`);
   reasons.push(...(problems.regressions ?? []));

@@ -257,6 +257,8 @@ describe('own errors against their arithmetic budgets', () => {
     expect(lost.verdict.exitCode).toBe(1);
     expect(lost.comparison.counts.missing).toBe(4);
     expect(lost.verdict.line).toMatch(/^FAIL: 4 rows on one side only \(first ffn_out layer 0 pos 0: no candidate row\)/);
+    const one = await gate(await makeRun({ teacher: candidate(2e-6).filter((r) => !(r.stage === 'ffn_out' && r.layer === 1 && r.pos === 1)) }));
+    expect(one.verdict.line).toMatch(/^FAIL: 1 row on one side only \(first ffn_out layer 1 pos 1: no candidate row\)/);
     // a run without a teacher pass judges its free rows only and says so
     const noOwn = await gate(await makeRun({ teacher: null }));
     expect(noOwn.verdict.exitCode).toBe(0);
