@@ -14,7 +14,7 @@
 import { makeJudge, verdictOf } from '../diff/gate.ts';
 import { bisect } from '../diff/bisect.ts';
 import { factsOf, type FactsMap } from '../diff/compare.ts';
-import type { Judge } from '../diff/judge.ts';
+import { rms, type Judge } from '../diff/judge.ts';
 import { DEFAULT_SYSTEM, renderChat } from '../model/chat.ts';
 import { isHashLayer, layerKind, type Ds4Config } from '../model/config.ts';
 import { badInput } from '../model/errors.ts';
@@ -102,12 +102,6 @@ export function kindOf(cfg: Ds4Config, layer: number): string {
 export function faultSpec(kernel: string, fault: CalibrationFault, m: number, layer: number, scale: number): string {
   return fault === 'scale' ? `${kernel}:scale=${1 + m}@${layer}` : `${kernel}:bias=${(m * scale).toPrecision(4)}@${layer}`;
 }
-
-const rms = (v: ArrayLike<number>) => {
-  let s = 0;
-  for (let i = 0; i < v.length; i++) s += v[i] * v[i];
-  return v.length ? Math.sqrt(s / v.length) : 0;
-};
 
 interface Launched {
   /** layer → kernels a clean pass launched to produce that layer's stages (the head at n_layer) */

@@ -258,8 +258,6 @@ export function describeExit(e: EngineExit): string {
   return `engine exited with ${e.code}${timeout}`;
 }
 
-export const engineFailed = (e: EngineExit) => e.timedOut || e.signal !== null || e.code !== 0;
-
 /** engine.log's default size cap: the first and the last half are kept. */
 export const ENGINE_LOG_CAP = 64 << 20;
 // a protocol line is short; a longer "line" (megabytes without a newline) is cut to this for parsing

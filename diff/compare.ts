@@ -8,7 +8,7 @@ import { Ds4DiffError, EXIT, badInput } from '../model/errors.ts';
 import { graphOrderKey, recordKey, resolveStage, stageKey, type RowStats, type StageDef, type StageId, type StageRecord } from '../model/stages.ts';
 import { iterateDump, readDumpMeta, type DumpMeta } from './dump.ts';
 import {
-  ALWAYS, END_TO_END, chainBound, check, codeFlips, topFlipTie, endToEndTolerance, ownBudget, relRmsExcept, SELECTION_SCORES, worstBound,
+  ALWAYS, END_TO_END, chainBound, check, codeFlips, topFlipTie, endToEndTolerance, ownBudget, relRmsExcept, rms, SELECTION_SCORES, worstBound,
   type Judge, type Role, type RowFacts, type Tolerance, type Violation,
 } from './judge.ts';
 import { readManifest, sidePath } from './manifest.ts';
@@ -138,12 +138,6 @@ async function collect(src: Source): Promise<Map<string, StageRecord>> {
 
 const canonical = (name: string): StageDef | undefined => resolveStage(name);
 
-function rms(v: ArrayLike<number>): number {
-  let s = 0;
-  for (let i = 0; i < v.length; i++) s += v[i] * v[i];
-  return v.length ? Math.sqrt(s / v.length) : 0;
-}
-
 /**
  * Judge one record pair in a role. `ref`/`facts` are the reference's row and what it knows of it; `lookup`
  * finds the reference's other rows at the same (layer, pos) (a choice is judged against its scores' budget).
@@ -181,11 +175,12 @@ function judgePair(
     if (def && device && metrics.kind === 'f32' && facts) {
       const b = ownBudget(ra.values, facts, device);
       budget = b.rel;
-      tie = b.rel * rms(ra.values);
+      const scale = rms(ra.values);
+      tie = b.rel * scale;
       const arith: Tolerance = { bounds: [{ key: 'maxRelRms', limit: b.rel, from: b.from }, ...ALWAYS], tie };
       if (def.decision === 'rounding') {
         // codes on a grid: a differing code must be a near tie; the RMS error is taken over the rest
-        const f = codeFlips(ra.values, rb.values, facts, tie, tie, (b.twinRel ?? 0) * rms(ra.values));
+        const f = codeFlips(ra.values, rb.values, facts, tie, tie, (b.twinRel ?? 0) * scale);
         metrics.clearFlips = f.clear;
         metrics.nearTies = f.nearTie;
         metrics.relRms = relRmsExcept(ra.values, rb.values, f.nearTieAt);

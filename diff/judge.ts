@@ -193,7 +193,8 @@ export interface Judge {
   sources: string[];
 }
 
-const rms = (v: ArrayLike<number>): number => {
+/** Root mean square of a row's values: the scale its relative errors are taken against. */
+export const rms = (v: ArrayLike<number>): number => {
   let s = 0;
   for (let i = 0; i < v.length; i++) s += v[i] * v[i];
   return v.length ? Math.sqrt(s / v.length) : 0;

@@ -140,6 +140,9 @@ export function fallbackStopOf(m: RunManifest): string | undefined {
   return m.fallbackStop ?? m.fallbackLedger.find((f) => f.reason?.startsWith('host fallback disabled'))?.primitive;
 }
 
+/** Did the engine not finish: a timeout, a signal or a non-zero exit (its exit as recorded in the manifest). */
+export const engineFailed = (e: { timedOut?: unknown; signal?: unknown; code?: unknown }): boolean => e.timedOut === true || (e.signal ?? null) !== null || e.code !== 0;
+
 /**
  * What an engine's run directory recorded besides its rows (`options.engine`: its exit, the primitives it
  * lacks, the dumps rejected at import), for every judge of that directory — `engine` itself, `gate`,
@@ -152,8 +155,7 @@ export function recordedProblems(m: RunManifest): { regressions?: string[]; unfi
   if (!e || typeof e !== 'object') return weightless;
   const unfinished: string[] = [];
   const x = e.exit;
-  // as ascend/engine.ts engineFailed: a timeout, a signal or a non-zero exit
-  if (x && typeof x === 'object' && (x.timedOut === true || (x.signal ?? null) !== null || x.code !== 0)) {
+  if (x && typeof x === 'object' && engineFailed(x)) {
     unfinished.push(`${typeof x.description === 'string' ? x.description : `engine exited with ${String(x.code)}`}: only the ${Number(e.dumps?.files) || 0} dumps written before are judged`);
   }
   if (Array.isArray(e.unimplemented)) for (const p of e.unimplemented) unfinished.push(`engine primitive not implemented yet: ${String(p)}`);

@@ -17,7 +17,7 @@ import * as fs from 'node:fs';
 import { basename, dirname, join, resolve } from 'node:path';
 import {
   DUMP_LAYER, DUMP_NAME, DUMP_POS, DUMP_PREFIX, ENGINE_LOG_CAP, NO_HOST_FALLBACK, TRACE_FALLBACKS,
-  describeExit, dumpNameFilter, engineBackend, engineEnvironment, engineFailed, engineFallbackLedger, engineGraphTest, enginePromptArgs, envFlagOn, feedEngineLine, newEngineReport, runEngine,
+  describeExit, dumpNameFilter, engineBackend, engineEnvironment, engineFallbackLedger, engineGraphTest, enginePromptArgs, envFlagOn, feedEngineLine, newEngineReport, runEngine,
   type EngineExit, type EngineReport,
 } from '../../ascend/engine.ts';
 import { deviceBounds, kernelMathOf } from '../../ascend/budgets.ts';
@@ -27,7 +27,7 @@ import { stringifyJson } from '../../diff/json.ts';
 import { replayDump } from '../../diff/replay.ts';
 import { makeJudge, type RunVerdict } from '../../diff/gate.ts';
 import { checkEvaluatedTokens, evaluatedTokens, importDs4Dumps, listDs4Dumps, type DumpFile, type ImportSummary } from '../../diff/import.ts';
-import type { RunManifest } from '../../diff/manifest.ts';
+import { engineFailed, type RunManifest } from '../../diff/manifest.ts';
 import { defaultRunDir, withRunDir } from '../../diff/rundir.ts';
 import { loadPolicy, type Policy } from '../../diff/policy.ts';
 import { iterateDump } from '../../diff/dump.ts';

@@ -191,13 +191,11 @@ uint32_t Device::alloc(size_t bytes, const std::string &tag) {
   std::unique_ptr<uint8_t[]> mem(new (std::nothrow) uint8_t[bytes]);
   if (!mem) throw std::runtime_error("alloc '" + tag + "': out of device memory (" + std::to_string(bytes) + " bytes)");
   std::memset(mem.get(), kFreshByte, bytes);
-  std::lock_guard<std::mutex> lk(mu_);
-  const uint32_t h = next_handle_++;
-  Buffer &b = buffers_[h];
+  Buffer b;
   b.tag = tag;
   b.mem = std::move(mem);
   b.bytes = bytes;
-  return h;
+  return add_buffer(std::move(b));
 }
 
 uint32_t Device::map_weight(std::shared_ptr<FileMapping> file, size_t offset, size_t bytes, const std::string &tag) {
@@ -205,13 +203,19 @@ uint32_t Device::map_weight(std::shared_ptr<FileMapping> file, size_t offset, si
   if (!file || offset > file->size || bytes > file->size - offset)
     throw std::runtime_error("map '" + tag + "': " + std::to_string(bytes) + " bytes at offset " + std::to_string(offset) +
                              " are outside the mapped model file");
-  std::lock_guard<std::mutex> lk(mu_);
-  const uint32_t h = next_handle_++;
-  Buffer &b = buffers_[h];
+  Buffer b;
   b.tag = tag;
   b.file = std::move(file);
   b.file_off = offset;
   b.bytes = bytes;
+  return add_buffer(std::move(b));
+}
+
+// A new buffer (fresh device memory or a mapped weight) under the next handle.
+uint32_t Device::add_buffer(Buffer b) {
+  std::lock_guard<std::mutex> lk(mu_);
+  const uint32_t h = next_handle_++;
+  buffers_.emplace(h, std::move(b));
   return h;
 }
 

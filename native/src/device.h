@@ -110,6 +110,7 @@ class Device {
 
   void worker_loop();
   void execute(Op &op);
+  uint32_t add_buffer(Buffer b);
   Buffer &live(uint32_t h, const char *what);
   void poison(Buffer &b);
   void evict_quarantine();
